@@ -1,0 +1,151 @@
+"""Training callbacks: the paper's learning-rate rule, the conv1 filter image, NaN guard, checkpoints."""
+
+import math
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+class DivideLROnPlateau(keras.callbacks.Callback):
+    """Divide the learning rate by 10 when validation top-1 error stops improving (§5).
+
+    Unlike keras.callbacks.ReduceLROnPlateau, the state (best error, epochs waited, reductions
+    so far) lives in tf.Variables so the checkpoint saves and restores it, and the number of
+    reductions is capped (the paper: three times).
+    """
+
+    def __init__(self, patience=2, max_reductions=3, min_delta=0.0, monitor="val_top1_error", factor=0.1):
+        super().__init__()
+        self.patience, self.max_reductions, self.min_delta = patience, max_reductions, min_delta
+        self.monitor, self.factor = monitor, factor
+        self.best = tf.Variable(math.inf, dtype=tf.float64, trainable=False, name="plateau_best")
+        self.wait = tf.Variable(0, dtype=tf.int64, trainable=False, name="plateau_wait")
+        self.reductions = tf.Variable(0, dtype=tf.int64, trainable=False, name="plateau_reductions")
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        current = logs.get(self.monitor)
+        if current is None:
+            return
+        if current < self.best.numpy() - self.min_delta:
+            self.best.assign(current)
+            self.wait.assign(0)
+        else:
+            self.wait.assign_add(1)
+            if self.wait.numpy() >= self.patience and self.reductions.numpy() < self.max_reductions:
+                lr = self.model.optimizer.learning_rate
+                new_lr = float(lr.numpy()) * self.factor
+                lr.assign(new_lr)
+                self.reductions.assign_add(1)
+                self.wait.assign(0)
+                print(f"\nepoch {epoch + 1}: {self.monitor} has not improved for {self.patience} epochs; "
+                      f"learning rate divided by {1 / self.factor:g} to {new_lr:.3g} "
+                      f"(reduction {int(self.reductions.numpy())} of {self.max_reductions})")
+
+
+def filter_grid(kernels_per_tower, scale=4, gap=1):
+    """The conv1 kernels as one RGB image: one block of rows per tower (the paper's Fig. 3).
+
+    kernels_per_tower: list of (h, w, in_channels, filters) arrays. Each kernel is scaled to
+    [0, 1] on its own; grey kernels (1 input channel) are repeated over RGB. Towers are
+    separated by a white band so their different specialisations are easy to compare.
+    """
+    blocks = []
+    for k in kernels_per_tower:
+        k = np.asarray(k, np.float32)
+        if k.shape[2] == 1:
+            k = np.repeat(k, 3, axis=2)
+        k = k[:, :, :3]
+        h, w, _, n = k.shape
+        lo = k.reshape(-1, n).min(0)
+        hi = k.reshape(-1, n).max(0)
+        k = (k - lo) / np.maximum(hi - lo, 1e-12)
+        cols = min(n, 16)
+        rows = -(-n // cols)
+        block = np.zeros((rows * (h + gap) + gap, cols * (w + gap) + gap, 3), np.float32)
+        for i in range(n):
+            r, c = divmod(i, cols)
+            block[gap + r * (h + gap): gap + r * (h + gap) + h, gap + c * (w + gap): gap + c * (w + gap) + w] = k[..., i]
+        blocks.append(block)
+    width = max(b.shape[1] for b in blocks)
+    band = np.ones((2 * gap + 1, width, 3), np.float32)
+    parts = []
+    for i, b in enumerate(blocks):
+        if i:
+            parts.append(band)
+        parts.append(np.pad(b, ((0, 0), (0, width - b.shape[1]), (0, 0))))
+    grid = np.concatenate(parts, axis=0)
+    return np.kron(grid, np.ones((scale, scale, 1), np.float32))  # nearest-neighbour upscaling
+
+
+def conv1_kernels(model):
+    """conv1's kernels, one array per tower, in tower order."""
+    layers = sorted((l for l in model.layers if l.name.startswith("conv1_")), key=lambda l: l.name)
+    return [l.kernel.numpy() for l in layers]
+
+
+class Conv1Filters(keras.callbacks.Callback):
+    """Writes the conv1 kernels as an image grid to TensorBoard every epoch (tag `conv1_filters`).
+
+    keras.callbacks.TensorBoard(write_images=True) skips 4-D conv kernels, hence this callback.
+    """
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.log_dir = log_dir
+        self.writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.writer is None:
+            self.writer = tf.summary.create_file_writer(self.log_dir)
+        grid = filter_grid(conv1_kernels(self.model))
+        with self.writer.as_default():
+            tf.summary.image("conv1_filters", grid[None], step=epoch)
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self.writer is not None:
+            self.writer.close()
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops training at the first batch whose loss is NaN or infinite; sets `self.failed`."""
+
+    def __init__(self):
+        super().__init__()
+        self.failed = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            self.failed = (batch, float(loss))
+            self.model.stop_training = True
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves the checkpoint (model, optimizer, epoch, schedule state) after every good epoch,
+    and the best epoch's checkpoint by validation top-1 error.
+
+    `checkpoint` is a tf.train.Checkpoint with an `epoch` variable. The `checkpoint` index file
+    is rewritten only after the data, so a kill during a save leaves the previous one usable.
+    """
+
+    def __init__(self, checkpoint, directory, nan_guard=None, monitor="val_top1_error"):
+        super().__init__()
+        self.checkpoint, self.nan_guard, self.monitor = checkpoint, nan_guard, monitor
+        self.last = tf.train.CheckpointManager(checkpoint, os.path.join(directory, "last"), max_to_keep=1)
+        self.best = tf.train.CheckpointManager(checkpoint, os.path.join(directory, "best"), max_to_keep=1)
+        self.best_value = tf.Variable(math.inf, dtype=tf.float64, trainable=False, name="checkpoint_best")
+        checkpoint.best_value = self.best_value
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.nan_guard is not None and self.nan_guard.failed:
+            return  # keep the last good checkpoint
+        self.checkpoint.epoch.assign(epoch + 1)
+        value = (logs or {}).get(self.monitor)
+        if value is not None and value < self.best_value.numpy():
+            self.best_value.assign(value)
+            self.best.save(checkpoint_number=epoch + 1)
+        self.last.save(checkpoint_number=epoch + 1)

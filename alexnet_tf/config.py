@@ -1,0 +1,254 @@
+"""One typed config per run: YAML file -> dataclasses, `--set` overrides, validation.
+
+This module must not import TensorFlow: configs are validated (and bad ones rejected with
+one line) before any heavy work starts.
+"""
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value is unknown, of the wrong type or out of range. The message is one line."""
+
+
+def _spec(default, *, choices=None, lo=None, hi=None, lo_open=False, doc=""):
+    """A config field with its allowed values, kept next to the default."""
+    metadata = dict(choices=choices, lo=lo, hi=hi, lo_open=lo_open, doc=doc)
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class ModelConfig:
+    """Architecture (paper §3). Every ablation variant is one of these switches."""
+
+    towers: int = _spec(2, choices=(1, 2), doc="2 = the paper's two-GPU net; 1 = one net with half the kernels (§3.2)")
+    num_classes: int = _spec(1000, lo=2, doc="size of fc8")
+    image_size: int = _spec(224, lo=8, doc="side of the square crop the model sees (224 or 227 for ImageNet)")
+    channels: int = _spec(3, lo=1, doc="input channels")
+    geometry: str = _spec("imagenet", choices=("imagenet", "small"),
+                          doc="imagenet: conv1 11x11/4 with cuda-convnet's rounding; small: conv1 3x3/1 'same' for 28-64 px images")
+    width: float = _spec(1.0, lo=0.0, lo_open=True, doc="multiplier on every conv layer's kernel count")
+    fc_units: int = _spec(4096, lo=2, doc="units in fc6 and fc7 (split evenly over the towers)")
+    activation: str = _spec("relu", choices=("relu", "tanh"), doc="§3.1")
+    lrn: bool = _spec(True, doc="local response normalisation after conv1 and conv2 (§3.3)")
+    lrn_convention: str = _spec("paper", choices=("paper", "caffe"),
+                                doc="paper: k=2, alpha as written; caffe: k=1, alpha/n (Caffe, PyTorch)")
+    pool: str = _spec("overlapping", choices=("overlapping", "non_overlapping"), doc="3x3/2 (§3.4) or 2x2/2")
+    dropout: float = _spec(0.5, lo=0.0, hi=0.95, doc="dropout rate after fc6 and fc7 (§4.2)")
+    conv6: bool = _spec(False, doc="the '1 CNN*' sixth conv layer after the last pooling layer (§6)")
+    remove_conv: list = _spec([], doc="middle conv layers to remove, from {2, 3, 4} (§7)")
+    weight_init: str = _spec("normal", choices=("normal", "he_normal"),
+                             doc="normal: N(0, weight_std) as in the paper; he_normal: He et al. 2015")
+    weight_std: float = _spec(0.01, lo=0.0, lo_open=True, doc="std of the normal initialiser (paper 0.01)")
+    hidden_bias: float = _spec(1.0, doc="bias of conv2, conv4, conv5, fc6, fc7 (paper 1, Caffe 0.1); others 0")
+
+
+@dataclass
+class DataConfig:
+    source: str = _spec("synthetic", choices=("fashion_mnist", "synthetic"),
+                        doc="fashion_mnist: the real 70k images; synthetic: random images and labels (tests, benchmarks)")
+    path: str = _spec("", doc="directory holding the dataset files ('' = the standard places)")
+    batch_size: int = _spec(128, lo=1, doc="global batch size (§5: 128)")
+    mean: str = _spec("image", choices=("image", "channel", "none"),
+                      doc="subtract the training set's per-pixel mean image (§2), per-channel mean, or nothing")
+    scale: float = _spec(1.0, lo=0.0, lo_open=True,
+                         doc="factor applied after mean subtraction; 1 = the paper's raw 0..255 pixel values, 1/255 = [0, 1] range")
+    random_crop: int = _spec(0, lo=0, doc="pad by this many pixels and take a random crop of the original size (0 = off)")
+    flip: bool = _spec(True, doc="random horizontal flips at training time (§4.1)")
+    shuffle_buffer: int = _spec(60000, lo=1, doc="tf.data shuffle buffer (examples)")
+    synthetic_size: int = _spec(512, lo=1, doc="examples per split for source=synthetic")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = _spec(90, lo=1, doc="passes over the training set (§5: ~90)")
+    steps_per_epoch: Optional[int] = _spec(None, lo=1, doc="cap on steps per epoch (null = the whole split)")
+    val_steps: Optional[int] = _spec(None, lo=1, doc="cap on validation steps (null = the whole split)")
+    lr: float = _spec(0.01, lo=0.0, lo_open=True, doc="initial learning rate ε (§5)")
+    momentum: float = _spec(0.9, lo=0.0, hi=1.0, doc="§5")
+    weight_decay: float = _spec(0.0005, lo=0.0, doc="inside the momentum, as in §5")
+    decay_biases: bool = _spec(False, doc="also decay biases (the paper decays the weights w)")
+    lr_patience: int = _spec(2, lo=0, doc="epochs without a new best val top-1 error before lr /= 10")
+    lr_max_reductions: int = _spec(3, lo=0, doc="how often lr is divided by 10 at most (§5: three times)")
+    lr_min_delta: float = _spec(0.0, lo=0.0, doc="improvement in val top-1 error that counts as progress")
+    seed: int = _spec(0, lo=0, doc="seed for initialisation, dropout, shuffling and augmentation")
+    precision: str = _spec("float32", choices=("float32", "mixed_bfloat16", "mixed_float16", "auto"),
+                           doc="auto = mixed_bfloat16 on CPUs with AMX/AVX512-BF16, else float32")
+    deterministic: bool = _spec(False, doc="deterministic TF ops and tf.data order (slower)")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    name: str = _spec("run", doc="run name: the run directory is runs/<name> unless --run-dir is given")
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+def _describe(f):
+    """'an int in [1, inf)', 'one of relu, tanh', ... for error messages."""
+    m = f.metadata
+    if m.get("choices"):
+        return "one of " + ", ".join(str(c) for c in m["choices"])
+    base = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list"}
+    typ = _base_type(f)
+    text = base[typ]
+    if f.type == Optional[int]:
+        text = "null or an integer"
+    if m.get("lo") is not None or m.get("hi") is not None:
+        lo = m.get("lo")
+        lo_txt = "-inf" if lo is None else str(lo)
+        hi_txt = "inf" if m.get("hi") is None else str(m["hi"])
+        text += f" in {'(' if m.get('lo_open') else '['}{lo_txt}, {hi_txt}{']' if m.get('hi') is not None else ')'}"
+    return text
+
+
+def _base_type(f):
+    return int if f.type == Optional[int] else f.type
+
+
+def _check_value(key, f, value):
+    """Type- and range-check one value; returns it converted (int -> float where a float is expected)."""
+    expected = _describe(f)
+    bad = ConfigError(f"config error: {key} = {value!r} ({type(value).__name__}); expected {expected}")
+    typ = _base_type(f)
+    if value is None:
+        if f.type == Optional[int]:
+            return None
+        raise bad
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise bad
+    elif typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+    elif typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        value = float(value)
+    elif typ is str:
+        if not isinstance(value, str):
+            raise bad
+    elif typ is list:
+        if not isinstance(value, list):
+            raise bad
+    m = f.metadata
+    if m.get("choices") is not None and value not in m["choices"]:
+        raise bad
+    if m.get("lo") is not None:
+        if value < m["lo"] or (m.get("lo_open") and value == m["lo"]):
+            raise bad
+    if m.get("hi") is not None and value > m["hi"]:
+        raise bad
+    return value
+
+
+def _check_cross(cfg):
+    """Constraints that involve several keys."""
+    bad_remove = [i for i in cfg.model.remove_conv if i not in (2, 3, 4) or isinstance(i, bool)]
+    if bad_remove or len(set(cfg.model.remove_conv)) != len(cfg.model.remove_conv):
+        raise ConfigError(f"config error: model.remove_conv = {cfg.model.remove_conv!r}; "
+                          "expected a list of distinct middle conv layers from 2, 3, 4")
+    if cfg.model.fc_units % cfg.model.towers:
+        raise ConfigError(f"config error: model.fc_units = {cfg.model.fc_units} is not divisible by "
+                          f"model.towers = {cfg.model.towers}; expected a multiple of the tower count")
+    if cfg.model.geometry == "imagenet" and cfg.model.image_size < 67:
+        raise ConfigError(f"config error: model.image_size = {cfg.model.image_size} is too small for "
+                          "geometry imagenet (conv1 11x11/4 and three 3x3/2 pools need >= 67); use geometry small")
+    if cfg.data.source == "fashion_mnist" and (cfg.model.image_size, cfg.model.channels, cfg.model.num_classes) != (28, 1, 10):
+        raise ConfigError(
+            f"config error: data.source = fashion_mnist needs model.image_size=28, model.channels=1, "
+            f"model.num_classes=10; got {cfg.model.image_size}, {cfg.model.channels}, {cfg.model.num_classes}")
+
+
+def _apply(cfg, key, value):
+    """Set `section.key` (or a top-level key) on cfg after checking it."""
+    parts = key.split(".")
+    if len(parts) == 1 and parts[0] in {f.name for f in dataclasses.fields(Config)} and parts[0] not in _SECTIONS:
+        target, name = cfg, parts[0]
+    elif len(parts) == 2 and parts[0] in _SECTIONS:
+        target, name = getattr(cfg, parts[0]), parts[1]
+    else:
+        allowed = ", ".join(list(_SECTIONS) + [f.name for f in dataclasses.fields(Config) if f.name not in _SECTIONS])
+        raise ConfigError(f"config error: unknown key {key!r}; expected <section>.<key> with section one of {allowed}")
+    fields = {f.name: f for f in dataclasses.fields(target)}
+    if name not in fields:
+        raise ConfigError(f"config error: unknown key {key!r}; {parts[0] if len(parts) == 2 else 'top level'} "
+                          f"has: {', '.join(fields)}")
+    setattr(target, name, _check_value(key, fields[name], value))
+
+
+def _flatten(raw, source):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config error: {source} must hold a mapping of sections, got {type(raw).__name__}")
+    for k, v in raw.items():
+        if k in _SECTIONS:
+            if not isinstance(v, dict):
+                raise ConfigError(f"config error: section {k!r} in {source} must be a mapping, got {v!r}")
+            for kk, vv in v.items():
+                yield f"{k}.{kk}", vv
+        else:
+            yield str(k), v
+
+
+def parse_override(text):
+    """'train.lr=0.1' -> ('train.lr', 0.1). Values are parsed as YAML scalars/lists."""
+    if "=" not in text:
+        raise ConfigError(f"config error: override {text!r} is not of the form section.key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_config(path=None, overrides=()):
+    """Load a YAML config file (or the defaults), apply `section.key=value` overrides, validate.
+
+    Raises ConfigError (one line) on unknown keys, wrong types, out-of-range values.
+    """
+    cfg = Config()
+    if path is not None:
+        if not os.path.isfile(path):
+            raise ConfigError(f"config error: config file {path!r} not found; expected a YAML file such as configs/fashion_mnist.yaml")
+        try:
+            with open(path) as f:
+                raw = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config error: {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        for key, value in _flatten(raw, path):
+            _apply(cfg, key, value)
+    for item in overrides:
+        key, value = parse_override(item) if isinstance(item, str) else item
+        _apply(cfg, key, value)
+    _check_cross(cfg)
+    return cfg
+
+
+def from_dict(raw):
+    """Rebuild a Config from `Config.to_dict()` output (e.g. a run's saved config.yaml)."""
+    return load_config(None, list(_flatten(raw, "dict")))
+
+
+def dump(cfg, path):
+    with open(path, "w") as f:
+        yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
+
+
+def describe(cfg):
+    """The resolved config as YAML text, for printing at start."""
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip()

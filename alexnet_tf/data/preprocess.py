@@ -1,0 +1,61 @@
+"""Preprocessing as small pure functions on batches (B, H, W, C); each works eagerly and in tf.data.
+
+Pixels stay on the paper's scale: raw 0..255 values minus the training set's mean (§2).
+Random functions are stateless: the same `seed` (a shape-[2] int tensor) gives the same result.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+
+def mean_of(images, kind):
+    """Mean of uint8 training images (N, H, W, C): per pixel ('image', §2), per channel, or zeros."""
+    images = np.asarray(images)
+    if kind == "image":
+        return images.mean(axis=0, dtype=np.float64).astype(np.float32)
+    if kind == "channel":
+        return np.broadcast_to(images.mean(axis=(0, 1, 2), dtype=np.float64), images.shape[1:]).astype(np.float32)
+    if kind == "none":
+        return np.zeros(images.shape[1:], np.float32)
+    raise ValueError(f"mean kind {kind!r}; expected 'image', 'channel' or 'none'")
+
+
+def subtract_mean(images, mean):
+    """uint8 (or float) images on the 0..255 scale minus the mean: float32."""
+    return tf.cast(images, tf.float32) - tf.cast(mean, tf.float32)
+
+
+def random_flip(images, seed):
+    """Mirror each image left-right with probability 1/2 (§4.1)."""
+    batch = tf.shape(images)[0]
+    flip = tf.random.stateless_uniform([batch, 1, 1, 1], seed) < 0.5
+    return tf.where(flip, tf.reverse(images, axis=[2]), images)
+
+
+def random_crop(images, size, seed):
+    """A size x size window at a uniformly random position in each image (§4.1)."""
+    shape = tf.shape(images)
+    batch, height, width = shape[0], shape[1], shape[2]
+    top = tf.random.stateless_uniform([batch], seed, 0, height - size + 1, dtype=tf.int32)
+    left = tf.random.stateless_uniform([batch], seed + [0, 1], 0, width - size + 1, dtype=tf.int32)
+    return crop_at(images, top, left, size)
+
+
+def crop_at(images, top, left, size):
+    """Per-image crops: image b's window starts at (top[b], left[b])."""
+    rows = top[:, None] + tf.range(size)[None, :]    # (B, size)
+    cols = left[:, None] + tf.range(size)[None, :]
+    images = tf.gather(images, rows, axis=1, batch_dims=1)
+    return tf.gather(images, cols, axis=2, batch_dims=1)
+
+
+def center_crop(images, size):
+    """The central size x size window (rounded towards the top-left when the margin is odd)."""
+    shape = tf.shape(images)
+    top, left = (shape[1] - size) // 2, (shape[2] - size) // 2
+    return images[:, top:top + size, left:left + size, :]
+
+
+def pad(images, amount):
+    """Zero-pad height and width by `amount` on every side (zero = the mean after subtraction)."""
+    return tf.pad(images, [[0, 0], [amount, amount], [amount, amount], [0, 0]])

@@ -1,0 +1,156 @@
+"""AlexNet as in the paper's Fig. 2: two towers built as subgraphs of one functional model.
+
+Shapes in comments are for the paper configuration (224x224x3 input, two towers, width 1).
+Layer names follow the paper: `conv{i}_{tower}`, `fc6_{tower}`, `fc7_{tower}`, `fc8`.
+"""
+
+import math
+
+import keras
+from keras import layers
+
+from alexnet_tf.layers import LocalResponseNormalization
+
+# Kernels per conv layer for the whole two-tower net, §3.5: conv1..conv5.
+PAPER_CONV_CHANNELS = (96, 256, 384, 384, 256)
+# Layers whose biases the paper initialises to 1 (§5); every other bias starts at 0.
+HIDDEN_BIAS_LAYERS = ("conv2", "conv4", "conv5", "conv6", "fc6", "fc7")
+
+
+def cuda_convnet_padding(size, kernel, stride):
+    """Bottom/right zero padding that reproduces cuda-convnet's conv output size.
+
+    cuda-convnet rounds the output size up: out = 1 + ceil((size - kernel) / stride), so the
+    last window hangs over the bottom/right edge. 224 with 11x11/4 gives 55 (pad 3); 227 gives 55 (pad 0).
+    """
+    out = 1 + math.ceil((size - kernel) / stride)
+    return (out - 1) * stride + kernel - size
+
+
+def tower_channels(towers, width):
+    """Kernels per tower for conv1..conv5.
+
+    towers=2: half of the paper's kernels on each tower. towers=1 is the paper's one-GPU
+    baseline (§3.2): half the kernels in every conv layer except conv5, which keeps all 256
+    (footnote 2: conv5 feeds fc6, which holds most parameters, so it was not halved).
+    """
+    half = [c // 2 for c in PAPER_CONV_CHANNELS]
+    if towers == 1:
+        half[4] = PAPER_CONV_CHANNELS[4]
+    return [max(1, round(c * width)) for c in half]
+
+
+def alexnet(
+    num_classes=1000,
+    image_size=224,
+    channels=3,
+    *,
+    towers=2,
+    geometry="imagenet",
+    width=1.0,
+    fc_units=4096,
+    activation="relu",
+    lrn=True,
+    lrn_convention="paper",
+    pool="overlapping",
+    dropout=0.5,
+    conv6=False,
+    remove_conv=(),
+    weight_init="normal",
+    weight_std=0.01,
+    hidden_bias=1.0,
+    name="alexnet",
+):
+    """Build the paper's network (or one of its ablation variants) as a Keras functional model.
+
+    Returns a model mapping (B, image_size, image_size, channels) float images to (B, num_classes)
+    logits. Every argument mirrors a key of `ModelConfig`; see there and README for their meaning.
+    """
+    def kernel_init():
+        if weight_init == "he_normal":
+            return keras.initializers.HeNormal()
+        return keras.initializers.RandomNormal(0.0, weight_std)
+
+    def bias_init(layer):
+        value = hidden_bias if layer.split("_")[0] in HIDDEN_BIAS_LAYERS else 0.0
+        return keras.initializers.Constant(value)
+
+    def conv(x, layer, tower, filters, kernel, stride=1, padding="same"):
+        return layers.Conv2D(filters, kernel, strides=stride, padding=padding, activation=activation,
+                             kernel_initializer=kernel_init(), bias_initializer=bias_init(layer),
+                             name=f"{layer}_{tower}")(x)
+
+    def dense(x, layer, units, act=activation):
+        return layers.Dense(units, activation=act, kernel_initializer=kernel_init(),
+                            bias_initializer=bias_init(layer), name=layer)(x)
+
+    def norm(x, layer, tower):
+        if not lrn:
+            return x
+        return LocalResponseNormalization(convention=lrn_convention, name=f"lrn{layer[-1]}_{tower}")(x)
+
+    def max_pool(x, layer, tower):
+        size = 3 if pool == "overlapping" else 2  # §3.4: z=3, s=2 overlaps; z=s=2 does not
+        return layers.MaxPool2D(size, strides=2, padding="valid", name=f"pool{layer[-1]}_{tower}")(x)
+
+    def merge(xs, name):
+        return xs[0] if len(xs) == 1 else layers.Concatenate(name=name)(xs)
+
+    ch = tower_channels(towers, width)
+    T = range(towers)
+
+    # === Input ===
+    image = keras.Input((image_size, image_size, channels), name="image")
+    x = image
+    if geometry == "imagenet":
+        # cuda-convnet's output-size rounding: a 224 input is padded to 227 at the bottom/right.
+        pad = cuda_convnet_padding(image_size, 11, 4)
+        if pad:
+            x = layers.ZeroPadding2D(((0, pad), (0, pad)), name="pad")(x)  # (B, 227, 227, 3)
+        conv1 = dict(kernel=11, stride=4, padding="valid")
+    else:
+        conv1 = dict(kernel=3, stride=1, padding="same")  # small images: keep the resolution
+
+    # === Towers: conv1 -> conv2 see only their own tower (§3.5) ===
+    h = [conv(x, "conv1", t, ch[0], **conv1) for t in T]           # (B, 55, 55, 48) per tower
+    h = [max_pool(norm(h[t], "conv1", t), "conv1", t) for t in T]  # (B, 27, 27, 48)
+    if 2 not in remove_conv:
+        h = [norm(conv(h[t], "conv2", t, ch[1], 5), "conv2", t) for t in T]  # (B, 27, 27, 128)
+    h = [max_pool(h[t], "conv2", t) for t in T]                    # (B, 13, 13, 128)
+
+    # === conv3 reads both towers; conv4, conv5 their own (§3.5) ===
+    crossed = False
+    for i, filters in ((3, ch[2]), (4, ch[3]), (5, ch[4])):        # (B, 13, 13, 192|192|128)
+        if i in remove_conv:
+            continue
+        if not crossed:  # conv3, or the next layer if conv3 is removed, reads both towers
+            both = merge(h, f"concat{i}")
+            h = [both for _ in T]
+            crossed = True
+        h = [conv(h[t], f"conv{i}", t, filters, 3) for t in T]
+    h = [max_pool(h[t], "conv5", t) for t in T]                     # (B, 6, 6, 128)
+    if conv6:  # "1 CNN*" (§6): one more conv layer over the last pooling layer, own tower
+        h = [conv(h[t], "conv6", t, ch[4], 3) for t in T]           # (B, 6, 6, 128)
+
+    # === Classifier: every fc neuron sees all of the previous layer; halves live on the towers ===
+    x = merge([layers.Flatten(name=f"flatten_{t}")(h[t]) for t in T], "concat6")  # (B, 9216)
+    per_tower = fc_units // towers
+    for layer in ("fc6", "fc7"):
+        h = [dense(x, f"{layer}_{t}", per_tower) for t in T]        # (B, 2048) per tower
+        h = [layers.Dropout(dropout, name=f"dropout{layer[-1]}_{t}")(h[t]) for t in T]
+        x = merge(h, f"concat{int(layer[-1]) + 1}")                 # (B, 4096)
+    # fc8 in float32 so the logits (and softmax) keep full precision under mixed policies.
+    logits = layers.Dense(num_classes, kernel_initializer=kernel_init(), bias_initializer=bias_init("fc8"),
+                          dtype="float32", name="fc8")(x)           # (B, num_classes)
+    return keras.Model(image, logits, name=name)
+
+
+def build_model(config):
+    """The model described by a `Config` (or its `model` section)."""
+    m = getattr(config, "model", config)
+    return alexnet(
+        m.num_classes, m.image_size, m.channels, towers=m.towers, geometry=m.geometry, width=m.width,
+        fc_units=m.fc_units, activation=m.activation, lrn=m.lrn, lrn_convention=m.lrn_convention,
+        pool=m.pool, dropout=m.dropout, conv6=m.conv6, remove_conv=tuple(m.remove_conv),
+        weight_init=m.weight_init, weight_std=m.weight_std, hidden_bias=m.hidden_bias,
+    )
