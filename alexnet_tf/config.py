@@ -136,6 +136,11 @@ def _check_value(key, f, value):
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad
     elif typ is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         value = float(value)

@@ -1,0 +1,29 @@
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def float32_policy():
+    """Every test starts (and ends) under the float32 policy with a fixed seed."""
+    keras.mixed_precision.set_global_policy("float32")
+    keras.utils.set_random_seed(0)
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def tiny_overrides(**extra):
+    """A model and data small enough for a unit test: 28x28 grey synthetic images, 10 classes."""
+    base = {
+        "model.image_size": 28, "model.channels": 1, "model.num_classes": 10, "model.geometry": "small",
+        "model.width": 0.125, "model.fc_units": 32, "data.source": "synthetic", "data.synthetic_size": 64,
+        "data.batch_size": 16, "train.epochs": 1,
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]

@@ -1,0 +1,148 @@
+"""Training end to end: overfitting, the run directory, TensorBoard tags, resume, NaN stop."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import alexnet_tf
+from alexnet_tf.callbacks import DivideLROnPlateau, filter_grid
+from conftest import ROOT, tiny_overrides
+
+
+def test_overfits_a_tiny_batch():
+    cfg = alexnet_tf.load_config(None, tiny_overrides(**{
+        "model.dropout": 0.0, "model.weight_init": "he_normal", "model.hidden_bias": 0.0, "model.width": 0.25,
+        "model.fc_units": 64}))
+    model = alexnet_tf.compile_model(alexnet_tf.build_model(cfg), cfg)
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (16, 28, 28, 1)).astype("float32")
+    y = np.arange(16) % 10
+    model.fit(x, y, batch_size=16, epochs=150, verbose=0)
+    results = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert results["top1_error"] == 0.0 and results["top5_error"] == 0.0
+    # top-k error is 1 - (fraction of labels among the k largest logits), checked against numpy
+    logits = model.predict(x, verbose=0)
+    assert (logits.argmax(1) == y).all()
+
+
+def test_top_k_error_against_numpy():
+    from alexnet_tf.training import TopKError
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(50, 10)).astype("float32")
+    labels = rng.integers(0, 10, 50)
+    for k in (1, 5):
+        metric = TopKError(k)
+        metric.update_state(labels, logits)
+        in_top_k = (np.argsort(-logits, 1)[:, :k] == labels[:, None]).any(1)
+        assert float(metric.result()) == pytest.approx(1 - in_top_k.mean(), abs=1e-6)
+    assert TopKError(5).name == "top5_error" and TopKError(1).name == "top1_error"
+
+
+def test_lr_divided_by_10_on_plateau_at_most_three_times():
+    cb = DivideLROnPlateau(patience=2, max_reductions=3)
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    cb.set_model(model)
+    errors = [0.5, 0.4, 0.4, 0.41, 0.3, 0.31, 0.32, 0.33, 0.34, 0.35, 0.36, 0.37, 0.38]
+    lrs = []
+    for epoch, e in enumerate(errors):
+        cb.on_epoch_end(epoch, {"val_top1_error": e})
+        lrs.append(float(cb.model.optimizer.learning_rate.numpy()))
+    # plateaus end at epochs 3 (0.4, 0.41 after 0.4), 6, 8, 10; the fourth is ignored (max 3)
+    expected = [0.01] * 3 + [0.001] * 3 + [1e-4] * 2 + [1e-5] * 5
+    np.testing.assert_allclose(lrs, expected, rtol=1e-6)
+    assert int(cb.reductions.numpy()) == 3
+
+
+def test_filter_grid_layout():
+    rng = np.random.default_rng(0)
+    towers = [rng.normal(size=(11, 11, 3, 48)), rng.normal(size=(11, 11, 3, 48))]
+    grid = filter_grid(towers, scale=1, gap=1)
+    # per tower: 3 rows x 16 columns of 11x11 kernels with 1-pixel gaps; a 3-pixel white band between towers
+    block_h, block_w = 3 * 12 + 1, 16 * 12 + 1
+    assert grid.shape == (2 * block_h + 3, block_w, 3)
+    assert grid.min() >= 0 and grid.max() <= 1
+    np.testing.assert_array_equal(grid[block_h:block_h + 3], 1.0)
+    # each kernel is scaled to [0, 1] on its own: kernel 0 of tower 1 spans exactly 0..1
+    k = grid[block_h + 3 + 1: block_h + 3 + 12, 1:12]
+    assert k.min() == 0.0 and k.max() == 1.0
+    expected = (towers[1][..., 0] - towers[1][..., 0].min()) / np.ptp(towers[1][..., 0])
+    np.testing.assert_allclose(k, expected, atol=1e-6)
+
+
+def run_train(run_dir, *overrides):
+    args = [sys.executable, os.path.join(ROOT, "train.py"), "--run-dir", str(run_dir)]
+    for o in tiny_overrides() + list(overrides):
+        args += ["--set", o]
+    return subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def tensorboard_tags(directory):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(directory, size_guidance={"tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def test_smoke_run_resume_and_nan_stop(tmp_path):
+    run_dir = tmp_path / "run"
+    first = run_train(run_dir)
+    assert first.returncode == 0, first.stderr[-2000:]
+    for name in ("config.yaml", "model.keras", "metrics.json", "mean.npy", "classes.json",
+                 "checkpoints/last/checkpoint", "checkpoints/best/checkpoint"):
+        assert (run_dir / name).exists(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("val_top1_error", "val_top5_error", "val_loss", "epochs_completed", "wall_seconds"):
+        assert key in metrics
+    assert metrics["epochs_completed"] == 1 and 0 <= metrics["val_top1_error"] <= 1
+    assert "model:\n  towers: 2" in first.stdout  # the resolved config is printed
+
+    train_tb = tensorboard_tags(str(run_dir / "tb" / "train"))
+    val_tb = tensorboard_tags(str(run_dir / "tb" / "validation"))
+    train_tags, val_tags = set(train_tb.Tags()["tensors"]), set(val_tb.Tags()["tensors"])
+    assert {"epoch_loss", "epoch_top1_error", "epoch_top5_error", "epoch_learning_rate", "conv1_filters"} <= train_tags
+    assert {"epoch_loss", "epoch_top1_error", "epoch_top5_error"} <= val_tags
+    # the filter image: 6 grey 3x3 kernels per tower (width 0.125 of 48), one row each, scaled x4:
+    # block 5 x 25 px per tower + a 3 px band = 13 x 25, x4 = 52 x 100
+    image = train_tb.Tensors("conv1_filters")[0].tensor_proto.string_val
+    assert tuple(int(v) for v in image[:2]) == (100, 52)  # width, height
+    assert tf.io.decode_png(image[2]).shape == (52, 100, 3)
+    loaded = keras.saving.load_model(str(run_dir / "model.keras"))
+    assert loaded.get_layer("conv1_0").kernel.shape == (3, 3, 1, 6)
+
+    # Rerunning with more epochs resumes from the checkpoint.
+    second = run_train(run_dir, "train.epochs=2")
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "resuming from" in second.stdout and "1 of 2 epochs done" in second.stdout
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs_completed"] == 2
+
+    # A diverging run stops with one clear line and exit status 1.
+    third = run_train(tmp_path / "diverging", "train.lr=1e10")
+    assert third.returncode == 1
+    assert "training stopped: loss became nan" in third.stderr and "Lower train.lr" in third.stderr
+
+
+def test_nan_epoch_keeps_the_last_good_checkpoint(tmp_path):
+    from alexnet_tf.callbacks import EpochCheckpoint, StopOnNaN
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    x = np.ones((4, 3), "float32")
+    # batches 0-3 are epoch 1 (finite); from batch 5 (the second of epoch 2) on the inputs are NaN
+    data = tf.data.Dataset.range(100).map(
+        lambda i: (tf.where(i >= 5, np.nan, 1.0) * x, tf.zeros((4, 2))))
+    guard = StopOnNaN()
+    ckpt = tf.train.Checkpoint(model=model, epoch=tf.Variable(0, dtype=tf.int64))
+    saver = EpochCheckpoint(ckpt, str(tmp_path), guard)
+    model.fit(data, epochs=3, steps_per_epoch=4, callbacks=[guard, saver], verbose=0)
+    assert guard.failed is not None and guard.failed[0] == 1  # batch index 1 of epoch 2
+    assert tf.train.latest_checkpoint(str(tmp_path / "last")).endswith("ckpt-1")
+    restored = tf.train.Checkpoint(model=keras.models.clone_model(model), epoch=tf.Variable(0, dtype=tf.int64))
+    restored.restore(tf.train.latest_checkpoint(str(tmp_path / "last")))
+    assert int(restored.epoch.numpy()) == 1
+    assert np.isfinite(restored.model.get_weights()[0]).all()
