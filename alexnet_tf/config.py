@@ -81,6 +81,7 @@ class TrainConfig:
     seed: int = _spec(0, lo=0, doc="seed for initialisation, dropout, shuffling and augmentation")
     precision: str = _spec("float32", choices=("float32", "mixed_bfloat16", "mixed_float16", "auto"),
                            doc="auto = mixed_bfloat16 on CPUs with AMX/AVX512-BF16, else float32")
+    log_every: int = _spec(50, lo=0, doc="write batch-level loss/error to TensorBoard every N steps (0 = per epoch only)")
     deterministic: bool = _spec(False, doc="deterministic TF ops and tf.data order (slower)")
 
 
@@ -257,3 +258,18 @@ def dump(cfg, path):
 def describe(cfg):
     """The resolved config as YAML text, for printing at start."""
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip()
+
+
+def reference_markdown():
+    """The configuration reference table in README (`python -m alexnet_tf config-reference`)."""
+    rows = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
+    sections = [("", Config)] + list(_SECTIONS.items())
+    for section, cls in sections:
+        for f in dataclasses.fields(cls):
+            if f.name in _SECTIONS:
+                continue
+            key = f"{section}.{f.name}" if section else f.name
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            rows.append(f"| `{key}` | `{yaml.safe_dump(default, default_flow_style=True).strip().removesuffix('...').strip()}` "
+                        f"| {_describe(f)} | {f.metadata['doc']} |")
+    return "\n".join(rows)

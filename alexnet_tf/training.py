@@ -153,7 +153,8 @@ def train(config, run_dir, verbose=None):
         on_epoch_end=lambda epoch, logs: ckpt.wall_seconds.assign(wall_before + time.time() - start))
     tb_dir = os.path.join(run_dir, "tb")
     callbacks = [
-        keras.callbacks.TensorBoard(tb_dir, write_graph=False, profile_batch=0),  # logs the lr used in the epoch
+        keras.callbacks.TensorBoard(tb_dir, write_graph=False, profile_batch=0,
+                                    update_freq=config.train.log_every or "epoch"),  # logs the lr used in the epoch
         nan_guard,
         plateau,
         cb.Conv1Filters(os.path.join(tb_dir, "train")),

@@ -1,0 +1,29 @@
+# Set-up and entry points. `make train` and `make test` each build the virtual environment,
+# install requirements.txt and the Fashion-MNIST package on their own.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: setup train test fashion-mnist clean
+
+setup: $(VENV)/.installed fashion-mnist
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+fashion-mnist:
+	@sh scripts/get_fashion_mnist.sh
+
+train: setup
+	$(PY) train.py
+
+# pytest exits 5 when it collected no tests: that is a failure here, not a pass.
+test: setup
+	$(PY) -m pytest -q tests; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$status
+
+clean:
+	rm -rf $(VENV) runs
