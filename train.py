@@ -32,6 +32,9 @@ def main(argv=None):
     from alexnet_tf.training import TrainingDiverged, train
     try:
         train(config, run_dir)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
     except (TrainingDiverged, DatasetNotFound) as e:
         print(e, file=sys.stderr)
         return 1

@@ -8,6 +8,20 @@ import numpy as np
 import tensorflow as tf
 
 
+class TensorBoard(keras.callbacks.TensorBoard):
+    """Keras's TensorBoard callback, with the epoch summaries always written.
+
+    With an integer `update_freq`, Keras 3.15 leaves a `record_if(step % update_freq == 0)`
+    context active between batches, which also gates the epoch-end summaries (and those of any
+    other callback): they are silently dropped unless the step count happens to be a multiple of
+    update_freq. Remove this class once Keras resets the context at epoch end.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        with tf.summary.record_if(True):
+            super().on_epoch_end(epoch, logs)
+
+
 class DivideLROnPlateau(keras.callbacks.Callback):
     """Divide the learning rate by 10 when validation top-1 error stops improving (§5).
 
@@ -101,7 +115,7 @@ class Conv1Filters(keras.callbacks.Callback):
         if self.writer is None:
             self.writer = tf.summary.create_file_writer(self.log_dir)
         grid = filter_grid(conv1_kernels(self.model))
-        with self.writer.as_default():
+        with self.writer.as_default(), tf.summary.record_if(True):  # see TensorBoard above
             tf.summary.image("conv1_filters", grid[None], step=epoch)
         self.writer.flush()
 

@@ -34,6 +34,7 @@ class ModelConfig:
     channels: int = _spec(3, lo=1, doc="input channels")
     geometry: str = _spec("imagenet", choices=("imagenet", "small"),
                           doc="imagenet: conv1 11x11/4 with cuda-convnet's rounding; small: conv1 3x3/1 'same' for 28-64 px images")
+    conv1_kernel: int = _spec(0, lo=0, doc="conv1 kernel size; 0 = by geometry: 11 (imagenet, stride 4) or 3 (small, stride 1)")
     width: float = _spec(1.0, lo=0.0, lo_open=True, doc="multiplier on every conv layer's kernel count")
     fc_units: int = _spec(4096, lo=2, doc="units in fc6 and fc7 (split evenly over the towers)")
     activation: str = _spec("relu", choices=("relu", "tanh"), doc="§3.1")

@@ -47,6 +47,7 @@ def alexnet(
     *,
     towers=2,
     geometry="imagenet",
+    conv1_kernel=0,
     width=1.0,
     fc_units=4096,
     activation="relu",
@@ -104,12 +105,13 @@ def alexnet(
     x = image
     if geometry == "imagenet":
         # cuda-convnet's output-size rounding: a 224 input is padded to 227 at the bottom/right.
-        pad = cuda_convnet_padding(image_size, 11, 4)
+        kernel = conv1_kernel or 11
+        pad = cuda_convnet_padding(image_size, kernel, 4)
         if pad:
             x = layers.ZeroPadding2D(((0, pad), (0, pad)), name="pad")(x)  # (B, 227, 227, 3)
-        conv1 = dict(kernel=11, stride=4, padding="valid")
+        conv1 = dict(kernel=kernel, stride=4, padding="valid")
     else:
-        conv1 = dict(kernel=3, stride=1, padding="same")  # small images: keep the resolution
+        conv1 = dict(kernel=conv1_kernel or 3, stride=1, padding="same")  # small images: keep the resolution
 
     # === Towers: conv1 -> conv2 see only their own tower (§3.5) ===
     h = [conv(x, "conv1", t, ch[0], **conv1) for t in T]           # (B, 55, 55, 48) per tower
@@ -149,7 +151,8 @@ def build_model(config):
     """The model described by a `Config` (or its `model` section)."""
     m = getattr(config, "model", config)
     return alexnet(
-        m.num_classes, m.image_size, m.channels, towers=m.towers, geometry=m.geometry, width=m.width,
+        m.num_classes, m.image_size, m.channels, towers=m.towers, geometry=m.geometry,
+        conv1_kernel=m.conv1_kernel, width=m.width,
         fc_units=m.fc_units, activation=m.activation, lrn=m.lrn, lrn_convention=m.lrn_convention,
         pool=m.pool, dropout=m.dropout, conv6=m.conv6, remove_conv=tuple(m.remove_conv),
         weight_init=m.weight_init, weight_std=m.weight_std, hidden_bias=m.hidden_bias,

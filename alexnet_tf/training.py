@@ -1,7 +1,19 @@
-"""The paper's learning rule (§5), metrics, and `compile_model`."""
+"""The paper's learning rule (§5), metrics, `compile_model`, and the training run."""
+
+import json
+import os
+import sys
+import time
 
 import keras
+import numpy as np
+import tensorflow as tf
 from keras import ops
+
+from alexnet_tf import callbacks as cb
+from alexnet_tf import config as config_lib
+from alexnet_tf.data import make_datasets
+from alexnet_tf.model import build_model
 
 
 @keras.saving.register_keras_serializable(package="alexnet_tf")
@@ -80,7 +92,6 @@ def resolve_precision(precision):
     """'auto' -> mixed_bfloat16 on CPUs with AMX or AVX512-BF16 (and on GPUs with bf16), else float32."""
     if precision != "auto":
         return precision
-    import tensorflow as tf
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
@@ -99,21 +110,9 @@ def train(config, run_dir, verbose=None):
     Writes config.yaml, TensorBoard logs (tb/), checkpoints (checkpoints/last, checkpoints/best),
     model.keras and metrics.json. Returns the metrics dict. Raises TrainingDiverged on NaN/inf loss.
     """
-    import json
-    import os
-    import sys
-    import time
-
-    import numpy as np
-    import tensorflow as tf
-
-    from alexnet_tf import callbacks as cb
-    from alexnet_tf import config as config_lib
-    from alexnet_tf.data import make_datasets
-    from alexnet_tf.model import build_model
-
     start = time.time()
     os.makedirs(run_dir, exist_ok=True)
+    _check_same_run(config, run_dir)
     config_lib.dump(config, os.path.join(run_dir, "config.yaml"))
     keras.utils.set_random_seed(config.train.seed)
     if config.train.deterministic:
@@ -153,8 +152,8 @@ def train(config, run_dir, verbose=None):
         on_epoch_end=lambda epoch, logs: ckpt.wall_seconds.assign(wall_before + time.time() - start))
     tb_dir = os.path.join(run_dir, "tb")
     callbacks = [
-        keras.callbacks.TensorBoard(tb_dir, write_graph=False, profile_batch=0,
-                                    update_freq=config.train.log_every or "epoch"),  # logs the lr used in the epoch
+        cb.TensorBoard(tb_dir, write_graph=False, profile_batch=0,
+                       update_freq=config.train.log_every or "epoch"),  # logs the lr used in the epoch
         nan_guard,
         plateau,
         cb.Conv1Filters(os.path.join(tb_dir, "train")),
@@ -195,6 +194,24 @@ def train(config, run_dir, verbose=None):
           f"loss {metrics['val_loss']:.4f} after {metrics['epochs_completed']} epochs, "
           f"{metrics['wall_seconds']:.0f} s; run directory {run_dir}")
     return metrics
+
+
+def _check_same_run(config, run_dir):
+    """A run directory resumes only the run it holds: the model must match; other changes are reported."""
+    path = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(path):
+        return
+    old = config_lib.load_config(path).to_dict()
+    new = config.to_dict()
+    for section in ("model", "data", "train"):
+        for key, value in new[section].items():
+            if old[section][key] == value:
+                continue
+            change = f"{section}.{key}: {old[section][key]!r} -> {value!r}"
+            if section == "model":
+                raise config_lib.ConfigError(f"config error: {run_dir} holds a run with a different model ({change}); "
+                                             "use another --run-dir")
+            print(f"note: resuming with a changed config, {change}")
 
 
 class TrainingDiverged(RuntimeError):

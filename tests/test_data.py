@@ -1,7 +1,6 @@
 """Data sources and preprocessing: known dataset properties, numpy references, eager and in tf.data."""
 
 import gzip
-import os
 
 import numpy as np
 import pytest

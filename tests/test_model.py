@@ -121,3 +121,11 @@ def test_width_multiplier_scales_every_conv_layer():
     cfg = alexnet_tf.load_config(None, ["model.width=0.5"])
     model = alexnet_tf.build_model(cfg)
     assert [model.get_layer(f"conv{i}_0").filters for i in range(1, 6)] == [24, 64, 96, 96, 64]
+
+
+def test_conv1_kernel_override_keeps_the_geometry():
+    small = alexnet_tf.build_model(alexnet_tf.load_config(None, tiny_overrides(**{"model.conv1_kernel": 5})))
+    assert small.get_layer("conv1_1").kernel.shape == (5, 5, 1, 6)
+    assert small.get_layer("conv1_1").output.shape[1:3] == (28, 28)
+    # imagenet geometry: the cuda-convnet rounding adapts the padding to the kernel
+    assert cuda_convnet_padding(224, 9, 4) == 1  # out = 1 + ceil(215 / 4) = 55 -> needs 225

@@ -12,6 +12,8 @@ import tensorflow as tf
 
 import alexnet_tf
 from alexnet_tf.callbacks import DivideLROnPlateau, filter_grid
+from alexnet_tf.layers import LocalResponseNormalization
+import alexnet_tf.training  # noqa: F401  (registers PaperSGD and TopKError for load_model)
 from conftest import ROOT, tiny_overrides
 
 
@@ -115,6 +117,7 @@ def test_smoke_run_resume_and_nan_stop(tmp_path):
     assert tf.io.decode_png(image[2]).shape == (52, 100, 3)
     loaded = keras.saving.load_model(str(run_dir / "model.keras"))
     assert loaded.get_layer("conv1_0").kernel.shape == (3, 3, 1, 6)
+    assert isinstance(loaded.get_layer("lrn1_0"), LocalResponseNormalization)
 
     # Rerunning with more epochs resumes from the checkpoint.
     second = run_train(run_dir, "train.epochs=2")
