@@ -97,7 +97,8 @@ def train(config, run_dir, verbose=None):
     """Train `config` in `run_dir` (resuming from its last checkpoint if there is one).
 
     Writes config.yaml, TensorBoard logs (tb/), checkpoints (checkpoints/last, checkpoints/best),
-    model.keras and metrics.json. Returns the metrics dict. Raises TrainingDiverged on NaN/inf loss.
+    model.keras, a TF Serving SavedModel (export/<version>/) and metrics.json. Returns the metrics
+    dict. Raises TrainingDiverged on NaN/inf loss.
     """
     import json
     import os
@@ -180,6 +181,8 @@ def train(config, run_dir, verbose=None):
     # === Final evaluation and artefacts ===
     results = model.evaluate(data.val, steps=data.val_steps, verbose=0, return_dict=True)
     model.save(os.path.join(run_dir, "model.keras"))
+    from alexnet_tf.export import export_trained
+    print(f"SavedModel for TF Serving: {export_trained(run_dir, config, model, data.mean, data.class_names)}")
     metrics = {
         "val_top1_error": float(results["top1_error"]),
         "val_top5_error": float(results["top5_error"]),
