@@ -31,16 +31,11 @@ def _curves(args):
 
 
 def _filters(args):
-    import keras
-
     from alexnet_tf.callbacks import conv1_kernels
     from alexnet_tf.figures import save_filter_grid
+    from alexnet_tf.run_dir import load_run
 
-    path = os.path.join(args.run_dir, "model.keras")
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: {path} not found; expected a finished run directory (train.py writes model.keras at the end)")
-    model = keras.saving.load_model(path)
-    shape = save_filter_grid(conv1_kernels(model), args.out)
+    shape = save_filter_grid(conv1_kernels(load_run(args.run_dir, args.checkpoint).model), args.out)
     print(f"wrote {args.out} ({shape[1]}x{shape[0]} px)")
 
 
@@ -176,10 +171,6 @@ def main(argv=None):
                    help="e.g. validation:epoch_top1_error, train:batch_loss (repeatable)")
     p.add_argument("--title", default="")
     p.set_defaults(func=_curves)
-    p = sub.add_parser("filters", help="conv1 filters of a run as a PNG (Fig. 3)")
-    p.add_argument("--run-dir", required=True)
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=_filters)
 
     def run_parser(name, help):
         p = sub.add_parser(name, help=help)
@@ -187,6 +178,9 @@ def main(argv=None):
         p.add_argument("--checkpoint", help="'last', 'best' or a checkpoint prefix (default: model.keras)")
         return p
 
+    p = run_parser("filters", "conv1 filters of a run as a PNG (Fig. 3)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_filters)
     p = run_parser("export", "the model as a TF Serving SavedModel in RUN_DIR/export/<version>/")
     p.add_argument("--version", type=int, help="integer version (default: one above the highest existing)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
@@ -222,9 +216,9 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=256)
     p.set_defaults(func=_projector)
     p = run_parser("codes", "§7 binary codes: precision@K and speed, Hamming vs Euclidean")
-    p.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64, 128])
+    p.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
     p.add_argument("--k", type=int, nargs="+", default=[1, 10, 100], help="precision@K for these K")
-    p.add_argument("--epochs", type=int, default=20, help="auto-encoder training epochs")
+    p.add_argument("--epochs", type=int, default=10, help="auto-encoder training epochs")
     p.add_argument("--queries", type=int, help="use the first N validation images as queries (default: all)")
     p.add_argument("--pixels", action="store_true", help="add Euclidean search on raw pixels as a baseline")
     p.add_argument("--batch-size", type=int, default=256)

@@ -65,7 +65,7 @@ def _save(fig, out):
 # === Fig. 4: predictions and nearest neighbours ===
 
 PANEL_DPI = 100
-PREDICTION_CELL = (2.6, 3.4)   # inches per image: the image on top, its top-5 bars below
+PREDICTION_CELL = (2.8, 3.4)   # inches per image: the image on top, its top-5 bars below
 NEIGHBOUR_CELL = 1.3           # inches per thumbnail
 
 
@@ -92,8 +92,8 @@ def prediction_panel(images, top_names, top_probabilities, out, true_labels=None
     rows = -(-n // cols)
     width, height = PREDICTION_CELL
     fig = plt.figure(figsize=(cols * width, rows * height), dpi=PANEL_DPI)
-    grid = fig.add_gridspec(rows * 2, cols, height_ratios=[1.4, 1.0] * rows, hspace=0.45, wspace=0.9,
-                            left=0.05, right=0.97, top=0.97, bottom=0.03)
+    grid = fig.add_gridspec(rows * 2, cols, height_ratios=[1.4, 1.0] * rows, hspace=0.45, wspace=0.75,
+                            left=0.28 / cols, right=0.97, top=0.97, bottom=0.03)
     for i in range(n):
         r, c = divmod(i, cols)
         ax = fig.add_subplot(grid[2 * r, c])

@@ -13,6 +13,7 @@
 import hashlib
 import json
 import os
+import sys
 import time
 
 import keras
@@ -46,7 +47,7 @@ def extract_features(classifier, images, batch_size=256, progress=True):
     def run(batch):
         return features(classifier.preprocess(tf.cast(batch, tf.float32)), training=False)
 
-    bar = keras.utils.Progbar(len(images), unit_name="image") if progress else None
+    bar = keras.utils.Progbar(len(images), unit_name="image", verbose=1 if sys.stdout.isatty() else 2) if progress else None
     out = []
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size]
@@ -99,7 +100,7 @@ def _top_k_by_key(keys, k):
     return np.take_along_axis(part, order, 1)
 
 
-def nearest(queries, database, k, chunk=1024):
+def nearest(queries, database, k, chunk=256):
     """Indices (Q, k) and Euclidean distances (Q, k) of each query's k nearest database vectors.
 
     Squared distances as |q|^2 - 2 q.d + |d|^2 (one matrix product per chunk of queries).
@@ -135,7 +136,7 @@ def hamming_distances(query_words, database_words):
     return out
 
 
-def hamming_nearest(query_words, database_words, k, chunk=1024):
+def hamming_nearest(query_words, database_words, k, chunk=128):
     """Indices (Q, k) and distances of each query's k nearest codes; ties broken by database index."""
     n = len(database_words)
     indices, distances = [], []
@@ -145,6 +146,28 @@ def hamming_nearest(query_words, database_words, k, chunk=1024):
         indices.append(idx)
         distances.append(np.take_along_axis(d, idx, 1))
     return np.concatenate(indices), np.concatenate(distances)
+
+
+@keras.saving.register_keras_serializable(package="alexnet_tf")
+class CodeNoise(keras.layers.Layer):
+    """Adds N(0, stddev^2) noise in training only (keras.layers.GaussianNoise caps stddev at 1)."""
+
+    def __init__(self, stddev, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.stddev, self.seed = stddev, seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=False):
+        if not training or not self.stddev:
+            return inputs
+        return inputs + keras.random.normal(keras.ops.shape(inputs), stddev=self.stddev, seed=self.seed_generator,
+                                            dtype=inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "stddev": self.stddev, "seed": self.seed}
 
 
 def build_autoencoder(dim, bits, hidden=512, noise=4.0):
@@ -160,7 +183,7 @@ def build_autoencoder(dim, bits, hidden=512, noise=4.0):
     x = keras.Input((dim,), name="features")
     h = keras.layers.Dense(hidden, activation="relu", name="encoder_hidden")(x)
     logits = keras.layers.Dense(bits, name="code_logits")(h)
-    noisy = keras.layers.GaussianNoise(noise, name="code_noise")(logits)  # training only
+    noisy = CodeNoise(noise, name="code_noise")(logits)
     code = keras.layers.Activation("sigmoid", name="code")(noisy)
     h = keras.layers.Dense(hidden, activation="relu", name="decoder_hidden")(code)
     reconstruction = keras.layers.Dense(dim, name="reconstruction")(h)
