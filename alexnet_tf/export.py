@@ -39,7 +39,7 @@ def eval_resize_size(config):
     m = config.model
     # When the ImageNet input pipeline gets its own resize key, read it here.
     if m.geometry == "imagenet":
-        return max(256, m.image_size)
+        return round(m.image_size * 256 / 224)  # 224 crops of 256 images; other sizes in proportion
     return m.image_size
 
 

@@ -153,6 +153,13 @@ def test_export_versions_and_overwrite(tiny_run, tmp_path):
         export.save(None, str(tmp_path), version=-1)
 
 
+def test_export_of_an_incomplete_run_directory_names_the_missing_file(tmp_path, capsys):
+    from alexnet_tf.__main__ import main
+    assert main(["export", "--run-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path}/config.yaml not found; expected the run's config.yaml" in err and err.count("\n") == 1
+
+
 # === Decoding, against PIL ===
 
 def decode(blob, channels):
