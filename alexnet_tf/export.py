@@ -32,14 +32,17 @@ _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
 
 
 def eval_resize_size(config):
-    """The side the shorter image side is resized to before cropping (§2: 256 for 224 crops).
+    """The side images are rescaled to (shorter side) before the crop: §2's 256 for 224 crops.
 
-    Small geometries (Fashion-MNIST, 28x28) resize straight to the model's input size.
+    File sources (the ImageNet input pipeline) use their `data.resize`; in-memory sources hold
+    images of the model's size: Fashion-MNIST (small geometry) resizes straight to the model's
+    input, the ImageNet geometry rescales to 256/224 of the crop, as in the paper.
     """
-    m = config.model
-    # When the ImageNet input pipeline gets its own resize key, read it here.
+    m, d = config.model, config.data
+    if d.source in ("imagenet", "folder", "tfds"):  # file sources
+        return d.resize
     if m.geometry == "imagenet":
-        return round(m.image_size * 256 / 224)  # 224 crops of 256 images; other sizes in proportion
+        return round(m.image_size * 256 / 224)
     return m.image_size
 
 
@@ -110,19 +113,21 @@ class Classifier:
     # === Preprocessing ===
 
     def preprocess(self, images, crops="center"):
-        """(B, H, W, C) 0..255 pixels -> model inputs (B, S, S, C), or (B, 10, S, S, C) for crops='ten'."""
+        """(B, H, W, C) 0..255 pixels -> model inputs (B, S, S, C), or (10, B, S, S, C) for crops='ten'."""
         return preprocess.eval_preprocess(images, self.mean, image_size=self.image_size,
                                           resize_size=self.resize_size, scale=self.scale, crops=crops)
 
     def preprocess_bytes(self, image_bytes, crops="center"):
-        """(B,) encoded images of any sizes -> model inputs; each image is decoded and resized on its own."""
+        """(B,) encoded images of any sizes -> model inputs (B, S, S, C), or (B, 10, S, S, C) for
+        crops='ten'; each image is decoded and resized on its own."""
         s, c = self.image_size, self.channels
         shape = [s, s, c] if crops == "center" else [10, s, s, c]
 
         def one(args):
             data, index = args
-            image = decode_image(data, c, index, self.background)
-            return tf.ensure_shape(self.preprocess(image[None], crops)[0], shape)
+            image = decode_image(data, c, index, self.background)[None]     # (1, H, W, C)
+            x = self.preprocess(image, crops)
+            return tf.ensure_shape(x[0] if crops == "center" else x[:, 0], shape)
 
         indices = tf.range(tf.shape(image_bytes)[0])
         return tf.map_fn(one, (image_bytes, indices), fn_output_signature=tf.TensorSpec(shape, tf.float32))

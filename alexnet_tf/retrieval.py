@@ -268,7 +268,9 @@ def evaluate_retrieval(train_features, train_labels, val_features, val_labels, b
         idx, _ = nearest(q, db, kmax, db_norms=norms)
         row = {"method": name, "bits": 32 * db.shape[1], "bytes_per_image": 4 * db.shape[1]}
         row.update({f"p@{k}": precision_at_k(train_labels[idx[:, :k]], val_labels) for k in ks})
-        search = lambda qq: nearest(qq, db, kmax, db_norms=norms)  # noqa: E731
+        def search(qq):
+            return nearest(qq, db, kmax, db_norms=norms)
+
         row["ms_per_query"] = 1e3 * time_search(search, q_timing) / len(q_timing)
         row["ms_single_query"] = 1e3 * time_search(search, q_timing[:1], repeat=20)
         log(row)
@@ -352,8 +354,7 @@ def write_projector(log_dir, features, labels, class_names, images):
     os.makedirs(log_dir, exist_ok=True)
     with open(os.path.join(log_dir, "metadata.tsv"), "w") as f:
         f.write("label\tclass\n")
-        for y in labels:
-            f.write(f"{int(y)}\t{class_names[int(y)]}\n")
+        f.writelines(f"{int(y)}\t{class_names[int(y)]}\n" for y in labels)
     grid, (h, w) = sprite(images)
     Image.fromarray(grid).save(os.path.join(log_dir, "sprite.png"))
     checkpoint = tf.train.Checkpoint(embedding=tf.Variable(np.asarray(features, np.float32), name=FEATURE_LAYER))

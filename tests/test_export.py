@@ -110,7 +110,8 @@ def test_export_serves_the_keras_top5_in_a_clean_process(tiny_run, tmp_path):
     ids, probs = keras_top5(tiny_run, images)
     np.testing.assert_array_equal(out["good"]["class_ids"], ids)
     np.testing.assert_allclose(out["good"]["probabilities"], probs, rtol=1e-4, atol=1e-6)
-    names = json.load(open(os.path.join(tiny_run, "classes.json")))
+    with open(os.path.join(tiny_run, "classes.json")) as f:
+        names = json.load(f)
     assert out["class_names"] == [[names[i] for i in row] for row in ids]
     np.testing.assert_array_equal(out["pixels"], ids)  # the float-pixel signature agrees
 
@@ -212,9 +213,9 @@ def in_tf_data(fn, x):
 
 
 def test_eval_preprocess_geometry_on_a_linear_ramp():
-    # f(y, x) = 2y + 3x + 5 on a 112 x 168 image: shorter side 112 -> 28 is a factor 4, the width
-    # becomes 42 and the central 28 columns start at 7. A (bilinear, antialiased) resize reproduces a
-    # linear function at the sample points y = 4i + 1.5, x = 4(j + 7) + 1.5 away from the borders.
+    # f(y, x) = 2y + 3x + 5 on a 112 x 168 image: the central 112 x 112 square starts at column 28
+    # and shrinks by 4 to 28 x 28. A (bilinear, antialiased) resize reproduces a linear function at
+    # the sample points y = 4i + 1.5, x = 28 + 4j + 1.5 away from the borders.
     yy, xx = np.mgrid[0:112, 0:168].astype(np.float64)
     image = (2 * yy + 3 * xx + 5)[None, ..., None]
     mean = np.full((28, 28, 1), 10.0, np.float32)
@@ -241,11 +242,27 @@ def test_ten_crops_and_resized_mean():
     x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 1)).astype(np.float32)
     mean = np.zeros((4, 4, 1), np.float32)  # resized to 8x8: still zero
     out = np.asarray(preprocess.eval_preprocess(x, mean, image_size=5, resize_size=8, crops="ten"))
-    assert out.shape == (2, 10, 5, 5, 1)
+    assert out.shape == (10, 2, 5, 5, 1)
     windows = [x[:, :5, :5], x[:, :5, 3:], x[:, 3:, :5], x[:, 3:, 3:], x[:, 1:6, 1:6]]
     for c, w in enumerate(windows):
-        np.testing.assert_allclose(out[:, c], w, atol=1e-4)
-        np.testing.assert_allclose(out[:, c + 5], w[:, :, ::-1], atol=1e-4)
+        np.testing.assert_allclose(out[c], w, atol=1e-4)
+        np.testing.assert_allclose(out[c + 5], w[:, :, ::-1], atol=1e-4)
     constant_mean = np.full((4, 4, 1), 7.0, np.float32)
     out = np.asarray(preprocess.eval_preprocess(x, constant_mean, image_size=8, resize_size=8))
     np.testing.assert_allclose(out, x - 7.0, atol=1e-4)
+
+
+def test_ten_crop_signature_averages_the_patches(tiny_run):
+    # at the small geometry (resize 28 = crop 28) the ten patches are the image five times and its
+    # mirror image five times: the average of the two softmaxes, computed here with the Keras model
+    from alexnet_tf.run_dir import load_run
+    classifier = export.Classifier.from_run(load_run(tiny_run))
+    images = distinct_images()
+    blobs = tf.constant([encode(Image.fromarray(x), "PNG") for x in images])
+    out = classifier.classify_bytes_ten_crop(blobs)
+    model = keras.saving.load_model(os.path.join(tiny_run, "model.keras"), compile=False)
+    x = (images.astype(np.float64) - np.load(os.path.join(tiny_run, "mean.npy"))) * 0.02
+    probs = (tf.nn.softmax(model.predict(x, verbose=0)) + tf.nn.softmax(model.predict(x[:, :, ::-1], verbose=0))) / 2
+    ids = np.argsort(-probs.numpy(), axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(out["class_ids"], ids)
+    np.testing.assert_allclose(out["probabilities"], np.take_along_axis(probs.numpy(), ids, 1), rtol=1e-4)

@@ -1,6 +1,5 @@
 """Prediction, figures and retrieval: against brute-force numpy references and on a tiny trained run."""
 
-import io
 import json
 import os
 
@@ -86,7 +85,7 @@ def test_cached_features_and_neighbours_panel(tiny_run, tmp_path, monkeypatch):
     from alexnet_tf.run_dir import load_run
     run = load_run(tiny_run)
     classifier = Classifier.from_run(run)
-    features, labels, images = retrieval.cached_features(run, classifier, "train", batch_size=20, progress=False)
+    features, labels, _ = retrieval.cached_features(run, classifier, "train", batch_size=20, progress=False)
     x, y = synthetic.load(28, 3, 10, 64, 0)["train"]
     np.testing.assert_array_equal(labels, y)
     np.testing.assert_allclose(features, fc7_reference(tiny_run, x), rtol=1e-4, atol=1e-5)
@@ -173,7 +172,8 @@ def test_sprite_shrinks_to_the_projector_limit(monkeypatch):
 
 def test_codes_command_writes_the_report(tiny_run):
     assert main(["codes", "--run-dir", tiny_run, "--bits", "8", "--k", "1", "5", "--epochs", "2"]) == 0
-    rows = json.load(open(os.path.join(tiny_run, "retrieval", "report.json")))
+    with open(os.path.join(tiny_run, "retrieval", "report.json")) as f:
+        rows = json.load(f)
     assert [r["method"].split(" (")[0] for r in rows] == [
         "euclidean fc7", "hamming autoencoder", "hamming random hyperplanes"]
     assert rows[1]["bits"] == 8 and rows[1]["bytes_per_image"] == 8 and rows[0]["bytes_per_image"] == 32 * 4
