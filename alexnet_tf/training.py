@@ -181,8 +181,6 @@ def train(config, run_dir, verbose=None):
     # === Final evaluation and artefacts ===
     results = model.evaluate(data.val, steps=data.val_steps, verbose=0, return_dict=True)
     model.save(os.path.join(run_dir, "model.keras"))
-    from alexnet_tf.export import export_trained
-    print(f"SavedModel for TF Serving: {export_trained(run_dir, config, model, data.mean, data.class_names)}")
     metrics = {
         "val_top1_error": float(results["top1_error"]),
         "val_top5_error": float(results["top5_error"]),
@@ -194,6 +192,8 @@ def train(config, run_dir, verbose=None):
     }
     with open(os.path.join(run_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
+    from alexnet_tf.export import export_trained  # after metrics.json: a failed export loses nothing
+    print(f"SavedModel for TF Serving: {export_trained(run_dir, config, model, data.mean, data.class_names)}")
     print(f"val top-1 error {metrics['val_top1_error']:.4f}, top-5 error {metrics['val_top5_error']:.4f}, "
           f"loss {metrics['val_loss']:.4f} after {metrics['epochs_completed']} epochs, "
           f"{metrics['wall_seconds']:.0f} s; run directory {run_dir}")
