@@ -3,6 +3,12 @@
   curves   learning curves of one or more runs as a PNG (from their TensorBoard logs)
   filters  the conv1 filters of a run as a PNG grid, towers stacked (the paper's Fig. 3)
   config-reference  the configuration table of README, generated from the config dataclasses
+  export   the run's model as a TF Serving SavedModel in RUN_DIR/export/<version>/
+  predict  top-5 classes of image files or validation images, optionally as a PNG panel (Fig. 4 left)
+  features the last hidden layer's vectors of a split, cached in RUN_DIR/features/
+  neighbours  the nearest training images of query images as a PNG panel (Fig. 4 right)
+  projector   training-set vectors with labels and sprites for TensorBoard's projector
+  codes    §7: auto-encoders to binary codes, precision@K and speed of Hamming vs Euclidean search
 """
 
 import argparse
@@ -25,17 +31,134 @@ def _curves(args):
 
 
 def _filters(args):
-    import keras
-
     from alexnet_tf.callbacks import conv1_kernels
     from alexnet_tf.figures import save_filter_grid
+    from alexnet_tf.run_dir import load_run
 
-    path = os.path.join(args.run_dir, "model.keras")
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: {path} not found; expected a finished run directory (train.py writes model.keras at the end)")
-    model = keras.saving.load_model(path)
-    shape = save_filter_grid(conv1_kernels(model), args.out)
+    shape = save_filter_grid(conv1_kernels(load_run(args.run_dir, args.checkpoint).model), args.out)
     print(f"wrote {args.out} ({shape[1]}x{shape[0]} px)")
+
+
+def _load(args):
+    from alexnet_tf.export import Classifier
+    from alexnet_tf.run_dir import load_run
+
+    run = load_run(args.run_dir, args.checkpoint)
+    return run, Classifier.from_run(run)
+
+
+def _export(args):
+    from alexnet_tf import export
+
+    path = export.export_run(args.run_dir, args.version, args.checkpoint, args.overwrite)
+    print(f"wrote {path}")
+    print(f"  saved_model_cli show --dir {path} --all")
+    print(f"  docker run -p 8501:8501 -v {os.path.abspath(os.path.dirname(path))}:/models/alexnet "
+          "-e MODEL_NAME=alexnet tensorflow/serving")
+
+
+def _predict(args):
+    from alexnet_tf import predict
+
+    run, classifier = _load(args)
+    if not args.images and not args.val:
+        raise SystemExit("error: give image files and/or --val N (validation images)")
+    try:
+        results = predict.predict_files(classifier, args.images, args.label, args.ten_crop) if args.images else []
+    except ValueError as e:  # a --label that is not a class, or a label count that does not match
+        raise SystemExit(f"error: {e}") from None
+    if args.val:
+        blobs, names, labels = predict.validation_samples(run, args.val, args.seed)
+        results += predict.predict_bytes(classifier, blobs, names, labels, args.ten_crop)
+    print(predict.format_predictions(results))
+    if args.out:
+        from alexnet_tf.figures import prediction_panel
+        size = prediction_panel([r.image for r in results], [r.class_names for r in results],
+                                [r.probabilities for r in results], args.out, [r.true_label for r in results],
+                                cols=args.cols)
+        print(f"wrote {args.out} ({size[0]}x{size[1]} px)")
+
+
+def _features(args):
+    from alexnet_tf import retrieval
+
+    run, classifier = _load(args)
+    for split in args.split:
+        features, _, _ = retrieval.cached_features(run, classifier, split, args.batch_size)
+        print(f"{split}: {features.shape[0]} x {features.shape[1]} {retrieval.FEATURE_LAYER} vectors in "
+              f"{os.path.join(args.run_dir, 'features', split + '.npy')}")
+
+
+def _neighbours(args):
+    import keras
+    import numpy as np
+
+    from alexnet_tf import retrieval
+    from alexnet_tf.export import decode_image
+    from alexnet_tf.figures import neighbours_panel
+
+    run, classifier = _load(args)
+    train_features, train_labels, train_images = retrieval.cached_features(run, classifier, "train", args.batch_size)
+    names = run.class_names
+    if args.images:
+        blobs = []
+        for path in args.images:
+            with open(path, "rb") as f:
+                blobs.append(f.read())
+        queries = retrieval.features_of_bytes(classifier, blobs)
+        query_images = [decode_image(b, classifier.channels).numpy() for b in blobs]
+        query_labels = [os.path.basename(p) for p in args.images]
+    else:
+        val_features, val_labels, val_images = retrieval.cached_features(run, classifier, "val", args.batch_size)
+        chosen = np.sort(np.random.default_rng(args.seed).choice(len(val_images), args.queries, replace=False))
+        queries, query_images = val_features[chosen], list(val_images[chosen])
+        query_labels = [names[val_labels[i]] for i in chosen]
+    if args.encoder:
+        encoder = keras.saving.load_model(args.encoder)
+        database = retrieval.pack_bits(retrieval.binary_codes(encoder, train_features))
+        idx, _ = retrieval.hamming_nearest(retrieval.pack_bits(retrieval.binary_codes(encoder, queries)), database, args.k)
+    else:
+        idx, _ = retrieval.nearest(queries, train_features, args.k)
+    size = neighbours_panel(query_images, [list(train_images[row]) for row in idx], args.out, query_labels,
+                            [[names[train_labels[j]] for j in row] for row in idx])
+    print(f"wrote {args.out} ({size[0]}x{size[1]} px)")
+
+
+def _projector(args):
+    import numpy as np
+
+    from alexnet_tf import retrieval
+
+    run, classifier = _load(args)
+    features, labels, images = retrieval.cached_features(run, classifier, args.split, args.batch_size)
+    chosen = np.sort(np.random.default_rng(args.seed).choice(len(features), min(args.count, len(features)), replace=False))
+    log_dir = args.log_dir or os.path.join(args.run_dir, "tb", "projector")
+    retrieval.write_projector(log_dir, features[chosen], labels[chosen], run.class_names, images[chosen])
+    print(f"wrote {len(chosen)} {args.split} vectors to {log_dir}; view with: tensorboard --logdir {log_dir}")
+
+
+def _codes(args):
+    import json
+
+    from alexnet_tf import retrieval
+
+    run, classifier = _load(args)
+    train_features, train_labels, train_images = retrieval.cached_features(run, classifier, "train", args.batch_size)
+    val_features, val_labels, val_images = retrieval.cached_features(run, classifier, "val", args.batch_size)
+    extra = {}
+    if args.pixels:  # Euclidean search on the raw pixels, for scale
+        extra["euclidean pixels"] = (train_images.reshape(len(train_images), -1).astype("float32"),
+                                     val_images.reshape(len(val_images), -1).astype("float32"))
+    out_dir = os.path.join(args.run_dir, "retrieval")
+    rows = retrieval.evaluate_retrieval(train_features, train_labels, val_features, val_labels, args.bits,
+                                        tuple(args.k), args.queries, args.epochs, extra=extra, out_dir=out_dir)
+    table = retrieval.markdown_table(rows, tuple(args.k))
+    with open(os.path.join(out_dir, "report.json"), "w") as f:
+        json.dump(rows, f, indent=2)
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+    print(f"wrote {out_dir}/report.json, report.md and the encoders encoder_<bits>.keras")
 
 
 def main(argv=None):
@@ -48,17 +171,70 @@ def main(argv=None):
                    help="e.g. validation:epoch_top1_error, train:batch_loss (repeatable)")
     p.add_argument("--title", default="")
     p.set_defaults(func=_curves)
-    p = sub.add_parser("filters", help="conv1 filters of a run as a PNG (Fig. 3)")
-    p.add_argument("--run-dir", required=True)
+
+    def run_parser(name, help):
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--run-dir", required=True)
+        p.add_argument("--checkpoint", help="'last', 'best' or a checkpoint prefix (default: model.keras)")
+        return p
+
+    p = run_parser("filters", "conv1 filters of a run as a PNG (Fig. 3)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_filters)
+    p = run_parser("export", "the model as a TF Serving SavedModel in RUN_DIR/export/<version>/")
+    p.add_argument("--version", type=int, help="integer version (default: one above the highest existing)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    p.set_defaults(func=_export)
+    p = run_parser("predict", "top-5 classes of images, optionally a PNG panel (Fig. 4 left)")
+    p.add_argument("images", nargs="*", help="JPEG/PNG/GIF/BMP files")
+    p.add_argument("--label", action="append", help="true label (name or id) of each image, in order; "
+                   "default: the image's folder when it is named after a class")
+    p.add_argument("--val", type=int, default=0, metavar="N", help="also predict N random validation images")
+    p.add_argument("--ten-crop", action="store_true", help="average over the paper's ten patches (§4.1)")
+    p.add_argument("--out", help="PNG panel: each image with its top-5 bars, the true label's bar in red")
+    p.add_argument("--cols", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_predict)
+    p = run_parser("features", "last-hidden-layer vectors of a split, cached in RUN_DIR/features/")
+    p.add_argument("--split", nargs="+", default=["train", "val"], choices=("train", "val"))
+    p.add_argument("--batch-size", type=int, default=256)
+    p.set_defaults(func=_features)
+    p = run_parser("neighbours", "nearest training images of queries as a PNG (Fig. 4 right)")
+    p.add_argument("images", nargs="*", help="query image files (default: --queries random validation images)")
+    p.add_argument("--queries", type=int, default=5)
+    p.add_argument("--k", type=int, default=6, help="neighbours per query (the paper shows 6)")
+    p.add_argument("--encoder", help="rank by Hamming distance of this §7 encoder's codes (from `codes`)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.set_defaults(func=_neighbours)
+    p = run_parser("projector", "vectors, labels and sprite for TensorBoard's projector")
+    p.add_argument("--split", default="train", choices=("train", "val"))
+    p.add_argument("--count", type=int, default=5000, help="random subset size (the projector runs in the browser)")
+    p.add_argument("--log-dir", help="default: RUN_DIR/tb/projector")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.set_defaults(func=_projector)
+    p = run_parser("codes", "§7 binary codes: precision@K and speed, Hamming vs Euclidean")
+    p.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
+    p.add_argument("--k", type=int, nargs="+", default=[1, 10, 100], help="precision@K for these K")
+    p.add_argument("--epochs", type=int, default=10, help="auto-encoder training epochs")
+    p.add_argument("--queries", type=int, help="use the first N validation images as queries (default: all)")
+    p.add_argument("--pixels", action="store_true", help="add Euclidean search on raw pixels as a baseline")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.set_defaults(func=_codes)
     p = sub.add_parser("config-reference", help="print README's configuration table (markdown)")
     p.set_defaults(func=lambda args: print(reference_markdown()))
     args = parser.parse_args(argv)
     if getattr(args, "curve", 1) is None:
         args.curve = ["train:epoch_top1_error", "validation:epoch_top1_error"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    args.func(args)
+    from alexnet_tf.run_dir import RunDirError
+    try:
+        args.func(args)
+    except (RunDirError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

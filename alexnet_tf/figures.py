@@ -60,3 +60,99 @@ def _save(fig, out):
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
+
+
+# === Fig. 4: predictions and nearest neighbours ===
+
+PANEL_DPI = 100
+PREDICTION_CELL = (2.8, 3.4)   # inches per image: the image on top, its top-5 bars below
+NEIGHBOUR_CELL = 1.3           # inches per thumbnail
+
+
+def _show(ax, image):
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+    else:
+        ax.imshow(np.clip(image, 0, 255).astype(np.uint8))
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def prediction_panel(images, top_names, top_probabilities, out, true_labels=None, cols=4):
+    """Each image with the bars of its top-5 classes (the paper's Fig. 4 left).
+
+    images: list of (H, W, C) 0..255 arrays; top_names / top_probabilities: (N, k); true_labels:
+    class names or None per image. The true label is written under the image; its bar, when it is
+    in the top k, is drawn in red (as in the paper), the others in grey.
+    Returns the PNG's (width, height) in pixels: cols x rows cells of PREDICTION_CELL inches.
+    """
+    n = len(images)
+    cols = min(cols, n)
+    rows = -(-n // cols)
+    width, height = PREDICTION_CELL
+    fig = plt.figure(figsize=(cols * width, rows * height), dpi=PANEL_DPI)
+    grid = fig.add_gridspec(rows * 2, cols, height_ratios=[1.4, 1.0] * rows, hspace=0.45, wspace=0.75,
+                            left=0.28 / cols, right=0.97, top=0.97, bottom=0.03)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        ax = fig.add_subplot(grid[2 * r, c])
+        _show(ax, images[i])
+        true = true_labels[i] if true_labels is not None else None
+        if true is not None:
+            ax.set_xlabel(str(true), fontsize=9)
+        bars = fig.add_subplot(grid[2 * r + 1, c])
+        names = [str(s) for s in top_names[i]]
+        probs = np.asarray(top_probabilities[i], float)
+        colors = ["tab:red" if name == true else "0.6" for name in names]
+        y = np.arange(len(names))[::-1]
+        bars.barh(y, probs, color=colors)
+        bars.set_yticks(y)
+        bars.set_yticklabels(names, fontsize=8)
+        bars.set_xlim(0, 1)
+        bars.tick_params(axis="x", labelsize=7)
+    _save_exact(fig, out)
+    return int(round(cols * width * PANEL_DPI)), int(round(rows * height * PANEL_DPI))
+
+
+def neighbours_panel(queries, neighbours, out, query_labels=None, neighbour_labels=None):
+    """Query images in the first column, their nearest training images to the right (Fig. 4 right).
+
+    queries: list of (H, W, C) 0..255 arrays; neighbours: list (per query) of lists of arrays;
+    labels (optional) are written under each image, green when a neighbour's label is the query's.
+    Returns the PNG's (width, height) in pixels: (1 + k) x queries cells of NEIGHBOUR_CELL inches.
+    """
+    rows, k = len(queries), max(len(n) for n in neighbours)
+    cell = NEIGHBOUR_CELL
+    fig, axes = plt.subplots(rows, 1 + k, figsize=((1 + k) * cell, rows * cell), dpi=PANEL_DPI, squeeze=False)
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.97, bottom=0.03, wspace=0.08, hspace=0.35)
+    for r in range(rows):
+        for c in range(1 + k):
+            ax = axes[r, c]
+            ax.axis("off")
+            if c == 0:
+                _show(ax, queries[r])
+                ax.axis("on")
+                for side in ax.spines.values():
+                    side.set_color("tab:blue")
+                    side.set_linewidth(2)
+                if query_labels is not None:
+                    ax.set_xlabel(str(query_labels[r]), fontsize=7, color="tab:blue")
+            elif c - 1 < len(neighbours[r]):
+                _show(ax, neighbours[r][c - 1])
+                ax.axis("on")
+                for side in ax.spines.values():
+                    side.set_visible(False)
+                if neighbour_labels is not None:
+                    label = neighbour_labels[r][c - 1]
+                    same = query_labels is not None and label == query_labels[r]
+                    ax.set_xlabel(str(label), fontsize=7, color="tab:green" if same else "tab:red")
+    _save_exact(fig, out)
+    return int(round((1 + k) * cell * PANEL_DPI)), int(round(rows * cell * PANEL_DPI))
+
+
+def _save_exact(fig, out):
+    """Save at the figure's own size (no tight bounding box), so the pixel size is known in advance."""
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    fig.savefig(out, dpi=PANEL_DPI)
+    plt.close(fig)

@@ -108,7 +108,8 @@ def train(config, run_dir, verbose=None):
     """Train `config` in `run_dir` (resuming from its last checkpoint if there is one).
 
     Writes config.yaml, TensorBoard logs (tb/), checkpoints (checkpoints/last, checkpoints/best),
-    model.keras and metrics.json. Returns the metrics dict. Raises TrainingDiverged on NaN/inf loss.
+    model.keras, a TF Serving SavedModel (export/<version>/) and metrics.json. Returns the metrics
+    dict. Raises TrainingDiverged on NaN/inf loss.
     """
     start = time.time()
     os.makedirs(run_dir, exist_ok=True)
@@ -190,6 +191,8 @@ def train(config, run_dir, verbose=None):
     }
     with open(os.path.join(run_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
+    from alexnet_tf.export import export_trained  # after metrics.json: a failed export loses nothing
+    print(f"SavedModel for TF Serving: {export_trained(run_dir, config, model, data.mean, data.class_names)}")
     print(f"val top-1 error {metrics['val_top1_error']:.4f}, top-5 error {metrics['val_top5_error']:.4f}, "
           f"loss {metrics['val_loss']:.4f} after {metrics['epochs_completed']} epochs, "
           f"{metrics['wall_seconds']:.0f} s; run directory {run_dir}")

@@ -27,3 +27,19 @@ def tiny_overrides(**extra):
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A finished one-epoch run directory of a tiny RGB model on synthetic 28x28 images (10 classes),
+    trained once per test session by `training.train` (which also exports export/1/)."""
+    import alexnet_tf
+    from alexnet_tf.training import train
+
+    run_dir = str(tmp_path_factory.mktemp("tiny_run"))
+    keras.mixed_precision.set_global_policy("float32")
+    # He-normal weights and no bias of 1: the outputs depend clearly on the image after one epoch
+    config = alexnet_tf.load_config(None, tiny_overrides(**{
+        "model.channels": 3, "data.scale": 0.02, "model.weight_init": "he_normal", "model.hidden_bias": 0.0}))
+    train(config, run_dir, verbose=0)
+    return run_dir

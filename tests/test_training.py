@@ -97,7 +97,7 @@ def test_smoke_run_resume_and_nan_stop(tmp_path):
     first = run_train(run_dir)
     assert first.returncode == 0, first.stderr[-2000:]
     for name in ("config.yaml", "model.keras", "metrics.json", "mean.npy", "classes.json",
-                 "checkpoints/last/checkpoint", "checkpoints/best/checkpoint"):
+                 "checkpoints/last/checkpoint", "checkpoints/best/checkpoint", "export/1/saved_model.pb"):
         assert (run_dir / name).exists(), name
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("val_top1_error", "val_top5_error", "val_loss", "epochs_completed", "wall_seconds"):

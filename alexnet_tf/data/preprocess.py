@@ -59,3 +59,60 @@ def center_crop(images, size):
 def pad(images, amount):
     """Zero-pad height and width by `amount` on every side (zero = the mean after subtraction)."""
     return tf.pad(images, [[0, 0], [amount, amount], [amount, amount], [0, 0]])
+
+
+# === Evaluation (test-time) transform ===
+
+def resize_central_square(images, size):
+    """§2: rescale the shorter side to `size` and keep the central size x size patch; float32.
+
+    (B, H, W, C) -> (B, size, size, C). Implemented as "central square, then resize to
+    size x size" (the scale factor is size / shorter side either way; this decodes and resizes
+    less), bilinear with antialiasing so that large photos shrunk to small geometries keep their
+    content instead of aliasing. An image already size x size passes unchanged.
+    """
+    shape = tf.shape(images)
+    side = tf.minimum(shape[1], shape[2])
+    top, left = (shape[1] - side) // 2, (shape[2] - side) // 2
+    square = images[:, top:top + side, left:left + side, :]
+    return tf.image.resize(tf.cast(square, tf.float32), [size, size], method="bilinear", antialias=True)
+
+
+def ten_crops(images, size):
+    """The paper's 10 test patches (§4.1): 4 corners and the centre, then the same 5 mirrored.
+
+    (B, H, W, C) -> (10, B, size, size, C), in the order top-left, top-right, bottom-left,
+    bottom-right, centre, then their left-right mirror images.
+    """
+    shape = tf.shape(images)
+    bottom, right = shape[1] - size, shape[2] - size
+    crops = [images[:, :size, :size], images[:, :size, right:right + size],
+             images[:, bottom:bottom + size, :size], images[:, bottom:bottom + size, right:right + size],
+             center_crop(images, size)]
+    crops += [tf.reverse(c, axis=[2]) for c in crops]
+    return tf.stack(crops)
+
+
+def eval_preprocess(images, mean, *, image_size, resize_size, scale=1.0, crops="center"):
+    """The evaluation transform for a batch of same-size images of any size on the 0..255 scale.
+
+    1. rescale the shorter side to `resize_size` and keep the central square (§2: 256x256);
+    2. subtract the training set's mean image (bilinearly resized to resize_size if its size differs);
+    3. crop `image_size`: the centre ('center') or the paper's ten patches ('ten', §4.1);
+    4. multiply by `scale` (data.scale).
+
+    For small geometries (Fashion-MNIST) resize_size == image_size and a 28x28 input passes
+    steps 1 and 3 unchanged, so this equals the validation pipeline of `make_datasets`.
+    Returns (B, image_size, image_size, C), or (10, B, image_size, image_size, C) for crops='ten'.
+    """
+    if crops not in ("center", "ten"):
+        raise ValueError(f"crops={crops!r}; expected 'center' or 'ten'")
+    if resize_size < image_size:
+        raise ValueError(f"resize_size={resize_size} is smaller than image_size={image_size}; expected >= image_size")
+    x = resize_central_square(images, resize_size)                  # (B, R, R, C)
+    mean = tf.convert_to_tensor(mean, tf.float32)
+    if tuple(mean.shape[:2]) != (resize_size, resize_size):
+        mean = tf.image.resize(mean, [resize_size, resize_size], method="bilinear", antialias=True)
+    x = subtract_mean(x, mean)
+    x = center_crop(x, image_size) if crops == "center" else ten_crops(x, image_size)
+    return x * scale if scale != 1.0 else x

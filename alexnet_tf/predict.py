@@ -1,0 +1,99 @@
+"""Top-5 predictions for image files or validation images (the paper's Fig. 4 left).
+
+Images go through `export.Classifier.classify_bytes`, the function behind the SavedModel's
+serving_default signature, so these predictions are the ones the exported model serves.
+"""
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from alexnet_tf.export import decode_image
+
+
+@dataclass
+class Prediction:
+    name: str                 # file name, or "val[i]"
+    image: np.ndarray         # the decoded image (H, W, channels), 0..255, for display
+    class_ids: np.ndarray     # (k,)
+    class_names: list         # (k,)
+    probabilities: np.ndarray  # (k,)
+    true_label: object = None  # class name, or None when unknown
+
+
+def true_label_from_path(path, class_names):
+    """The class whose name is the image's parent directory (ImageNet-style folders), else None.
+
+    Names are compared case-insensitively, with '/' in a class name matching '_' ("T-shirt/top").
+    """
+    folder = os.path.basename(os.path.dirname(os.path.abspath(path))).lower()
+    for name in class_names:
+        if folder == str(name).lower().replace("/", "_"):
+            return name
+    return None
+
+
+def parse_label(text, class_names):
+    """A class name (case-insensitive) or an integer class id -> the class name."""
+    lowered = {str(c).lower(): c for c in class_names}
+    if text.lower() in lowered:
+        return lowered[text.lower()]
+    if text.isdigit() and int(text) < len(class_names):
+        return class_names[int(text)]
+    raise ValueError(f"label {text!r} is neither a class name nor a class id < {len(class_names)}; "
+                     f"classes: {', '.join(map(str, class_names[:20]))}{' ...' if len(class_names) > 20 else ''}")
+
+
+def predict_bytes(classifier, blobs, names, true_labels=None, ten_crop=False, batch_size=64):
+    """Predictions for encoded images (list of bytes)."""
+    fn = tf.function(classifier.classify_bytes_ten_crop if ten_crop else classifier.classify_bytes)
+    out = []
+    for start in range(0, len(blobs), batch_size):
+        result = fn(tf.constant(blobs[start:start + batch_size]))
+        for j in range(len(blobs[start:start + batch_size])):
+            i = start + j
+            out.append(Prediction(
+                name=names[i],
+                image=decode_image(blobs[i], classifier.channels, i, classifier.background).numpy(),
+                class_ids=result["class_ids"][j].numpy(),
+                class_names=[s.decode() for s in result["class_names"][j].numpy()],
+                probabilities=result["probabilities"][j].numpy(),
+                true_label=None if true_labels is None else true_labels[i]))
+    return out
+
+
+def predict_files(classifier, paths, labels=None, ten_crop=False):
+    """Predictions for image files; true labels from `labels` (one per file) or the parent folder."""
+    class_names = [s.decode() for s in classifier.class_names.numpy()]
+    if labels is not None and len(labels) != len(paths):
+        raise ValueError(f"{len(labels)} labels for {len(paths)} images; expected one label per image")
+    blobs = []
+    for p in paths:
+        with open(p, "rb") as f:
+            blobs.append(f.read())
+    true = [parse_label(l, class_names) for l in labels] if labels else [true_label_from_path(p, class_names) for p in paths]
+    return predict_bytes(classifier, blobs, [os.path.basename(p) for p in paths], true, ten_crop)
+
+
+def validation_samples(run, count, seed=0):
+    """`count` random validation images of the run's dataset as PNG bytes, with names and true labels."""
+    from alexnet_tf.data import load_arrays
+
+    arrays, class_names = load_arrays(run.config)
+    images, labels = arrays["val"]
+    chosen = np.sort(np.random.default_rng(seed).choice(len(images), size=min(count, len(images)), replace=False))
+    blobs = [tf.io.encode_png(images[i]).numpy() for i in chosen]
+    return blobs, [f"val[{i}]" for i in chosen], [class_names[labels[i]] for i in chosen]
+
+
+def format_predictions(predictions):
+    """Plain text: one block per image, its top-k names and probabilities."""
+    lines = []
+    for p in predictions:
+        lines.append(p.name + (f"  (true: {p.true_label})" if p.true_label is not None else ""))
+        for name, prob in zip(p.class_names, p.probabilities):
+            mark = "*" if name == p.true_label else " "
+            lines.append(f"  {mark} {prob:7.2%}  {name}")
+    return "\n".join(lines)

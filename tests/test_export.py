@@ -1,0 +1,268 @@
+"""SavedModel export: a clean process loads it and serves the Keras model's top-5; decoding and the
+evaluation transform against independent references; saved_model_cli; bad input."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from alexnet_tf import export
+from alexnet_tf.data import preprocess
+
+SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+
+
+def encode(image, fmt, **kwargs):
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def random_rgb(seed, size=(28, 28)):
+    return np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
+
+
+def distinct_images():
+    """Three 28x28 RGB images unlike each other: noise, a white square on black, a colour ramp."""
+    square = np.zeros((28, 28, 3), np.uint8)
+    square[6:20, 8:22] = 255
+    ramp = np.zeros((28, 28, 3), np.uint8)
+    ramp[..., 0] = np.linspace(0, 255, 28)[None, :]
+    ramp[..., 2] = np.linspace(255, 0, 28)[:, None]
+    return np.stack([random_rgb(0), square, ramp])
+
+
+def keras_top5(run_dir, images):
+    """Reference: the saved Keras model on (image - mean) * scale, softmax and top-5 in numpy."""
+    import alexnet_tf  # noqa: F401  (registers the custom layer)
+    from alexnet_tf.config import load_config
+    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), compile=False)
+    mean = np.load(os.path.join(run_dir, "mean.npy"))
+    scale = load_config(os.path.join(run_dir, "config.yaml")).data.scale
+    logits = model.predict((images.astype(np.float64) - mean) * scale, verbose=0).astype(np.float64)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    ids = np.argsort(-probs, axis=1, kind="stable")[:, :5]
+    return ids, np.take_along_axis(probs, ids, 1)
+
+
+CLEAN_SCRIPT = r"""
+import base64, importlib.util, json, sys
+import tensorflow as tf
+blobs = [base64.b64decode(b) for b in json.loads(sys.stdin.read())]
+loaded = tf.saved_model.load(sys.argv[1])
+out = {"signatures": sorted(loaded.signatures)}
+serve = loaded.signatures["serving_default"]
+good = serve(image_bytes=tf.constant(blobs[:3]))
+out["good"] = {k: v.numpy().tolist() for k, v in good.items() if k != "class_names"}
+out["class_names"] = [[s.decode() for s in row] for row in good["class_names"].numpy()]
+try:
+    serve(image_bytes=tf.constant([blobs[0], b"this is not an image"]))
+    out["bad"] = "no error"
+except tf.errors.InvalidArgumentError as e:
+    out["bad"] = e.message
+again = serve(image_bytes=tf.constant(blobs[:1]))
+out["again"] = again["class_ids"].numpy().tolist()
+odd = serve(image_bytes=tf.constant(blobs[3:]))  # grey JPEG, CMYK JPEG, RGBA PNG, GIF, BMP, 97x61 JPEG
+out["odd_shapes"] = {k: list(v.shape) for k, v in odd.items()}
+out["odd_probabilities"] = odd["probabilities"].numpy().tolist()
+ten = loaded.signatures["ten_crop"](image_bytes=tf.constant(blobs[:3]))
+out["ten_crop"] = ten["class_ids"].numpy().tolist()
+pixels = loaded.signatures["pixels"](images=tf.constant(json.loads(sys.argv[2]), tf.float32))
+out["pixels"] = pixels["class_ids"].numpy().tolist()
+out["project_imported"] = [m for m in sys.modules if m.startswith("alexnet_tf")]
+out["project_importable"] = importlib.util.find_spec("alexnet_tf") is not None
+print(json.dumps(out))
+"""
+
+
+def test_export_serves_the_keras_top5_in_a_clean_process(tiny_run, tmp_path):
+    import base64
+    path = os.path.join(tiny_run, "export", "1")  # written by training.train
+    assert os.path.isfile(os.path.join(path, "saved_model.pb")) and os.path.isdir(os.path.join(path, "variables"))
+    images = distinct_images()
+    rgba = np.dstack([random_rgb(5), np.full((28, 28, 1), 128, np.uint8)])
+    blobs = [encode(Image.fromarray(x), "PNG") for x in images] + [
+        encode(Image.fromarray(random_rgb(3)[..., 0]), "JPEG"),          # grey JPEG
+        encode(Image.fromarray(random_rgb(4)).convert("CMYK"), "JPEG"),  # CMYK JPEG
+        encode(Image.fromarray(rgba, "RGBA"), "PNG"),                     # PNG with alpha
+        encode(Image.fromarray(random_rgb(6)), "GIF"),
+        encode(Image.fromarray(random_rgb(7)), "BMP"),
+        encode(Image.fromarray(random_rgb(8, (61, 97))), "JPEG"),         # not the model's size
+    ]
+    # -I: isolated mode (no PYTHONPATH, no user site, the script's directory not on sys.path); cwd outside the repo
+    proc = subprocess.run([sys.executable, "-I", "-c", CLEAN_SCRIPT, os.path.abspath(path), json.dumps(images.tolist())],
+                          input=json.dumps([base64.b64encode(b).decode() for b in blobs]),
+                          capture_output=True, text=True, cwd=str(tmp_path), timeout=240,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["project_imported"] == [] and not out["project_importable"]
+    assert out["signatures"] == ["pixels", "serving_default", "ten_crop"]
+
+    ids, probs = keras_top5(tiny_run, images)
+    np.testing.assert_array_equal(out["good"]["class_ids"], ids)
+    np.testing.assert_allclose(out["good"]["probabilities"], probs, rtol=1e-4, atol=1e-6)
+    with open(os.path.join(tiny_run, "classes.json")) as f:
+        names = json.load(f)
+    assert out["class_names"] == [[names[i] for i in row] for row in ids]
+    np.testing.assert_array_equal(out["pixels"], ids)  # the float-pixel signature agrees
+
+    assert "image_bytes[1] (20 bytes) is not a JPEG, PNG, GIF or BMP image" in out["bad"]
+    np.testing.assert_array_equal(out["again"], ids[:1])  # the model keeps serving after the error
+    assert out["odd_shapes"] == {"class_ids": [6, 5], "class_names": [6, 5], "probabilities": [6, 5]}
+    odd = np.array(out["odd_probabilities"])
+    assert (odd > 0).all() and (odd.sum(1) <= 1 + 1e-6).all() and (np.diff(odd, axis=1) <= 0).all()
+    assert np.ptp(np.array(out["good"]["probabilities"])[:, 0]) > 1e-3  # the outputs depend on the image
+    assert np.array(out["ten_crop"]).shape == (3, 5)
+
+
+def test_saved_model_cli_show_and_run(tiny_run, tmp_path):
+    path = os.path.join(tiny_run, "export", "1")
+    show = subprocess.run([SAVED_MODEL_CLI, "show", "--dir", path, "--tag_set", "serve", "--signature_def",
+                           "serving_default"], capture_output=True, text=True, timeout=120)
+    assert show.returncode == 0, show.stderr[-2000:]
+    for text in ("inputs['image_bytes']", "dtype: DT_STRING", "outputs['class_ids']", "outputs['class_names']",
+                 "outputs['probabilities']"):
+        assert text in show.stdout, show.stdout
+    blobs = np.array([encode(Image.fromarray(random_rgb(s)), "PNG") for s in range(2)], dtype=object)
+    np.save(tmp_path / "images.npy", blobs, allow_pickle=True)
+    run = subprocess.run([SAVED_MODEL_CLI, "run", "--dir", path, "--tag_set", "serve", "--signature_def",
+                          "serving_default", "--inputs", f"image_bytes={tmp_path / 'images.npy'}",
+                          "--outdir", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    ids, probs = keras_top5(tiny_run, np.stack([random_rgb(s) for s in range(2)]))
+    np.testing.assert_array_equal(np.load(tmp_path / "out" / "class_ids.npy"), ids)
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "probabilities.npy"), probs, rtol=1e-4, atol=1e-6)
+
+
+def test_export_versions_and_overwrite(tiny_run, tmp_path):
+    from alexnet_tf.__main__ import main
+    assert export.existing_versions(os.path.join(tiny_run, "export")) == [1]
+    assert main(["export", "--run-dir", tiny_run, "--checkpoint", "best"]) == 0
+    assert export.existing_versions(os.path.join(tiny_run, "export")) == [1, 2]
+    assert main(["export", "--run-dir", tiny_run, "--version", "2"]) == 1  # exists, no --overwrite
+    assert not any(d.startswith(".tmp") for d in os.listdir(os.path.join(tiny_run, "export")))
+    with pytest.raises(ValueError, match="non-negative integer"):
+        export.save(None, str(tmp_path), version=-1)
+
+
+def test_export_of_an_incomplete_run_directory_names_the_missing_file(tmp_path, capsys):
+    from alexnet_tf.__main__ import main
+    assert main(["export", "--run-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path}/config.yaml not found; expected the run's config.yaml" in err and err.count("\n") == 1
+
+
+# === Decoding, against PIL ===
+
+def decode(blob, channels):
+    return export.decode_image(tf.constant(blob), channels).numpy()
+
+
+def test_decode_grey_colour_alpha_cmyk_gif_bmp():
+    rgb = random_rgb(0, (9, 13))
+    grey = rgb[..., 0]
+    # grey PNG -> RGB repeats it; RGB PNG -> grey is ITU-R 601 luma (PIL's "L" rounds it)
+    np.testing.assert_array_equal(decode(encode(Image.fromarray(grey), "PNG"), 3), np.repeat(grey[..., None], 3, -1))
+    luma = np.asarray(Image.fromarray(rgb).convert("L"), np.float32)
+    np.testing.assert_allclose(decode(encode(Image.fromarray(rgb), "PNG"), 1)[..., 0], luma, atol=0.6)
+    # RGBA: composited over white
+    alpha = np.random.default_rng(1).integers(0, 256, (9, 13, 1)).astype(np.float32)
+    rgba = np.dstack([rgb, alpha]).astype(np.uint8)
+    expected = rgb * (alpha / 255) + 255 * (1 - alpha / 255)
+    np.testing.assert_allclose(decode(encode(Image.fromarray(rgba, "RGBA"), "PNG"), 3), expected, atol=1e-3)
+    la = np.dstack([grey, alpha]).astype(np.uint8)
+    np.testing.assert_allclose(decode(encode(Image.fromarray(la, "LA"), "PNG"), 1)[..., 0],
+                               grey * (alpha[..., 0] / 255) + 255 * (1 - alpha[..., 0] / 255), atol=1e-3)
+    # CMYK JPEG of flat colours decodes to the same RGB as PIL's own CMYK -> RGB conversion
+    flat = np.zeros((16, 16, 3), np.uint8)
+    flat[:8] = (200, 30, 40)
+    flat[8:] = (20, 160, 90)
+    cmyk = Image.fromarray(flat).convert("CMYK")
+    np.testing.assert_allclose(decode(encode(cmyk, "JPEG", quality=100), 3)[2:6, 2:14],
+                               np.asarray(cmyk.convert("RGB"), np.float32)[2:6, 2:14], atol=6)
+    # GIF (first frame, palette) and BMP are lossless here
+    np.testing.assert_array_equal(decode(encode(Image.fromarray(flat), "GIF"), 3), flat)
+    np.testing.assert_array_equal(decode(encode(Image.fromarray(rgb), "BMP"), 3), rgb)
+    assert decode(encode(Image.fromarray(rgb), "BMP"), 1).shape == (9, 13, 1)
+
+
+def test_bad_bytes_raise_invalid_argument_naming_the_element():
+    fn = tf.function(lambda b: export.decode_image(b[0], 3, 7))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[7\] \(3 bytes\) is not a JPEG, PNG"):
+        fn(tf.constant([b"abc"]))
+    # a truncated PNG passes the format check and fails in the decoder, also as InvalidArgument
+    truncated = encode(Image.fromarray(random_rgb(0)), "PNG")[:60]
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        fn(tf.constant([truncated]))
+    assert fn(tf.constant([encode(Image.fromarray(random_rgb(0)), "PNG")])).shape == (28, 28, 3)
+
+
+# === The evaluation transform ===
+
+def in_tf_data(fn, x):
+    return next(iter(tf.data.Dataset.from_tensors(x).map(fn)))
+
+
+def test_eval_preprocess_geometry_on_a_linear_ramp():
+    # f(y, x) = 2y + 3x + 5 on a 112 x 168 image: the central 112 x 112 square starts at column 28
+    # and shrinks by 4 to 28 x 28. A (bilinear, antialiased) resize reproduces a linear function at
+    # the sample points y = 4i + 1.5, x = 28 + 4j + 1.5 away from the borders.
+    yy, xx = np.mgrid[0:112, 0:168].astype(np.float64)
+    image = (2 * yy + 3 * xx + 5)[None, ..., None]
+    mean = np.full((28, 28, 1), 10.0, np.float32)
+
+    def fn(x):
+        return preprocess.eval_preprocess(x, mean, image_size=28, resize_size=28, scale=0.5)
+
+    i, j = np.mgrid[0:28, 0:28]
+    expected = (2 * (4 * i + 1.5) + 3 * (4 * (j + 7) + 1.5) + 5 - 10.0) * 0.5
+    for out in (fn(image.astype(np.float32)), in_tf_data(fn, image.astype(np.float32))):
+        out = np.asarray(out)[0, ..., 0]
+        assert out.shape == (28, 28)
+        np.testing.assert_allclose(out[1:-1, 1:-1], expected[1:-1, 1:-1], rtol=1e-5)
+
+
+def test_eval_preprocess_is_the_training_normalisation_at_model_size():
+    x = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1)).astype(np.uint8)
+    mean = np.random.default_rng(1).uniform(0, 255, (28, 28, 1)).astype(np.float32)
+    out = preprocess.eval_preprocess(x, mean, image_size=28, resize_size=28, scale=1 / 255)
+    np.testing.assert_allclose(out, (x.astype(np.float64) - mean) / 255, atol=1e-5)
+
+
+def test_ten_crops_and_resized_mean():
+    x = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 1)).astype(np.float32)
+    mean = np.zeros((4, 4, 1), np.float32)  # resized to 8x8: still zero
+    out = np.asarray(preprocess.eval_preprocess(x, mean, image_size=5, resize_size=8, crops="ten"))
+    assert out.shape == (10, 2, 5, 5, 1)
+    windows = [x[:, :5, :5], x[:, :5, 3:], x[:, 3:, :5], x[:, 3:, 3:], x[:, 1:6, 1:6]]
+    for c, w in enumerate(windows):
+        np.testing.assert_allclose(out[c], w, atol=1e-4)
+        np.testing.assert_allclose(out[c + 5], w[:, :, ::-1], atol=1e-4)
+    constant_mean = np.full((4, 4, 1), 7.0, np.float32)
+    out = np.asarray(preprocess.eval_preprocess(x, constant_mean, image_size=8, resize_size=8))
+    np.testing.assert_allclose(out, x - 7.0, atol=1e-4)
+
+
+def test_ten_crop_signature_averages_the_patches(tiny_run):
+    # at the small geometry (resize 28 = crop 28) the ten patches are the image five times and its
+    # mirror image five times: the average of the two softmaxes, computed here with the Keras model
+    from alexnet_tf.run_dir import load_run
+    classifier = export.Classifier.from_run(load_run(tiny_run))
+    images = distinct_images()
+    blobs = tf.constant([encode(Image.fromarray(x), "PNG") for x in images])
+    out = classifier.classify_bytes_ten_crop(blobs)
+    model = keras.saving.load_model(os.path.join(tiny_run, "model.keras"), compile=False)
+    x = (images.astype(np.float64) - np.load(os.path.join(tiny_run, "mean.npy"))) * 0.02
+    probs = (tf.nn.softmax(model.predict(x, verbose=0)) + tf.nn.softmax(model.predict(x[:, :, ::-1], verbose=0))) / 2
+    ids = np.argsort(-probs.numpy(), axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(out["class_ids"], ids)
+    np.testing.assert_allclose(out["probabilities"], np.take_along_axis(probs.numpy(), ids, 1), rtol=1e-4)
