@@ -29,6 +29,7 @@ def main(argv=None):
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from alexnet_tf.data.fashion_mnist import DatasetNotFound
+    from alexnet_tf.distribute import PEER_ERRORS
     from alexnet_tf.training import TrainingDiverged, train
     try:
         train(config, run_dir)
@@ -38,7 +39,23 @@ def main(argv=None):
     except (TrainingDiverged, DatasetNotFound) as e:
         print(e, file=sys.stderr)
         return 1
+    except PEER_ERRORS as e:
+        if config.distribute.strategy != "multi_worker":
+            raise
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"lost a peer worker ({type(e).__name__}: {first_line})", file=sys.stderr, flush=True)
+        if not config.distribute.restart_on_peer_failure:
+            return PEER_LOST
+        # The collective runtime cannot be rebuilt inside a process: start afresh in the same process
+        # (same pid, same arguments), resume from this worker's checkpoint and wait for the others.
+        print("restarting this worker from its last checkpoint", file=sys.stderr, flush=True)
+        os.execv(sys.executable, [sys.executable] + sys.argv)
     return 0
+
+
+# Exit status of a multi-worker process that lost a peer (with distribute.restart_on_peer_failure false):
+# EX_TEMPFAIL, "try again" — rerun the same command.
+PEER_LOST = 75
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Training callbacks: the paper's learning-rate rule, the conv1 filter image, NaN guard, checkpoints."""
+"""Training callbacks: the paper's learning-rate rule, the conv1 filter image, NaN guard, TensorBoard."""
 
 import math
 import os
@@ -9,13 +9,25 @@ import tensorflow as tf
 
 
 class TensorBoard(keras.callbacks.TensorBoard):
-    """Keras's TensorBoard callback, with the epoch summaries always written.
+    """Keras's TensorBoard callback, with the epoch summaries always written and batch summaries
+    numbered by the global step across resumes.
 
     With an integer `update_freq`, Keras 3.15 leaves a `record_if(step % update_freq == 0)`
     context active between batches, which also gates the epoch-end summaries (and those of any
     other callback): they are silently dropped unless the step count happens to be a multiple of
-    update_freq. Remove this class once Keras resets the context at epoch end.
+    update_freq. Remove `on_epoch_end` once Keras resets the context at epoch end.
+
+    Keras numbers batch summaries from 0 at every `on_train_begin`; `initial_step` (the global
+    step of a resumed run) continues the numbering instead.
     """
+
+    def __init__(self, *args, initial_step=0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.initial_step = initial_step
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._global_train_batch = self.initial_step
 
     def on_epoch_end(self, epoch, logs=None):
         with tf.summary.record_if(True):
@@ -136,30 +148,3 @@ class StopOnNaN(keras.callbacks.Callback):
         if loss is not None and not np.isfinite(loss):
             self.failed = (batch, float(loss))
             self.model.stop_training = True
-
-
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves the checkpoint (model, optimizer, epoch, schedule state) after every good epoch,
-    and the best epoch's checkpoint by validation top-1 error.
-
-    `checkpoint` is a tf.train.Checkpoint with an `epoch` variable. The `checkpoint` index file
-    is rewritten only after the data, so a kill during a save leaves the previous one usable.
-    """
-
-    def __init__(self, checkpoint, directory, nan_guard=None, monitor="val_top1_error"):
-        super().__init__()
-        self.checkpoint, self.nan_guard, self.monitor = checkpoint, nan_guard, monitor
-        self.last = tf.train.CheckpointManager(checkpoint, os.path.join(directory, "last"), max_to_keep=1)
-        self.best = tf.train.CheckpointManager(checkpoint, os.path.join(directory, "best"), max_to_keep=1)
-        self.best_value = tf.Variable(math.inf, dtype=tf.float64, trainable=False, name="checkpoint_best")
-        checkpoint.best_value = self.best_value
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.nan_guard is not None and self.nan_guard.failed:
-            return  # keep the last good checkpoint
-        self.checkpoint.epoch.assign(epoch + 1)
-        value = (logs or {}).get(self.monitor)
-        if value is not None and value < self.best_value.numpy():
-            self.best_value.assign(value)
-            self.best.save(checkpoint_number=epoch + 1)
-        self.last.save(checkpoint_number=epoch + 1)

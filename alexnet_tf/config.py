@@ -83,7 +83,32 @@ class TrainConfig:
     precision: str = _spec("float32", choices=("float32", "mixed_bfloat16", "mixed_float16", "auto"),
                            doc="auto = mixed_bfloat16 on CPUs with AMX/AVX512-BF16, else float32")
     log_every: int = _spec(50, lo=0, doc="write batch-level loss/error to TensorBoard every N steps (0 = per epoch only)")
-    deterministic: bool = _spec(False, doc="deterministic TF ops and tf.data order (slower)")
+    deterministic: bool = _spec(False, doc="deterministic TF ops and tf.data order (slower); with a fixed seed a killed and resumed run "
+                                          "ends with the same weights as an uninterrupted one")
+    checkpoint_every: int = _spec(500, lo=0, doc="write the recovery checkpoint (model, momentum, schedule, data position) every N steps; "
+                                                 "0 = only at the end of each epoch (always written there too)")
+
+
+STRATEGIES = ("default", "mirrored", "towers", "multi_worker")
+
+
+@dataclass
+class DistributeConfig:
+    """Devices and machines (README "Several devices and machines")."""
+
+    strategy: str = _spec("default", choices=STRATEGIES,
+                          doc="default: one device; mirrored: data parallel over local devices (data.batch_size is the global batch); "
+                              "towers: the paper's model parallelism (§3.2), tower k's layers forward and backward on device k; "
+                              "multi_worker: data parallel over the machines of TF_CONFIG")
+    devices: list = _spec([], doc="devices to use, e.g. ['/gpu:0', '/gpu:1']; [] = every local GPU, else the logical CPUs, else the CPU "
+                                  "(towers: the first model.towers of them)")
+    logical_cpus: int = _spec(0, lo=0, doc="split the CPU into this many logical devices (0 = off), so that mirrored and towers "
+                                           "can run on a machine without GPUs; the devices share the same cores")
+    collective_timeout: int = _spec(600, lo=0, doc="multi_worker: seconds a worker waits for the others in a step before it gives "
+                                                   "up on a lost peer and restarts (0 = wait forever); must exceed the slowest "
+                                                   "checkpoint write or validation")
+    restart_on_peer_failure: bool = _spec(True, doc="multi_worker: when a peer is lost, restart this worker's process from its last "
+                                                    "checkpoint and wait for the peer to come back (false = exit with status 75)")
 
 
 @dataclass
@@ -91,13 +116,14 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    distribute: DistributeConfig = field(default_factory=DistributeConfig)
     name: str = _spec("run", doc="run name: the run directory is runs/<name> unless --run-dir is given")
 
     def to_dict(self):
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "distribute": DistributeConfig}
 
 
 def _describe(f):
@@ -175,10 +201,31 @@ def _check_cross(cfg):
     if cfg.model.geometry == "imagenet" and cfg.model.image_size < 67:
         raise ConfigError(f"config error: model.image_size = {cfg.model.image_size} is too small for "
                           "geometry imagenet (conv1 11x11/4 and three 3x3/2 pools need >= 67); use geometry small")
+    _check_distribute(cfg)
     if cfg.data.source == "fashion_mnist" and (cfg.model.image_size, cfg.model.channels, cfg.model.num_classes) != (28, 1, 10):
         raise ConfigError(
             f"config error: data.source = fashion_mnist needs model.image_size=28, model.channels=1, "
             f"model.num_classes=10; got {cfg.model.image_size}, {cfg.model.channels}, {cfg.model.num_classes}")
+
+
+def _check_distribute(cfg):
+    dist, towers = cfg.distribute, cfg.model.towers
+    if not all(isinstance(d, str) and d for d in dist.devices) or len(set(dist.devices)) != len(dist.devices):
+        raise ConfigError(f"config error: distribute.devices = {dist.devices!r}; expected a list of distinct device names "
+                          "such as ['/gpu:0', '/gpu:1']")
+    n = len(dist.devices)
+    if dist.strategy == "towers":
+        if towers != 2:
+            raise ConfigError(f"config error: distribute.strategy = towers needs the two-tower model; got model.towers = {towers}")
+        if n not in (0, towers):
+            raise ConfigError(f"config error: distribute.strategy = towers places one tower per device; distribute.devices "
+                              f"has {n} devices, expected {towers} (or [] for the first {towers})")
+    if dist.strategy == "default" and n > 1:
+        raise ConfigError(f"config error: distribute.strategy = default runs on one device; distribute.devices has {n} "
+                          "(use strategy mirrored or towers)")
+    if dist.strategy == "multi_worker" and n:
+        raise ConfigError(f"config error: distribute.devices = {dist.devices!r} with strategy multi_worker; expected [] "
+                          "(each worker uses all its GPUs, or its CPU)")
 
 
 def _apply(cfg, key, value):

@@ -1,4 +1,4 @@
-"""Custom layers: the paper's local response normalisation (§3.3)."""
+"""Custom layers: the paper's local response normalisation (§3.3) and dropout (§4.2) that differs per replica."""
 
 import keras
 import numpy as np
@@ -96,3 +96,25 @@ class LocalResponseNormalization(keras.layers.Layer):
         config = super().get_config()
         config.update(size=self.size, k=self.k, alpha=self.alpha, beta=self.beta, convention=self.convention)
         return config
+
+
+@keras.saving.register_keras_serializable(package="alexnet_tf")
+class ReplicaDropout(keras.layers.Dropout):
+    """keras.layers.Dropout (§4.2) that draws a different mask on every data-parallel replica.
+
+    Keras's Dropout draws its mask from a seed variable that tf.distribute mirrors, so under
+    MirroredStrategy every replica would use the same seed: example i of replica 0 and example i
+    of replica 1 would drop the same units. Here the seed is folded with the replica's index
+    (`tf.random.experimental.stateless_fold_in`). With one replica the layer is exactly
+    keras.layers.Dropout (same masks for the same seed).
+    """
+
+    def call(self, inputs, training=False):
+        context = tf.distribute.get_replica_context()
+        if not training or self.rate == 0 or context is None or context.num_replicas_in_sync == 1:
+            return super().call(inputs, training=training)
+        seed = tf.random.experimental.stateless_fold_in(self.seed_generator.next(), context.replica_id_in_sync_group)
+        noise_shape = None
+        if self.noise_shape is not None:
+            noise_shape = [tf.shape(inputs)[i] if d is None else d for i, d in enumerate(self.noise_shape)]
+        return tf.nn.experimental.stateless_dropout(inputs, rate=self.rate, seed=seed, noise_shape=noise_shape)

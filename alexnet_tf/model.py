@@ -4,12 +4,13 @@ Shapes in comments are for the paper configuration (224x224x3 input, two towers,
 Layer names follow the paper: `conv{i}_{tower}`, `fc6_{tower}`, `fc7_{tower}`, `fc8`.
 """
 
+import contextlib
 import math
 
 import keras
 from keras import layers
 
-from alexnet_tf.layers import LocalResponseNormalization
+from alexnet_tf.layers import LocalResponseNormalization, ReplicaDropout
 
 # Kernels per conv layer for the whole two-tower net, §3.5: conv1..conv5.
 PAPER_CONV_CHANNELS = (96, 256, 384, 384, 256)
@@ -60,12 +61,17 @@ def alexnet(
     weight_init="normal",
     weight_std=0.01,
     hidden_bias=1.0,
+    tower_devices=None,
     name="alexnet",
 ):
     """Build the paper's network (or one of its ablation variants) as a Keras functional model.
 
     Returns a model mapping (B, image_size, image_size, channels) float images to (B, num_classes)
     logits. Every argument mirrors a key of `ModelConfig`; see there and README for their meaning.
+    `tower_devices` (one device name per tower, for the `towers` strategy) creates each tower's
+    weights on its device, as the paper kept each half of the net on its own GPU (§3.2); where the
+    layers *run* is set at training time (`distribute.TowerPlacement`). The shared layers (the
+    concatenations, fc8) stay on the default device.
     """
     def kernel_init():
         if weight_init == "he_normal":
@@ -76,14 +82,22 @@ def alexnet(
         value = hidden_bias if layer.split("_")[0] in HIDDEN_BIAS_LAYERS else 0.0
         return keras.initializers.Constant(value)
 
-    def conv(x, layer, tower, filters, kernel, stride=1, padding="same"):
-        return layers.Conv2D(filters, kernel, strides=stride, padding=padding, activation=activation,
-                             kernel_initializer=kernel_init(), bias_initializer=bias_init(layer),
-                             name=f"{layer}_{tower}")(x)
+    def on_device(tower):
+        """Variables created inside live on the tower's device (if any)."""
+        if tower_devices is None or tower is None:
+            return contextlib.nullcontext()
+        return keras.device(tower_devices[tower])
 
-    def dense(x, layer, units, act=activation):
-        return layers.Dense(units, activation=act, kernel_initializer=kernel_init(),
-                            bias_initializer=bias_init(layer), name=layer)(x)
+    def conv(x, layer, tower, filters, kernel, stride=1, padding="same"):
+        with on_device(tower):
+            return layers.Conv2D(filters, kernel, strides=stride, padding=padding, activation=activation,
+                                 kernel_initializer=kernel_init(), bias_initializer=bias_init(layer),
+                                 name=f"{layer}_{tower}")(x)
+
+    def dense(x, layer, tower, units, act=activation):
+        with on_device(tower):
+            return layers.Dense(units, activation=act, kernel_initializer=kernel_init(),
+                                bias_initializer=bias_init(layer), name=f"{layer}_{tower}")(x)
 
     def norm(x, layer, tower):
         if not lrn:
@@ -138,8 +152,8 @@ def alexnet(
     x = merge([layers.Flatten(name=f"flatten_{t}")(h[t]) for t in T], "concat6")  # (B, 9216)
     per_tower = fc_units // towers
     for layer in ("fc6", "fc7"):
-        h = [dense(x, f"{layer}_{t}", per_tower) for t in T]        # (B, 2048) per tower
-        h = [layers.Dropout(dropout, name=f"dropout{layer[-1]}_{t}")(h[t]) for t in T]
+        h = [dense(x, layer, t, per_tower) for t in T]              # (B, 2048) per tower
+        h = [ReplicaDropout(dropout, name=f"dropout{layer[-1]}_{t}")(h[t]) for t in T]
         x = merge(h, f"concat{int(layer[-1]) + 1}")                 # (B, 4096)
     # fc8 in float32 so the logits (and softmax) keep full precision under mixed policies.
     logits = layers.Dense(num_classes, kernel_initializer=kernel_init(), bias_initializer=bias_init("fc8"),
@@ -147,8 +161,8 @@ def alexnet(
     return keras.Model(image, logits, name=name)
 
 
-def build_model(config):
-    """The model described by a `Config` (or its `model` section)."""
+def build_model(config, tower_devices=None):
+    """The model described by a `Config` (or its `model` section); `tower_devices`: see `alexnet`."""
     m = getattr(config, "model", config)
     return alexnet(
         m.num_classes, m.image_size, m.channels, towers=m.towers, geometry=m.geometry,
@@ -156,4 +170,5 @@ def build_model(config):
         fc_units=m.fc_units, activation=m.activation, lrn=m.lrn, lrn_convention=m.lrn_convention,
         pool=m.pool, dropout=m.dropout, conv6=m.conv6, remove_conv=tuple(m.remove_conv),
         weight_init=m.weight_init, weight_std=m.weight_std, hidden_bias=m.hidden_bias,
+        tower_devices=tower_devices,
     )

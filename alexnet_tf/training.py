@@ -1,4 +1,4 @@
-"""The paper's learning rule (§5), metrics, `compile_model`, and the training run."""
+"""The paper's learning rule (§5), metrics, `compile_model`, and the training run (one loop for every strategy)."""
 
 import json
 import os
@@ -12,6 +12,8 @@ from keras import ops
 
 from alexnet_tf import callbacks as cb
 from alexnet_tf import config as config_lib
+from alexnet_tf import distribute
+from alexnet_tf.checkpoint import TrainState
 from alexnet_tf.data import make_datasets
 from alexnet_tf.model import build_model
 
@@ -104,99 +106,220 @@ def resolve_precision(precision):
     return "mixed_bfloat16" if ("amx_bf16" in flags or "avx512_bf16" in flags) else "float32"
 
 
-def train(config, run_dir, verbose=None):
-    """Train `config` in `run_dir` (resuming from its last checkpoint if there is one).
+def train(config, run_dir, verbose=None, callbacks=()):
+    """Train `config` in `run_dir`, continuing exactly where a previous run in it stopped.
 
-    Writes config.yaml, TensorBoard logs (tb/), checkpoints (checkpoints/last, checkpoints/best),
-    model.keras, a TF Serving SavedModel (export/<version>/) and metrics.json. Returns the metrics
-    dict. Raises TrainingDiverged on NaN/inf loss.
+    Writes config.yaml, TensorBoard logs (tb/), checkpoints (checkpoints/last every
+    train.checkpoint_every steps and after every epoch, checkpoints/best), model.keras, a TF Serving
+    SavedModel (export/<version>/) and metrics.json; in multi-worker runs only the chief writes
+    these, and every other worker only its own recovery checkpoints (checkpoints/worker-<i>/).
+    `callbacks`: extra Keras callbacks, called like model.fit calls them. Returns the metrics dict
+    (None on a non-chief worker). Raises TrainingDiverged on NaN/inf loss and
+    distribute.PeerLost when a multi-worker peer is lost.
     """
     start = time.time()
+    # === Devices and strategy (before anything else initialises TensorFlow) ===
+    dist = distribute.setup(config.distribute, config.model.towers)
+    chief = dist.is_chief
     os.makedirs(run_dir, exist_ok=True)
-    _check_same_run(config, run_dir)
-    config_lib.dump(config, os.path.join(run_dir, "config.yaml"))
+    if chief:
+        _check_same_run(config, run_dir)
+        config_lib.dump(config, os.path.join(run_dir, "config.yaml"))
     keras.utils.set_random_seed(config.train.seed)
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
     precision = resolve_precision(config.train.precision)
     keras.mixed_precision.set_global_policy(precision)
     print(f"precision: {precision}" + (" (auto)" if config.train.precision == "auto" else ""))
+    if dist.kind != "default" or dist.workers > 1:
+        print(f"strategy: {dist.kind}, {dist.replicas} replica(s) on {dist.devices}"
+              + (f"; worker {dist.worker} of {dist.workers}" if dist.workers > 1 else ""))
 
+    # === Data ===
     data = make_datasets(config)
-    np.save(os.path.join(run_dir, "mean.npy"), data.mean)
-    with open(os.path.join(run_dir, "classes.json"), "w") as f:
-        json.dump(list(data.class_names), f)
-    model = build_model(config)
-    compile_model(model, config)
-    model.optimizer.build(model.trainable_variables)
+    if chief:
+        np.save(os.path.join(run_dir, "mean.npy"), data.mean)
+        with open(os.path.join(run_dir, "classes.json"), "w") as f:
+            json.dump(list(data.class_names), f)
+    train_iterator = iter(data.train)  # one per process; its position is part of the recovery checkpoint
+
+    # === Model and optimizer ===
+    with dist.scope():
+        model = build_model(config, tower_devices=dist.tower_devices)
+        compile_model(model, config)
+        model.optimizer.build(model.trainable_variables)
 
     # === Resume ===
     plateau = cb.DivideLROnPlateau(config.train.lr_patience, config.train.lr_max_reductions,
                                    config.train.lr_min_delta)
-    nan_guard = cb.StopOnNaN()
-    ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
-                               epoch=tf.Variable(0, dtype=tf.int64), wall_seconds=tf.Variable(0.0, dtype=tf.float64),
-                               plateau_best=plateau.best, plateau_wait=plateau.wait,
-                               plateau_reductions=plateau.reductions)
     ckpt_dir = os.path.join(run_dir, "checkpoints")
-    saver = cb.EpochCheckpoint(ckpt, ckpt_dir, nan_guard)
-    latest = tf.train.latest_checkpoint(os.path.join(ckpt_dir, "last"))
-    wall_before = 0.0
-    if latest:
-        ckpt.restore(latest).assert_existing_objects_matched()
-        wall_before = float(ckpt.wall_seconds.numpy())
-        print(f"resuming from {latest}: {int(ckpt.epoch.numpy())} of {config.train.epochs} epochs done, "
-              f"learning rate {float(model.optimizer.learning_rate.numpy()):.3g}")
-    initial_epoch = int(ckpt.epoch.numpy())
+    state = TrainState(model, train_iterator, plateau,
+                       os.path.join(ckpt_dir, "last" if chief else f"worker-{dist.worker}"),
+                       os.path.join(ckpt_dir, "best") if chief else None)
+    restored = state.restore(agree=dist.all_gather if dist.workers > 1 else None)
+    epoch, step = int(state.epoch.numpy()), int(state.step.numpy())
+    wall_before = float(state.wall_seconds.numpy())
+    sums = state.sums.numpy()
+    if restored:
+        print(f"resuming from {restored}: {epoch} of {config.train.epochs} epochs done"
+              + (f" and {step} of {data.train_steps} steps of epoch {epoch + 1}" if step else "")
+              + f", learning rate {float(model.optimizer.learning_rate.numpy()):.3g}")
 
-    wall = keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda epoch, logs: ckpt.wall_seconds.assign(wall_before + time.time() - start))
+    # === Callbacks, called as model.fit calls them ===
+    nan_guard = cb.StopOnNaN()
     tb_dir = os.path.join(run_dir, "tb")
-    callbacks = [
-        cb.TensorBoard(tb_dir, write_graph=False, profile_batch=0,
-                       update_freq=config.train.log_every or "epoch"),  # logs the lr used in the epoch
-        nan_guard,
-        plateau,
-        cb.Conv1Filters(os.path.join(tb_dir, "train")),
-        wall,
-        saver,
-    ]
+    callback_list = [nan_guard, plateau, *callbacks]
+    if chief:
+        tensorboard = cb.TensorBoard(tb_dir, write_graph=False, profile_batch=0, initial_step=state.global_step,
+                                     update_freq=config.train.log_every or "epoch")  # logs the lr used in the epoch
+        callback_list = [tensorboard, nan_guard, plateau, cb.Conv1Filters(os.path.join(tb_dir, "train")), *callbacks]
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
+    callback_list = keras.callbacks.CallbackList(callback_list, add_history=True, add_progbar=verbose != 0, model=model,
+                                                 verbose=verbose, epochs=config.train.epochs, steps=data.train_steps)
     print(f"training {data.train_steps} steps/epoch x {config.train.epochs} epochs "
           f"(batch {config.data.batch_size}, {data.train_size} training images); validating on {data.val_size}")
-    if initial_epoch < config.train.epochs:
-        model.fit(data.train, epochs=config.train.epochs, initial_epoch=initial_epoch,
-                  steps_per_epoch=data.train_steps, validation_data=data.val, validation_steps=data.val_steps,
-                  callbacks=callbacks, verbose=verbose, shuffle=False)
+
+    # === Train loop ===
+    train_step, eval_step = make_steps(model, dist)
+    every = config.train.checkpoint_every
+    val_logs = None
+    model.stop_training = False
+    with dist.placement(model):
+        callback_list.on_train_begin()
+        while epoch < config.train.epochs and not model.stop_training:
+            callback_list.on_epoch_begin(epoch)
+            while step < data.train_steps:
+                callback_list.on_train_batch_begin(step)
+                sums = sums + train_step(train_iterator).numpy()
+                logs = _logs(sums)
+                callback_list.on_train_batch_end(step, logs)
+                if model.stop_training:
+                    break
+                step += 1
+                state.step.assign(step)
+                if every and state.global_step % every == 0 and step < data.train_steps:
+                    state.save(sums, wall_before + time.time() - start)
+            if model.stop_training:
+                break
+            val_logs = evaluate(eval_step, data.val.take(data.val_steps))  # (model.fit calls no test callbacks here either)
+            epoch, step, sums = epoch + 1, 0, np.zeros(4)
+            state.epoch.assign(epoch)
+            state.step.assign(0)
+            callback_list.on_epoch_end(epoch - 1, {**logs, **{"val_" + k: v for k, v in val_logs.items()}})
+            if not model.stop_training:
+                state.save_best(val_logs["top1_error"])
+                state.save(sums, wall_before + time.time() - start)
+        callback_list.on_train_end()
     if nan_guard.failed:
         batch, loss = nan_guard.failed
-        done = int(ckpt.epoch.numpy())
-        kept = (f"the last good checkpoint ({done} epochs) is in {os.path.join(ckpt_dir, 'last')}" if done
-                else "no checkpoint had been written yet")
-        raise TrainingDiverged(f"training stopped: loss became {loss} at batch {batch + 1} of epoch {done + 1}; "
+        last = state.manager.latest_checkpoint
+        kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
+        raise TrainingDiverged(f"training stopped: loss became {loss} at batch {batch + 1} of epoch {epoch + 1}; "
                                f"{kept}. Lower train.lr or check the data.")
 
-    # === Final evaluation and artefacts ===
-    results = model.evaluate(data.val, steps=data.val_steps, verbose=0, return_dict=True)
-    model.save(os.path.join(run_dir, "model.keras"))
+    # === Final evaluation and artefacts (the chief only) ===
+    if val_logs is None:  # nothing was trained in this process: evaluate the restored model
+        with dist.placement(model):
+            val_logs = evaluate(eval_step, data.val.take(data.val_steps))
+    if not chief:
+        print(f"worker {dist.worker}: done; the chief writes the model and metrics")
+        return None
+    final = _plain_copy(model, config) if dist.kind != "default" else model
+    final.save(os.path.join(run_dir, "model.keras"))
     metrics = {
-        "val_top1_error": float(results["top1_error"]),
-        "val_top5_error": float(results["top5_error"]),
-        "val_loss": float(results["loss"]),
-        "epochs_completed": int(ckpt.epoch.numpy()),
+        "val_top1_error": val_logs["top1_error"],
+        "val_top5_error": val_logs["top5_error"],
+        "val_loss": val_logs["loss"],
+        "epochs_completed": epoch,
         "wall_seconds": round(wall_before + time.time() - start, 1),
         "precision": precision,
         "learning_rate": float(model.optimizer.learning_rate.numpy()),
+        "strategy": dist.kind,
+        "replicas": dist.replicas,
     }
     with open(os.path.join(run_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     from alexnet_tf.export import export_trained  # after metrics.json: a failed export loses nothing
-    print(f"SavedModel for TF Serving: {export_trained(run_dir, config, model, data.mean, data.class_names)}")
+    print(f"SavedModel for TF Serving: {export_trained(run_dir, config, final, data.mean, data.class_names)}")
     print(f"val top-1 error {metrics['val_top1_error']:.4f}, top-5 error {metrics['val_top5_error']:.4f}, "
           f"loss {metrics['val_loss']:.4f} after {metrics['epochs_completed']} epochs, "
           f"{metrics['wall_seconds']:.0f} s; run directory {run_dir}")
     return metrics
+
+
+def make_steps(model, dist):
+    """The compiled training and evaluation steps of `model` under `dist`.
+
+    train_step(iterator): takes the next global batch, gives each replica its slice, and applies the
+    paper's update with the gradient of the global batch's mean loss (each replica's loss is its
+    examples' loss sum divided by the *global* batch size; the optimizer all-reduces the gradients by
+    summing them). Both steps return the batch's summed statistics, reduced over replicas and
+    workers: (loss sum, top-1 errors, top-5 errors, examples), as float64.
+    """
+    optimizer, variables = model.optimizer, model.trainable_variables
+    top5 = min(5, model.output.shape[-1])
+    strategy = dist.strategy
+
+    def batch_sums(labels, logits):
+        per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        wrong1 = 1.0 - ops.cast(ops.in_top_k(labels, logits, 1), "float32")
+        wrong5 = 1.0 - ops.cast(ops.in_top_k(labels, logits, top5), "float32")
+        count = ops.cast(ops.shape(labels)[0], "float32")
+        return per_example, ops.stack([ops.sum(per_example), ops.sum(wrong1), ops.sum(wrong5), count])
+
+    def replica_train(images, labels, global_batch):
+        with tf.GradientTape() as tape:
+            logits = model(images, training=True)
+            per_example, sums = batch_sums(labels, logits)
+            loss = ops.sum(per_example) / global_batch
+            scaled = optimizer.scale_loss(loss)  # mixed_float16: loss scaling (identity otherwise)
+        optimizer.apply_gradients(zip(dist.gradients(scaled, variables, tape), variables))
+        return sums
+
+    def replica_eval(images, labels):
+        return batch_sums(labels, model(images, training=False))[1]
+
+    @tf.function
+    def train_step(iterator):
+        images, labels = next(iterator)
+        global_batch = tf.cast(tf.shape(labels)[0], tf.float32)
+        images, labels = dist.split((images, labels))
+        sums = strategy.run(replica_train, args=(images, labels, global_batch))
+        return tf.cast(strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None), tf.float64)
+
+    @tf.function(reduce_retracing=True)
+    def eval_step(images, labels):
+        images, labels = dist.split((images, labels))
+        sums = strategy.run(replica_eval, args=(images, labels))
+        return tf.cast(strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None), tf.float64)
+
+    return train_step, eval_step
+
+
+def evaluate(eval_step, dataset):
+    """Loss, top-1 and top-5 error over one pass of a batched (images, labels) dataset."""
+    sums = np.zeros(4)
+    for images, labels in dataset:
+        sums += eval_step(images, labels).numpy()
+    return _logs(sums)
+
+
+def _logs(sums):
+    """(loss sum, top-1 errors, top-5 errors, examples) -> the means Keras reports."""
+    loss, top1, top5, count = sums
+    count = max(count, 1.0)
+    return {"loss": loss / count, "top1_error": top1 / count, "top5_error": top5 / count}
+
+
+def _plain_copy(model, config):
+    """The trained model rebuilt outside any strategy or device placement (for model.keras and the export)."""
+    plain = compile_model(build_model(config), config)
+    plain.set_weights(model.get_weights())
+    plain.optimizer.build(plain.trainable_variables)
+    for mine, theirs in zip(plain.optimizer.variables, model.optimizer.variables):
+        mine.assign(theirs.numpy())
+    return plain
 
 
 def _check_same_run(config, run_dir):
@@ -206,7 +329,7 @@ def _check_same_run(config, run_dir):
         return
     old = config_lib.load_config(path).to_dict()
     new = config.to_dict()
-    for section in ("model", "data", "train"):
+    for section in ("model", "data", "train", "distribute"):  # a run may resume under another strategy
         for key, value in new[section].items():
             if old[section][key] == value:
                 continue

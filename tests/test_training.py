@@ -131,21 +131,23 @@ def test_smoke_run_resume_and_nan_stop(tmp_path):
     assert "training stopped: loss became nan" in third.stderr and "Lower train.lr" in third.stderr
 
 
-def test_nan_epoch_keeps_the_last_good_checkpoint(tmp_path):
-    from alexnet_tf.callbacks import EpochCheckpoint, StopOnNaN
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    model.compile(keras.optimizers.SGD(0.01), "mse")
-    x = np.ones((4, 3), "float32")
-    # batches 0-3 are epoch 1 (finite); from batch 5 (the second of epoch 2) on the inputs are NaN
-    data = tf.data.Dataset.range(100).map(
-        lambda i: (tf.where(i >= 5, np.nan, 1.0) * x, tf.zeros((4, 2))))
-    guard = StopOnNaN()
-    ckpt = tf.train.Checkpoint(model=model, epoch=tf.Variable(0, dtype=tf.int64))
-    saver = EpochCheckpoint(ckpt, str(tmp_path), guard)
-    model.fit(data, epochs=3, steps_per_epoch=4, callbacks=[guard, saver], verbose=0)
-    assert guard.failed is not None and guard.failed[0] == 1  # batch index 1 of epoch 2
-    assert tf.train.latest_checkpoint(str(tmp_path / "last")).endswith("ckpt-1")
-    restored = tf.train.Checkpoint(model=keras.models.clone_model(model), epoch=tf.Variable(0, dtype=tf.int64))
-    restored.restore(tf.train.latest_checkpoint(str(tmp_path / "last")))
-    assert int(restored.epoch.numpy()) == 1
-    assert np.isfinite(restored.model.get_weights()[0]).all()
+def test_nan_keeps_the_last_good_checkpoint(tmp_path):
+    """A weight poisoned after step 5: the step-5 checkpoint is not written (non-finite weight), step 6's
+    loss is NaN, training stops and names the step-4 checkpoint, which restores finite weights."""
+    from alexnet_tf.training import TrainingDiverged, train
+
+    class Poison(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == 5:
+                kernel = self.model.get_layer("fc8").kernel
+                kernel.assign(tf.fill(kernel.shape, np.nan))
+
+    cfg = alexnet_tf.load_config(None, tiny_overrides(**{"train.checkpoint_every": 1, "train.epochs": 3}))
+    with pytest.raises(TrainingDiverged) as failure:
+        train(cfg, str(tmp_path), verbose=0, callbacks=[Poison()])
+    last = tf.train.latest_checkpoint(str(tmp_path / "checkpoints" / "last"))
+    assert last.endswith("ckpt-4") and last in str(failure.value)
+    assert "loss became nan at batch 2 of epoch 2" in str(failure.value)  # 4 steps per epoch: step 6 = batch 2 of epoch 2
+    model = alexnet_tf.build_model(cfg)
+    tf.train.Checkpoint(model=model).restore(last).expect_partial()
+    assert all(np.isfinite(w).all() for w in model.get_weights())

@@ -1,0 +1,105 @@
+"""Exact resume: everything the training loop needs to continue where a killed run stopped.
+
+A recovery checkpoint holds the model's weights, the optimizer (momentum, iteration count, learning
+rate), the plateau schedule (best value, epochs waited, reductions so far), the epoch and the step
+within it, the running sums of the epoch's training metrics, the dropout seed states, and the
+position of the training data iterator (tf.data iterator checkpointing: the shuffle buffer and
+prefetched batches are saved, so no example is repeated or skipped).
+
+Layout of RUN_DIR/checkpoints/:
+  last/ckpt-<global step>      recovery checkpoints of this process (the chief's in multi-worker runs)
+  worker-<i>/ckpt-<step>       multi_worker: the recovery checkpoints of worker i > 0 (each worker keeps its own)
+  best/ckpt-<epoch>            the model after the epoch with the best validation top-1 error
+
+Writes are atomic: TensorFlow writes a checkpoint's data and then its index under the new name,
+and only then does tf.train.CheckpointManager replace the small `checkpoint` pointer file (write to
+a temporary file, then rename). A kill at any moment leaves the pointer on the previous complete
+checkpoint; a half-written newer one is ignored and overwritten later.
+"""
+
+import math
+import os
+
+import numpy as np
+import tensorflow as tf
+
+# Recovery checkpoints kept: two, so that after a kill during a write all workers of a multi-worker
+# job still share one step they all completed (`TrainState.restore`).
+KEEP = 2
+
+
+class TrainState:
+    """The loop's position and statistics as tf.Variables, and the checkpoints that save them."""
+
+    def __init__(self, model, iterator, plateau, directory, best_directory=None):
+        self.model = model
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")        # epochs completed
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")          # steps done in the current epoch
+        self.wall_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="wall_seconds")
+        # loss sum, top-1 errors, top-5 errors, examples: the training metrics of the epoch so far
+        self.sums = tf.Variable(np.zeros(4), dtype=tf.float64, trainable=False, name="epoch_sums")
+        self.best_value = tf.Variable(math.inf, dtype=tf.float64, trainable=False, name="checkpoint_best")
+        # Keras does not make the dropout layers' seed generators checkpoint dependencies of the model.
+        seeds = [v for v in model.variables if v.name == "seed_generator_state"]
+        self.recovery = tf.train.Checkpoint(
+            model=model, optimizer=model.optimizer, data=iterator, dropout_seeds=seeds,
+            epoch=self.epoch, step=self.step, epoch_sums=self.sums, wall_seconds=self.wall_seconds,
+            plateau_best=plateau.best, plateau_wait=plateau.wait, plateau_reductions=plateau.reductions,
+            best_value=self.best_value)
+        self.manager = tf.train.CheckpointManager(self.recovery, directory, max_to_keep=KEEP)
+        self.best = None
+        if best_directory:
+            best = tf.train.Checkpoint(model=model, epoch=self.epoch, best_value=self.best_value)
+            self.best = tf.train.CheckpointManager(best, best_directory, max_to_keep=1)
+
+    @property
+    def global_step(self):
+        return int(self.model.optimizer.iterations.numpy())
+
+    def save(self, sums, wall_seconds):
+        """Write a recovery checkpoint numbered by the global step; returns its path, or None (and
+        writes nothing) if a weight is not finite: the previous checkpoint stays the last good one."""
+        if not weights_finite(self.model):
+            return None
+        self.sums.assign(sums)
+        self.wall_seconds.assign(wall_seconds)
+        return self.manager.save(checkpoint_number=self.global_step)
+
+    def save_best(self, value):
+        if self.best is not None and value < self.best_value.numpy() and weights_finite(self.model):
+            self.best_value.assign(value)
+            self.best.save(checkpoint_number=int(self.epoch.numpy()))
+
+    def restore(self, agree=None):
+        """Restore the newest recovery checkpoint; returns its path or None (fresh start).
+
+        `agree(step) -> [step of every worker]` (multi_worker): the workers must resume from the
+        same global step. A worker killed while writing checkpoint n resumes from n-1 while the
+        others hold n, so the newest step that all of them have is the smallest latest one.
+        """
+        path = self.manager.latest_checkpoint
+        if agree is not None:
+            steps = agree(_number(path) if path else -1)
+            target = min(steps)
+            if target < 0:
+                if max(steps) >= 0:
+                    raise RuntimeError(f"multi_worker: some workers have recovery checkpoints and others none "
+                                       f"(latest steps per worker: {steps}); expected all or none")
+                return None
+            candidates = [p for p in self.manager.checkpoints if _number(p) == target]
+            if not candidates:
+                raise RuntimeError(f"multi_worker: the workers' newest common checkpoint is step {target} "
+                                   f"(latest steps per worker: {steps}) but {self.manager.directory} has only "
+                                   f"{[_number(p) for p in self.manager.checkpoints]}")
+            path = candidates[0]
+        if path:
+            self.recovery.restore(path).assert_existing_objects_matched()
+        return path
+
+
+def _number(path):
+    return int(path.rsplit("-", 1)[1])
+
+
+def weights_finite(model):
+    return all(np.isfinite(v.numpy()).all() for v in model.trainable_variables)

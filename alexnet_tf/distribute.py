@@ -1,0 +1,186 @@
+"""Several devices and machines: logical CPU devices, the four strategies, and the paper's tower placement.
+
+  default       one device (the default device, or distribute.devices[0])
+  mirrored      data parallel over local devices: tf.distribute.MirroredStrategy
+  towers        the paper's model parallelism (§3.2): tower k's layers, forward and backward, on device k
+  multi_worker  data parallel over the machines of TF_CONFIG: tf.distribute.MultiWorkerMirroredStrategy
+
+Every mode reads the same global batches: each process runs the same input pipeline and each
+replica takes its contiguous slice of every global batch (`Distribution.split`). The data position
+is therefore one plain tf.data iterator per process, which tf.train.Checkpoint can save (a
+tf.distribute DistributedIterator cannot be checkpointed), and a run can be resumed under another
+strategy.
+"""
+
+import contextlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+
+import tensorflow as tf
+
+from alexnet_tf.config import ConfigError
+
+# Layers of tower t are named `<kind><i>_<t>` (conv1_0, lrn2_1, fc7_0, dropout6_1, flatten_0, ...);
+# the shared ones (pad, concat3, concat6, fc8) carry no tower suffix.
+_TOWER_LAYER = re.compile(r"[a-z]+\d*_(\d+)")
+
+
+class PeerLost(RuntimeError):
+    """multi_worker: another worker stopped answering (killed, restarted, or its machine went away)."""
+
+
+# Collective ops report a lost or restarted peer with these errors (TF gives several kinds, see
+# CollectiveAllReduceExtended._check_health), and with DeadlineExceeded after collective_timeout.
+PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
+               tf.errors.FailedPreconditionError, tf.errors.AbortedError)
+
+
+def split_cpu(count):
+    """Split the CPU into `count` logical devices /device:CPU:0..count-1 (they share the same cores).
+
+    TensorFlow only allows this before it initialises its devices; train.py calls it first thing.
+    """
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+    except RuntimeError:
+        have = len(tf.config.list_logical_devices("CPU"))
+        if have != count:
+            raise ConfigError(f"config error: distribute.logical_cpus = {count} but TensorFlow has already initialised "
+                              f"{have} CPU device(s) in this process; expected a fresh process (train.py is one)") from None
+
+
+@dataclass
+class Distribution:
+    """The strategy of a run and what the training loop needs to know about it."""
+
+    kind: str                                   # distribute.strategy
+    strategy: tf.distribute.Strategy
+    devices: list                               # replica devices, or the tower devices for `towers`
+    worker: int = 0                             # this process's index among the workers (0 = chief)
+    workers: int = 1
+    tower_devices: list = field(default=None)   # towers: device of tower k
+
+    @property
+    def is_chief(self):
+        """Only the chief writes TensorBoard logs, config, model files, exports and metrics."""
+        return self.worker == 0
+
+    @property
+    def replicas(self):
+        return self.strategy.num_replicas_in_sync
+
+    def scope(self):
+        return self.strategy.scope()
+
+    def split(self, tensors):
+        """Give each replica its contiguous slice of a global batch: replica r of R takes examples
+        [n*r//R, n*(r+1)//R) of the n in the batch (uneven last batches included; a slice may be empty)."""
+        def replica_slice(context):
+            n = tf.shape(tf.nest.flatten(tensors)[0])[0]
+            r, count = context.replica_id_in_sync_group, context.num_replicas_in_sync
+            lo, hi = n * r // count, n * (r + 1) // count
+            return tf.nest.map_structure(lambda t: t[lo:hi], tensors)
+        return self.strategy.experimental_distribute_values_from_function(replica_slice)
+
+    def gradients(self, loss, variables, tape):
+        """d loss / d variables. For `towers`, tf.gradients: it colocates every gradient op with its
+        forward op, so tower k's backward pass runs on device k like its forward pass (GradientTape
+        would put all gradient ops on the default device). tf.gradients needs graph mode (tf.function)."""
+        if self.kind == "towers":
+            return tf.gradients(loss, variables)
+        return tape.gradient(loss, variables)
+
+    def placement(self, model):
+        """A context inside which the model's forward ops run on their towers' devices (towers), else nothing."""
+        if self.kind != "towers":
+            return contextlib.nullcontext()
+        return towers_placed(model, self.tower_devices)
+
+    def all_gather(self, value):
+        """One int64 scalar per worker -> the list of every worker's value (a collective: all must call it)."""
+        def replica_fn():
+            context = tf.distribute.get_replica_context()
+            return context.all_gather(tf.constant([value], tf.int64), axis=0)
+        gathered = self.strategy.run(replica_fn)
+        return [int(v) for v in self.strategy.experimental_local_results(gathered)[0].numpy()]
+
+
+def setup(dist, towers=2):
+    """Create the devices and the strategy of a `DistributeConfig`. Call before any other TensorFlow
+    work: logical CPUs and MultiWorkerMirroredStrategy both need an uninitialised runtime."""
+    if dist.logical_cpus:
+        split_cpu(dist.logical_cpus)
+    if dist.strategy == "multi_worker":
+        return _multi_worker(dist)
+    local = _local_devices()
+    if dist.strategy == "default":
+        if dist.devices:
+            return Distribution("default", tf.distribute.OneDeviceStrategy(dist.devices[0]), list(dist.devices))
+        return Distribution("default", tf.distribute.get_strategy(), [local[0]])
+    if dist.strategy == "mirrored":
+        devices = list(dist.devices) or local
+        return Distribution("mirrored", tf.distribute.MirroredStrategy(devices), devices)
+    devices = list(dist.devices) or local[:towers]
+    if len(devices) < towers:
+        raise ConfigError(f"config error: distribute.strategy = towers needs {towers} devices; found {devices}. "
+                          "On a machine without GPUs set distribute.logical_cpus = 2")
+    return Distribution("towers", tf.distribute.get_strategy(), devices, tower_devices=devices)
+
+
+def _local_devices():
+    """Every GPU; else the logical CPUs; else the CPU."""
+    gpus = tf.config.list_logical_devices("GPU")
+    return [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+
+
+def _multi_worker(dist):
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    cluster, task = config.get("cluster", {}), config.get("task", {})
+    if not cluster or task.get("type") not in cluster:
+        raise ConfigError("config error: distribute.strategy = multi_worker needs the environment variable TF_CONFIG "
+                          "with a cluster and this process's task, e.g. "
+                          '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}')
+    # MultiWorkerMirroredStrategy's chief is the "chief" task if there is one, else worker 0.
+    order = [("chief", i) for i in range(len(cluster.get("chief", [])))] + \
+            [("worker", i) for i in range(len(cluster.get("worker", [])))]
+    worker = order.index((task["type"], int(task.get("index", 0))))
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=dist.collective_timeout or None)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    devices = list(strategy.extended.worker_devices)
+    return Distribution("multi_worker", strategy, devices, worker=worker, workers=len(order))
+
+
+def tower_of(layer_name):
+    """conv3_1 -> 1; concat6, fc8 -> None."""
+    match = _TOWER_LAYER.fullmatch(layer_name)
+    return int(match.group(1)) if match else None
+
+
+def _on_device(call, device):
+    def call_on_device(*args, **kwargs):
+        with tf.device(device):
+            return call(*args, **kwargs)
+    return call_on_device
+
+
+@contextlib.contextmanager
+def towers_placed(model, devices):
+    """Inside, each tower layer's call runs under tf.device(devices[its tower]): every forward op a
+    tf.function traces there is placed on the tower's device. (tf.device around the layer calls
+    that *build* a functional model only places the weights, see model.alexnet's tower_devices.)
+    Keras looks `layer.call` up on the instance at every call, so an instance attribute wraps it;
+    leaving the context restores the class's method."""
+    wrapped = []
+    for layer in model.layers:
+        tower = tower_of(layer.name)
+        if tower is not None:
+            layer.call = _on_device(layer.call, devices[tower])
+            wrapped.append(layer)
+    try:
+        yield
+    finally:
+        for layer in wrapped:
+            del layer.call
