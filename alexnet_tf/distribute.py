@@ -100,12 +100,28 @@ class Distribution:
         return towers_placed(model, self.tower_devices)
 
     def all_gather(self, value):
-        """One int64 scalar per worker -> the list of every worker's value (a collective: all must call it)."""
-        def replica_fn():
-            context = tf.distribute.get_replica_context()
-            return context.all_gather(tf.constant([value], tf.int64), axis=0)
-        gathered = self.strategy.run(replica_fn)
+        """Every worker's int `value`, as a list in worker order (a collective: every worker must call it)."""
+        gathered = _gather(self.strategy, tf.constant([value], tf.int64))
         return [int(v) for v in self.strategy.experimental_local_results(gathered)[0].numpy()]
+
+    def barrier(self):
+        """Wait until every worker gets here (multi_worker; immediate otherwise)."""
+        if self.workers > 1:
+            self.all_gather(0)
+
+    def describe(self):
+        if self.kind == "towers":
+            return f"strategy: towers, tower k on {self.tower_devices[0]!r}..{self.tower_devices[-1]!r} (§3.2)"
+        text = f"strategy: {self.kind}, {self.replicas} replica(s) on {self.devices}"
+        return text + (f"; worker {self.worker} of {self.workers}" if self.workers > 1 else "")
+
+
+@tf.function
+def _gather(strategy, value):
+    def replica_fn():
+        local = tf.identity(value)  # a copy on the replica's device, where the collective runs
+        return tf.distribute.get_replica_context().all_gather(local, axis=0)
+    return strategy.run(replica_fn)
 
 
 def setup(dist, towers=2):

@@ -45,10 +45,13 @@ class PaperSGD(keras.optimizers.SGD):
         self._decayed = [self.decay_biases or _is_kernel(v) for v in variables]
 
     def update_step(self, gradient, variable, learning_rate):
-        if self.paper_weight_decay and self._decayed[self._get_variable_index(variable)]:
-            decay = ops.cast(self.paper_weight_decay, variable.dtype)
-            gradient = ops.add(ops.cast(gradient, variable.dtype), ops.multiply(decay, variable))
-        super().update_step(gradient, variable, learning_rate)
+        # Each variable's update runs on the variable's device (as TF1 optimizers colocated them):
+        # with the towers strategy, tower k's momentum and weight updates stay on device k.
+        with tf.device(variable.device):
+            if self.paper_weight_decay and self._decayed[self._get_variable_index(variable)]:
+                decay = ops.cast(self.paper_weight_decay, variable.dtype)
+                gradient = ops.add(ops.cast(gradient, variable.dtype), ops.multiply(decay, variable))
+            super().update_step(gradient, variable, learning_rate)
 
     def get_config(self):
         config = super().get_config()
@@ -131,9 +134,8 @@ def train(config, run_dir, verbose=None, callbacks=()):
     precision = resolve_precision(config.train.precision)
     keras.mixed_precision.set_global_policy(precision)
     print(f"precision: {precision}" + (" (auto)" if config.train.precision == "auto" else ""))
-    if dist.kind != "default" or dist.workers > 1:
-        print(f"strategy: {dist.kind}, {dist.replicas} replica(s) on {dist.devices}"
-              + (f"; worker {dist.worker} of {dist.workers}" if dist.workers > 1 else ""))
+    if dist.kind != "default":
+        print(dist.describe())
 
     # === Data ===
     data = make_datasets(config)
@@ -223,6 +225,7 @@ def train(config, run_dir, verbose=None, callbacks=()):
         with dist.placement(model):
             val_logs = evaluate(eval_step, data.val.take(data.val_steps))
     if not chief:
+        dist.barrier()  # leave together with the chief (a worker that exits early looks like a crash to the others)
         print(f"worker {dist.worker}: done; the chief writes the model and metrics")
         return None
     final = _plain_copy(model, config) if dist.kind != "default" else model
@@ -245,6 +248,7 @@ def train(config, run_dir, verbose=None, callbacks=()):
     print(f"val top-1 error {metrics['val_top1_error']:.4f}, top-5 error {metrics['val_top5_error']:.4f}, "
           f"loss {metrics['val_loss']:.4f} after {metrics['epochs_completed']} epochs, "
           f"{metrics['wall_seconds']:.0f} s; run directory {run_dir}")
+    dist.barrier()
     return metrics
 
 
