@@ -1,0 +1,145 @@
+"""Exact resume: kill -9 a run at random moments (between steps, inside a checkpoint write), rerun the
+same command, and end bit-identical to an uninterrupted run (deterministic ops, fixed seed)."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import alexnet_tf
+import alexnet_tf.training  # noqa: F401  (registers the custom classes for load_model)
+from alexnet_tf.checkpoint import TrainState
+from alexnet_tf.config import dump
+from conftest import ROOT, tiny_overrides
+
+# 3 epochs x 4 steps; recovery checkpoints at global steps 3, 6, 9 (every 3) and 4, 8, 12 (epoch ends).
+# Dropout and flips stay on: their random state must be restored too.
+OVERRIDES = tiny_overrides(**{"train.deterministic": True, "train.epochs": 3, "train.checkpoint_every": 3,
+                               "train.log_every": 1})
+STEPS = 12
+
+
+def command(config_file, run_dir, *driver_args):
+    return [sys.executable, os.path.join(ROOT, "tests", "crash_driver.py"), *driver_args, "--",
+            "--config", str(config_file), "--run-dir", str(run_dir)]
+
+
+def run(config_file, run_dir, *driver_args):
+    return subprocess.run(command(config_file, run_dir, *driver_args), capture_output=True, text=True, cwd=ROOT,
+                          timeout=240)
+
+
+def run_and_kill_from_outside(config_file, run_dir, step, delay):
+    """Start the run, wait until it reports global step `step`, sleep `delay` s and kill -9 it."""
+    proc = subprocess.Popen(command(config_file, run_dir, "--print-steps"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    out = []
+    try:
+        for line in proc.stdout:
+            out.append(line)
+            if line.strip() == f"global step {step}":
+                time.sleep(delay)
+                proc.send_signal(signal.SIGKILL)
+                break
+    finally:
+        rest = proc.communicate(timeout=240)[0]
+    return proc.returncode, "".join(out) + (rest or "")
+
+
+def checkpoint_values(prefix):
+    """Every saved tensor of a checkpoint except the iterator state (a variant) and the wall clock."""
+    reader = tf.train.load_checkpoint(prefix)
+    dtypes = reader.get_variable_to_dtype_map()
+    return {k: reader.get_tensor(k) for k in dtypes
+            if dtypes[k] != tf.variant and k != "_CHECKPOINTABLE_OBJECT_GRAPH" and not k.startswith("wall_seconds")}
+
+
+def next_batch_after(config, prefix):
+    """The next training batch of the data iterator restored from a checkpoint."""
+    from alexnet_tf.data import make_datasets
+    iterator = iter(make_datasets(config).train)
+    tf.train.Checkpoint(data=iterator).restore(prefix).expect_partial()
+    return [t.numpy() for t in next(iterator)]
+
+
+def test_killed_runs_resume_bit_identical(tmp_path):
+    """Killed inside a random checkpoint write (files written, pointer not), then from outside at a
+    random moment up to 50 ms after a random step, then rerun to the end; a finished run rerun once
+    more only evaluates."""
+    seed = int(os.environ.get("ALEXNET_TF_TEST_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    in_write = rng.randint(1, 3)             # the 1st..3rd recovery checkpoint write: global step 3, 4 or 6
+    outside_kill = rng.randint(7, 11)        # a later step; the delay often lands inside a checkpoint write
+    delay = rng.uniform(0.0, 0.05)
+    where = f"(ALEXNET_TF_TEST_SEED={seed}: killed in checkpoint write {in_write}, then " \
+            f"{delay * 1000:.0f} ms after step {outside_kill})"
+
+    config = alexnet_tf.load_config(None, OVERRIDES)
+    config_file = tmp_path / "config.yaml"
+    dump(config, str(config_file))
+    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    from alexnet_tf.training import train
+    metrics = train(config, str(reference), verbose=0)  # uninterrupted, in this process
+
+    killed = run(config_file, resumed, "--kill-in-save", str(in_write))
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
+    assert "(files written, pointer not)" in killed.stdout, where
+    status, out = run_and_kill_from_outside(config_file, resumed, outside_kill, delay)
+    assert status == -signal.SIGKILL and "resuming from" in out, out[-2000:]
+    finished = run(config_file, resumed)
+    assert finished.returncode == 0 and "resuming from" in finished.stdout, finished.stderr[-2000:]
+
+    # the final weights, and every other saved value, are the uninterrupted run's
+    a = keras.saving.load_model(str(reference / "model.keras")).get_weights()
+    b = keras.saving.load_model(str(resumed / "model.keras")).get_weights()
+    assert all(np.array_equal(x, y) for x, y in zip(a, b)), where
+    last_a = tf.train.latest_checkpoint(str(reference / "checkpoints" / "last"))
+    last_b = tf.train.latest_checkpoint(str(resumed / "checkpoints" / "last"))
+    assert last_a.endswith(f"ckpt-{STEPS}") and last_b.endswith(f"ckpt-{STEPS}"), where
+    values_a, values_b = checkpoint_values(last_a), checkpoint_values(last_b)
+    assert values_a.keys() == values_b.keys()
+    assert any(k.startswith("optimizer/") for k in values_a) and any("dropout_seeds" in k for k in values_a)
+    different = [k for k in values_a if not np.array_equal(values_a[k], values_b[k])]
+    assert not different, f"{different} {where}"  # momentum, lr, plateau state, dropout seeds, step counters
+    # and the data iterators stand at the same place: the next batch (with its augmentation) is the same
+    for x, y in zip(next_batch_after(config, last_a), next_batch_after(config, last_b)):
+        np.testing.assert_array_equal(x, y, err_msg=where)
+
+    # the same command on the finished run: nothing left to train, the same final metrics
+    again = train(config, str(resumed), verbose=0)
+    for key in ("val_top1_error", "val_top5_error", "val_loss", "epochs_completed"):
+        assert again[key] == metrics[key], key
+
+
+def test_data_position_and_atomic_pointer(tmp_path):
+    """In process: the restored iterator continues with the next element (no repeat, no skip), and a
+    half-written newer checkpoint (files present, pointer not updated) is ignored, then overwritten."""
+    from alexnet_tf.callbacks import DivideLROnPlateau
+    config = alexnet_tf.load_config(None, tiny_overrides())
+    model = alexnet_tf.compile_model(alexnet_tf.build_model(config), config)
+    model.optimizer.build(model.trainable_variables)
+    iterator = iter(tf.data.Dataset.range(100).shuffle(10, seed=1).batch(3))
+    state = TrainState(model, iterator, DivideLROnPlateau(), str(tmp_path / "last"))
+    seen = [next(iterator).numpy() for _ in range(5)]
+    model.optimizer.iterations.assign(5)
+    saved = state.save(np.zeros(4), 0.0)
+    following = [next(iterator).numpy() for _ in range(3)]
+    # a crash after the files of ckpt-9 were written but before the pointer moved
+    model.optimizer.iterations.assign(9)
+    state.recovery.write(str(tmp_path / "last" / "ckpt-9"))
+    assert os.path.exists(tmp_path / "last" / "ckpt-9.index")
+    iterator2 = iter(tf.data.Dataset.range(100).shuffle(10, seed=1).batch(3))
+    state2 = TrainState(model, iterator2, DivideLROnPlateau(), str(tmp_path / "last"))
+    assert state2.restore() == saved and int(model.optimizer.iterations.numpy()) == 5
+    assert [next(iterator2).numpy().tolist() for _ in range(3)] == [f.tolist() for f in following]
+    all_seen = np.concatenate(seen + following)
+    assert len(set(all_seen.tolist())) == len(all_seen)  # nothing repeated
+    model.optimizer.iterations.assign(9)
+    assert state2.save(np.zeros(4), 0.0).endswith("ckpt-9")
+    assert tf.train.latest_checkpoint(str(tmp_path / "last")).endswith("ckpt-9")
