@@ -236,6 +236,19 @@ def test_multi_worker_without_tf_config_is_a_config_error(tmp_path):
     result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--run-dir", str(tmp_path),
                              "--set", "distribute.strategy=multi_worker"], capture_output=True, text=True, cwd=ROOT,
                             env=env, timeout=120)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert "needs the environment variable TF_CONFIG" in lines[-1] and "Traceback" not in result.stderr
+    assert result.returncode == 2 and result.stdout == ""  # before TensorFlow starts
+    assert result.stderr.count("\n") == 1 and "needs the environment variable TF_CONFIG" in result.stderr
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (["distribute.strategy=towers", "model.towers=1"], "needs the two-tower model; got model.towers = 1"),
+    (["distribute.strategy=towers", "distribute.devices=['/gpu:0']"], "has 1 devices, expected 2"),
+    (["distribute.devices=['/gpu:0', '/gpu:1']"], "strategy = default runs on one device"),
+    (["distribute.strategy=mirrored", "distribute.devices=['/gpu:0', '/gpu:0']"], "a list of distinct device names"),
+    (["distribute.strategy=multi_worker", "distribute.devices=['/gpu:0']"], "expected [] (each worker uses"),
+    (["distribute.strategy=pipeline"], "expected one of default, mirrored, towers, multi_worker"),
+])
+def test_distribute_config_errors(overrides, fragment):
+    from alexnet_tf.config import ConfigError
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        alexnet_tf.load_config(None, overrides)
