@@ -1,7 +1,6 @@
 """Training callbacks: the paper's learning-rate rule, the conv1 filter image, NaN guard, TensorBoard."""
 
 import math
-import os
 
 import keras
 import numpy as np

@@ -18,7 +18,6 @@ checkpoint; a half-written newer one is ignored and overwritten later.
 """
 
 import math
-import os
 
 import numpy as np
 import tensorflow as tf

@@ -111,7 +111,8 @@ class Distribution:
 
     def describe(self):
         if self.kind == "towers":
-            return f"strategy: towers, tower k on {self.tower_devices[0]!r}..{self.tower_devices[-1]!r} (§3.2)"
+            placed = ", ".join(f"tower {t} on {d}" for t, d in enumerate(self.tower_devices))
+            return f"strategy: towers (§3.2), {placed}"
         text = f"strategy: {self.kind}, {self.replicas} replica(s) on {self.devices}"
         return text + (f"; worker {self.worker} of {self.workers}" if self.workers > 1 else "")
 

@@ -41,7 +41,7 @@ def resolve_checkpoint(run_dir, checkpoint):
         directory = _require(os.path.join(run_dir, "checkpoints", checkpoint), f"the {checkpoint!r} checkpoint directory")
         prefix = tf.train.latest_checkpoint(directory)
         if prefix is None:
-            raise RunDirError(f"{directory} holds no checkpoint; expected one written after a finished epoch")
+            raise RunDirError(f"{directory} holds no checkpoint; expected one written during training")
         return prefix
     if not tf.io.gfile.exists(checkpoint + ".index"):
         raise RunDirError(f"checkpoint {checkpoint!r} not found (no {checkpoint}.index); "
