@@ -126,7 +126,7 @@ def main():
     for strategy in args.strategies:
         r = run_strategy(args, strategy)
         devices = ", ".join(d.split("/")[-1].replace("device:", "") for d in r["devices"])
-        where = f"{r['replicas']} replicas on {devices}"
+        where = f"{r['replicas']} replica{'s' if r['replicas'] > 1 else ''} on {devices}"
         if strategy == "towers":
             where = f"2 towers on {devices}"
         elif strategy == "multi_worker":
