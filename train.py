@@ -32,7 +32,7 @@ def main(argv=None):
     from alexnet_tf.training import TrainingDiverged, train
     try:
         train(config, run_dir)
-    except (TrainingDiverged, DatasetNotFound) as e:
+    except (TrainingDiverged, DatasetNotFound, ConfigError) as e:  # ConfigError: config and data disagree
         print(e, file=sys.stderr)
         return 1
     return 0
