@@ -103,7 +103,7 @@ def _evaluate(args):
         source = os.path.join(run_dir, "model.keras")
         if not os.path.isfile(source):
             raise SystemExit(f"error: {source} not found; pass --checkpoint best|last|PATH for an unfinished run")
-        model = keras.saving.load_model(source)
+        model = keras.saving.load_model(source, compile=False)  # weights and layers only; no optimizer needed
     batches, size = eval_images(config, mean, class_names)
     results = evaluate(model, batches, config.model.image_size, ten_crop=args.ten_crop, steps=args.steps, total=size)
     results["weights"] = source

@@ -50,9 +50,9 @@ def evaluate(model, batches, size, ten_crop=False, steps=None, total=None, progr
         if steps is not None and step >= steps:
             break
         c, t = predict(images)
-        labels.append(y.numpy())
-        center.append(c.numpy())
-        ten.append(t.numpy())
+        labels.append(np.asarray(y))
+        center.append(np.asarray(c))
+        ten.append(np.asarray(t))
         if bar is not None:
             bar.add(len(y))
     labels = np.concatenate(labels)

@@ -163,11 +163,17 @@ def tfds_source(config):
     d = config.data
     data_dir = os.path.expanduser(d.tfds_data_dir) if d.tfds_data_dir else None
     name = "imagenet2012" if d.source == "imagenet" else d.tfds_name
+    from absl import logging as absl_logging
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)  # "Variant folder ... has no dataset_info.json" before the first prepare
     try:
         builder = tfds.builder(name, data_dir=data_dir)
+        prepared = builder.is_prepared()
     except tfds.core.registered.DatasetNotFoundError:
         raise DatasetNotFound(f"data.tfds_name = {name!r} is not a TFDS dataset; expected a name from tfds.list_builders()") from None
-    if not builder.is_prepared():
+    finally:
+        absl_logging.set_verbosity(verbosity)
+    if not prepared:
         if d.source != "imagenet":
             raise DatasetNotFound(f"TFDS dataset {name} is not prepared in {builder.data_dir}; prepare it first with "
                                   f"tfds.builder({name!r}, data_dir=...).download_and_prepare(), or set data.tfds_data_dir")
