@@ -134,8 +134,9 @@ def _benchmark(args):
     overrides = list(args.set)
     if args.fake_images:
         root = tempfile.mkdtemp(prefix="alexnet_bench_")
-        print(f"writing {args.fake_images} ImageNet-sized JPEGs to {root}", flush=True)
-        benchmark.write_fake_imagenet_folder(root, args.fake_images)
+        size = f"{args.fake_side}x{args.fake_side}" if args.fake_side else "ImageNet-sized (500x375)"
+        print(f"writing {args.fake_images} {size} JPEGs to {root}", flush=True)
+        benchmark.write_fake_imagenet_folder(root, args.fake_images, side=args.fake_side)
         overrides += ["data.source=folder", f"data.path={root}", f"data.cache_dir={os.path.join(root, 'cache')}"]
     config = config_lib.load_config(args.config, overrides)
     d = config.data
@@ -143,6 +144,8 @@ def _benchmark(args):
     pipeline = benchmark.pipeline_rate(data.train, d.batch_size, args.steps)
     print(f"input pipeline alone: {pipeline:.0f} img/s ({args.steps} batches of {d.batch_size}, "
           f"data.source {d.source}, {os.cpu_count()} CPU cores)", flush=True)
+    if args.pipeline_only:
+        return
 
     precision = resolve_precision(config.train.precision)
     keras.mixed_precision.set_global_policy(precision)
@@ -197,6 +200,8 @@ def main(argv=None):
     p.add_argument("--train-steps", type=int, default=5, help="training steps to time")
     p.add_argument("--fake-images", type=int, default=0,
                    help="write this many ImageNet-sized JPEGs to a temporary folder and benchmark data.source=folder on them")
+    p.add_argument("--fake-side", type=int, default=0, help="with --fake-images: square images of this side (e.g. 256, pre-resized)")
+    p.add_argument("--pipeline-only", action="store_true", help="time the input pipeline only")
     p.set_defaults(func=_benchmark)
     args = parser.parse_args(argv)
     if getattr(args, "curve", 1) is None:

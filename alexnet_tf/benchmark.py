@@ -42,12 +42,13 @@ def training_rate(model, dataset, batch_size, steps, warmup=2):
     return steps * batch_size / (timer.end - timer.start)
 
 
-def write_fake_imagenet_folder(root, images, classes=1000, seed=0):
+def write_fake_imagenet_folder(root, images, classes=1000, seed=0, side=None):
     """`images` JPEGs shaped like ILSVRC-2012's (500x375 / 375x500, quality 90, ~110 kB, photo-like
     smooth regions plus texture) in root/train/<class>/ (class i % classes), and one per class (at most `images`) in root/val/.
 
     For benchmarks on machines without ImageNet: decoding cost depends on pixel count and
-    compressed size, which these match.
+    compressed size, which these match. side=256 writes side x side images instead: the
+    pre-resized copy a fast input pipeline would read (README, "Feeding a GPU").
     """
     from PIL import Image
 
@@ -56,10 +57,10 @@ def write_fake_imagenet_folder(root, images, classes=1000, seed=0):
         for i in range(count):
             cls = f"n{i % classes:08d}"
             os.makedirs(os.path.join(root, split, cls), exist_ok=True)
-            h, w = (375, 500) if i % 3 else (500, 375)
+            h, w = (side, side) if side else ((375, 500) if i % 3 else (500, 375))
             coarse = rng.integers(0, 256, (h // 25 + 2, w // 25 + 2, 3)).astype(np.float32)
             smooth = np.asarray(Image.fromarray(coarse.astype(np.uint8)).resize((w, h), Image.BICUBIC), np.float32)
-            texture = rng.normal(0, 12, (h, w, 1)).astype(np.float32)
+            texture = rng.normal(0, 14, (h, w, 1)).astype(np.float32)
             pixels = np.clip(smooth + texture, 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(os.path.join(root, split, cls, f"{cls}_{i}.JPEG"), quality=90)
     return root
