@@ -1,6 +1,7 @@
 """The folder source with every kind of odd and bad file: odd-but-valid images decode to the right
 RGB pixels, undecodable files are skipped with one warning each and a count, good images are never lost."""
 
+import json
 import os
 import re
 import subprocess
@@ -146,3 +147,34 @@ def test_missing_folder_is_one_line(tmp_path):
     lines = our_lines(result.stderr)
     assert len(lines) == 1 and f"folder {tmp_path / 'nowhere' / 'train'} not found" in lines[0], result.stderr
     assert "train/<class>/<image>" in lines[0]
+
+
+def test_deterministic_mode_repeats_the_same_batches(folder, tmp_path):
+    root, _ = folder
+    first = [make_datasets(config(root, tmp_path, **{"train.deterministic": True, "data.lighting": True}))
+             for _ in range(2)]
+    a, b = (list(d.train.take(4)) for d in first)
+    for (xa, ya), (xb, yb) in zip(a, b):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    other = make_datasets(config(root, tmp_path, **{"train.deterministic": True, "train.seed": 1}))
+    assert not np.array_equal(next(iter(other.train))[0], a[0][0])
+
+
+def test_train_py_on_the_folder_records_the_skipped_files(folder, tmp_path):
+    root, _ = folder
+    run_dir = tmp_path / "run"
+    args = [sys.executable, os.path.join(ROOT, "train.py"), "--run-dir", str(run_dir)]
+    for k, v in {"data.source": "folder", "data.path": root, "data.cache_dir": tmp_path / "cache", "data.resize": RESIZE,
+                 "data.batch_size": 3, "model.image_size": 32, "model.geometry": "small", "model.num_classes": 2,
+                 "model.channels": 3, "model.width": 0.125, "model.fc_units": 16, "train.epochs": 1,
+                 "train.deterministic": True, "data.lighting": True}.items():
+        args += ["--set", f"{k}={v}"]
+    result = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("warning: skipping ") == 4
+    recorded = json.loads((run_dir / "data.json").read_text())
+    assert (recorded["train_size"], recorded["val_size"]) == (9, 3)
+    assert sorted(os.path.basename(s["name"]) for s in recorded["skipped"]) == ["notes.txt", "truncated.jpg", "v2.jpg", "zero.jpg"]
+    assert json.loads((run_dir / "classes.json").read_text()) == ["cat", "dog"]
+    assert np.load(run_dir / "stats.npz")["mean_image"].shape == (RESIZE, RESIZE, 3)

@@ -1,9 +1,10 @@
 """Input pipelines: a source gives uint8 arrays or encoded files; tf.data applies the paper's preprocessing.
 
 File sources (imagenet, folder, tfds), per image: read -> decode the central square (fused
-decode-and-crop for JPEG) -> rescale to data.resize (§2: 256) -> uint8; then per batch: subtract the
-mean image -> crop model.image_size (random for training, §4.1) -> flip -> PCA lighting -> scale.
-Every step is a TensorFlow op running in parallel inside tf.data; no Python per image.
+decode-and-crop for JPEG) -> rescale to data.resize (§2: 256) -> uint8; for training then subtract
+the mean image -> crop model.image_size at random (§4.1) -> flip -> PCA lighting -> scale, still per
+image, then batch. Validation is batched and centre-cropped. Every step is a TensorFlow op running
+in parallel inside tf.data; no Python per image.
 """
 
 import json
@@ -194,21 +195,26 @@ def _file_datasets(config):
             else np.zeros((d.resize, d.resize, 3), np.float32))
     lighting = stats_lib.lighting_basis(stats, d.pca) if d.lighting else None
 
-    def augment(images, labels, seed):
-        x = preprocess.subtract_mean(images, mean)                  # (B, 256, 256, 3)
+    def augment(image, label, seed):
+        """One decoded uint8 (256, 256, 3) image -> its training crop. The batch functions of
+        `preprocess` run on a batch of one: per image, slicing is cheaper than gathering crops
+        out of a whole float batch, and the work spreads over tf.data's parallel calls."""
+        x = preprocess.subtract_mean(image[None], mean)            # (1, 256, 256, 3)
         if d.crop == "random":
-            x = preprocess.random_crop(x, m.image_size, seed)       # (B, 224, 224, 3), §4.1
+            x = preprocess.random_crop(x, m.image_size, seed)       # (1, 224, 224, 3), §4.1
         else:
             x = preprocess.center_crop(x, m.image_size)
         if d.flip:
             x = preprocess.random_flip(x, seed + [1, 0])
         if lighting is not None:
             x = preprocess.pca_lighting(x, lighting[0], lighting[1], d.lighting_std, seed + [2, 0])
-        return (x * d.scale if d.scale != 1.0 else x), labels
+        return (x[0] * d.scale if d.scale != 1.0 else x[0]), label
 
-    train = decoded(train_split, config, shuffle=True).batch(d.batch_size, drop_remainder=True)
-    train = (tf.data.Dataset.zip(train, _seeds(config))
-             .map(lambda xy, s: augment(xy[0], xy[1], s), num_parallel_calls=tf.data.AUTOTUNE)
+    seeds = tf.data.Dataset.random(seed=config.train.seed, rerandomize_each_iteration=True).batch(2)  # one per image
+    train = (tf.data.Dataset.zip(train_split.dataset(shuffle=True, seed=config.train.seed, buffer=d.shuffle_buffer).repeat(), seeds)
+             .map(lambda xy, s: augment(decode.load_image(xy[0], d.resize), xy[1], s), num_parallel_calls=tf.data.AUTOTUNE)
+             .ignore_errors(log_warning=True)  # the safety net of `decoded`
+             .batch(d.batch_size, drop_remainder=True)
              .prefetch(tf.data.AUTOTUNE)
              .with_options(_options(config)))
     val = (decoded(val_split, config)
