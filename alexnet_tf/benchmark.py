@@ -38,7 +38,7 @@ class _StepTimer(keras.callbacks.Callback):
 def training_rate(model, dataset, batch_size, steps, warmup=2):
     """Images/s of `model.fit` on `dataset`, over `steps` batches after `warmup` (the first traces the step)."""
     timer = _StepTimer(warmup)
-    model.fit(dataset, epochs=1, steps_per_epoch=warmup + steps, verbose=0, callbacks=[timer])
+    model.fit(dataset, epochs=1, steps_per_epoch=warmup + steps, verbose=0, callbacks=[timer], shuffle=False)
     return steps * batch_size / (timer.end - timer.start)
 
 

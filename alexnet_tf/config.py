@@ -80,7 +80,7 @@ class DataConfig:
     stats_images: int = _spec(0, lo=0, doc="training images the stats are computed over (0 = all, as the paper)")
     scan: bool = _spec(True, doc="file sources: decode every image once (cached) to name and skip undecodable files before training")
     cache_dir: str = _spec("", doc="where stats and scan results are cached ('' = ~/.cache/alexnet_tf)")
-    shuffle_buffer: int = _spec(60000, lo=1, doc="tf.data shuffle buffer (examples; file sources shuffle encoded bytes or file names)")
+    shuffle_buffer: int = _spec(60000, lo=1, doc="tf.data shuffle buffer in examples (sources imagenet/tfds: encoded images in memory; source folder shuffles its whole file list)")
     synthetic_size: int = _spec(512, lo=1, doc="examples per split for source=synthetic")
 
 

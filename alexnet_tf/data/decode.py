@@ -48,8 +48,15 @@ def load_image(data, size):
     and the outermost pixels, and it decodes less. Bilinear with antialiasing when shrinking.
     """
     square = decode_square(data)
-    image = tf.image.resize(square, [size, size], method="bilinear", antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+
+    def resize():
+        image = tf.image.resize(square, [size, size], method="bilinear", antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+
+    # Images already at size x size (a pre-resized copy) skip the resize, which would return them unchanged.
+    image = tf.cond(tf.shape(square)[0] == size, lambda: square, resize)
+    image.set_shape([size, size, 3])
+    return image
 
 
 def decode_error(data):
