@@ -126,6 +126,7 @@ def train(config, run_dir, verbose=None):
     np.save(os.path.join(run_dir, "mean.npy"), data.mean)
     with open(os.path.join(run_dir, "classes.json"), "w") as f:
         json.dump(list(data.class_names), f)
+    data.record(run_dir)  # stats.npz (file sources) and data.json: sizes, stats file, skipped files
     model = build_model(config)
     compile_model(model, config)
     model.optimizer.build(model.trainable_variables)
