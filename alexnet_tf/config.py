@@ -99,7 +99,7 @@ class TrainConfig:
     lr_min_delta: float = _spec(0.0, lo=0.0, doc="improvement in val top-1 error that counts as progress")
     seed: int = _spec(0, lo=0, doc="seed for initialisation, dropout, shuffling and augmentation")
     precision: str = _spec("float32", choices=("float32", "mixed_bfloat16", "mixed_float16", "auto"),
-                           doc="auto = mixed_bfloat16 on CPUs with AMX/AVX512-BF16, else float32")
+                           doc="auto = mixed_bfloat16 on CPUs with AMX and GPUs with compute capability >= 8, else float32")
     log_every: int = _spec(50, lo=0, doc="write batch-level loss/error to TensorBoard every N steps (0 = per epoch only)")
     deterministic: bool = _spec(False, doc="deterministic TF ops and tf.data order (slower)")
 
