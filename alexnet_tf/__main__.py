@@ -12,6 +12,7 @@
   stats     mean image and RGB covariance eigen-decomposition of a config's training images (cached)
   evaluate  top-1/top-5 error of a run on the validation split: centre crop and the paper's 10 crops
   benchmark images/s of the training input pipeline next to the model's training step
+  speed     training/inference images/s, FLOPs and utilisation of the paper and default models (optional: PyTorch)
 """
 
 import argparse
@@ -284,6 +285,12 @@ def _benchmark(args):
     print(f"pipeline / training step = {pipeline / step:.2f} ({'not the bottleneck' if pipeline >= step else 'THE BOTTLENECK'})")
 
 
+def _speed(args):
+    from alexnet_tf import speed
+
+    speed.main(args)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m alexnet_tf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -374,6 +381,15 @@ def main(argv=None):
     p.add_argument("--fake-side", type=int, default=0, help="with --fake-images: square images of this side (e.g. 256, pre-resized)")
     p.add_argument("--pipeline-only", action="store_true", help="time the input pipeline only")
     p.set_defaults(func=_benchmark)
+    p = sub.add_parser("speed", help="training/inference img/s, FLOPs and utilisation vs a matmul (synthetic data)")
+    p.add_argument("--models", default="paper,default", help="comma-separated: paper, default, tiny")
+    p.add_argument("--precisions", default="float32,mixed_bfloat16", help="comma-separated Keras dtype policies")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--steps", type=int, default=10, help="timed steps per measurement (after 2 warm-up steps)")
+    p.add_argument("--torch", action="store_true", help="also time the same network in PyTorch (optional dependency)")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    p.add_argument("--tiny", action="store_true", help="a few-second run of a tiny model (tests)")
+    p.set_defaults(func=_speed)
     args = parser.parse_args(argv)
     if getattr(args, "curve", 1) is None:
         args.curve = ["train:epoch_top1_error", "validation:epoch_top1_error"]
