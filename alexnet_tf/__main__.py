@@ -9,13 +9,18 @@
   neighbours  the nearest training images of query images as a PNG panel (Fig. 4 right)
   projector   training-set vectors with labels and sprites for TensorBoard's projector
   codes    §7: auto-encoders to binary codes, precision@K and speed of Hamming vs Euclidean search
+  stats     mean image and RGB covariance eigen-decomposition of a config's training images (cached)
+  evaluate  top-1/top-5 error of a run on the validation split: centre crop and the paper's 10 crops
+  benchmark images/s of the training input pipeline next to the model's training step
+  speed     training/inference images/s, FLOPs and utilisation of the paper and default models (optional: PyTorch)
 """
 
 import argparse
+import json
 import os
 import sys
 
-from alexnet_tf.config import reference_markdown
+from alexnet_tf.config import ConfigError, reference_markdown
 
 
 def _curves(args):
@@ -161,6 +166,131 @@ def _codes(args):
     print(f"wrote {out_dir}/report.json, report.md and the encoders encoder_<bits>.keras")
 
 
+def _load_config(args):
+    from alexnet_tf.config import load_config
+    return load_config(args.config, args.set)
+
+
+def _stats(args):
+    import numpy as np
+
+    from alexnet_tf.config import FILE_SOURCES
+    from alexnet_tf.data import file_splits, training_stats
+
+    config = _load_config(args)
+    if config.data.source not in FILE_SOURCES:
+        raise SystemExit(f"error: data.source = {config.data.source} keeps its images in memory and computes its mean "
+                         f"when training starts; the stats command is for {', '.join(FILE_SOURCES)}")
+    train, _, _, _ = file_splits(config)
+    stats, path = training_stats(config, train, recompute=args.recompute)
+    np.set_printoptions(precision=4, suppress=True)
+    print(f"images: {int(stats['images'])}; mean RGB {stats['pixel_mean']}")
+    print(f"eigenvalues of the RGB covariance (0..255 scale): {stats['eigval']}")
+    print(f"sqrt(eigenvalues), the lighting amplitudes: {np.sqrt(stats['eigval'])}")
+    print(f"eigenvectors (columns; rows R, G, B):\n{stats['eigvec']}")
+    print(f"wrote {path}")
+
+
+def _evaluate(args):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    import yaml
+
+    from alexnet_tf import config as config_lib
+    from alexnet_tf.data import eval_images
+    from alexnet_tf.evaluate import evaluate
+    from alexnet_tf.model import build_model
+
+    run_dir = args.run_dir
+    for name in ("config.yaml", "mean.npy", "classes.json"):
+        if not os.path.isfile(os.path.join(run_dir, name)):
+            raise SystemExit(f"error: {os.path.join(run_dir, name)} not found; expected a run directory written by train.py")
+    with open(os.path.join(run_dir, "config.yaml")) as f:
+        config = config_lib.from_dict(yaml.safe_load(f), args.set)
+    if args.ten_crop and config.data.source not in config_lib.FILE_SOURCES:
+        raise SystemExit(f"error: --ten-crop needs images larger than the crop; data.source = {config.data.source} "
+                         "gives model.image_size images (use a file source: imagenet, folder, tfds)")
+    mean = np.load(os.path.join(run_dir, "mean.npy"))
+    with open(os.path.join(run_dir, "classes.json")) as f:
+        class_names = tuple(json.load(f))
+    if args.checkpoint:
+        path = args.checkpoint
+        if args.checkpoint in ("best", "last"):
+            path = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints", args.checkpoint))
+        if not path:
+            raise SystemExit(f"error: no checkpoint in {os.path.join(run_dir, 'checkpoints', args.checkpoint)}")
+        model = build_model(config)
+        tf.train.Checkpoint(model=model).restore(path).expect_partial()
+        source = path
+    else:
+        source = os.path.join(run_dir, "model.keras")
+        if not os.path.isfile(source):
+            raise SystemExit(f"error: {source} not found; pass --checkpoint best|last|PATH for an unfinished run")
+        model = keras.saving.load_model(source, compile=False)  # weights and layers only; no optimizer needed
+    batches, size = eval_images(config, mean, class_names)
+    results = evaluate(model, batches, config.model.image_size, ten_crop=args.ten_crop, steps=args.steps, total=size)
+    results["weights"] = source
+    print(f"{results['images']} validation images, weights {source}")
+    names = {"center": "centre crop", "ten_crop": "10 crops (softmax averaged)"}
+    for key in ("center", "ten_crop"):
+        if key in results:
+            r = results[key]
+            print(f"{names[key]:28s} top-1 error {r['top1_error']:.4f}   top-5 error {r['top5_error']:.4f}")
+    out = os.path.join(run_dir, "evaluation.json")
+    with open(out, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"wrote {out}")
+
+
+def _benchmark(args):
+    import tempfile
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from alexnet_tf import benchmark, config as config_lib
+    from alexnet_tf.data import make_datasets
+    from alexnet_tf.model import build_model
+    from alexnet_tf.training import compile_model, resolve_precision
+
+    overrides = list(args.set)
+    if args.fake_images:
+        root = tempfile.mkdtemp(prefix="alexnet_bench_")
+        size = f"{args.fake_side}x{args.fake_side}" if args.fake_side else "ImageNet-sized (500x375)"
+        print(f"writing {args.fake_images} {size} JPEGs to {root}", flush=True)
+        benchmark.write_fake_imagenet_folder(root, args.fake_images, side=args.fake_side)
+        overrides += ["data.source=folder", f"data.path={root}", f"data.cache_dir={os.path.join(root, 'cache')}"]
+    config = config_lib.load_config(args.config, overrides)
+    d = config.data
+    data = make_datasets(config)
+    pipeline = benchmark.pipeline_rate(data.train, d.batch_size, args.steps)
+    print(f"input pipeline alone: {pipeline:.0f} img/s ({args.steps} batches of {d.batch_size}, "
+          f"data.source {d.source}, {os.cpu_count()} CPU cores)", flush=True)
+    if args.pipeline_only:
+        return
+
+    precision = resolve_precision(config.train.precision)
+    keras.mixed_precision.set_global_policy(precision)
+    model = compile_model(build_model(config), config)
+    m = config.model
+    x = tf.random.stateless_normal([d.batch_size, m.image_size, m.image_size, m.channels], [0, 0], stddev=50.0)
+    y = tf.zeros([d.batch_size], tf.int32)
+    in_memory = tf.data.Dataset.from_tensors((x, y)).repeat()
+    step = benchmark.training_rate(model, in_memory, d.batch_size, args.train_steps)
+    print(f"training step alone:   {step:.0f} img/s ({args.train_steps} steps, batch already in memory, {precision})", flush=True)
+    fed = benchmark.training_rate(model, data.train, d.batch_size, args.train_steps)
+    print(f"training fed by the pipeline: {fed:.0f} img/s (both on the same cores)")
+    print(f"pipeline / training step = {pipeline / step:.2f} ({'not the bottleneck' if pipeline >= step else 'THE BOTTLENECK'})")
+
+
+def _speed(args):
+    from alexnet_tf import speed
+
+    speed.main(args)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m alexnet_tf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -225,14 +355,53 @@ def main(argv=None):
     p.set_defaults(func=_codes)
     p = sub.add_parser("config-reference", help="print README's configuration table (markdown)")
     p.set_defaults(func=lambda args: print(reference_markdown()))
+
+    def with_config(p):
+        p.add_argument("--config", required=True, help="YAML config, e.g. configs/alexnet_imagenet.yaml")
+        p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override; repeatable")
+
+    p = sub.add_parser("stats", help="mean image + RGB covariance eigen-decomposition of the training images (cached)")
+    with_config(p)
+    p.add_argument("--recompute", action="store_true", help="recompute even if the stats file exists")
+    p.set_defaults(func=_stats)
+    p = sub.add_parser("evaluate", help="top-1/top-5 error of a run: centre crop and (--ten-crop) the 10 patches")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--checkpoint", help="best, last or a checkpoint path (default: the run's model.keras)")
+    p.add_argument("--ten-crop", action="store_true", help="also the paper's 10-patch protocol (10x the compute)")
+    p.add_argument("--steps", type=int, help="evaluate only this many batches")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override the run's config, e.g. data.path on another machine; repeatable")
+    p.set_defaults(func=_evaluate)
+    p = sub.add_parser("benchmark", help="img/s of the training pipeline next to the training step")
+    with_config(p)
+    p.add_argument("--steps", type=int, default=20, help="pipeline batches to time")
+    p.add_argument("--train-steps", type=int, default=5, help="training steps to time")
+    p.add_argument("--fake-images", type=int, default=0,
+                   help="write this many ImageNet-sized JPEGs to a temporary folder and benchmark data.source=folder on them")
+    p.add_argument("--fake-side", type=int, default=0, help="with --fake-images: square images of this side (e.g. 256, pre-resized)")
+    p.add_argument("--pipeline-only", action="store_true", help="time the input pipeline only")
+    p.set_defaults(func=_benchmark)
+    p = sub.add_parser("speed", help="training/inference img/s, FLOPs and utilisation vs a matmul (synthetic data)")
+    p.add_argument("--models", default="paper,default", help="comma-separated: paper, default, tiny")
+    p.add_argument("--precisions", default="float32,mixed_bfloat16", help="comma-separated Keras dtype policies")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--steps", type=int, default=10, help="timed steps per measurement (after 2 warm-up steps)")
+    p.add_argument("--torch", action="store_true", help="also time the same network in PyTorch (optional dependency)")
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    p.add_argument("--tiny", action="store_true", help="a few-second run of a tiny model (tests)")
+    p.set_defaults(func=_speed)
     args = parser.parse_args(argv)
     if getattr(args, "curve", 1) is None:
         args.curve = ["train:epoch_top1_error", "validation:epoch_top1_error"]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from alexnet_tf.data.errors import DatasetNotFound
     from alexnet_tf.run_dir import RunDirError
     try:
         args.func(args)
-    except (RunDirError, FileExistsError) as e:
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    except (RunDirError, FileExistsError, DatasetNotFound) as e:  # one line for the user
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

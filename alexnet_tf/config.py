@@ -53,17 +53,35 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    source: str = _spec("synthetic", choices=("fashion_mnist", "synthetic"),
-                        doc="fashion_mnist: the real 70k images; synthetic: random images and labels (tests, benchmarks)")
-    path: str = _spec("", doc="directory holding the dataset files ('' = the standard places)")
+    source: str = _spec("synthetic", choices=("fashion_mnist", "synthetic", "imagenet", "folder", "tfds"),
+                        doc="fashion_mnist: the real 70k images; synthetic: random images and labels (tests, benchmarks); "
+                            "imagenet: ILSVRC-2012 via TFDS's imagenet2012 builder from the manual tars; "
+                            "folder: data.path/train/<class>/* and data.path/val/<class>/*; tfds: any prepared TFDS dataset (data.tfds_name)")
+    path: str = _spec("", doc="directory holding the dataset files ('' = the standard places); for source folder the root with train/ and val/")
+    manual_dir: str = _spec("", doc="source imagenet: directory with ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar ('' = <tfds_data_dir>/downloads/manual)")
+    tfds_data_dir: str = _spec("", doc="TFDS data directory for sources imagenet and tfds ('' = TFDS's default, ~/tensorflow_datasets)")
+    tfds_name: str = _spec("", doc="source tfds: the dataset name, e.g. imagenette/320px or cifar10 (must already be prepared)")
+    tfds_val_split: str = _spec("", doc="source tfds: the split to validate on ('' = validation if the dataset has one, else test)")
     batch_size: int = _spec(128, lo=1, doc="global batch size (§5: 128)")
+    resize: int = _spec(256, lo=8, doc="file sources: shorter side rescaled to this, then the central resize x resize square is kept (§2: 256)")
+    crop: str = _spec("random", choices=("random", "center"),
+                      doc="file sources, training: a model.image_size crop at a random position (§4.1) or always the centre (ablation)")
     mean: str = _spec("image", choices=("image", "channel", "none"),
                       doc="subtract the training set's per-pixel mean image (§2), per-channel mean, or nothing")
     scale: float = _spec(1.0, lo=0.0, lo_open=True,
                          doc="factor applied after mean subtraction; 1 = the paper's raw 0..255 pixel values, 1/255 = [0, 1] range")
-    random_crop: int = _spec(0, lo=0, doc="pad by this many pixels and take a random crop of the original size (0 = off)")
+    random_crop: int = _spec(0, lo=0, doc="in-memory sources: pad by this many pixels and take a random crop of the original size (0 = off)")
     flip: bool = _spec(True, doc="random horizontal flips at training time (§4.1)")
-    shuffle_buffer: int = _spec(60000, lo=1, doc="tf.data shuffle buffer (examples)")
+    lighting: bool = _spec(False, doc="PCA lighting (§4.1): add sum_i alpha_i sqrt(lambda_i) p_i to every pixel, alpha_i drawn once per image and presentation")
+    lighting_std: float = _spec(0.1, lo=0.0, doc="standard deviation of alpha_i (§4.1: 0.1)")
+    pca: str = _spec("stats", choices=("stats", "fb_resnet"),
+                     doc="lighting eigenvectors/eigenvalues: stats = computed over the training set (python -m alexnet_tf stats); "
+                         "fb_resnet = the published fb.resnet.torch ImageNet constants")
+    stats_file: str = _spec("", doc="mean image + RGB covariance eigen-decomposition (.npz) to use or create ('' = a file in data.cache_dir named after the data)")
+    stats_images: int = _spec(0, lo=0, doc="training images the stats are computed over (0 = all, as the paper)")
+    scan: bool = _spec(True, doc="file sources: decode every image once (cached) to name and skip undecodable files before training")
+    cache_dir: str = _spec("", doc="where stats and scan results are cached ('' = ~/.cache/alexnet_tf)")
+    shuffle_buffer: int = _spec(60000, lo=1, doc="tf.data shuffle buffer in examples (sources imagenet/tfds: encoded images in memory; source folder shuffles its whole file list)")
     synthetic_size: int = _spec(512, lo=1, doc="examples per split for source=synthetic")
 
 
@@ -81,7 +99,7 @@ class TrainConfig:
     lr_min_delta: float = _spec(0.0, lo=0.0, doc="improvement in val top-1 error that counts as progress")
     seed: int = _spec(0, lo=0, doc="seed for initialisation, dropout, shuffling and augmentation")
     precision: str = _spec("float32", choices=("float32", "mixed_bfloat16", "mixed_float16", "auto"),
-                           doc="auto = mixed_bfloat16 on CPUs with AMX/AVX512-BF16, else float32")
+                           doc="auto = mixed_bfloat16 on CPUs with AMX and GPUs with compute capability >= 8, else float32")
     log_every: int = _spec(50, lo=0, doc="write batch-level loss/error to TensorBoard every N steps (0 = per epoch only)")
     deterministic: bool = _spec(False, doc="deterministic TF ops and tf.data order (slower); with a fixed seed a killed and resumed run "
                                           "ends with the same weights as an uninterrupted one")
@@ -122,6 +140,9 @@ class Config:
     def to_dict(self):
         return dataclasses.asdict(self)
 
+
+# Sources read from image files (decoded, rescaled and cropped in tf.data); the others are in-memory arrays.
+FILE_SOURCES = ("imagenet", "folder", "tfds")
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "distribute": DistributeConfig}
 
@@ -201,6 +222,24 @@ def _check_cross(cfg):
     if cfg.model.geometry == "imagenet" and cfg.model.image_size < 67:
         raise ConfigError(f"config error: model.image_size = {cfg.model.image_size} is too small for "
                           "geometry imagenet (conv1 11x11/4 and three 3x3/2 pools need >= 67); use geometry small")
+    d, m = cfg.data, cfg.model
+    if d.source in FILE_SOURCES:
+        if m.channels != 3:
+            raise ConfigError(f"config error: data.source = {d.source} gives RGB images; expected model.channels = 3, got {m.channels}")
+        if d.resize < m.image_size:
+            raise ConfigError(f"config error: data.resize = {d.resize} is smaller than model.image_size = {m.image_size}; "
+                              "expected a rescaled image at least as large as the crop")
+        if d.random_crop:
+            raise ConfigError(f"config error: data.random_crop = {d.random_crop} pads in-memory images; for data.source = {d.source} "
+                              "crops come from data.resize (set data.crop instead)")
+        if d.source == "folder" and not d.path:
+            raise ConfigError("config error: data.source = folder needs data.path = a directory with train/<class>/ and val/<class>/")
+        if d.source == "tfds" and not d.tfds_name:
+            raise ConfigError("config error: data.source = tfds needs data.tfds_name, e.g. imagenette/320px")
+        if d.source == "imagenet" and m.num_classes != 1000:
+            raise ConfigError(f"config error: data.source = imagenet has 1000 classes; got model.num_classes = {m.num_classes}")
+    if d.lighting and m.channels != 3:
+        raise ConfigError(f"config error: data.lighting = true needs RGB images (model.channels = 3); got {m.channels}")
     _check_distribute(cfg)
     if cfg.data.source == "fashion_mnist" and (cfg.model.image_size, cfg.model.channels, cfg.model.num_classes) != (28, 1, 10):
         raise ConfigError(
@@ -293,9 +332,9 @@ def load_config(path=None, overrides=()):
     return cfg
 
 
-def from_dict(raw):
-    """Rebuild a Config from `Config.to_dict()` output (e.g. a run's saved config.yaml)."""
-    return load_config(None, list(_flatten(raw, "dict")))
+def from_dict(raw, overrides=()):
+    """Rebuild a Config from `Config.to_dict()` output (e.g. a run's saved config.yaml), then apply overrides."""
+    return load_config(None, list(_flatten(raw, "dict")) + list(overrides))
 
 
 def dump(cfg, path):

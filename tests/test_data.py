@@ -111,3 +111,82 @@ def test_pipeline_batches_and_normalisation():
     # one epoch of training batches is a permutation of the training set
     seen = np.concatenate([b[1].numpy() for b in data.train.take(4)])
     np.testing.assert_array_equal(np.sort(seen), np.sort(y))
+
+
+# === ImageNet-style preprocessing: PCA lighting, the 10 patches, rescaling (§2, §4.1) ===
+
+def test_pca_lighting_adds_one_offset_per_image_along_the_eigenvectors():
+    from alexnet_tf.data.stats import FB_RESNET_EIGVEC
+    x = images((512, 4, 5, 3)).astype(np.float32)
+    amplitudes = np.array([60.0, 5.0, 1.0], np.float32)
+    eigvec = FB_RESNET_EIGVEC.astype(np.float32)
+    seed = tf.constant([5, 6], tf.int64)
+    eager = np.asarray(preprocess.pca_lighting(x, amplitudes, eigvec, 0.1, seed))
+    graph = np.asarray(in_tf_data(lambda a, s: preprocess.pca_lighting(a, amplitudes, eigvec, 0.1, s), x, seed))
+    np.testing.assert_allclose(graph, eager, rtol=1e-6)
+    offset = eager - x                                                # (B, H, W, 3)
+    np.testing.assert_allclose(offset, offset[:, :1, :1, :].repeat(4, 1).repeat(5, 2), atol=1e-4)  # same for every pixel
+    # numpy: offset = P (alpha * amplitudes), so alpha = P^-1 offset / amplitudes is N(0, 0.1) per image
+    alpha = np.linalg.solve(eigvec.astype(np.float64), offset[:, 0, 0, :].T.astype(np.float64)).T / amplitudes
+    assert abs(alpha.std() - 0.1) < 0.01 and abs(alpha.mean()) < 0.01
+    assert np.abs(np.corrcoef(alpha.T) - np.eye(3)).max() < 0.15      # independent components
+    # and exactly the numpy formula with the same draws: x + [p1 p2 p3][a1 s1, a2 s2, a3 s3]^T
+    draws = tf.random.stateless_normal([512, 3], seed, stddev=0.1).numpy().astype(np.float64)
+    expected = x + ((draws * amplitudes) @ eigvec.T.astype(np.float64))[:, None, None, :]
+    np.testing.assert_allclose(eager, expected, rtol=1e-5, atol=1e-3)
+
+
+def test_lighting_is_drawn_again_for_each_presentation():
+    import alexnet_tf
+    from alexnet_tf.data import make_datasets
+    from conftest import tiny_overrides
+    cfg = alexnet_tf.load_config(None, tiny_overrides(**{
+        "model.channels": 3, "data.synthetic_size": 16, "data.flip": False, "data.mean": "none", "data.lighting": True}))
+    data = make_datasets(cfg)
+    from alexnet_tf.data import synthetic
+    source = synthetic.load(28, 3, 10, 16, 0)["train"][0].astype(np.float32)
+    offsets = []
+    for x, _ in data.train.take(2):  # batch 16 = one epoch each
+        x = np.asarray(x)
+        epoch = {}
+        for image in x:
+            diff = image[None] - source                                   # against every training image
+            match = int(np.argmin(diff.std(axis=(1, 2)).sum(-1)))         # the one it differs from by a constant
+            assert diff[match].std(axis=(0, 1)).max() < 1e-3
+            epoch[match] = diff[match, 0, 0]
+        assert len(epoch) == 16                                           # each image once per epoch
+        offsets.append(np.array([epoch[i] for i in range(16)]))
+    assert (np.abs(offsets[0] - offsets[1]).max(axis=1) > 1e-3).all()   # a new draw for every image in epoch 2
+    assert len({tuple(np.round(o, 4)) for o in offsets[0]}) == 16         # and a different one per image
+
+
+def test_ten_crops_against_numpy_slices():
+    x = images((3, 12, 14, 2))
+    s = 8
+    ref = [x[:, :s, :s], x[:, :s, 6:], x[:, 4:, :s], x[:, 4:, 6:], x[:, 2:10, 3:11]]
+    ref = np.stack(ref + [r[:, :, ::-1] for r in ref])
+    np.testing.assert_array_equal(preprocess.ten_crops(x, s), ref)
+    np.testing.assert_array_equal(in_tf_data(lambda a: preprocess.ten_crops(a, s), x), ref)
+
+
+def test_load_image_rescales_the_shorter_side_and_keeps_the_centre():
+    import io
+    from PIL import Image
+    from alexnet_tf.data.decode import load_image
+    # 60x90 PNG of 6 px flat blocks: shorter side 60 -> 20 (x1/3), central 60x60 square = columns 15..75
+    rng = np.random.default_rng(0)
+    rgb = np.kron(rng.integers(0, 256, (10, 15, 3)), np.ones((6, 6, 1))).astype(np.uint8)
+    b = io.BytesIO()
+    Image.fromarray(rgb).save(b, "PNG")
+    for out in (load_image(tf.constant(b.getvalue()), 20),
+                in_tf_data(lambda d: load_image(d, 20), b.getvalue())):
+        out = np.asarray(out)
+        assert out.shape == (20, 20, 3) and out.dtype == np.uint8
+        # output pixel (i, j) covers source rows 3i..3i+2, columns 15+3j..15+3j+2; where that window
+        # and its antialiasing neighbours sit inside one 6 px block the value is the block's colour
+        square = rgb[:, 15:75]
+        for i in range(20):
+            for j in range(20):
+                r, c = 3 * i + 1, 3 * j + 1
+                if 1 < r % 6 < 4 and 1 < c % 6 < 4:
+                    np.testing.assert_array_equal(out[i, j], square[r, c])

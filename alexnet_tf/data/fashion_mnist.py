@@ -9,6 +9,8 @@ import os
 
 import numpy as np
 
+from alexnet_tf.data.errors import DatasetNotFound
+
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 FILES = {
@@ -16,10 +18,6 @@ FILES = {
     "val": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 SEARCH_DIRS = ("/usr/share/datasets/fashion-mnist", "~/.keras/datasets/fashion-mnist")
-
-
-class DatasetNotFound(FileNotFoundError):
-    """No copy of the dataset was found; the message (one line) says where we looked."""
 
 
 def read_idx(path):

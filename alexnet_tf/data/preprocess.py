@@ -78,6 +78,18 @@ def resize_central_square(images, size):
     return tf.image.resize(tf.cast(square, tf.float32), [size, size], method="bilinear", antialias=True)
 
 
+def pca_lighting(images, amplitudes, eigvec, std, seed):
+    """§4.1: add [p1 p2 p3][a1 s1, a2 s2, a3 s3]^T to every pixel of each image, a_i ~ N(0, std).
+
+    amplitudes: (3,) the s_i; eigvec: (3, 3) with p_i as columns. One draw of the a_i per image
+    per call, i.e. per presentation of the image.
+    """
+    batch = tf.shape(images)[0]
+    alpha = tf.random.stateless_normal([batch, 3], seed, stddev=std)           # (B, 3)
+    offset = tf.matmul(alpha * tf.cast(amplitudes, tf.float32), tf.cast(eigvec, tf.float32), transpose_b=True)  # (B, 3)
+    return tf.cast(images, tf.float32) + offset[:, None, None, :]
+
+
 def ten_crops(images, size):
     """The paper's 10 test patches (§4.1): 4 corners and the centre, then the same 5 mirrored.
 

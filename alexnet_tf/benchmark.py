@@ -1,0 +1,66 @@
+"""Images per second of the training input pipeline alone, of the model's training step alone (on a
+batch already in memory), and of training fed by the pipeline: is the pipeline the bottleneck?
+"""
+
+import os
+import time
+
+import keras
+import numpy as np
+
+
+def pipeline_rate(dataset, batch_size, steps, warmup=3):
+    """Images/s of iterating a batched tf.data pipeline (after `warmup` batches fill the buffers)."""
+    it = iter(dataset)
+    for _ in range(warmup):
+        next(it)
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(it)
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+class _StepTimer(keras.callbacks.Callback):
+    """Wall time from the start of batch `warmup` to the end of the last batch."""
+
+    def __init__(self, warmup):
+        super().__init__()
+        self.warmup, self.start, self.end = warmup, None, None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == self.warmup:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.end = time.perf_counter()
+
+
+def training_rate(model, dataset, batch_size, steps, warmup=2):
+    """Images/s of `model.fit` on `dataset`, over `steps` batches after `warmup` (the first traces the step)."""
+    timer = _StepTimer(warmup)
+    model.fit(dataset, epochs=1, steps_per_epoch=warmup + steps, verbose=0, callbacks=[timer], shuffle=False)
+    return steps * batch_size / (timer.end - timer.start)
+
+
+def write_fake_imagenet_folder(root, images, classes=1000, seed=0, side=None):
+    """`images` JPEGs shaped like ILSVRC-2012's (500x375 / 375x500, quality 90, ~110 kB, photo-like
+    smooth regions plus texture) in root/train/<class>/ (class i % classes), and one per class (at most `images`) in root/val/.
+
+    For benchmarks on machines without ImageNet: decoding cost depends on pixel count and
+    compressed size, which these match. side=256 writes side x side images instead: the
+    pre-resized copy a fast input pipeline would read (README, "Feeding a GPU").
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, count in (("train", images), ("val", min(images, classes))):
+        for i in range(count):
+            cls = f"n{i % classes:08d}"
+            os.makedirs(os.path.join(root, split, cls), exist_ok=True)
+            h, w = (side, side) if side else ((375, 500) if i % 3 else (500, 375))
+            coarse = rng.integers(0, 256, (h // 25 + 2, w // 25 + 2, 3)).astype(np.float32)
+            smooth = np.asarray(Image.fromarray(coarse.astype(np.uint8)).resize((w, h), Image.BICUBIC), np.float32)
+            texture = rng.normal(0, 14, (h, w, 1)).astype(np.float32)
+            pixels = np.clip(smooth + texture, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(os.path.join(root, split, cls, f"{cls}_{i}.JPEG"), quality=90)
+    return root

@@ -1,0 +1,67 @@
+"""The speed benchmark's FLOP count and output, and the precision switch."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import alexnet_tf
+from alexnet_tf.speed import multiply_adds
+from alexnet_tf.training import resolve_precision
+from conftest import ROOT, tiny_overrides
+
+
+def test_paper_multiply_adds_equal_the_hand_count():
+    # out_h * out_w * k * k * inputs seen * kernels, for both towers together; fc: inputs * outputs
+    hand = (55 * 55 * 11 * 11 * 3 * 96 + 27 * 27 * 5 * 5 * 48 * 256 + 13 * 13 * 3 * 3 * 256 * 384
+            + 13 * 13 * 3 * 3 * 192 * 384 + 13 * 13 * 3 * 3 * 192 * 256 + 9216 * 4096 + 4096 * 4096 + 4096 * 1000)
+    assert hand == 724_406_816
+    assert multiply_adds(alexnet_tf.build_model(alexnet_tf.load_config(None))) == hand
+
+
+def test_tiny_benchmark_emits_valid_json():
+    out = subprocess.run([sys.executable, "-m", "alexnet_tf", "speed", "--tiny", "--json",
+                          "--precisions", "float32"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    (row,) = report["results"]
+    assert row["framework"] == "keras" and row["model"] == "tiny" and row["batch"] == 8
+    # tiny model (tests/conftest.py): 28x28x1, width 0.125 -> 6, 16, 24, 24, 16 kernels per tower, fc 32
+    hand = (28 * 28 * 9 * 1 * 12 + 13 * 13 * 25 * 6 * 32 + 6 * 6 * 9 * 32 * 48 + 6 * 6 * 9 * 24 * 48
+            + 6 * 6 * 9 * 24 * 32 + 2 * 2 * 32 * 32 + 32 * 32 + 32 * 10)
+    assert row["forward_multiply_adds"] == hand
+    for key in ("train_images_per_s", "inference_images_per_s", "train_flops_per_s", "train_utilisation"):
+        assert row[key] > 0
+    np.testing.assert_allclose(row["train_flops_per_s"], 6 * hand * row["train_images_per_s"], rtol=1e-9)
+    assert report["matmul_peak_flops_per_s"]["float32"] > 0
+
+
+def test_precision_auto_follows_the_hardware():
+    assert resolve_precision("float32") == "float32"
+    assert resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
+    assert resolve_precision("auto", cpu_flags="flags : fpu avx512f avx512_bf16 amx_bf16 amx_tile") == "mixed_bfloat16"
+    # AVX512-BF16 without AMX measured slower than float32 on the project's machines
+    assert resolve_precision("auto", cpu_flags="flags : fpu avx512f avx512_bf16") == "float32"
+
+
+def test_mixed_bfloat16_compute_dtypes_per_layer():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    model = alexnet_tf.build_model(alexnet_tf.load_config(None, tiny_overrides()))
+    for name in ("conv1_0", "conv3_1", "fc6_0", "fc7_1"):
+        layer = model.get_layer(name)
+        assert layer.compute_dtype == "bfloat16" and layer.kernel.dtype == "float32", name
+    # the logits stay float32 (fc8), and LRN normalises in float32 inside, returning bfloat16
+    assert model.get_layer("fc8").compute_dtype == "float32"
+    lrn = model.get_layer("lrn1_0")
+    assert lrn.compute_dtype == "bfloat16"
+    x = np.abs(np.random.default_rng(0).normal(0, 40, (1, 2, 2, 6))).astype("float32")
+    from test_layers import lrn_numpy
+    y = lrn(tf.constant(x))
+    assert y.dtype == tf.bfloat16
+    # bfloat16 rounding of the input and of the output: within 2^-7 relative of the formula
+    np.testing.assert_allclose(tf.cast(y, tf.float32), lrn_numpy(x), rtol=2 ** -7)
+    assert model(np.zeros((1, 28, 28, 1), "float32")).dtype == tf.float32
