@@ -17,6 +17,7 @@ import alexnet_tf.training  # noqa: F401  (registers the custom classes for load
 from alexnet_tf.checkpoint import TrainState
 from alexnet_tf.config import dump
 from conftest import ROOT, tiny_overrides
+from test_folder import folder  # noqa: F401  (the image-folder fixture)
 
 # 3 epochs x 4 steps; recovery checkpoints at global steps 3, 6, 9 (every 3) and 4, 8, 12 (epoch ends).
 # Dropout and flips stay on: their random state must be restored too.
@@ -143,3 +144,23 @@ def test_data_position_and_atomic_pointer(tmp_path):
     model.optimizer.iterations.assign(9)
     assert state2.save(np.zeros(4), 0.0).endswith("ckpt-9")
     assert tf.train.latest_checkpoint(str(tmp_path / "last")).endswith("ckpt-9")
+
+
+def test_file_source_iterator_restores_its_position(folder, tmp_path):
+    """An image-folder pipeline (decoding, random crops, flips, PCA lighting in tf.data): an iterator
+    restored from a checkpoint gives the very batches the original gives next, across an epoch end."""
+    from alexnet_tf.data import make_datasets
+    from test_folder import config as folder_config
+    root, _ = folder
+    config = folder_config(root, tmp_path, **{"train.deterministic": True, "data.lighting": True,
+                                              "data.mean": "image"})
+    iterator = iter(make_datasets(config).train)
+    for _ in range(2):  # 9 training images in batches of 3: the epoch ends after the 3rd batch
+        next(iterator)
+    path = tf.train.Checkpoint(data=iterator).write(str(tmp_path / "position"))
+    expected = [[t.numpy() for t in next(iterator)] for _ in range(3)]
+    restored = iter(make_datasets(config).train)
+    tf.train.Checkpoint(data=restored).read(path).assert_consumed()
+    for batch in expected:
+        for x, y in zip(batch, next(restored)):
+            np.testing.assert_array_equal(x, y.numpy())
