@@ -55,19 +55,24 @@ class TrainState:
     def global_step(self):
         return int(self.model.optimizer.iterations.numpy())
 
-    def save(self, sums, wall_seconds):
-        """Write a recovery checkpoint numbered by the global step; returns its path, or None (and
-        writes nothing) if a weight is not finite: the previous checkpoint stays the last good one."""
+    def save(self, epoch, step, sums, wall_seconds):
+        """Write a recovery checkpoint numbered by the global step, at `step` steps into epoch
+        `epoch` (0-based; step 0 = the epoch has not started). Returns its path, or None (and writes
+        nothing) if a weight is not finite: the previous checkpoint stays the last good one."""
         if not weights_finite(self.model):
             return None
+        self.epoch.assign(epoch)
+        self.step.assign(step)
         self.sums.assign(sums)
         self.wall_seconds.assign(wall_seconds)
         return self.manager.save(checkpoint_number=self.global_step)
 
-    def save_best(self, value):
+    def save_best(self, epochs_done, value):
+        """Keep the model in best/ if `value` (validation top-1 error) is the lowest so far."""
         if self.best is not None and value < self.best_value.numpy() and weights_finite(self.model):
             self.best_value.assign(value)
-            self.best.save(checkpoint_number=int(self.epoch.numpy()))
+            self.epoch.assign(epochs_done)
+            self.best.save(checkpoint_number=epochs_done)
 
     def restore(self, agree=None):
         """Restore the newest recovery checkpoint; returns its path or None (fresh start).

@@ -27,12 +27,9 @@ from alexnet_tf.config import ConfigError
 _TOWER_LAYER = re.compile(r"[a-z]+\d*_(\d+)")
 
 
-class PeerLost(RuntimeError):
-    """multi_worker: another worker stopped answering (killed, restarted, or its machine went away)."""
-
-
-# Collective ops report a lost or restarted peer with these errors (TF gives several kinds, see
-# CollectiveAllReduceExtended._check_health), and with DeadlineExceeded after collective_timeout.
+# multi_worker: a collective op reports a peer that was killed, restarted or went away with one of
+# these errors (TF gives several kinds, see CollectiveAllReduceExtended._check_health), or with
+# DeadlineExceeded after distribute.collective_timeout. train.py then restarts the process.
 PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
                tf.errors.FailedPreconditionError, tf.errors.AbortedError)
 

@@ -123,8 +123,8 @@ def train(config, run_dir, verbose=None, callbacks=()):
     SavedModel (export/<version>/) and metrics.json; in multi-worker runs only the chief writes
     these, and every other worker only its own recovery checkpoints (checkpoints/worker-<i>/).
     `callbacks`: extra Keras callbacks, called like model.fit calls them. Returns the metrics dict
-    (None on a non-chief worker). Raises TrainingDiverged on NaN/inf loss and
-    distribute.PeerLost when a multi-worker peer is lost.
+    (None on a non-chief worker). Raises TrainingDiverged on NaN/inf loss, and one of
+    distribute.PEER_ERRORS when a multi-worker peer is lost.
     """
     start = time.time()
     # === Devices and strategy (before anything else initialises TensorFlow) ===
@@ -198,6 +198,7 @@ def train(config, run_dir, verbose=None, callbacks=()):
         callback_list.on_train_begin()
         while epoch < config.train.epochs and not model.stop_training:
             callback_list.on_epoch_begin(epoch)
+            logs = _logs(sums)
             while step < data.train_steps:
                 callback_list.on_train_batch_begin(step)
                 sums = sums + train_step(train_iterator).numpy()
@@ -206,19 +207,16 @@ def train(config, run_dir, verbose=None, callbacks=()):
                 if model.stop_training:
                     break
                 step += 1
-                state.step.assign(step)
                 if every and state.global_step % every == 0 and step < data.train_steps:
-                    state.save(sums, wall_before + time.time() - start)
+                    state.save(epoch, step, sums, wall_before + time.time() - start)
             if model.stop_training:
                 break
             val_logs = evaluate(eval_step, data.val.take(data.val_steps))  # (model.fit calls no test callbacks here either)
             epoch, step, sums = epoch + 1, 0, np.zeros(4)
-            state.epoch.assign(epoch)
-            state.step.assign(0)
             callback_list.on_epoch_end(epoch - 1, {**logs, **{"val_" + k: v for k, v in val_logs.items()}})
-            if not model.stop_training:
-                state.save_best(val_logs["top1_error"])
-                state.save(sums, wall_before + time.time() - start)
+            if not model.stop_training:  # after the callbacks: the plateau rule may have changed the learning rate
+                state.save_best(epoch, val_logs["top1_error"])
+                state.save(epoch, step, sums, wall_before + time.time() - start)
         callback_list.on_train_end()
     if nan_guard.failed:
         batch, loss = nan_guard.failed

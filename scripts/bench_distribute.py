@@ -67,7 +67,7 @@ def measure(args):
         directory = tempfile.mkdtemp()
         state = TrainState(model, iterator, DivideLROnPlateau(), directory)
         start = time.perf_counter()
-        path = state.save(np.zeros(4), 0.0)
+        path = state.save(0, 0, np.zeros(4), 0.0)
         result["checkpoint_seconds"] = round(time.perf_counter() - start, 2)
         result["checkpoint_mb"] = round(sum(os.path.getsize(os.path.join(directory, f)) for f in os.listdir(directory)) / 1e6, 1)
         without_data = tf.train.Checkpoint(model=model, optimizer=model.optimizer)

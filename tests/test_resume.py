@@ -129,7 +129,7 @@ def test_data_position_and_atomic_pointer(tmp_path):
     state = TrainState(model, iterator, DivideLROnPlateau(), str(tmp_path / "last"))
     seen = [next(iterator).numpy() for _ in range(5)]
     model.optimizer.iterations.assign(5)
-    saved = state.save(np.zeros(4), 0.0)
+    saved = state.save(0, 5, np.zeros(4), 0.0)
     following = [next(iterator).numpy() for _ in range(3)]
     # a crash after the files of ckpt-9 were written but before the pointer moved
     model.optimizer.iterations.assign(9)
@@ -142,7 +142,7 @@ def test_data_position_and_atomic_pointer(tmp_path):
     all_seen = np.concatenate(seen + following)
     assert len(set(all_seen.tolist())) == len(all_seen)  # nothing repeated
     model.optimizer.iterations.assign(9)
-    assert state2.save(np.zeros(4), 0.0).endswith("ckpt-9")
+    assert state2.save(0, 9, np.zeros(4), 0.0).endswith("ckpt-9")
     assert tf.train.latest_checkpoint(str(tmp_path / "last")).endswith("ckpt-9")
 
 
