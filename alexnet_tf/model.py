@@ -70,7 +70,7 @@ def alexnet(
     logits. Every argument mirrors a key of `ModelConfig`; see there and README for their meaning.
     `tower_devices` (one device name per tower, for the `towers` strategy) creates each tower's
     weights on its device, as the paper kept each half of the net on its own GPU (§3.2); where the
-    layers *run* is set at training time (`distribute.TowerPlacement`). The shared layers (the
+    layers *run* is set at training time (`distribute.towers_placed`). The shared layers (the
     concatenations, fc8) stay on the default device.
     """
     def kernel_init():
