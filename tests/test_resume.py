@@ -10,6 +10,7 @@ import time
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import alexnet_tf
@@ -166,3 +167,24 @@ def test_file_source_iterator_restores_its_position(folder, tmp_path):
     for batch in expected:
         for x, y in zip(batch, next(restored)):
             np.testing.assert_array_equal(x, y.numpy())
+
+
+def test_workers_agree_on_the_newest_common_checkpoint(tmp_path):
+    """multi_worker restore: a worker killed while writing ckpt-4 holds ckpt-3 only; the others, who hold
+    ckpt-3 and ckpt-4, must fall back to ckpt-3. Checked here with the all-gather replaced by a list."""
+    from alexnet_tf.callbacks import DivideLROnPlateau
+    config = alexnet_tf.load_config(None, tiny_overrides())
+    model = alexnet_tf.compile_model(alexnet_tf.build_model(config), config)
+    model.optimizer.build(model.trainable_variables)
+    iterator = iter(tf.data.Dataset.range(10))
+    state = TrainState(model, iterator, DivideLROnPlateau(), str(tmp_path))
+    for step in (3, 4):
+        model.optimizer.iterations.assign(step)
+        state.save(0, step, np.zeros(4), 0.0)
+    assert state.restore(agree=lambda mine: [mine, 3]).endswith("ckpt-3")
+    assert int(model.optimizer.iterations.numpy()) == 3 and int(state.step.numpy()) == 3
+    assert state.restore(agree=lambda mine: [mine, mine]).endswith("ckpt-4")
+    with pytest.raises(RuntimeError, match="some workers have recovery checkpoints and others none"):
+        state.restore(agree=lambda mine: [mine, -1])
+    with pytest.raises(RuntimeError, match="newest common checkpoint is step 2"):
+        state.restore(agree=lambda mine: [mine, 2])
