@@ -60,9 +60,9 @@ BUDGETS = {
 DEFAULT_SEEDS = {"full": 3, "tiny": 1}
 
 # Claim 1's threshold on the training error (the paper: 25 % on CIFAR-10). 25 % there is about
-# twice the error its CIFAR-10 nets end at (11-13 %, §3.3), or 84 % of the way from chance (90 %)
-# down to that final error; the same two readings on Fashion-MNIST, where such nets end at
-# ~9-10 % validation error, give 18-22 %: we take 20 %.
+# twice the test error of the paper's four-layer CIFAR-10 nets (11-13 %, §3.3), or 83 % of the
+# way from chance (90 %) down to it; the same two readings on Fashion-MNIST, where nets like ours
+# end at ~9-11 % validation error, give roughly 18-24 %: we take 20 %.
 THRESHOLD = 0.20
 # "Converged" for claim 5 (dropout and the iterations it takes): training error 10 %, about the
 # validation error of the finished base network: the fit has reached the level it generalises to.
@@ -289,6 +289,9 @@ def measure_run(run_dir):
                                                  "cpu_seconds": time.process_time() - c0})
         _write_json(os.path.join(run_dir, "ablation.json"), study)
     spe = steps_per_epoch(config, run_dir)
+    with open(os.path.join(run_dir, "data.json")) as f:
+        val_size = json.load(f)["val_size"]
+    val_steps = config.train.val_steps
     steps, errors = training_error_curve(run_dir, spe)
     total = spe * metrics["epochs_completed"]
     reached = {t: steps_to(steps, errors, t) for t in SENSITIVITY + (THRESHOLD, CONVERGED)}
@@ -301,6 +304,7 @@ def measure_run(run_dir):
         "lrn": study["clean"].get("lrn", {}),
         "steps_per_epoch": spe,
         "total_steps": total,
+        "val_images": min(val_size, val_steps * config.data.batch_size) if val_steps else val_size,
         "reached": reached,
         # a threshold never reached counts as the whole run (a lower bound; the report marks it ">")
         "steps_to_threshold": reached[THRESHOLD] or total,
@@ -496,13 +500,21 @@ def _values(result, metric):
     return [run[metric] for run in result["runs"]]
 
 
+def _number(metric, mean, std, censored=False):
+    """'10.21 ± 0.15' (errors in %, gaps in pp) or '>312 ± 20' (steps; '>' when some run never reached it)."""
+    if metric.startswith("steps"):
+        return f"{'>' if censored else ''}{mean:.0f}" + ("" if math.isnan(std) else f" ± {std:.0f}")
+    return f"{100 * mean:.2f}" + ("" if math.isnan(std) else f" ± {100 * std:.2f}")
+
+
+UNITS = {"val_top1_error": "%", "val_top5_error": "%", "train_top1_error": "%", "gap": "pp",
+         "steps_to_threshold": "steps", "steps_to_converged": "steps"}
+
+
 def _fmt(metric, mean, std, n, censored=0):
     if n == 0:
         return "no finished run"
-    if metric.startswith("steps"):
-        text = f"{'>' if censored == n else ''}{mean:.0f}" + ("" if math.isnan(std) else f" ± {std:.0f}") + " steps"
-    else:
-        text = f"{100 * mean:.2f}" + ("" if math.isnan(std) else f" ± {100 * std:.2f}") + " %"
+    text = f"{_number(metric, mean, std, censored > 0)} {UNITS[metric]}"
     extra = f", {censored} not reached" if 0 < censored < n else (", not reached" if censored else "")
     return f"{text} ({n} seed{'s' if n != 1 else ''}{extra})"
 
@@ -521,14 +533,24 @@ def claim_row(claim, results):
         return [claim.key, f"{claim.text} ({claim.section})", claim.paper, "<br>".join(cells), "n/a", "missing runs"], None
     diff, se = difference(va, vb)
     if claim.metric.startswith("steps"):
-        ratio = np.mean(vb) / np.mean(va) if claim.expected > 0 else np.mean(va) / np.mean(vb)
-        bound = ">" if (claim.expected > 0 and cens(rb)) or (claim.expected < 0 and cens(ra)) else ""
-        measured = f"{diff:+.0f}" + ("" if math.isnan(se) else f" ± {se:.0f}") + f" steps (x{bound}{ratio:.2f})"
+        # the ratio slow / fast as the paper states it (x6 for tanh / ReLU, x2 for dropout / none)
+        slow, fast = (rb, ra) if claim.expected > 0 else (ra, rb)
+        ratio = _ratio([run[claim.metric] for run in slow["runs"]], [run[claim.metric] for run in fast["runs"]],
+                       cens(slow) > 0, cens(fast) > 0)
+        measured = f"{diff:+.0f}" + ("" if math.isnan(se) else f" ± {se:.0f}") + f" steps (ratio {ratio})"
     else:
         measured = f"{100 * diff:+.2f}" + ("" if math.isnan(se) else f" ± {100 * se:.2f}") + " pp"
     v = verdict(diff, se, claim.expected, len(va), len(vb))
     row = [claim.key, f"{claim.text} ({claim.section})", claim.paper, "<br>".join(cells), measured, v]
     return row, {"diff": diff, "se": se, "verdict": v}
+
+
+def _ratio(slow, fast, slow_censored, fast_censored):
+    """'x2.31', 'x>2.31' (the slow arm did not always reach the threshold), 'x<..' or 'n/a' (neither did)."""
+    if slow_censored and fast_censored:
+        return "n/a: not reached"
+    bound = ">" if slow_censored else "<" if fast_censored else ""
+    return f"x{bound}{np.mean(slow) / np.mean(fast):.2f}"
 
 
 def _table(rows):
@@ -560,7 +582,7 @@ def write_report(results, planned, out, config_path, budget, seeds, command):
         "",
         f"- Base config: `{os.path.relpath(config_path, ROOT)}` (budget `{budget}`"
         + (f": `{' '.join('--set ' + o for o in BUDGETS[budget])}`" if BUDGETS[budget] else "") + f"); {seeds} seed(s) per arm "
-        f"(`train.seed` = 0..{seeds - 1}: initialisation, dropout, data order, flips; every seed trains on the same images).",
+        f"(`train.seed` = {'0' if seeds == 1 else f'0..{seeds - 1}'}: initialisation, dropout, data order, flips; every seed trains on the same images).",
         f"- Runs: {len(runs)} finished of {len(planned)}; time spent training and measuring them: {_minutes(wall)} wall, "
         f"{_minutes(cpu)} CPU (user + system){_hardware()}.",
         "- Verdict rule: difference d = mean(ablated) - mean(paper's choice) over seeds, standard error "
@@ -576,7 +598,7 @@ def write_report(results, planned, out, config_path, budget, seeds, command):
         _table([row for row, _ in claim_rows] + [[LIGHTING_ROW[0], f"{LIGHTING_ROW[2]} ({LIGHTING_ROW[1]})",
                                                   LIGHTING_ROW[3], "-", "-", LIGHTING_ROW[4]]]),
         "",
-        "Errors are top-1 errors on the 10,000 Fashion-MNIST test images (the validation split), in %; differences "
+        f"Errors are top-1 errors on the {_val_images(results)} validation images (for Fashion-MNIST: its test set), in %; differences "
         "in percentage points (pp), ± one standard error. The gap is validation error minus the error on the "
         "training images (inference mode: no dropout, no flips). Steps: see claim 1 below. A paper number "
         "of -1.4 % (with the component) is +1.4 pp here (without it).",
@@ -590,8 +612,9 @@ def write_report(results, planned, out, config_path, budget, seeds, command):
     for name, r in results.items():
         def cell(metric, r=r):
             m, s, n = mean_std(_values(r, metric))
-            return "-" if n == 0 else (f"{m:.0f}" if metric.startswith("steps") or "seconds" in metric else f"{100 * m:.2f}") + \
-                ("" if math.isnan(s) else " ± " + (f"{s:.0f}" if metric.startswith("steps") or "seconds" in metric else f"{100 * s:.2f}"))
+            threshold = {"steps_to_threshold": THRESHOLD, "steps_to_converged": CONVERGED}.get(metric)
+            censored = threshold is not None and any(run["censored"][threshold] for run in r["runs"])
+            return "-" if n == 0 else _number(metric, m, s, censored)
         change = ", ".join(f"`{o}`" for o in r["arm"].overrides) or "-"
         status = "" if not (r["failed"] or r["missing"]) else \
             f" ({len(r['failed'])} failed, {r['missing']} not run)"
@@ -631,6 +654,11 @@ DISCUSSION_BEGIN = "<!-- discussion: kept when the report is regenerated -->"
 DISCUSSION_END = "<!-- end of discussion -->"
 
 
+def _val_images(results):
+    counts = {run["val_images"] for r in results.values() for run in r["runs"]}
+    return "/".join(f"{c:,}" for c in sorted(counts)) or "?"
+
+
 def _kept_discussion(out):
     if not os.path.isfile(out):
         return ""
@@ -657,14 +685,16 @@ def _threshold_section(results):
         "## Claim 1: the threshold",
         "",
         f"The paper times a four-layer CNN to 25 % training error on CIFAR-10: ReLU 6x faster than tanh. 25 % there is "
-        f"about twice the error its CIFAR-10 networks end at (11-13 %, §3.3), or 84 % of the way from chance (90 %) down to "
-        f"it. On Fashion-MNIST networks like ours end at ~9-10 % validation error, so the same two readings give 18-22 %; "
-        f"we use **{THRESHOLD:.0%}**. The training error is the one the optimiser sees (dropout and flips on), "
+        f"about twice the test error of the paper's four-layer CIFAR-10 networks (11-13 %, §3.3), or 83 % of the way from "
+        f"chance (90 %) down to it. On Fashion-MNIST networks like ours end at ~9-11 % validation error, so the same two "
+        f"readings give roughly 18-24 %; we use **{THRESHOLD:.0%}** (fixed before the study ran), and the table below shows "
+        f"how the ratio moves with the threshold. The training error is the one the optimiser sees (dropout and flips on), "
         f"averaged over the batches between two TensorBoard logs (`train.log_every` steps; recovered exactly from Keras's "
         f"running epoch means), and the step is the first log whose window is at or below the threshold. Claim 5b uses "
         f"{CONVERGED:.0%} (about the finished base network's validation error) as \"converged\".",
         "",
-        "Ratio of mean steps, at other thresholds (> : a lower bound, some runs never reached it):",
+        "Ratio of mean steps at other thresholds (x>: a lower bound, some runs of the slower arm never reached it; "
+        "x<: an upper bound, some of the faster arm's did not):",
         "",
         "| threshold | " + " | ".join(f"{t:.0%}" for t in SENSITIVITY) + " |",
         "|---|" + "---|" * len(SENSITIVITY),
@@ -675,11 +705,9 @@ def _threshold_section(results):
             continue
         cells = []
         for t in SENSITIVITY:
-            s = [run["reached"][t] or run["total_steps"] for run in results[slow]["runs"]]
-            f = [run["reached"][t] or run["total_steps"] for run in results[fast]["runs"]]
-            cens = any(run["reached"][t] is None for run in results[slow]["runs"])
-            never = all(run["reached"][t] is None for run in results[fast]["runs"])
-            cells.append("-" if never else f"{'>' if cens else ''}{np.mean(s) / np.mean(f):.2f}")
+            steps = [[run["reached"][t] or run["total_steps"] for run in results[arm]["runs"]] for arm in (slow, fast)]
+            censored = [any(run["reached"][t] is None for run in results[arm]["runs"]) for arm in (slow, fast)]
+            cells.append(_ratio(*steps, *censored))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -714,7 +742,7 @@ def make_figures(results, fig_dir):
                         alpha=0.8, lw=1, label=label if i == 0 else None)
         ax.axhline(THRESHOLD, color="0.4", lw=0.8, ls=":")
         ax.text(ax.get_xlim()[1], THRESHOLD, f" {THRESHOLD:.0%}", va="center", ha="left", fontsize=8)
-        ax.set(xlabel="epochs", ylabel="training error rate", ylim=(0, 0.9),
+        ax.set(xlabel="epochs", ylabel="training error rate", ylim=(0, 1),
                title="Fig. 1 on Fashion-MNIST: ReLU (solid) vs tanh (dashed), one line per seed")
         ax.title.set_fontsize(9)
         ax.grid(alpha=0.3)
@@ -753,6 +781,22 @@ def make_figures(results, fig_dir):
         ax.set(ylabel="validation top-1 error (%)", title="final validation error per arm (mean ± std, dots: seeds)")
         ax.grid(alpha=0.3, axis="y")
         done(fig, "val_error_per_arm.png", "Final validation top-1 error per arm: mean ± std, one dot per seed")
+
+    if all(results.get(a, {}).get("runs") for a in ("base", "no_dropout")):  # §4.2: the gap opening up
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for name, color in (("base", "tab:blue"), ("no_dropout", "tab:orange")):
+            for i, d in enumerate(results[name]["run_dirs"]):
+                for split, style in (("train", "--"), ("validation", "-")):
+                    steps, values = read_scalars(d, split, "epoch_top1_error")
+                    ax.plot(steps + 1, values, style, color=color, lw=1,
+                            label=f"{'dropout 0.5' if name == 'base' else 'no dropout'}, {split}" if i == 0 else None)
+        ax.set(xlabel="epoch", ylabel="top-1 error", title="dropout (§4.2): training error as trained (dashed) vs validation (solid)")
+        ax.title.set_fontsize(9)
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+        done(fig, "dropout.png", "Dropout vs none: training error as trained (dashed, with dropout active) and validation error "
+             "(solid) per epoch, per seed")
     return made
 
 
