@@ -99,7 +99,7 @@ CLAIMS = (
     Claim("4", "§3.2", "two towers beat one tower with half the kernels", "-1.7 % top-1",
           "base", "one_tower", "val_top1_error", +1, "+1.7"),
     Claim("5a", "§4.2", "dropout reduces overfitting (smaller val - train gap)", "\"substantial overfitting\" without it",
-          "base", "no_dropout", "gap", -1),
+          "base", "no_dropout", "gap", +1),
     Claim("5b", "§4.2", f"dropout about doubles the iterations to converge (steps to {CONVERGED:.0%} training error)",
           "roughly x2 iterations", "base", "no_dropout", "steps_to_converged", -1, "x2"),
     Claim("6a", "§7", "removing conv2 costs top-1 error", "about +2 % top-1 for any middle layer",
@@ -158,7 +158,7 @@ def _event_files(log_dir):
     if not os.path.isdir(log_dir):
         return []
     names = [n for n in os.listdir(log_dir) if "tfevents" in n]
-    stamp = lambda n: int(re.search(r"tfevents\.(\d+)", n).group(1))  # noqa: E731
+    stamp = lambda n: int(re.search(r"tfevents\.(\d+)", n).group(1))
     return [os.path.join(log_dir, n) for n in sorted(names, key=lambda n: (stamp(n), n))]
 
 
@@ -248,13 +248,14 @@ def clean_evaluation(run_dir):
     from alexnet_tf.layers import LocalResponseNormalization
     from alexnet_tf.run_dir import load_run
 
+    keras.backend.clear_session()  # one study process measures many runs
     run = load_run(run_dir)
     arrays, _ = load_arrays(run.config)
     x, y = arrays["train"]
     scale = run.config.data.scale
     batches = tf.data.Dataset.from_tensor_slices(x).batch(500).map(lambda b: normalize_for_eval(b, run.mean, scale))
     logits = run.model.predict(batches, verbose=0)
-    result = {"train_top1_error": float(np.mean(np.argmax(logits, 1) != y)), "train_images": int(len(y)), "lrn": {}}
+    result = {"train_top1_error": float(np.mean(np.argmax(logits, 1) != y)), "train_images": len(y), "lrn": {}}
     lrns = [l for l in run.model.layers if isinstance(l, LocalResponseNormalization)]
     if lrns:
         probe = keras.Model(run.model.input, [l.input for l in lrns])
@@ -381,10 +382,11 @@ RUN_OVERHEAD_SECONDS = 20  # start-up, data, final save and SavedModel export
 
 def estimate_seconds(config, val_images=10000):
     """Expected wall time of one run on a quiet 2-core machine, from the model's multiply-adds."""
+    import keras
+
     from alexnet_tf.model import build_model
     from alexnet_tf.speed import multiply_adds
 
-    import keras
     keras.backend.clear_session()
     per_image = multiply_adds(build_model(config)) / BASE_MULTIPLY_ADDS / BASE_TRAIN_RATE  # seconds per training image
     d, t = config.data, config.train
@@ -395,6 +397,50 @@ def estimate_seconds(config, val_images=10000):
     val = min(val_images, t.val_steps * d.batch_size) if t.val_steps else val_images
     per_epoch = steps * d.batch_size * per_image + val * per_image / 3
     return RUN_OVERHEAD_SECONDS + t.epochs * per_epoch + train_images * per_image / 3
+
+
+def _die_with_parent():
+    """In the child: get SIGTERM when the study process dies (Linux), so a killed study leaves no orphan
+    training into its run directory; the next invocation resumes the run from its last checkpoint."""
+    try:
+        import ctypes
+        import signal
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class StudyLock:
+    """RUNS_DIR/.lock holding the study's pid: two studies on one runs directory would train the same runs."""
+
+    def __init__(self, runs_dir):
+        self.path = os.path.join(runs_dir, ".lock")
+
+    def __enter__(self):
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        if os.path.isfile(self.path):
+            with open(self.path) as f:
+                pid = int(f.read().strip() or 0)
+            if pid and pid != os.getpid() and _alive(pid):
+                raise ConfigError(f"config error: another ablation study (pid {pid}) is using {os.path.dirname(self.path)}; "
+                                  "wait for it or use another --runs-dir")
+        with open(self.path, "w") as f:
+            f.write(str(os.getpid()))
+        return self
+
+    def __exit__(self, *exc):
+        if os.path.isfile(self.path):
+            os.remove(self.path)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _train(p, config_path, log):
@@ -408,7 +454,7 @@ def _train(p, config_path, log):
     with open(os.path.join(p.run_dir, "train.log"), "a") as out:
         out.write(f"$ {' '.join(cmd)}\n")
         out.flush()
-        rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     with open(os.path.join(p.run_dir, "train.log")) as f:
@@ -435,42 +481,55 @@ def run_study(config_path=BASE_CONFIG, budget="full", seeds=None, runs_dir="runs
     log(f"ablation study: {n_arms} arms x {seeds} seeds = {len(planned)} runs in {runs_dir} "
         f"({os.path.relpath(config_path)}, budget {budget}); {len(planned) - len(todo)} finished or failed, {len(todo)} to train")
     if train and todo:
-        estimates = {p.run_dir: estimate_seconds(p.config) for p in todo}
-        log(f"expected total: {_minutes(sum(estimates.values()))} for {len(todo)} runs "
-            f"(from multiply-adds at {BASE_TRAIN_RATE} img/s for the base arm on a quiet 2-core machine; slower under load)")
-        started, spent, spent_estimate = time.time(), 0.0, 0.0
-        for i, p in enumerate(planned, 1):
-            tag = f"[{i:>{len(str(len(planned)))}}/{len(planned)}] {p.arm.name} seed {p.seed}"
-            if status[p.run_dir] != "todo":
-                log(f"{tag}: skipped ({'metrics.json exists' if status[p.run_dir] == 'done' else 'failed before, see ablation.json'})")
-                continue
-            log(f"{tag}: training in {p.run_dir} (log: train.log), expected {_minutes(estimates[p.run_dir])}")
-            rc, wall, cpu, last = _train(p, config_path, log)
-            record = _read_json(os.path.join(p.run_dir, "ablation.json"))
-            record.setdefault("attempts", []).append({"what": "train.py", "returncode": rc, "wall_seconds": wall,
-                                                      "cpu_seconds": cpu})
-            if rc == 2:  # a config error: the same for every seed, stop here
-                _write_json(os.path.join(p.run_dir, "ablation.json"), record)
-                raise ConfigError(f"config error: {p.arm.name} seed {p.seed} was refused by train.py: {last}")
-            if rc == 1:  # diverged (NaN) or no data: recorded, not retried on the next invocation
-                record["failed"] = last
-                log(f"{tag}: FAILED: {last}")
-            elif rc != 0:  # killed (signal): the next invocation resumes it from its checkpoint
-                _write_json(os.path.join(p.run_dir, "ablation.json"), record)
-                raise RuntimeError(f"{tag}: train.py ended with status {rc}; run the study again to resume it")
-            _write_json(os.path.join(p.run_dir, "ablation.json"), record)
-            if rc == 0:
-                m = measure_run(p.run_dir)
-                spent += wall
-                spent_estimate += estimates[p.run_dir]
-                left = sum(estimates[q.run_dir] for q in todo[todo.index(p) + 1:]) * spent / spent_estimate
-                log(f"{tag}: done in {_minutes(wall)}: val top-1 error {m['val_top1_error']:.2%}, "
-                    f"training images {m['train_top1_error']:.2%}; elapsed {_minutes(time.time() - started)}, "
-                    f"remaining ~{_minutes(left)}")
+        with StudyLock(runs_dir):
+            _train_all(planned, todo, status, config_path, log)
     results = collect(planned)
     write_report(results, planned, out, config_path, budget, seeds, command or "python -m alexnet_tf ablate")
     log(f"wrote {out}")
     return results
+
+
+def _train_all(planned, todo, status, config_path, log):
+    """Train the runs in `todo` in plan order, printing progress and the time left."""
+    by_arm = {}  # every seed of an arm costs the same
+    for p in todo:
+        if p.arm.name not in by_arm:
+            by_arm[p.arm.name] = estimate_seconds(p.config)
+    estimates = {p.run_dir: by_arm[p.arm.name] for p in todo}
+    log(f"expected total: {_minutes(sum(estimates.values()))} for {len(todo)} runs "
+        f"(from multiply-adds at {BASE_TRAIN_RATE} img/s for the base arm on a quiet 2-core machine; slower under load)")
+    started, spent, spent_estimate = time.time(), 0.0, 0.0
+    for i, p in enumerate(planned, 1):
+        tag = f"[{i:>{len(str(len(planned)))}}/{len(planned)}] {p.arm.name} seed {p.seed}"
+        if status[p.run_dir] != "todo":
+            log(f"{tag}: skipped ({'metrics.json exists' if status[p.run_dir] == 'done' else 'failed before, see ablation.json'})")
+            continue
+        log(f"{tag}: training in {p.run_dir} (tail -f train.log there), expected {_minutes(estimates[p.run_dir])}")
+        rc, wall, cpu, last = _train(p, config_path, log)
+        record = _read_json(os.path.join(p.run_dir, "ablation.json"))
+        record.setdefault("attempts", []).append({"what": "train.py", "returncode": rc, "wall_seconds": wall,
+                                                  "cpu_seconds": cpu})
+        if rc == 1:  # diverged (NaN) or no data: recorded, not retried by the next invocation
+            record["failed"] = last
+        _write_json(os.path.join(p.run_dir, "ablation.json"), record)
+        if rc == 2:  # a config error: the same for every seed, stop here
+            raise ConfigError(f"config error: {p.arm.name} seed {p.seed} was refused by train.py: {last}")
+        if rc == 1:
+            log(f"{tag}: FAILED: {last}")
+            continue
+        if rc != 0:  # killed by a signal: the next invocation resumes it from its checkpoint
+            raise StudyInterrupted(f"{tag}: train.py ended with status {rc}; run the same command again to resume")
+        m = measure_run(p.run_dir)
+        spent += wall
+        spent_estimate += estimates[p.run_dir]
+        left = sum(estimates[q.run_dir] for q in todo[todo.index(p) + 1:]) * spent / spent_estimate
+        log(f"{tag}: done in {_minutes(wall)}: val top-1 error {m['val_top1_error']:.2%}, "
+            f"training images {m['train_top1_error']:.2%}; elapsed {_minutes(time.time() - started)}, "
+            f"remaining ~{_minutes(left)}")
+
+
+class StudyInterrupted(RuntimeError):
+    """A training subprocess was killed; finished runs are kept and the next invocation resumes."""
 
 
 def collect(planned):
@@ -526,7 +585,7 @@ def claim_row(claim, results):
     ra, rb = results[claim.a], results[claim.b]
     va, vb = _values(ra, claim.metric), _values(rb, claim.metric)
     threshold = {"steps_to_threshold": THRESHOLD, "steps_to_converged": CONVERGED}.get(claim.metric)
-    cens = lambda r: sum(run["censored"][threshold] for run in r["runs"]) if threshold else 0  # noqa: E731
+    cens = lambda r: sum(run["censored"][threshold] for run in r["runs"]) if threshold else 0
     cells = [f"{claim.a}: {_fmt(claim.metric, *mean_std(va), cens(ra))}",
              f"{claim.b}: {_fmt(claim.metric, *mean_std(vb), cens(rb))}"]
     if not va or not vb:
@@ -625,8 +684,8 @@ def write_report(results, planned, out, config_path, budget, seeds, command):
     for name, r in results.items():
         for seed, why in r["failed"]:
             lines.append(f"\n{name} seed {seed} failed: {why}")
-    lines += ["", f"Seeds per arm and their run directories are listed at the end. A step count of '>N' means the "
-              f"threshold was not reached within the run's N steps (the whole run counted: a lower bound).", ""]
+    lines += ["", "Seeds per arm and their run directories are listed at the end. A step count of '>N' means the "
+              "threshold was not reached within the run's N steps (the whole run counted: a lower bound).", ""]
     lines += _threshold_section(results)
     if base and base["runs"] and base["runs"][0]["lrn"]:
         lrn = {k: np.mean([run["lrn"][k] for run in base["runs"]]) for k in base["runs"][0]["lrn"]}
@@ -662,7 +721,8 @@ def _val_images(results):
 def _kept_discussion(out):
     if not os.path.isfile(out):
         return ""
-    text = open(out).read()
+    with open(out) as f:
+        text = f.read()
     if DISCUSSION_BEGIN in text and DISCUSSION_END in text:
         kept = text.split(DISCUSSION_BEGIN, 1)[1].split(DISCUSSION_END, 1)[0].strip()
         return "" if kept.startswith("(to be written") else kept
@@ -806,5 +866,8 @@ def main(args):
     """`python -m alexnet_tf ablate` (arguments parsed in __main__)."""
     arms = [a.strip() for a in args.arms.split(",")] if args.arms else None
     command = "python -m alexnet_tf ablate" + "".join(f" {a}" for a in args.argv)
-    run_study(args.config or BASE_CONFIG, args.budget, args.seeds, args.runs_dir, args.out, arms=arms, extra=args.set,
-              train=not args.report_only, command=command)
+    try:
+        run_study(args.config or BASE_CONFIG, args.budget, args.seeds, args.runs_dir, args.out, arms=arms, extra=args.set,
+                  train=not args.report_only, command=command)
+    except StudyInterrupted as e:
+        raise SystemExit(f"error: {e}") from None

@@ -12,8 +12,6 @@ import alexnet_tf
 from alexnet_tf import ablate
 from alexnet_tf.__main__ import main as cli
 from alexnet_tf.config import parse_override
-from conftest import ROOT
-
 
 # === The verdict on hand-made numbers ===
 
@@ -69,10 +67,36 @@ def test_claim_one_reports_the_ratio_and_marks_runs_that_never_reached_the_thres
     tanh = _fake_arm("tanh", [900, 1872, 1872], "steps_to_threshold")
     for run in tanh["runs"][1:]:
         run["censored"] = {t: True, ablate.CONVERGED: True}  # never reached: the whole run (1872 steps) counted
-    row, numbers = ablate.claim_row(ablate.CLAIMS[0], {"base": relu, "tanh": tanh})
+    row, _ = ablate.claim_row(ablate.CLAIMS[0], {"base": relu, "tanh": tanh})
     assert "tanh: >1548 ± 561 steps (3 seeds, 2 not reached)" in row[3]
     assert row[4].startswith("+1328 ± 324 steps") and "ratio x>7.04" in row[4]   # 1548 / 220
     assert row[5] == "agrees"
+
+
+def test_every_claim_agrees_on_numbers_shaped_like_the_papers():
+    """Hand-written per-arm numbers that behave as the paper says (with a little seed noise): every
+    claim's verdict must be 'agrees', which pins down the sign convention of each claim."""
+    noise = np.array([-1, 0, 1])
+    paper_like = {  # arm: (val top-1 error, val - train gap, steps to THRESHOLD, steps to CONVERGED)
+        "base": (0.100, 0.020, 200, 1000),
+        "tanh": (0.110, 0.020, 1200, 1800),      # §3.1: slower to the threshold
+        "no_lrn": (0.114, 0.020, 200, 1000),     # §3.3: +1.4 pp
+        "pool_2x2": (0.104, 0.030, 200, 1000),   # §3.4: +0.4 pp and overfits more
+        "one_tower": (0.117, 0.020, 200, 1000),  # §3.2: +1.7 pp
+        "no_dropout": (0.105, 0.080, 150, 500),  # §4.2: overfits much more, converges in half the steps
+        "no_conv2": (0.120, 0.020, 200, 1000),   # §7: about +2 pp each
+        "no_conv3": (0.120, 0.020, 200, 1000),
+        "no_conv4": (0.120, 0.020, 200, 1000),
+    }
+    results = {}
+    for name, (err, gap, steps, converged) in paper_like.items():
+        runs = [{"val_top1_error": err + 0.0005 * n, "gap": gap + 0.0005 * n, "steps_to_threshold": steps + 5 * n,
+                 "steps_to_converged": converged + 5 * n, "censored": {ablate.THRESHOLD: False, ablate.CONVERGED: False}}
+                for n in noise]
+        results[name] = {"arm": ablate.ARM_BY_NAME[name], "runs": runs}
+    verdicts = {c.key: ablate.claim_row(c, results)[1]["verdict"] for c in ablate.CLAIMS}
+    assert verdicts == {c.key: "agrees" for c in ablate.CLAIMS}
+    assert sorted(verdicts) == ["1", "2", "3a", "3b", "4", "5a", "5b", "6a", "6b", "6c"]
 
 
 # === Reading the training-error curve ===
@@ -90,7 +114,7 @@ def test_windowed_recovers_the_mean_error_of_each_window():
         expected.append(errors[start:s].mean())
         previous = s
     np.testing.assert_allclose(ablate.windowed(steps, np.array(running), spe), expected, rtol=1e-12)
-    assert ablate.steps_to(steps, np.array(expected), sorted(expected)[0]) == steps[int(np.argmin(expected))]
+    assert ablate.steps_to(steps, np.array(expected), min(expected)) == steps[int(np.argmin(expected))]
     assert ablate.steps_to(steps, np.array(expected), -1.0) is None
 
 
@@ -240,12 +264,12 @@ def _training_error_by_hand(run_dir):
     """Top-1 error of the run's model.keras on its training images, normalised with numpy."""
     import keras
 
-    import alexnet_tf.training  # noqa: F401  (registers the custom classes)
+    import alexnet_tf.training  # registers the custom classes for load_model
     from alexnet_tf.data import load_arrays
 
     config = alexnet_tf.load_config(os.path.join(run_dir, "config.yaml"))
     model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), compile=False)
-    (x, y), _ = (lambda a: (a["train"], a["val"]))(load_arrays(config)[0])
+    x, y = load_arrays(config)[0]["train"]
     mean = np.load(os.path.join(run_dir, "mean.npy"))
     logits = model.predict((x.astype(np.float32) - mean) * config.data.scale, batch_size=256, verbose=0)
     return float(np.mean(logits.argmax(1) != y))
