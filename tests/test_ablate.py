@@ -13,6 +13,7 @@ from alexnet_tf import ablate
 from alexnet_tf.__main__ import main as cli
 from alexnet_tf.config import parse_override
 
+
 # === The verdict on hand-made numbers ===
 
 def test_difference_and_standard_error_by_hand():
