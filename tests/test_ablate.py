@@ -56,7 +56,7 @@ def test_claim_row_formats_the_numbers_it_was_given():
     row, numbers = ablate.claim_row(claim, results)
     assert row[0] == "2" and "§3.3" in row[1] and "-1.4 % top-1" in row[2]
     assert row[3] == "base: 10.00 ± 0.20 % (3 seeds)<br>no_lrn: 12.00 ± 0.20 % (3 seeds)"
-    assert row[4] == "+2.00 ± 0.16 pp" and row[5] == "agrees"
+    assert row[4] == "+2.00 ± 0.16 pp (paper +1.4 pp)" and row[5] == "agrees"
     assert numbers["diff"] == pytest.approx(0.02) and numbers["se"] == pytest.approx(0.002 * math.sqrt(2 / 3))
     # claims whose arms are not in the study have no row
     assert ablate.claim_row(next(c for c in ablate.CLAIMS if c.key == "4"), results) is None
@@ -70,7 +70,7 @@ def test_claim_one_reports_the_ratio_and_marks_runs_that_never_reached_the_thres
         run["censored"] = {t: True, ablate.CONVERGED: True}  # never reached: the whole run (1872 steps) counted
     row, _ = ablate.claim_row(ablate.CLAIMS[0], {"base": relu, "tanh": tanh})
     assert "tanh: >1548 ± 561 steps (3 seeds, 2 not reached)" in row[3]
-    assert row[4].startswith("+1328 ± 324 steps") and "ratio x>7.04" in row[4]   # 1548 / 220
+    assert row[4] == "+1328 ± 324 steps (ratio x>7.04; paper x6)"   # 1548 / 220
     assert row[5] == "agrees"
 
 
@@ -223,7 +223,7 @@ def test_tiny_study_table_from_real_runs_then_resume(tmp_path, capsys):
     assert lrn[3] == (f"base: {100 * metrics['base']['val_top1_error']:.2f} % (1 seed)<br>"
                       f"no_lrn: {100 * metrics['no_lrn']['val_top1_error']:.2f} % (1 seed)")
     diff = metrics["no_lrn"]["val_top1_error"] - metrics["base"]["val_top1_error"]
-    assert lrn[4] == f"{100 * diff:+.2f} pp" and lrn[5] == "inconclusive (1 seed)"
+    assert lrn[4] == f"{100 * diff:+.2f} pp (paper +1.4 pp)" and lrn[5] == "inconclusive (1 seed)"
     assert "colour" in rows[1][5] and "tests/test_data.py" in rows[1][5]
 
     # per arm: the same numbers, and the error on the training images checked against the saved model
