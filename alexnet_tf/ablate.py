@@ -237,9 +237,10 @@ def clean_evaluation(run_dir):
     """What the run's final model does on its own training images, without augmentation or dropout,
     and how strongly its LRN layers normalise. Cached in RUN/ablation.json.
 
-    Returns {"train_top1_error": ..., "lrn": {"lrn1": r, "lrn2": r}} where r = median over positions
-    of alpha_eff * sum_window a² / k at the layer's input on 512 training images: r << 1 means the
-    layer is close to a constant factor k^-beta (the normaliser barely depends on the activity).
+    Returns {"train_top1_error": ..., "lrn": {"lrn1": (mean, p99), "lrn2": (mean, p99)}}: the mean and
+    99th percentile over positions and channels of alpha_eff * sum_window a² / k at the layer's input
+    on 512 training images (towers averaged). Values << 1 mean the layer is close to a constant factor
+    k^-beta: its normaliser k + alpha * sum a² barely depends on the activity.
     """
     import keras
     import tensorflow as tf
@@ -264,8 +265,9 @@ def clean_evaluation(run_dir):
         for layer, a in zip(lrns, inputs):
             a = np.asarray(a, np.float64)
             window = np.square(a) @ layer._band.astype(np.float64)  # sum of squares over each channel's window
-            ratios.setdefault(layer.name.split("_")[0], []).append(float(np.median(layer.alpha_eff * window / layer.k)))
-        result["lrn"] = {name: float(np.mean(r)) for name, r in ratios.items()}
+            r = layer.alpha_eff * window / layer.k
+            ratios.setdefault(layer.name.split("_")[0], []).append((float(r.mean()), float(np.percentile(r, 99))))
+        result["lrn"] = {name: np.mean(r, axis=0).tolist() for name, r in ratios.items()}
     return result
 
 
@@ -277,15 +279,18 @@ def steps_per_epoch(config, run_dir):
     return min(steps, config.train.steps_per_epoch) if config.train.steps_per_epoch else steps
 
 
+CLEAN_VERSION = 2  # of clean_evaluation's cached result in RUN/ablation.json; a change recomputes it
+
+
 def measure_run(run_dir):
     """The numbers of one finished run that the claims compare (see CLAIMS' metrics)."""
     config = load_config(os.path.join(run_dir, "config.yaml"))
     with open(os.path.join(run_dir, "metrics.json")) as f:
         metrics = json.load(f)
     study = _read_json(os.path.join(run_dir, "ablation.json"))
-    if "clean" not in study:
+    if study.get("clean", {}).get("version") != CLEAN_VERSION:
         t0, c0 = time.time(), time.process_time()
-        study["clean"] = clean_evaluation(run_dir)
+        study["clean"] = dict(clean_evaluation(run_dir), version=CLEAN_VERSION)
         study.setdefault("attempts", []).append({"what": "clean evaluation", "wall_seconds": time.time() - t0,
                                                  "cpu_seconds": time.process_time() - c0})
         _write_json(os.path.join(run_dir, "ablation.json"), study)
@@ -478,7 +483,7 @@ def run_study(config_path=BASE_CONFIG, budget="full", seeds=None, runs_dir="runs
     status = {p.run_dir: _status(p) for p in planned}
     todo = [p for p in planned if status[p.run_dir] == "todo"]
     n_arms = len({p.arm.name for p in planned})
-    log(f"ablation study: {n_arms} arms x {seeds} seeds = {len(planned)} runs in {runs_dir} "
+    log(f"ablation study: {n_arms} arms x {seeds} seed{'s' if seeds != 1 else ''} = {len(planned)} runs in {runs_dir} "
         f"({os.path.relpath(config_path)}, budget {budget}); {len(planned) - len(todo)} finished or failed, {len(todo)} to train")
     if train and todo:
         with StudyLock(runs_dir):
@@ -642,7 +647,7 @@ def write_report(results, planned, out, config_path, budget, seeds, command):
         "```",
         "",
         f"- Base config: `{os.path.relpath(config_path, ROOT)}` (budget `{budget}`"
-        + (f": `{' '.join('--set ' + o for o in BUDGETS[budget])}`" if BUDGETS[budget] else "") + f"); {seeds} seed(s) per arm "
+        + (f": `{' '.join('--set ' + o for o in BUDGETS[budget])}`" if BUDGETS[budget] else "") + f"); {seeds} seed{'s' if seeds != 1 else ''} per arm "
         f"(`train.seed` = {'0' if seeds == 1 else f'0..{seeds - 1}'}: initialisation, dropout, data order, flips; every seed trains on the same images).",
         f"- Runs: {len(runs)} finished of {len(planned)}; time spent training and measuring them: {_minutes(wall)} wall, "
         f"{_minutes(cpu)} CPU (user + system){_hardware()}.",
@@ -691,12 +696,14 @@ def write_report(results, planned, out, config_path, budget, seeds, command):
               "threshold was not reached within the run's N steps (the whole run counted: a lower bound).", ""]
     lines += _threshold_section(results)
     if base and base["runs"] and base["runs"][0]["lrn"]:
-        lrn = {k: np.mean([run["lrn"][k] for run in base["runs"]]) for k in base["runs"][0]["lrn"]}
+        lrn = {k: np.mean([run["lrn"][k] for run in base["runs"]], axis=0) for k in base["runs"][0]["lrn"]}
         lines += ["## How much LRN normalises here", "",
-                  "Median of α·Σa²/k over positions at the input of each LRN layer of the trained base models "
-                  "(512 training images): " + ", ".join(f"{k} {v:.3g}" for k, v in lrn.items()) + ". Values ≪ 1 "
-                  "mean the normaliser k + α·Σa² barely depends on the activity: LRN then acts as a constant factor "
-                  "k^-β = 2^-0.75 = 0.59, which the next layer's weights absorb.", ""]
+                  "α·Σa²/k at the input of each LRN layer of the trained base models (512 training images; mean and "
+                  "99th percentile over positions and channels): "
+                  + ", ".join(f"{k} {m:.2g} (99th percentile {p:.2g})" for k, (m, p) in lrn.items()) + ". Values ≪ 1 "
+                  "mean the normaliser k + α·Σa² barely depends on the activity: LRN then acts as the constant factor "
+                  "k^-β = 2^-0.75 = 0.59, a rescaling the following layers can absorb, rather than as a competition "
+                  "between neighbouring kernels.", ""]
     lines += ["## Figures", ""]
     for caption, path in figures:
         lines += [f"**{caption}**", "", f"![{caption}]({os.path.relpath(path, out_dir)})", ""]
@@ -868,7 +875,8 @@ def make_figures(results, fig_dir):
 def main(args):
     """`python -m alexnet_tf ablate` (arguments parsed in __main__)."""
     arms = [a.strip() for a in args.arms.split(",")] if args.arms else None
-    command = "python -m alexnet_tf ablate" + "".join(f" {a}" for a in args.argv)
+    # the command that trains the runs (--report-only only rewrites the report of the same runs)
+    command = "python -m alexnet_tf ablate" + "".join(f" {a}" for a in args.argv if a != "--report-only")
     try:
         run_study(args.config or BASE_CONFIG, args.budget, args.seeds, args.runs_dir, args.out, arms=arms, extra=args.set,
                   train=not args.report_only, command=command)

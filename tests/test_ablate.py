@@ -210,7 +210,7 @@ def test_tiny_study_table_from_real_runs_then_resume(tmp_path, capsys):
     args = ["ablate", "--budget", "tiny", "--arms", "base,no_lrn", "--seeds", "1", "--out", str(out), "--runs-dir", str(runs)]
     assert cli(args) == 0
     printed = capsys.readouterr().out
-    assert "2 arms x 1 seeds = 2 runs" in printed and "expected total:" in printed and printed.count(": done in") == 2
+    assert "2 arms x 1 seed = 2 runs" in printed and "expected total:" in printed and printed.count(": done in") == 2
     text = out.read_text()
 
     metrics = {arm: json.loads((runs / arm / "seed0" / "metrics.json").read_text()) for arm in ("base", "no_lrn")}
@@ -236,6 +236,10 @@ def test_tiny_study_table_from_real_runs_then_resume(tmp_path, capsys):
     assert per_arm["base"][5] == f"{100 * (metrics['base']['val_top1_error'] - train_error):.2f}"
     assert per_arm["base"][6] == ">8"  # 20 % training error is out of reach in 2 epochs x 4 steps: the whole run, a bound
     assert "on the 256 validation images" in text  # tiny budget: val_steps 2 of batch 128
+    lrn = json.loads((runs / "base" / "seed0" / "ablation.json").read_text())["clean"]["lrn"]
+    assert set(lrn) == {"lrn1", "lrn2"} and all(0 < mean <= p99 for mean, p99 in lrn.values())
+    assert json.loads((runs / "no_lrn" / "seed0" / "ablation.json").read_text())["clean"]["lrn"] == {}
+    assert f"lrn1 {lrn['lrn1'][0]:.2g} (99th percentile {lrn['lrn1'][1]:.2g})" in text
     assert "python -m alexnet_tf ablate --budget tiny --arms base,no_lrn" in text
     for png in ("curves.png", "val_error_per_arm.png"):
         assert f"(docs/ablation/{png})" in text
