@@ -228,7 +228,7 @@ def test_tiny_study_table_from_real_runs_then_resume(tmp_path, capsys):
 
     # per arm: the same numbers, and the error on the training images checked against the saved model
     per_arm = {r[0]: r for r in _rows(text, next(l for l in text.splitlines() if l.startswith("| arm |")))}
-    assert set(per_arm) == {"base", "no_lrn"} and per_arm["no_lrn"][1] == "`model.lrn=false`"
+    assert set(per_arm) == {"base", "no_lrn"} and per_arm["no_lrn"][1] == "no local response normalisation (§3.3), `model.lrn=false`"
     assert per_arm["base"][2] == f"{100 * metrics['base']['val_top1_error']:.2f}"
     assert per_arm["base"][3] == f"{100 * metrics['base']['val_top5_error']:.2f}"
     train_error = _training_error_by_hand(str(runs / "base" / "seed0"))
