@@ -414,6 +414,9 @@ def main(argv=None):
     args.argv = list(sys.argv[1:] if argv is None else argv)[1:]
     if getattr(args, "curve", 1) is None:
         args.curve = ["train:epoch_top1_error", "validation:epoch_top1_error"]
+    if args.command == "config-reference":  # needs no TensorFlow
+        args.func(args)
+        return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from alexnet_tf.data.errors import DatasetNotFound
     from alexnet_tf.run_dir import RunDirError
