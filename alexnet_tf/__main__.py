@@ -13,6 +13,7 @@
   evaluate  top-1/top-5 error of a run on the validation split: centre crop and the paper's 10 crops
   benchmark images/s of the training input pipeline next to the model's training step
   speed     training/inference images/s, FLOPs and utilisation of the paper and default models (optional: PyTorch)
+  ablate    the paper's ablation claims re-measured over seeds (resumable); writes REPRODUCTION.md
 """
 
 import argparse
@@ -291,6 +292,12 @@ def _speed(args):
     speed.main(args)
 
 
+def _ablate(args):
+    from alexnet_tf import ablate
+
+    ablate.main(args)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m alexnet_tf", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -390,9 +397,26 @@ def main(argv=None):
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     p.add_argument("--tiny", action="store_true", help="a few-second run of a tiny model (tests)")
     p.set_defaults(func=_speed)
+    p = sub.add_parser("ablate", help="re-measure the paper's ablation claims (arms x seeds, resumable) -> REPRODUCTION.md")
+    p.add_argument("--budget", default="full", choices=("full", "tiny"),
+                   help="full: the config as written (~2 h on 2 cores); tiny: a few steps of a tiny model (~2 min)")
+    p.add_argument("--seeds", type=int, help="seeds per arm, 0..N-1 (default: 3 full, 1 tiny)")
+    p.add_argument("--arms", help="comma-separated subset of the arms (default: all): "
+                   "base,tanh,no_lrn,pool_2x2,one_tower,no_dropout,no_conv2,no_conv3,no_conv4")
+    p.add_argument("--out", default="REPRODUCTION.md", help="the report; figures go to docs/ablation/ next to it")
+    p.add_argument("--runs-dir", default=os.path.join("runs", "ablation"), help="one run directory per arm and seed")
+    p.add_argument("--config", default=None, help="base config (default: configs/ablation_fashion_mnist.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override applied to every arm; repeatable")
+    p.add_argument("--report-only", action="store_true", help="train nothing: measure finished runs and write the report")
+    p.set_defaults(func=_ablate)
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)[1:]
     if getattr(args, "curve", 1) is None:
         args.curve = ["train:epoch_top1_error", "validation:epoch_top1_error"]
+    if args.command == "config-reference":  # needs no TensorFlow
+        args.func(args)
+        return 0
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from alexnet_tf.data.errors import DatasetNotFound
     from alexnet_tf.run_dir import RunDirError

@@ -83,6 +83,8 @@ class DataConfig:
     cache_dir: str = _spec("", doc="where stats and scan results are cached ('' = ~/.cache/alexnet_tf)")
     shuffle_buffer: int = _spec(60000, lo=1, doc="tf.data shuffle buffer in examples (sources imagenet/tfds: encoded images in memory; source folder shuffles its whole file list)")
     synthetic_size: int = _spec(512, lo=1, doc="examples per split for source=synthetic")
+    train_examples: int = _spec(0, lo=0, doc="in-memory sources: train on a fixed random subset of this many training images "
+                                            "(0 = all); the same subset for every train.seed (ablation budgets)")
 
 
 @dataclass
@@ -238,6 +240,14 @@ def _check_cross(cfg):
             raise ConfigError("config error: data.source = tfds needs data.tfds_name, e.g. imagenette/320px")
         if d.source == "imagenet" and m.num_classes != 1000:
             raise ConfigError(f"config error: data.source = imagenet has 1000 classes; got model.num_classes = {m.num_classes}")
+    if d.train_examples:
+        available = {"fashion_mnist": 60000, "synthetic": d.synthetic_size}.get(d.source)
+        if available is None:
+            raise ConfigError(f"config error: data.train_examples = {d.train_examples} subsets in-memory data; "
+                              f"expected 0 for data.source = {d.source}")
+        if d.train_examples > available:
+            raise ConfigError(f"config error: data.train_examples = {d.train_examples} exceeds the {available} training "
+                              f"images of data.source = {d.source}; expected 0 (all) to {available}")
     if d.lighting and m.channels != 3:
         raise ConfigError(f"config error: data.lighting = true needs RGB images (model.channels = 3); got {m.channels}")
     _check_distribute(cfg)

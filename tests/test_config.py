@@ -86,3 +86,9 @@ def test_every_config_file_loads_and_states_what_to_expect():
         header = open(path).read().split("\n\n")[0]
         for word in ("Command:", "Hardware:", "Expected time:", "Expected result:"):
             assert word in header, f"{name} header lacks {word}"
+
+
+def test_readme_configuration_reference_matches_the_code():
+    from alexnet_tf.config import reference_markdown
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    assert reference_markdown() in readme, "regenerate README's table: python -m alexnet_tf config-reference"

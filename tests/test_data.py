@@ -1,6 +1,7 @@
 """Data sources and preprocessing: known dataset properties, numpy references, eager and in tf.data."""
 
 import gzip
+import re
 
 import numpy as np
 import pytest
@@ -190,3 +191,33 @@ def test_load_image_rescales_the_shorter_side_and_keeps_the_centre():
                 r, c = 3 * i + 1, 3 * j + 1
                 if 1 < r % 6 < 4 and 1 < c % 6 < 4:
                     np.testing.assert_array_equal(out[i, j], square[r, c])
+
+
+def test_train_examples_is_a_fixed_subset_of_the_training_images():
+    import alexnet_tf
+    from alexnet_tf.config import ConfigError
+    from alexnet_tf.data import load_arrays, make_datasets
+
+    full = fashion_mnist.load()["train"][0]
+    row_of = {x.tobytes(): i for i, x in enumerate(full)}
+    fm = ["data.source=fashion_mnist", "model.image_size=28", "model.channels=1", "model.num_classes=10",
+          "model.geometry=small"]
+    subsets = []
+    for seed in (0, 5):
+        arrays, _ = load_arrays(alexnet_tf.load_config(None, fm + ["data.train_examples=2000", f"train.seed={seed}"]))
+        (x, y), (xv, _) = arrays["train"], arrays["val"]
+        assert x.shape == (2000, 28, 28, 1) and len(y) == 2000 and len(xv) == 10000  # validation untouched
+        rows = [row_of[i.tobytes()] for i in x]  # every image is a training image (Fashion-MNIST has no duplicates here)
+        assert len(set(rows)) == 2000 and rows == sorted(rows) and max(rows) > 50000 and min(rows) < 1000
+        assert np.bincount(y, minlength=10).min() > 150  # a random draw: every class present, near 200 each
+        subsets.append(rows)
+    assert subsets[0] == subsets[1]  # the same images for every train.seed
+    data = make_datasets(alexnet_tf.load_config(None, fm + ["data.train_examples=2000", "data.mean=image"]))
+    assert data.train_size == 2000 and data.train_steps == 2000 // 128
+    np.testing.assert_allclose(data.mean, full[subsets[0]].astype(np.float64).mean(0), atol=1e-3)  # mean of the subset
+    for bad, fragment in (("data.train_examples=60001", "exceeds the 60000 training images"),
+                          ("data.train_examples=-1", "expected an integer in [0, inf)")):
+        with pytest.raises(ConfigError, match=re.escape(fragment)):
+            alexnet_tf.load_config(None, fm + [bad])
+    with pytest.raises(ConfigError, match="expected 0 for data.source = folder"):
+        alexnet_tf.load_config(None, ["data.source=folder", "data.path=/tmp", "data.train_examples=10"])

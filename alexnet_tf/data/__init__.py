@@ -42,15 +42,32 @@ class Data:
                        "skipped": list(self.skipped)}, f, indent=1)
 
 
+# The data.train_examples subset is drawn with this seed, not train.seed: every seed of an
+# ablation arm trains on the same images, so seeds vary initialisation, order and augmentation only.
+SUBSET_SEED = 0
+
+
 def load_arrays(config):
-    """The source's uint8 arrays and class names."""
+    """The source's uint8 arrays and class names; the training split cut to data.train_examples if set."""
     d, m = config.data, config.model
     if d.source == "fashion_mnist":
-        return fashion_mnist.load(d.path), fashion_mnist.CLASS_NAMES
-    if d.source == "synthetic":
+        arrays, names = fashion_mnist.load(d.path), fashion_mnist.CLASS_NAMES
+    elif d.source == "synthetic":
         arrays = synthetic.load(m.image_size, m.channels, m.num_classes, d.synthetic_size, config.train.seed)
-        return arrays, tuple(f"class_{i}" for i in range(m.num_classes))
-    raise ValueError(f"data.source = {d.source!r}; expected fashion_mnist or synthetic")
+        names = tuple(f"class_{i}" for i in range(m.num_classes))
+    else:
+        raise ValueError(f"data.source = {d.source!r}; expected fashion_mnist or synthetic")
+    if d.train_examples:
+        arrays["train"] = training_subset(*arrays["train"], d.train_examples)
+    return arrays, names
+
+
+def training_subset(images, labels, count):
+    """A fixed random subset of `count` examples (SUBSET_SEED), kept in the original order."""
+    if count > len(images):
+        raise ConfigError(f"config error: data.train_examples = {count} exceeds the {len(images)} training images")
+    keep = np.sort(np.random.default_rng(SUBSET_SEED).permutation(len(images))[:count])
+    return images[keep], labels[keep]
 
 
 def make_datasets(config):

@@ -1,0 +1,287 @@
+"""The ablation study (alexnet_tf/ablate.py): verdict rule, curve reading, plan, and a tiny real study."""
+
+import json
+import math
+import os
+import re
+
+import numpy as np
+import pytest
+
+import alexnet_tf
+from alexnet_tf import ablate
+from alexnet_tf.__main__ import main as cli
+from alexnet_tf.config import parse_override
+
+
+# === The verdict on hand-made numbers ===
+
+def test_difference_and_standard_error_by_hand():
+    # means 2 and 4, sample stds 1 and 2 -> d = 2, SE = sqrt(1/3 + 4/3)
+    diff, se = ablate.difference([1, 2, 3], [2, 4, 6])
+    assert diff == pytest.approx(2.0) and se == pytest.approx(math.sqrt(5 / 3))
+    diff, se = ablate.difference([0.1], [0.2, 0.3])
+    assert diff == pytest.approx(0.15) and math.isnan(se)  # one seed: no noise estimate
+
+
+@pytest.mark.parametrize("a, b, expected, verdict", [
+    ([0.100, 0.102, 0.098], [0.120, 0.122, 0.118], +1, "agrees"),            # +2 pp, SE 0.16 pp
+    ([0.100, 0.102, 0.098], [0.120, 0.122, 0.118], -1, "does not agree"),    # the paper predicted the other sign
+    ([0.100, 0.102, 0.098], [0.095, 0.097, 0.093], +1, "does not agree"),    # -0.5 pp, 3 SE below zero
+    ([0.100, 0.102, 0.098], [0.101, 0.099, 0.103], +1, "inconclusive"),      # +0.1 pp < 2 x 0.16 pp
+    ([0.100, 0.110, 0.090], [0.115, 0.125, 0.105], +1, "inconclusive"),      # +1.5 pp but SE 0.82 pp: 1.8 SE
+    ([0.100], [0.150], +1, "inconclusive (1 seed)"),
+    ([0.100, 0.100, 0.100], [0.100, 0.100, 0.100], +1, "inconclusive"),      # no difference at all
+    ([300, 320, 310], [900, 1000, 950], +1, "agrees"),                         # steps: tanh slower
+])
+def test_verdict_on_hand_made_numbers(a, b, expected, verdict):
+    diff, se = ablate.difference(a, b)
+    assert ablate.verdict(diff, se, expected, len(a), len(b)) == verdict
+
+
+def test_verdict_boundary_is_two_standard_errors():
+    assert ablate.verdict(2.0, 1.0, +1, 3, 3) == "agrees"
+    assert ablate.verdict(1.999, 1.0, +1, 3, 3) == "inconclusive"
+    assert ablate.verdict(-2.0, 1.0, +1, 3, 3) == "does not agree"
+
+
+def _fake_arm(name, values, metric="val_top1_error"):
+    runs = [{metric: v, "censored": {ablate.THRESHOLD: False, ablate.CONVERGED: False}} for v in values]
+    return {"arm": ablate.ARM_BY_NAME[name], "runs": runs}
+
+
+def test_claim_row_formats_the_numbers_it_was_given():
+    results = {"base": _fake_arm("base", [0.100, 0.102, 0.098]), "no_lrn": _fake_arm("no_lrn", [0.120, 0.122, 0.118])}
+    claim = next(c for c in ablate.CLAIMS if c.key == "2")
+    row, numbers = ablate.claim_row(claim, results)
+    assert row[0] == "2" and "§3.3" in row[1] and "-1.4 % top-1" in row[2]
+    assert row[3] == "base: 10.00 ± 0.20 % (3 seeds)<br>no_lrn: 12.00 ± 0.20 % (3 seeds)"
+    assert row[4] == "+2.00 ± 0.16 pp (paper +1.4 pp)" and row[5] == "agrees"
+    assert numbers["diff"] == pytest.approx(0.02) and numbers["se"] == pytest.approx(0.002 * math.sqrt(2 / 3))
+    # claims whose arms are not in the study have no row
+    assert ablate.claim_row(next(c for c in ablate.CLAIMS if c.key == "4"), results) is None
+
+
+def test_claim_one_reports_the_ratio_and_marks_runs_that_never_reached_the_threshold():
+    t = ablate.THRESHOLD
+    relu = _fake_arm("base", [200, 220, 240], "steps_to_threshold")
+    tanh = _fake_arm("tanh", [900, 1872, 1872], "steps_to_threshold")
+    for run in tanh["runs"][1:]:
+        run["censored"] = {t: True, ablate.CONVERGED: True}  # never reached: the whole run (1872 steps) counted
+    row, _ = ablate.claim_row(ablate.CLAIMS[0], {"base": relu, "tanh": tanh})
+    assert "tanh: >1548 ± 561 steps (3 seeds, 2 not reached)" in row[3]
+    assert row[4] == "+1328 ± 324 steps (ratio x>7.04; paper x6)"   # 1548 / 220
+    assert row[5] == "agrees"
+
+
+def test_every_claim_agrees_on_numbers_shaped_like_the_papers():
+    """Hand-written per-arm numbers that behave as the paper says (with a little seed noise): every
+    claim's verdict must be 'agrees', which pins down the sign convention of each claim."""
+    noise = np.array([-1, 0, 1])
+    paper_like = {  # arm: (val top-1 error, val - train gap, steps to THRESHOLD, steps to CONVERGED)
+        "base": (0.100, 0.020, 200, 1000),
+        "tanh": (0.110, 0.020, 1200, 1800),      # §3.1: slower to the threshold
+        "no_lrn": (0.114, 0.020, 200, 1000),     # §3.3: +1.4 pp
+        "pool_2x2": (0.104, 0.030, 200, 1000),   # §3.4: +0.4 pp and overfits more
+        "one_tower": (0.117, 0.020, 200, 1000),  # §3.2: +1.7 pp
+        "no_dropout": (0.105, 0.080, 150, 500),  # §4.2: overfits much more, converges in half the steps
+        "no_conv2": (0.120, 0.020, 200, 1000),   # §7: about +2 pp each
+        "no_conv3": (0.120, 0.020, 200, 1000),
+        "no_conv4": (0.120, 0.020, 200, 1000),
+    }
+    results = {}
+    for name, (err, gap, steps, converged) in paper_like.items():
+        runs = [{"val_top1_error": err + 0.0005 * n, "gap": gap + 0.0005 * n, "steps_to_threshold": steps + 5 * n,
+                 "steps_to_converged": converged + 5 * n, "censored": {ablate.THRESHOLD: False, ablate.CONVERGED: False}}
+                for n in noise]
+        results[name] = {"arm": ablate.ARM_BY_NAME[name], "runs": runs}
+    verdicts = {c.key: ablate.claim_row(c, results)[1]["verdict"] for c in ablate.CLAIMS}
+    assert verdicts == {c.key: "agrees" for c in ablate.CLAIMS}
+    assert sorted(verdicts) == ["1", "2", "3a", "3b", "4", "5a", "5b", "6a", "6b", "6c"]
+
+
+# === Reading the training-error curve ===
+
+def test_windowed_recovers_the_mean_error_of_each_window():
+    rng = np.random.default_rng(0)
+    spe, epochs, every = 7, 3, 3  # logs at steps 3, 6, 9, ... do not line up with the epochs
+    errors = rng.uniform(0, 1, spe * epochs)  # the error of each step (step s = index + 1)
+    steps = np.arange(every, spe * epochs + 1, every)
+    # Keras logs the mean since the epoch's first step
+    running = [errors[(s - 1) // spe * spe: s].mean() for s in steps]
+    expected, previous = [], 0
+    for s in steps:
+        start = max(previous, (s - 1) // spe * spe)  # window: after the previous log, within this epoch
+        expected.append(errors[start:s].mean())
+        previous = s
+    np.testing.assert_allclose(ablate.windowed(steps, np.array(running), spe), expected, rtol=1e-12)
+    assert ablate.steps_to(steps, np.array(expected), min(expected)) == steps[int(np.argmin(expected))]
+    assert ablate.steps_to(steps, np.array(expected), -1.0) is None
+
+
+def _write_segment(log_dir, stamp, batch_steps, epoch_steps, value):
+    """One train.py invocation's tb/train event file, written as Keras writes it (tensor summaries)."""
+    import tensorflow as tf
+
+    before = set(os.listdir(log_dir)) if os.path.isdir(log_dir) else set()
+    writer = tf.summary.create_file_writer(log_dir)
+    with writer.as_default():
+        for s in batch_steps:
+            tf.summary.scalar("batch_top1_error", value(s), step=s)
+        for e in epoch_steps:
+            tf.summary.scalar("epoch_top1_error", 0.5, step=e)
+    writer.close()
+    (new,) = set(os.listdir(log_dir)) - before
+    os.rename(os.path.join(log_dir, new), os.path.join(log_dir, re.sub(r"tfevents\.\d+", f"tfevents.{stamp}", new)))
+
+
+def test_batch_curve_across_a_resumed_run(tmp_path):
+    log_dir = str(tmp_path / "tb" / "train")
+    spe = 5
+    # first invocation: epochs 0 and 1, killed after 2 steps of epoch 2 (its batch logs at steps 11, 12)
+    _write_segment(log_dir, 1000, range(1, 13), [0, 1], lambda s: 1.0 + s)
+    # resumed at epoch 2: Keras numbers its batches from 1 again
+    _write_segment(log_dir, 2000, range(1, 16), [2, 3, 4], lambda s: 100.0 + s)
+    steps, values = ablate.batch_curve(str(tmp_path), spe)
+    np.testing.assert_array_equal(steps, np.arange(1, 26))
+    np.testing.assert_allclose(values[:10], 1.0 + np.arange(1, 11))        # the first invocation's epochs 0-1
+    np.testing.assert_allclose(values[10:], 100.0 + np.arange(1, 16))      # epoch 2 replaced by the resumed one
+
+
+# === The plan: arms are the base config plus their overrides ===
+
+def _flat(config):
+    return {f"{s}.{k}": v for s, section in config.to_dict().items() if isinstance(section, dict) for k, v in section.items()}
+
+
+def test_full_plan_arms_differ_from_the_base_exactly_by_their_overrides(tmp_path):
+    planned = ablate.plan(ablate.BASE_CONFIG, "full", 3, str(tmp_path))
+    assert len(planned) == len(ablate.ARMS) * 3 and len(ablate.ARMS) >= 7
+    assert [p.seed for p in planned] == sorted(p.seed for p in planned)  # seed-major: every arm gets seed 0 first
+    base = _flat(alexnet_tf.load_config(ablate.BASE_CONFIG))
+    for p in planned:
+        changed = {k: v for k, v in _flat(p.config).items() if base[k] != v}
+        expected = dict(parse_override(o) for o in p.arm.overrides)
+        if p.seed:
+            expected["train.seed"] = p.seed
+        assert changed == expected, p.arm.name
+        assert p.run_dir == os.path.join(str(tmp_path), p.arm.name, f"seed{p.seed}")
+    # every claim compares two arms of the study
+    assert all(c.a in ablate.ARM_BY_NAME and c.b in ablate.ARM_BY_NAME for c in ablate.CLAIMS)
+
+
+def test_full_budget_is_about_two_hours_on_a_quiet_machine(tmp_path):
+    planned = ablate.plan(ablate.BASE_CONFIG, "full", 3, str(tmp_path))
+    per_arm = {p.arm.name: ablate.estimate_seconds(p.config) for p in planned if p.seed == 0}
+    total = 3 * sum(per_arm.values())
+    assert 80 * 60 < total < 130 * 60, total
+    assert 3 * 60 < per_arm["base"] < 6 * 60, per_arm
+
+
+def test_bad_arm_budget_and_mismatched_run_directory_are_one_line_errors(tmp_path, capsys):
+    assert cli(["ablate", "--arms", "base,relu6", "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown arm(s) relu6" in err[0]
+    # a run directory that holds a run of another config (here: the tiny budget's) is refused
+    (p,) = ablate.plan(ablate.BASE_CONFIG, "tiny", 1, str(tmp_path), ["base"])
+    os.makedirs(p.run_dir)
+    from alexnet_tf.config import dump
+    dump(p.config, os.path.join(p.run_dir, "config.yaml"))
+    assert cli(["ablate", "--arms", "base", "--seeds", "1", "--runs-dir", str(tmp_path), "--report-only"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds a run with another config" in err[0]
+
+
+# === A real study on a tiny budget: two arms, one seed, a few steps ===
+
+def _rows(text, header):
+    lines = text.splitlines()
+    start = lines.index(header)
+    rows = []
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split(" | ")])
+    return rows
+
+
+def test_tiny_study_table_from_real_runs_then_resume(tmp_path, capsys):
+    runs, out = tmp_path / "runs", tmp_path / "REPRODUCTION.md"
+    args = ["ablate", "--budget", "tiny", "--arms", "base,no_lrn", "--seeds", "1", "--out", str(out), "--runs-dir", str(runs)]
+    assert cli(args) == 0
+    printed = capsys.readouterr().out
+    assert "2 arms x 1 seed = 2 runs" in printed and "expected total:" in printed and printed.count(": done in") == 2
+    text = out.read_text()
+
+    metrics = {arm: json.loads((runs / arm / "seed0" / "metrics.json").read_text()) for arm in ("base", "no_lrn")}
+    for m in metrics.values():
+        assert m["epochs_completed"] == 2
+    # the claims table: LRN (the only claim both arms answer) and PCA lighting, with the six columns
+    rows = _rows(text, ablate.TABLE_HEADER)
+    assert [r[0] for r in rows] == ["2", "7"] and all(len(r) == 6 for r in rows)
+    lrn = rows[0]
+    assert lrn[3] == (f"base: {100 * metrics['base']['val_top1_error']:.2f} % (1 seed)<br>"
+                      f"no_lrn: {100 * metrics['no_lrn']['val_top1_error']:.2f} % (1 seed)")
+    diff = metrics["no_lrn"]["val_top1_error"] - metrics["base"]["val_top1_error"]
+    assert lrn[4] == f"{100 * diff:+.2f} pp (paper +1.4 pp)" and lrn[5] == "inconclusive (1 seed)"
+    assert "colour" in rows[1][5] and "tests/test_data.py" in rows[1][5]
+
+    # per arm: the same numbers, and the error on the training images checked against the saved model
+    per_arm = {r[0]: r for r in _rows(text, next(l for l in text.splitlines() if l.startswith("| arm |")))}
+    assert set(per_arm) == {"base", "no_lrn"} and per_arm["no_lrn"][1] == "no local response normalisation (§3.3), `model.lrn=false`"
+    assert per_arm["base"][2] == f"{100 * metrics['base']['val_top1_error']:.2f}"
+    assert per_arm["base"][3] == f"{100 * metrics['base']['val_top5_error']:.2f}"
+    train_error = _training_error_by_hand(str(runs / "base" / "seed0"))
+    assert per_arm["base"][4] == f"{100 * train_error:.2f}"
+    assert per_arm["base"][5] == f"{100 * (metrics['base']['val_top1_error'] - train_error):.2f}"
+    assert per_arm["base"][6] == ">8"  # 20 % training error is out of reach in 2 epochs x 4 steps: the whole run, a bound
+    assert "on the 256 validation images" in text  # tiny budget: val_steps 2 of batch 128
+    lrn = json.loads((runs / "base" / "seed0" / "ablation.json").read_text())["clean"]["lrn"]
+    assert set(lrn) == {"lrn1", "lrn2"} and all(0 < mean <= p99 for mean, p99 in lrn.values())
+    assert json.loads((runs / "no_lrn" / "seed0" / "ablation.json").read_text())["clean"]["lrn"] == {}
+    assert f"lrn1 {lrn['lrn1'][0]:.2g} (99th percentile {lrn['lrn1'][1]:.2g})" in text
+    assert "python -m alexnet_tf ablate --budget tiny --arms base,no_lrn" in text
+    for png in ("curves.png", "val_error_per_arm.png"):
+        assert f"(docs/ablation/{png})" in text
+        _check_png(tmp_path / "docs" / "ablation" / png)
+    assert not (tmp_path / "docs" / "ablation" / "fig1_relu_tanh.png").exists()  # no tanh arm in this study
+
+    # a second invocation trains nothing
+    stamps = {arm: os.path.getmtime(runs / arm / "seed0" / "metrics.json") for arm in metrics}
+    assert cli(args) == 0
+    printed = capsys.readouterr().out
+    assert "0 to train" in printed and ": done in" not in printed
+    assert {arm: os.path.getmtime(runs / arm / "seed0" / "metrics.json") for arm in metrics} == stamps
+    assert _rows(out.read_text(), ablate.TABLE_HEADER) == rows
+
+    # a run killed after its last checkpoint (no metrics.json yet) is resumed, not retrained
+    (runs / "no_lrn" / "seed0" / "metrics.json").unlink()
+    assert cli(args) == 0
+    printed = capsys.readouterr().out
+    assert "[1/2] base seed 0: skipped" in printed and "[2/2] no_lrn seed 0: done in" in printed
+    assert "resuming from" in (runs / "no_lrn" / "seed0" / "train.log").read_text()
+    resumed = json.loads((runs / "no_lrn" / "seed0" / "metrics.json").read_text())
+    assert resumed["epochs_completed"] == 2 and resumed["val_top1_error"] == pytest.approx(metrics["no_lrn"]["val_top1_error"])
+    assert os.path.getmtime(runs / "base" / "seed0" / "metrics.json") == stamps["base"]
+
+
+def _training_error_by_hand(run_dir):
+    """Top-1 error of the run's model.keras on its training images, normalised with numpy."""
+    import keras
+
+    import alexnet_tf.training  # registers the custom classes for load_model
+    from alexnet_tf.data import load_arrays
+
+    config = alexnet_tf.load_config(os.path.join(run_dir, "config.yaml"))
+    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), compile=False)
+    x, y = load_arrays(config)[0]["train"]
+    mean = np.load(os.path.join(run_dir, "mean.npy"))
+    logits = model.predict((x.astype(np.float32) - mean) * config.data.scale, batch_size=256, verbose=0)
+    return float(np.mean(logits.argmax(1) != y))
+
+
+def _check_png(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width >= 400 and height >= 300
