@@ -3,7 +3,7 @@
 One base config (configs/ablation_fashion_mnist.yaml) and arms that are `--set` overrides of it.
 Every (arm, seed) is its own run directory RUNS/<arm>/seed<k>, trained by `train.py` in a
 subprocess (one at a time); a run whose metrics.json exists is skipped, an interrupted one resumes
-from its last epoch checkpoint (train.py does that). Then every finished run is measured (val
+from its last checkpoint (train.py does that). Then every finished run is measured (val
 error from metrics.json; training error on the training images without augmentation or dropout;
 training-error curve from TensorBoard) and REPRODUCTION.md is written: one row per claim, with
 the paper's number, each arm's mean ± std over seeds, the measured difference ± its standard
@@ -180,10 +180,12 @@ def _scalars(path, tags):
 def batch_curve(run_dir, steps_per_epoch, tag="batch_top1_error"):
     """(global steps, values) of a batch-level training scalar, across resumed runs.
 
-    Keras's TensorBoard callback numbers batches from 1 in every `fit` call, so a resumed run's
-    batch summaries restart at step 1 in a new event file. Each file's first epoch (from its
-    epoch-level summaries) gives the offset; a later file replaces what an interrupted one logged
-    from its first epoch on. Files whose steps already continue past the offset are left as they are.
+    Two numberings occur. Keras's TensorBoard callback, called by `model.fit`, numbers batches
+    from 1 in every call, so a run resumed at an epoch boundary restarts at step 1 in a new event
+    file: the file's first epoch (from its epoch-level summaries) gives the offset, and the file
+    replaces what an interrupted one logged from that epoch on. `training.train` numbers them by
+    the global step across resumes (it resumes mid-epoch, from step-level checkpoints): such a
+    file continues where its checkpoint was and replaces what an interrupted one logged after that.
     """
     logged, next_epoch = {}, 0
     for path in _event_files(os.path.join(run_dir, "tb", "train")):
@@ -191,8 +193,11 @@ def batch_curve(run_dir, steps_per_epoch, tag="batch_top1_error"):
         batches, epochs = found[tag], [s for s, _ in found["epoch_top1_error"]]
         start = min(epochs) if epochs else next_epoch
         first = start * steps_per_epoch
-        offset = first if batches and min(s for s, _ in batches) <= first else 0
-        logged = {s: v for s, v in logged.items() if s <= first}
+        if batches and min(s for s, _ in batches) <= first:  # numbered from 1 again
+            offset, kept = first, first
+        else:  # numbered by the global step
+            offset, kept = 0, (min(s for s, _ in batches) - 1 if batches else first)
+        logged = {s: v for s, v in logged.items() if s <= kept}
         logged.update({s + offset: v for s, v in batches})
         if epochs:
             next_epoch = max(epochs) + 1

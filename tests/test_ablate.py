@@ -148,6 +148,19 @@ def test_batch_curve_across_a_resumed_run(tmp_path):
     np.testing.assert_allclose(values[10:], 100.0 + np.arange(1, 16))      # epoch 2 replaced by the resumed one
 
 
+def test_batch_curve_across_a_run_resumed_mid_epoch(tmp_path):
+    log_dir = str(tmp_path / "tb" / "train")
+    spe = 5
+    # first invocation: epochs 0 and 1, killed after step 13; its last checkpoint was at step 11
+    _write_segment(log_dir, 1000, range(1, 14), [0, 1], lambda s: 1.0 + s)
+    # resumed at global step 11 (one step into epoch 2): training.train numbers on from 12
+    _write_segment(log_dir, 2000, range(12, 26), [2, 3, 4], lambda s: 100.0 + s)
+    steps, values = ablate.batch_curve(str(tmp_path), spe)
+    np.testing.assert_array_equal(steps, np.arange(1, 26))
+    np.testing.assert_allclose(values[:11], 1.0 + np.arange(1, 12))        # up to the checkpoint
+    np.testing.assert_allclose(values[11:], 100.0 + np.arange(12, 26))     # steps 12, 13 replaced by the resumed run
+
+
 # === The plan: arms are the base config plus their overrides ===
 
 def _flat(config):
