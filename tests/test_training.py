@@ -110,13 +110,13 @@ def test_smoke_run_resume_and_nan_stop(tmp_path):
     train_tags, val_tags = set(train_tb.Tags()["tensors"]), set(val_tb.Tags()["tensors"])
     assert {"epoch_loss", "epoch_top1_error", "epoch_top5_error", "epoch_learning_rate", "conv1_filters"} <= train_tags
     assert {"epoch_loss", "epoch_top1_error", "epoch_top5_error"} <= val_tags
-    # the filter image: 6 grey 3x3 kernels per tower (width 0.125 of 48), one row each, scaled x4:
-    # block 5 x 25 px per tower + a 3 px band = 13 x 25, x4 = 52 x 100
+    # the filter image: 6 grey 5x5 kernels per tower (width 0.125 of 48; the default config's conv1 is 5x5),
+    # one row each, scaled x4: block 7 x 37 px per tower + a 3 px band = 17 x 37, x4 = 68 x 148
     image = train_tb.Tensors("conv1_filters")[0].tensor_proto.string_val
-    assert tuple(int(v) for v in image[:2]) == (100, 52)  # width, height
-    assert tf.io.decode_png(image[2]).shape == (52, 100, 3)
+    assert tuple(int(v) for v in image[:2]) == (148, 68)  # width, height
+    assert tf.io.decode_png(image[2]).shape == (68, 148, 3)
     loaded = keras.saving.load_model(str(run_dir / "model.keras"))
-    assert loaded.get_layer("conv1_0").kernel.shape == (3, 3, 1, 6)
+    assert loaded.get_layer("conv1_0").kernel.shape == (5, 5, 1, 6)
     assert isinstance(loaded.get_layer("lrn1_0"), LocalResponseNormalization)
 
     # Rerunning with more epochs resumes from the checkpoint.
