@@ -190,7 +190,7 @@ def train(config, run_dir, verbose=None, callbacks=()):
           f"(batch {config.data.batch_size}, {data.train_size} training images); validating on {data.val_size}")
 
     # === Train loop ===
-    train_step, eval_step = make_steps(model, dist)
+    train_step, eval_step = make_steps(model, dist, config.train.jit_compile)
     every = config.train.checkpoint_every
     val_logs = None
     model.stop_training = False
@@ -257,7 +257,7 @@ def train(config, run_dir, verbose=None, callbacks=()):
     return metrics
 
 
-def make_steps(model, dist):
+def make_steps(model, dist, jit_compile=False):
     """The compiled training and evaluation steps of `model` under `dist`.
 
     train_step(iterator): takes the next global batch, gives each replica its slice, and applies the
@@ -288,6 +288,9 @@ def make_steps(model, dist):
 
     def replica_eval(images, labels):
         return batch_sums(labels, model(images, training=False))[1]
+
+    if jit_compile:  # XLA on each replica's forward, backward and update (GPUs; slower on CPU)
+        replica_train = tf.function(replica_train, jit_compile=True)
 
     @tf.function
     def train_step(iterator):
