@@ -248,7 +248,6 @@ def _benchmark(args):
     import tempfile
 
     import keras
-    import numpy as np
     import tensorflow as tf
 
     from alexnet_tf import benchmark, config as config_lib

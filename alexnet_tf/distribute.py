@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import re
+import socket
 from dataclasses import dataclass, field
 
 import tensorflow as tf
@@ -148,6 +149,21 @@ def _local_devices():
     """Every GPU; else the logical CPUs; else the CPU."""
     gpus = tf.config.list_logical_devices("GPU")
     return [d.name for d in (gpus or tf.config.list_logical_devices("CPU"))]
+
+
+def local_tf_configs(count):
+    """TF_CONFIG strings for `count` worker processes on this machine (127.0.0.1, free ports).
+
+    To try `multi_worker` without a cluster: start one process per string, each with its
+    TF_CONFIG set to it (the tests and scripts/bench_distribute.py do).
+    """
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    cluster = {"worker": [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]}
+    for s in sockets:
+        s.close()
+    return [json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}) for i in range(count)]
 
 
 def _multi_worker(dist):

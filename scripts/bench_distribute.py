@@ -13,7 +13,6 @@ table; --checkpoint also times one recovery checkpoint write and reports its siz
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -78,16 +77,6 @@ def measure(args):
         print("RESULT " + json.dumps(result), flush=True)
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def run_strategy(args, strategy):
     command = [sys.executable, os.path.abspath(__file__), "--measure", "--strategy", strategy, "--steps", str(args.steps),
                "--logical-cpus", str(args.logical_cpus)] + (["--config", args.config] if args.config else [])
@@ -96,10 +85,10 @@ def run_strategy(args, strategy):
         out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
         outputs = [out.stdout + out.stderr]
     else:
-        cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
+        from alexnet_tf.distribute import local_tf_configs
         procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-                                  env={**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
-                 for i in range(2)]
+                                  env={**os.environ, "TF_CONFIG": tf_config})
+                 for tf_config in local_tf_configs(2)]
         outputs = [p.communicate()[0] for p in procs]
     for text in outputs:
         for line in text.splitlines():

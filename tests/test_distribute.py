@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -24,6 +23,7 @@ import tensorflow as tf
 
 import alexnet_tf
 import alexnet_tf.training  # noqa: F401  (registers the custom classes for load_model)
+from alexnet_tf import distribute
 from conftest import ROOT, tiny_overrides
 
 OVERRIDES = tiny_overrides(**{"model.dropout": 0.0, "train.deterministic": True, "train.epochs": 2,
@@ -110,7 +110,6 @@ _TOWER_OP = re.compile(r"(?:^|/)(?:conv\d|lrn\d|pool\d|fc[67]|dropout[67]|flatte
 def test_towers_place_forward_and_backward_on_their_device_and_match_default(reference, tmp_path):
     out = run_python(SETUP + f"""
     import tensorflow as tf
-    from alexnet_tf import distribute
     distribute.split_cpu(2)
     tf.debugging.set_log_device_placement(True)  # before the runtime starts: logs every op of every function
     cfg = alexnet_tf.load_config(None, OVERRIDES + ["distribute.strategy=towers", "distribute.logical_cpus=2"])
@@ -138,16 +137,6 @@ def test_towers_place_forward_and_backward_on_their_device_and_match_default(ref
     assert max_difference(final_weights(str(tmp_path)), reference) < ATOL
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def worker_command(tmp_path, worker, *extra, driver_args=()):
     """train.py (or the crash driver) for one worker, on the reference config plus `extra` overrides."""
     config_file = tmp_path / "config.yaml"
@@ -163,11 +152,9 @@ def worker_command(tmp_path, worker, *extra, driver_args=()):
 
 
 def start_workers(tmp_path, count=2, extra=(), driver_args=None):
-    ports = free_ports(count)
-    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs, envs = [], []
-    for i in range(count):
-        env = {**os.environ, "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})}
+    for i, tf_config in enumerate(distribute.local_tf_configs(count)):
+        env = {**os.environ, "TF_CONFIG": tf_config}
         log = open(tmp_path / f"worker{i}.log", "w")
         args = (driver_args or {}).get(i, ())
         procs.append(subprocess.Popen(worker_command(tmp_path, i, *extra, driver_args=args), cwd=ROOT, env=env,

@@ -9,7 +9,6 @@ import sys
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import alexnet_tf
 from alexnet_tf.data import decode, sources

@@ -1,7 +1,6 @@
 """The speed benchmark's FLOP count and output, and the precision switch."""
 
 import json
-import os
 import subprocess
 import sys
 

@@ -1,11 +1,9 @@
 """Training-set statistics: the RGB covariance eigen-decomposition recovers a known covariance, the
 mean image is numpy's, and the stats file is cached and reused."""
 
-import io
 import os
 
 import numpy as np
-import pytest
 from PIL import Image
 
 import alexnet_tf
