@@ -110,6 +110,7 @@ _TOWER_OP = re.compile(r"(?:^|/)(?:conv\d|lrn\d|pool\d|fc[67]|dropout[67]|flatte
 def test_towers_place_forward_and_backward_on_their_device_and_match_default(reference, tmp_path):
     out = run_python(SETUP + f"""
     import tensorflow as tf
+    from alexnet_tf import distribute
     distribute.split_cpu(2)
     tf.debugging.set_log_device_placement(True)  # before the runtime starts: logs every op of every function
     cfg = alexnet_tf.load_config(None, OVERRIDES + ["distribute.strategy=towers", "distribute.logical_cpus=2"])
