@@ -12,6 +12,7 @@
   stats     mean image and RGB covariance eigen-decomposition of a config's training images (cached)
   evaluate  top-1/top-5 error of a run on the validation split: centre crop and the paper's 10 crops
   benchmark images/s of the training input pipeline next to the model's training step
+  profile   where a traced training step's time goes, by op type and by layer (train.profile_steps)
   speed     training/inference images/s, FLOPs and utilisation of the paper and default models (optional: PyTorch)
   ablate    the paper's ablation claims re-measured over seeds (resumable); writes REPRODUCTION.md
 """
@@ -291,6 +292,12 @@ def _speed(args):
     speed.main(args)
 
 
+def _profile(args):
+    from alexnet_tf import profile
+
+    profile.main(args)
+
+
 def _ablate(args):
     from alexnet_tf import ablate
 
@@ -396,6 +403,10 @@ def main(argv=None):
     p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     p.add_argument("--tiny", action="store_true", help="a few-second run of a tiny model (tests)")
     p.set_defaults(func=_speed)
+    p = sub.add_parser("profile", help="op time by op type and by layer from a run's profiler trace (train.profile_steps)")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--top", type=int, default=15, help="rows per table")
+    p.set_defaults(func=_profile)
     p = sub.add_parser("ablate", help="re-measure the paper's ablation claims (arms x seeds, resumable) -> REPRODUCTION.md")
     p.add_argument("--budget", default="full", choices=("full", "tiny"),
                    help="full: the config as written (~2 h on 2 cores); tiny: a few steps of a tiny model (~2 min)")

@@ -105,6 +105,8 @@ class TrainConfig:
     log_every: int = _spec(50, lo=0, doc="write batch-level loss/error to TensorBoard every N steps (0 = per epoch only)")
     jit_compile: bool = _spec(False, doc="XLA-compile each replica's training step: an option for GPUs; on CPU it is "
                               "slower (XLA CPU does not use oneDNN; measured 0.6-0.7x)")
+    profile_steps: list = _spec([], doc="[first, last]: trace these global training steps with the TensorFlow profiler into "
+                                "tb/train (TensorBoard's PROFILE tab: pip install tensorboard-plugin-profile); [] = off")
     deterministic: bool = _spec(False, doc="deterministic TF ops and tf.data order (slower); with a fixed seed a killed and resumed run "
                                           "ends with the same weights as an uninterrupted one")
     checkpoint_every: int = _spec(500, lo=0, doc="write the recovery checkpoint (model, momentum, schedule, data position) every N steps; "
@@ -220,6 +222,11 @@ def _check_cross(cfg):
     if bad_remove or len(set(cfg.model.remove_conv)) != len(cfg.model.remove_conv):
         raise ConfigError(f"config error: model.remove_conv = {cfg.model.remove_conv!r}; "
                           "expected a list of distinct middle conv layers from 2, 3, 4")
+    steps = cfg.train.profile_steps
+    if steps and not (len(steps) == 2 and all(isinstance(i, int) and not isinstance(i, bool) and i >= 1 for i in steps)
+                      and steps[0] <= steps[1]):
+        raise ConfigError(f"config error: train.profile_steps = {steps!r}; expected [] or [first, last] with "
+                          "1 <= first <= last (global training steps)")
     if cfg.model.fc_units % cfg.model.towers:
         raise ConfigError(f"config error: model.fc_units = {cfg.model.fc_units} is not divisible by "
                           f"model.towers = {cfg.model.towers}; expected a multiple of the tower count")

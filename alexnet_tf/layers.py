@@ -70,7 +70,7 @@ class LocalResponseNormalization(keras.layers.Layer):
             dL/dx = g * d**-beta - 2 * alpha_eff * beta * x * band(g * y / d)   (band is symmetric)
         """
         band = tf.constant(self._band)
-        k, alpha, beta = self.k, self.alpha_eff, self.beta
+        k, alpha, beta, name = self.k, self.alpha_eff, self.beta, self.name
 
         @tf.custom_gradient
         def lrn(x):
@@ -83,7 +83,8 @@ class LocalResponseNormalization(keras.layers.Layer):
             y = x * scale
 
             def grad(g):
-                return g * scale - (2.0 * alpha * beta) * x * tf.matmul(g * y / d, band)
+                with tf.name_scope(name), tf.name_scope("backward"):  # the profiler's op names (alexnet_tf.profile)
+                    return g * scale - (2.0 * alpha * beta) * x * tf.matmul(g * y / d, band)
 
             return y, grad
 

@@ -179,7 +179,7 @@ def train(config, run_dir, verbose=None, callbacks=()):
     tb_dir = os.path.join(run_dir, "tb")
     callback_list = [nan_guard, plateau, *callbacks]
     if chief:
-        tensorboard = cb.TensorBoard(tb_dir, write_graph=False, profile_batch=0, initial_step=state.global_step,
+        tensorboard = cb.TensorBoard(tb_dir, write_graph=False, profile_batch=tuple(config.train.profile_steps) or 0, initial_step=state.global_step,
                                      update_freq=config.train.log_every or "epoch")  # logs the lr used in the epoch
         callback_list = [tensorboard, nan_guard, plateau, cb.Conv1Filters(os.path.join(tb_dir, "train")), *callbacks]
     if verbose is None:

@@ -26,6 +26,7 @@ def run_train(*args, cwd=ROOT):
     ("optim.lr=0.1", "unknown key 'optim.lr'"),
     ("model.dropout=1.5", "model.dropout = 1.5 (float); expected a number in [0.0, 0.95]"),
     ("model.remove_conv=[1]", "model.remove_conv = [1]"),
+    ("train.profile_steps=[5,2]", "train.profile_steps = [5, 2]; expected [] or [first, last] with 1 <= first <= last"),
     ("data.batch_size", "is not of the form section.key=value"),
 ])
 def test_bad_override_exits_2_with_one_line(override, fragment):

@@ -90,3 +90,37 @@ def test_jit_compiled_step_matches_the_graph_step():
     for a, b in zip(*weights):
         np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-5)
     assert not np.allclose(weights[0][0], initial[0])  # the steps did train (same init for both)
+
+
+def test_layer_of_names_the_layer_and_direction():
+    from alexnet_tf.profile import layer_of
+    assert layer_of("alexnet_1/conv1_0_1/convolution") == "conv1 forward"
+    assert layer_of("gradient_tape/alexnet_1/conv2_1_1/convolution/Conv2DBackpropFilter") == "conv2 backward"
+    assert layer_of("gradients/alexnet_1/fc6_0_1/MatMul_grad/MatMul") == "fc6 backward"
+    assert layer_of("lrn1_0/backward/MatMul") == "lrn1 backward"
+    assert layer_of("alexnet_1/lrn2_1_1/Rsqrt") == "lrn2 forward"
+    assert layer_of("paper_sgd/Mul_3") == layer_of("paper_sgd_1/Mul_3") == "optimizer update"
+    assert layer_of("SparseSoftmaxCrossEntropyWithLogits/SparseSoftmaxCrossEntropyWithLogits") == "loss, metrics, other"
+
+
+def test_profile_steps_trace_the_steps_and_the_profile_command_sums_them(tmp_path):
+    """train.profile_steps=[2,3] traces exactly two training steps: each of them runs conv1's forward
+    convolution once per tower (2 x 2 executions), and the LRN layers' hand-written gradients show up
+    as backward time of their layers."""
+    from alexnet_tf import profile
+    from alexnet_tf.training import train
+    cfg = alexnet_tf.load_config(None, tiny_overrides(**{"train.profile_steps": "[2,3]"}))
+    train(cfg, str(tmp_path), verbose=0)
+    events = profile.op_events(profile.latest_trace(str(tmp_path)))
+    conv1_forward = [t for n, t, _ in events if profile.layer_of(n) == "conv1 forward" and "Conv2D" in t]
+    assert len(conv1_forward) == 2 * 2, conv1_forward
+    groups = {profile.layer_of(n) for n, _, _ in events}
+    assert {"conv1 backward", "lrn1 forward", "lrn1 backward", "lrn2 backward", "optimizer update"} <= groups, sorted(groups)
+    out = subprocess.run([sys.executable, "-m", "alexnet_tf", "profile", "--run-dir", str(tmp_path), "--top", "100"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    shares = [float(line.rsplit("|", 2)[-2].strip().rstrip("%")) for line in out.stdout.splitlines()
+              if line.startswith("| ") and line.rstrip().endswith("% |")]
+    assert len(shares) > 20
+    # two tables (op type, layer), each covering all of the op time
+    assert abs(sum(shares) - 200) < 0.1 * len(shares), sum(shares)
