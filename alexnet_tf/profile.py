@@ -24,6 +24,8 @@ _NOT_OPS = re.compile(r"^(ThreadpoolListener|ExecutorState|Iterator|Prefetch|Par
 # A layer of the model in an op's name: "alexnet_1/conv1_0_1/convolution" -> conv1 (both towers
 # together; Keras appends "_1" to the name scopes inside tf.function)
 _LAYER = re.compile(r"^(conv\d|lrn\d|pool\d|fc\d|dropout\d|concat\d|flatten|pad)(?:_\d+)*$")
+_OPTIMIZER = re.compile(r"^paper_sgd(?:_\d+)?$")  # Keras numbers a second optimizer in one process
+_GRADIENT_ROOTS = ("gradient_tape", "gradients")  # GradientTape; tf.gradients (the towers strategy)
 
 
 def latest_trace(run_dir):
@@ -59,11 +61,11 @@ def layer_of(op_name):
     """The part of the step an op belongs to: "<layer> forward|backward" (towers together),
     "optimizer update", or "loss, metrics, other"."""
     parts = op_name.split("/")
-    # gradients: "gradient_tape/..." (GradientTape), "gradients/..." (tf.gradients, the towers strategy),
-    # ".../lrn1_0/backward/..." (the LRN layer's hand-written gradient)
-    backward = parts[0] in ("gradient_tape", "gradients") or "backward" in parts
-    parts = parts[1:] if parts[0] in ("gradient_tape", "gradients") else parts
-    if re.match(r"^paper_sgd(?:_\d+)?$", parts[0]):  # Keras numbers a second optimizer in one process
+    in_gradient_root = parts[0] in _GRADIENT_ROOTS
+    # ".../lrn1_0/backward/...": the LRN layer's hand-written gradient
+    backward = in_gradient_root or "backward" in parts
+    parts = parts[1:] if in_gradient_root else parts
+    if _OPTIMIZER.match(parts[0]):
         return "optimizer update"
     for part in parts:
         match = _LAYER.match(part)
