@@ -1,6 +1,15 @@
 """alexnet_tf: the NIPS 2012 AlexNet (Krizhevsky, Sutskever & Hinton) in Keras 3 / TensorFlow."""
 
-from alexnet_tf.config import load_config
+import os
+
+# oneDNN's CPU kernels on by default. TensorFlow turns them on by itself only on some CPUs (not on
+# AMD EPYC, AVX2 or AVX-512 alike), where the default model then trains at half the speed (README
+# "Speed"). The variable is read once, when TensorFlow starts, and every module of this package
+# that imports TensorFlow imports this one first. A value the user set (TF_ENABLE_ONEDNN_OPTS=0
+# turns oneDNN off) is kept; subprocesses inherit it.
+ONEDNN_DEFAULT = os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+from alexnet_tf.config import load_config  # noqa: E402
 
 
 def __getattr__(name):

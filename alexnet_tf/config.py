@@ -85,6 +85,9 @@ class DataConfig:
     synthetic_size: int = _spec(512, lo=1, doc="examples per split for source=synthetic")
     train_examples: int = _spec(0, lo=0, doc="in-memory sources: train on a fixed random subset of this many training images "
                                             "(0 = all); the same subset for every train.seed (ablation budgets)")
+    val_examples: int = _spec(0, lo=0, doc="in-memory sources: hold this many training images out as the validation split "
+                                          "(a fixed random subset, the same for every train.seed), and evaluate the source's "
+                                          "test split once, after training (metrics.json test_*); 0 = validate on the test split")
 
 
 @dataclass
@@ -249,14 +252,21 @@ def _check_cross(cfg):
             raise ConfigError("config error: data.source = tfds needs data.tfds_name, e.g. imagenette/320px")
         if d.source == "imagenet" and m.num_classes != 1000:
             raise ConfigError(f"config error: data.source = imagenet has 1000 classes; got model.num_classes = {m.num_classes}")
-    if d.train_examples:
-        available = {"fashion_mnist": 60000, "synthetic": d.synthetic_size}.get(d.source)
-        if available is None:
-            raise ConfigError(f"config error: data.train_examples = {d.train_examples} subsets in-memory data; "
+    available = {"fashion_mnist": 60000, "synthetic": d.synthetic_size}.get(d.source)
+    for key in ("val_examples", "train_examples"):
+        if getattr(d, key) and available is None:
+            raise ConfigError(f"config error: data.{key} = {getattr(d, key)} subsets in-memory data; "
                               f"expected 0 for data.source = {d.source}")
+    if d.val_examples and d.val_examples >= available:
+        raise ConfigError(f"config error: data.val_examples = {d.val_examples} leaves no training images of the {available} "
+                          f"of data.source = {d.source}; expected 0 to {available - 1}")
+    if d.train_examples:
+        available -= d.val_examples
         if d.train_examples > available:
             raise ConfigError(f"config error: data.train_examples = {d.train_examples} exceeds the {available} training "
-                              f"images of data.source = {d.source}; expected 0 (all) to {available}")
+                              f"images of data.source = {d.source}" + (f" left after data.val_examples = {d.val_examples}"
+                                                                         if d.val_examples else "")
+                              + f"; expected 0 (all) to {available}")
     if d.lighting and m.channels != 3:
         raise ConfigError(f"config error: data.lighting = true needs RGB images (model.channels = 3); got {m.channels}")
     _check_distribute(cfg)

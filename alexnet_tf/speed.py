@@ -5,8 +5,10 @@
 
 FLOPs are counted from the layers (multiply-adds of conv and dense weights, as the paper's
 724,406,816 per image); one training step costs ~3x the forward pass (forward, input gradients,
-weight gradients). Utilisation compares the achieved FLOP/s with a large matmul of the same dtype
-timed in the same run, so it is a ratio measured on the same (noisy, shared) machine.
+weight gradients). Utilisation compares the achieved FLOP/s with the machine's matmul peak for
+that dtype, measured in the same run: the best of TensorFlow's and numpy's 4096^3 matmul (numpy
+only has a native float32 one), so a framework that is slow at matmuls cannot flatter itself.
+The report starts with the CPU model, its vector ISA and whether oneDNN is on.
 """
 
 import json
@@ -17,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from alexnet_tf import machine
 from alexnet_tf.config import load_config
 from alexnet_tf.model import build_model
 from alexnet_tf.training import compile_model, resolve_precision
@@ -54,12 +57,27 @@ def _timed(fn, steps, warmup=2):
 
 
 def matmul_peak(dtype, n=4096, steps=5):
-    """FLOP/s of an n x n x n matmul in `dtype` (float32 or bfloat16)."""
+    """FLOP/s of an n x n x n TensorFlow matmul in `dtype` (float32, bfloat16 or float16)."""
     a = tf.random.normal((n, n), dtype=tf.float32)
     a = tf.cast(a, dtype)
     f = tf.function(lambda x: tf.matmul(x, x))
     seconds = _timed(lambda: f(a).numpy(), steps)
     return 2 * n ** 3 / seconds
+
+
+def numpy_matmul_peak(n=4096, steps=5):
+    """FLOP/s of numpy's float32 n x n x n matmul (its BLAS: OpenBLAS in the pip wheels)."""
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    seconds = _timed(lambda: a @ a, steps)
+    return 2 * n ** 3 / seconds
+
+
+def peaks_for(precision, n=4096, steps=5):
+    """{'tensorflow': FLOP/s, 'numpy': FLOP/s or None} for the dtype a policy computes in."""
+    dtype = tf.bfloat16 if "bfloat16" in precision else (tf.float16 if "float16" in precision else tf.float32)
+    # numpy's bfloat16 (ml_dtypes) and float16 matmuls are emulated, not a peak of the machine
+    return {"tensorflow": matmul_peak(dtype, n, steps),
+            "numpy": numpy_matmul_peak(n, steps) if dtype == tf.float32 else None}
 
 
 def keras_speed(name, precision, batch, steps):
@@ -85,29 +103,58 @@ def keras_speed(name, precision, batch, steps):
 
 
 def run(models=("paper", "default"), precisions=("float32", "mixed_bfloat16"), batch=128, steps=10,
-        torch=False, log=print):
-    """All measurements of one benchmark run, as a list of dicts (and the matmul peaks)."""
+        torch=False, log=print, peak_size=4096):
+    """All measurements of one benchmark run, as a dict: the machine, the matmul peaks, one row per
+    (framework, model, precision), and the goals (README "Speed") where PyTorch was timed too."""
+    log(f"machine: {machine.describe()}")
     precisions = [resolve_precision(p) for p in precisions]
-    peaks = {}
+    peaks, best = {}, {}
     for p in sorted(set(precisions)):
-        dtype = tf.bfloat16 if "bfloat16" in p else (tf.float16 if "float16" in p else tf.float32)
-        peaks[p] = matmul_peak(dtype)
-        log(f"matmul peak {p}: {peaks[p] / 1e9:.0f} GFLOP/s")
+        peaks[p] = peaks_for(p, peak_size)
+        best[p] = max(v for v in peaks[p].values() if v)
+        numpy_text = f"numpy {peaks[p]['numpy'] / 1e9:.0f}" if peaks[p]["numpy"] else "numpy: no native matmul for this dtype"
+        log(f"matmul peak {p}: {best[p] / 1e9:.0f} GFLOP/s (TensorFlow {peaks[p]['tensorflow'] / 1e9:.0f}, {numpy_text})")
     rows = []
     for name in models:
         for p in precisions:
             r = keras_speed(name, p, batch, steps)
-            r["train_utilisation"] = r["train_flops_per_s"] / peaks[p]
+            r["train_utilisation"] = r["train_flops_per_s"] / best[p]
             rows.append(r)
             log(_fmt(r))
             if torch:
                 from alexnet_tf import speed_torch
-                for t in speed_torch.speeds(name, MODELS[name], p, batch, steps):
-                    t["train_utilisation"] = t["train_flops_per_s"] / peaks[p]
+                for t in speed_torch.speeds(name, MODELS[name], p, batch, steps, log=log):
+                    t["train_utilisation"] = t["train_flops_per_s"] / best[p]
                     rows.append(t)
                     log(_fmt(t))
-    return dict(threads=tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
-                matmul_peak_flops_per_s=peaks, results=rows)
+    out = dict(machine=machine.summary(),
+               threads=tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
+               matmul_peak_flops_per_s=best, matmul_peaks_by_library=peaks, results=rows, goals=goals(rows))
+    for line in out["goals"]:
+        log(line)
+    return out
+
+
+# README "Speed": the paper model's training step at >= 3x PyTorch's best float32 figure and >= 85 % of
+# the matmul peak of its dtype; the default model at >= 70 %.
+GOALS = {"paper": (3.0, 0.85), "default": (None, 0.70)}
+
+
+def goals(rows):
+    """One line per goal that this run's rows can check: the measured figure, the goal, met or not."""
+    lines = []
+    for model, (torch_ratio, utilisation) in GOALS.items():
+        for r in (r for r in rows if r["framework"] == "keras" and r["model"] == model):
+            u = r["train_utilisation"]
+            lines.append(f"goal {model} {r['precision']}: {100 * u:.0f} % of the matmul peak (goal >= {100 * utilisation:.0f} %): "
+                         + ("met" if u >= utilisation else "NOT met"))
+            torch_fp32 = [t["train_images_per_s"] for t in rows
+                          if t["framework"] == "pytorch" and t["model"] == model and t["precision"] == "float32"]
+            if torch_ratio and torch_fp32 and r["precision"] == "float32":
+                ratio = r["train_images_per_s"] / max(torch_fp32)
+                lines.append(f"goal {model} float32: {ratio:.2f}x PyTorch's float32 training (goal >= {torch_ratio:.0f}x): "
+                             + ("met" if ratio >= torch_ratio else "NOT met"))
+    return lines
 
 
 def _fmt(r):
@@ -124,6 +171,6 @@ def main(args):
     if args.tiny:
         models, batch, steps = ["tiny"], 8, 2
     log = (lambda *a: None) if args.json else print
-    out = run(models, precisions, batch, steps, torch=args.torch, log=log)
+    out = run(models, precisions, batch, steps, torch=args.torch, log=log, peak_size=512 if args.tiny else 4096)
     if args.json:
         print(json.dumps(out, indent=2))

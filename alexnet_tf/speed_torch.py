@@ -10,6 +10,7 @@ multiplied by n, because torch divides alpha by the window size and the paper do
 import os
 import time
 
+from alexnet_tf import machine
 from alexnet_tf.config import load_config
 from alexnet_tf.model import cuda_convnet_padding, tower_channels
 
@@ -90,8 +91,16 @@ def multiply_adds(model, m):
     return total
 
 
-def speeds(name, model_spec, precision, batch, steps, threads=None):
-    """Training and inference images/s of the PyTorch model in float32 and (if asked) bf16 autocast."""
+def speeds(name, model_spec, precision, batch, steps, threads=None, log=print, cpuinfo=None):
+    """Training and inference images/s of the PyTorch model in float32 or bf16 autocast (a list of
+    one row), or no rows for a precision the CPU has no native support for (said in one line)."""
+    if "float16" in precision and "bfloat16" not in precision:
+        log(f"pytorch {name}: skipping {precision}: this benchmark times PyTorch in float32 and bf16 only")
+        return []
+    if "bfloat16" in precision and not machine.native_bfloat16(cpuinfo):
+        log(f"pytorch {name}: skipping bf16 autocast: this CPU ({machine.cpu_model(cpuinfo)}) has no native bfloat16 "
+            "(AVX512-BF16 or AMX), so it would time an emulation")
+        return []
     torch = _torch()
     torch.set_num_threads(threads or os.cpu_count())
     path, overrides = model_spec

@@ -12,7 +12,7 @@ from keras import ops
 
 from alexnet_tf import callbacks as cb
 from alexnet_tf import config as config_lib
-from alexnet_tf import distribute
+from alexnet_tf import distribute, machine
 from alexnet_tf.checkpoint import TrainState
 from alexnet_tf.data import make_datasets
 from alexnet_tf.model import build_model
@@ -96,9 +96,9 @@ def compile_model(model, config, **compile_kwargs):
 def resolve_precision(precision, cpu_flags=None):
     """'auto' -> mixed_bfloat16 on CPUs with AMX (and GPUs with compute capability >= 8.0), else float32.
 
-    AVX512-BF16 alone is not enough: on this project's 2-core VM (AVX512-BF16, AMX not exposed)
-    oneDNN's bfloat16 convolutions and matmuls measured 0.3-0.9x the float32 speed.
-    `cpu_flags` (the text of /proc/cpuinfo) is read from the machine when not given.
+    AVX512-BF16 alone is not enough: without AMX oneDNN's bfloat16 convolutions and matmuls are
+    slower than float32 (README "Speed"). `cpu_flags` (the text of /proc/cpuinfo) is read from the
+    machine when not given.
     """
     if precision != "auto":
         return precision
@@ -106,13 +106,7 @@ def resolve_precision(precision, cpu_flags=None):
     if gpus:
         cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
         return "mixed_bfloat16" if cc >= (8, 0) else "float32"
-    if cpu_flags is None:
-        try:
-            with open("/proc/cpuinfo") as f:
-                cpu_flags = f.read()
-        except OSError:
-            cpu_flags = ""
-    return "mixed_bfloat16" if "amx_bf16" in cpu_flags.split() else "float32"
+    return "mixed_bfloat16" if "amx_bf16" in machine.cpu_flags(cpu_flags) else "float32"
 
 
 def train(config, run_dir, verbose=None, callbacks=()):
@@ -139,7 +133,7 @@ def train(config, run_dir, verbose=None, callbacks=()):
         tf.config.experimental.enable_op_determinism()
     precision = resolve_precision(config.train.precision)
     keras.mixed_precision.set_global_policy(precision)
-    print(f"precision: {precision}" + (" (auto)" if config.train.precision == "auto" else ""))
+    print(f"precision: {precision}" + (" (auto)" if config.train.precision == "auto" else "") + f"; {machine.describe()}")
     if dist.kind != "default":
         print(dist.describe())
 
@@ -187,7 +181,8 @@ def train(config, run_dir, verbose=None, callbacks=()):
     callback_list = keras.callbacks.CallbackList(callback_list, add_history=True, add_progbar=verbose != 0, model=model,
                                                  verbose=verbose, epochs=config.train.epochs, steps=data.train_steps)
     print(f"training {data.train_steps} steps/epoch x {config.train.epochs} epochs "
-          f"(batch {config.data.batch_size}, {data.train_size} training images); validating on {data.val_size}")
+          f"(batch {config.data.batch_size}, {data.train_size} training images); validating on {data.val_size}"
+          + (f" held out of the training images; testing once at the end on {data.test_size}" if data.test is not None else ""))
 
     # === Train loop ===
     train_step, eval_step = make_steps(model, dist, config.train.jit_compile)
@@ -226,9 +221,12 @@ def train(config, run_dir, verbose=None, callbacks=()):
                                f"{kept}. Lower train.lr or check the data.")
 
     # === Final evaluation and artefacts (the chief only) ===
-    if val_logs is None:  # nothing was trained in this process: evaluate the restored model
-        with dist.placement(model):
+    test_logs = None
+    with dist.placement(model):
+        if val_logs is None:  # nothing was trained in this process: evaluate the restored model
             val_logs = evaluate(eval_step, data.val.take(data.val_steps))
+        if data.test is not None:  # the held-out test split, looked at once, after training
+            test_logs = evaluate(eval_step, data.test)
     if not chief:
         dist.barrier()  # leave together with the chief (a worker that exits early looks like a crash to the others)
         print(f"worker {dist.worker}: done; the chief writes the model and metrics")
@@ -245,7 +243,11 @@ def train(config, run_dir, verbose=None, callbacks=()):
         "learning_rate": float(model.optimizer.learning_rate.numpy()),
         "strategy": dist.kind,
         "replicas": dist.replicas,
+        **machine.summary(),
     }
+    if test_logs is not None:
+        metrics.update(test_top1_error=test_logs["top1_error"], test_top5_error=test_logs["top5_error"],
+                       test_loss=test_logs["loss"], test_images=data.test_size)
     with open(os.path.join(run_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
     from alexnet_tf.export import export_trained  # after metrics.json: a failed export loses nothing
@@ -253,6 +255,9 @@ def train(config, run_dir, verbose=None, callbacks=()):
     print(f"val top-1 error {metrics['val_top1_error']:.4f}, top-5 error {metrics['val_top5_error']:.4f}, "
           f"loss {metrics['val_loss']:.4f} after {metrics['epochs_completed']} epochs, "
           f"{metrics['wall_seconds']:.0f} s; run directory {run_dir}")
+    if test_logs is not None:
+        print(f"test top-1 error {metrics['test_top1_error']:.4f}, top-5 error {metrics['test_top5_error']:.4f} "
+              f"on the {data.test_size} test images (evaluated once, after training)")
     dist.barrier()
     return metrics
 

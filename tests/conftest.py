@@ -5,6 +5,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import alexnet_tf  # noqa: E402,F401  (before keras/TensorFlow: it turns oneDNN on, see alexnet_tf/__init__.py)
 import keras  # noqa: E402
 import pytest  # noqa: E402
 

@@ -221,3 +221,40 @@ def test_train_examples_is_a_fixed_subset_of_the_training_images():
             alexnet_tf.load_config(None, fm + [bad])
     with pytest.raises(ConfigError, match="expected 0 for data.source = folder"):
         alexnet_tf.load_config(None, ["data.source=folder", "data.path=/tmp", "data.train_examples=10"])
+
+
+def test_val_examples_holds_out_training_images_and_keeps_the_test_split():
+    """data.val_examples = 5000 (the default run): validation images are training images never trained
+    on, the same 5,000 for every train.seed; the 10,000 test images become the separate test split."""
+    import alexnet_tf
+    from alexnet_tf.config import ConfigError
+    from alexnet_tf.data import load_arrays
+
+    source = fashion_mnist.load()
+    full, test = source["train"][0], source["val"][0]
+    row_of = {x.tobytes(): i for i, x in enumerate(full)}
+    fm = ["data.source=fashion_mnist", "model.image_size=28", "model.channels=1", "model.num_classes=10",
+          "model.geometry=small", "data.val_examples=5000"]
+    held = []
+    for seed in (0, 3):
+        arrays, _ = load_arrays(alexnet_tf.load_config(None, fm + [f"train.seed={seed}"]))
+        (x, y), (xv, yv), (xt, yt) = arrays["train"], arrays["val"], arrays["test"]
+        assert (len(x), len(xv), len(xt)) == (55000, 5000, 10000) and (len(y), len(yv), len(yt)) == (55000, 5000, 10000)
+        train_rows = [row_of[i.tobytes()] for i in x]
+        val_rows = [row_of[i.tobytes()] for i in xv]
+        assert not set(train_rows) & set(val_rows)                  # held out: never trained on
+        assert sorted(train_rows + val_rows) == list(range(60000))  # together, every training image once
+        assert np.array_equal(xt, test)                            # the test split is Fashion-MNIST's 10,000 test images
+        assert np.bincount(yv, minlength=10).min() > 400           # a random draw: every class near 500
+        held.append(val_rows)
+    assert held[0] == held[1]
+    # train_examples subsets what is left after the hold-out
+    arrays, _ = load_arrays(alexnet_tf.load_config(None, fm + ["data.train_examples=1000"]))
+    assert not {row_of[i.tobytes()] for i in arrays["train"][0]} & set(held[0])
+    for bad, fragment in (("data.val_examples=60000", "leaves no training images of the 60000"),
+                          ("data.train_examples=55001", "exceeds the 55000 training images of data.source = fashion_mnist "
+                                                        "left after data.val_examples = 5000")):
+        with pytest.raises(ConfigError, match=re.escape(fragment)):
+            alexnet_tf.load_config(None, fm + [bad])
+    with pytest.raises(ConfigError, match="data.val_examples = 10 subsets in-memory data; expected 0 for data.source = folder"):
+        alexnet_tf.load_config(None, ["data.source=folder", "data.path=/tmp", "data.val_examples=10"])

@@ -1,11 +1,13 @@
 """The speed benchmark's FLOP count and output, and the precision switch."""
 
 import json
+import os
 import subprocess
 import sys
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
 import alexnet_tf
@@ -36,7 +38,12 @@ def test_tiny_benchmark_emits_valid_json():
     for key in ("train_images_per_s", "inference_images_per_s", "train_flops_per_s", "train_utilisation"):
         assert row[key] > 0
     np.testing.assert_allclose(row["train_flops_per_s"], 6 * hand * row["train_images_per_s"], rtol=1e-9)
-    assert report["matmul_peak_flops_per_s"]["float32"] > 0
+    peaks = report["matmul_peaks_by_library"]["float32"]
+    assert peaks["tensorflow"] > 0 and peaks["numpy"] > 0  # both timed in this run; utilisation is against the better
+    assert report["matmul_peak_flops_per_s"]["float32"] == max(peaks.values())
+    np.testing.assert_allclose(row["train_utilisation"], row["train_flops_per_s"] / max(peaks.values()), rtol=1e-9)
+    assert report["machine"]["cpu"] == _first_model_name() and "onednn" in report["machine"]
+    assert report["goals"] == []  # the goals are stated for the paper and default models only
 
 
 def test_precision_auto_follows_the_hardware():
@@ -124,3 +131,60 @@ def test_profile_steps_trace_the_steps_and_the_profile_command_sums_them(tmp_pat
     assert len(shares) > 20
     # two tables (op type, layer), each covering all of the op time
     assert abs(sum(shares) - 200) < 0.1 * len(shares), sum(shares)
+
+
+# /proc/cpuinfo of the two kinds of machine this project runs on (abridged to the lines read)
+AMD_AVX2 = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse2 avx fma avx2 bmi2\n"
+XEON = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz\n"
+        "flags\t\t: fpu avx2 avx512f avx512bw avx512_vnni avx512_bf16\n")
+
+
+def test_machine_reads_the_cpu_model_and_vector_isa():
+    from alexnet_tf import machine
+    assert machine.cpu_model(AMD_AVX2) == "AMD EPYC 7B13" and machine.isa(AMD_AVX2) == ["AVX2"]
+    assert machine.isa(XEON) == ["AVX2", "AVX-512", "AVX512-BF16"]
+    sapphire = XEON.replace("avx512_bf16", "avx512_bf16 amx_bf16 amx_tile")
+    assert machine.isa(sapphire) == ["AVX2", "AVX-512", "AVX512-BF16", "AMX-BF16"]
+    assert not machine.native_bfloat16(AMD_AVX2) and machine.native_bfloat16(XEON)
+    assert machine.cpu_model() == _first_model_name()
+
+
+def _first_model_name():
+    """What `grep -m1 "model name" /proc/cpuinfo` prints, after the colon."""
+    with open("/proc/cpuinfo") as f:
+        return next(line for line in f if line.startswith("model name")).split(":", 1)[1].strip()
+
+
+@pytest.mark.parametrize("env, expected", [(None, "True"), ("0", "False"), ("1", "True")])
+def test_onednn_is_on_unless_the_user_turns_it_off(env, expected):
+    """Importing alexnet_tf before TensorFlow turns oneDNN on; TF_ENABLE_ONEDNN_OPTS=0 from the user wins."""
+    environ = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    if env is not None:
+        environ["TF_ENABLE_ONEDNN_OPTS"] = env
+    code = ("import os, alexnet_tf, tensorflow; from alexnet_tf import machine; "
+            "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], machine.onednn_enabled())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=environ, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [env or "1", expected]
+
+
+def test_pytorch_precisions_without_native_support_are_skipped_in_one_line():
+    from alexnet_tf import speed, speed_torch
+    said = []
+    rows = speed_torch.speeds("tiny", speed.MODELS["tiny"], "mixed_bfloat16", 8, 1, log=said.append, cpuinfo=AMD_AVX2)
+    assert rows == [] and len(said) == 1
+    assert "skipping bf16 autocast" in said[0] and "AMD EPYC 7B13" in said[0] and "emulation" in said[0]
+
+
+def test_goals_compare_with_pytorch_and_the_peak():
+    from alexnet_tf.speed import goals
+    row = dict(framework="keras", precision="float32")
+    rows = [{**row, "model": "paper", "train_images_per_s": 30.0, "train_utilisation": 0.86},
+            {**row, "model": "default", "train_images_per_s": 900.0, "train_utilisation": 0.69},
+            {**row, "framework": "pytorch", "model": "paper", "train_images_per_s": 10.5, "train_utilisation": 0.3},
+            {**row, "framework": "pytorch", "model": "paper", "train_images_per_s": 9.0, "train_utilisation": 0.25}]
+    assert goals(rows) == [
+        "goal paper float32: 86 % of the matmul peak (goal >= 85 %): met",
+        "goal paper float32: 2.86x PyTorch's float32 training (goal >= 3x): NOT met",  # 30 / 10.5, the best PyTorch figure
+        "goal default float32: 69 % of the matmul peak (goal >= 70 %): NOT met",
+    ]

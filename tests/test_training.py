@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import alexnet_tf
+from alexnet_tf import machine
 from alexnet_tf.callbacks import DivideLROnPlateau, filter_grid
 from alexnet_tf.layers import LocalResponseNormalization
 import alexnet_tf.training  # noqa: F401  (registers PaperSGD and TopKError for load_model)
@@ -102,6 +103,10 @@ def test_smoke_run_resume_and_nan_stop(tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("val_top1_error", "val_top5_error", "val_loss", "epochs_completed", "wall_seconds"):
         assert key in metrics
+    # the machine the time was measured on, as `grep -m1 "model name" /proc/cpuinfo` names it
+    assert metrics["cpu"] == machine.cpu_model() and metrics["onednn"] is machine.onednn_enabled()
+    assert "test_top1_error" not in metrics  # data.val_examples = 0: the validation split is the test split
+    assert f"; {machine.cpu_model()} (" in first.stdout
     assert metrics["epochs_completed"] == 1 and 0 <= metrics["val_top1_error"] <= 1
     assert "model:\n  towers: 2" in first.stdout  # the resolved config is printed
 
@@ -158,7 +163,7 @@ def test_training_loop_matches_model_fit(tmp_path):
     batches, dropout on, 4 steps; the same weights bit for bit and the same epoch loss."""
     from alexnet_tf.data import make_datasets
     from alexnet_tf.training import train
-    cfg = alexnet_tf.load_config(None, tiny_overrides(**{"train.deterministic": True}))
+    cfg = alexnet_tf.load_config(None, tiny_overrides(**{"train.deterministic": True, "data.val_examples": 16}))
     metrics = train(cfg, str(tmp_path), verbose=0)
     ours = keras.saving.load_model(str(tmp_path / "model.keras")).get_weights()
 
@@ -171,3 +176,9 @@ def test_training_loop_matches_model_fit(tmp_path):
     reference = model.evaluate(data.val, steps=data.val_steps, verbose=0, return_dict=True)
     assert metrics["val_loss"] == pytest.approx(reference["loss"], rel=1e-6)
     assert metrics["val_top1_error"] == pytest.approx(reference["top1_error"], abs=1e-6)
+    # data.val_examples: 16 of the 64 training images validate, and the 64 test images are evaluated once, at the end
+    assert (data.train_size, data.val_size, data.test_size, metrics["test_images"]) == (48, 16, 64, 64)
+    test = model.evaluate(data.test, verbose=0, return_dict=True)
+    assert metrics["test_loss"] == pytest.approx(test["loss"], rel=1e-6)
+    assert metrics["test_top1_error"] == pytest.approx(test["top1_error"], abs=1e-6)
+    assert metrics["test_top5_error"] == pytest.approx(test["top5_error"], abs=1e-6)

@@ -32,23 +32,31 @@ class Data:
     class_names: tuple
     stats_file: str = ""        # file sources: the .npz of mean image and RGB eigen-decomposition used
     skipped: tuple = ()         # file sources: undecodable files left out, [{"key", "name", "reason"}]
+    test: tf.data.Dataset = None  # data.val_examples: the source's test split, one pass, batched; else None
+    test_size: int = 0
 
     def record(self, run_dir):
         """Store what the run's data depended on: stats.npz (a copy) and data.json (sizes, stats file, skipped files)."""
         if self.stats_file:
             shutil.copyfile(self.stats_file, os.path.join(run_dir, "stats.npz"))
         with open(os.path.join(run_dir, "data.json"), "w") as f:
-            json.dump({"train_size": self.train_size, "val_size": self.val_size, "stats_file": self.stats_file,
-                       "skipped": list(self.skipped)}, f, indent=1)
+            json.dump({"train_size": self.train_size, "val_size": self.val_size, "test_size": self.test_size,
+                       "stats_file": self.stats_file, "skipped": list(self.skipped)}, f, indent=1)
 
 
-# The data.train_examples subset is drawn with this seed, not train.seed: every seed of an
-# ablation arm trains on the same images, so seeds vary initialisation, order and augmentation only.
+# The held-out validation split (data.val_examples) and the data.train_examples subset are drawn
+# with this seed, not train.seed: every seed of a run or an ablation arm validates on the same
+# images and trains on the same images, so seeds vary initialisation, order and augmentation only.
 SUBSET_SEED = 0
 
 
 def load_arrays(config):
-    """The source's uint8 arrays and class names; the training split cut to data.train_examples if set."""
+    """The source's uint8 arrays and class names: {"train", "val"} and, with data.val_examples, "test".
+
+    With data.val_examples = n, "val" is n training images held out (never trained on) and "test"
+    the source's test split; without it "val" is the test split. "train" is then cut to
+    data.train_examples if set.
+    """
     d, m = config.data, config.model
     if d.source == "fashion_mnist":
         arrays, names = fashion_mnist.load(d.path), fashion_mnist.CLASS_NAMES
@@ -57,9 +65,22 @@ def load_arrays(config):
         names = tuple(f"class_{i}" for i in range(m.num_classes))
     else:
         raise ValueError(f"data.source = {d.source!r}; expected fashion_mnist or synthetic")
+    if d.val_examples:
+        arrays["test"] = arrays["val"]
+        arrays["train"], arrays["val"] = held_out(*arrays["train"], d.val_examples)
     if d.train_examples:
         arrays["train"] = training_subset(*arrays["train"], d.train_examples)
     return arrays, names
+
+
+def held_out(images, labels, count):
+    """(the rest, `count` held-out examples): a fixed random split (SUBSET_SEED), each part in the original order."""
+    if not 0 < count < len(images):
+        raise ConfigError(f"config error: data.val_examples = {count}; expected 1 to {len(images) - 1} "
+                          f"for {len(images)} training images")
+    order = np.random.default_rng(SUBSET_SEED).permutation(len(images))
+    val, rest = np.sort(order[:count]), np.sort(order[count:])
+    return (images[rest], labels[rest]), (images[val], labels[val])
 
 
 def training_subset(images, labels, count):
@@ -136,12 +157,17 @@ def _array_datasets(config):
              .map(lambda xy, s: augment(xy[0], xy[1], s), num_parallel_calls=tf.data.AUTOTUNE)
              .prefetch(tf.data.AUTOTUNE)
              .with_options(_options(config)))
-    val = (tf.data.Dataset.from_tensor_slices((x_val, y_val))
-           .batch(d.batch_size)
-           .map(lambda x, y: (normalize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
-           .prefetch(tf.data.AUTOTUNE))
+    def evaluation(x, y):
+        return (tf.data.Dataset.from_tensor_slices((x, y))
+                .batch(d.batch_size)
+                .map(lambda x, y: (normalize(x), y), num_parallel_calls=tf.data.AUTOTUNE)
+                .prefetch(tf.data.AUTOTUNE))
+
+    test = arrays.get("test")
     train_steps, val_steps = _steps(config, len(x_train), len(x_val))
-    return Data(train, val, train_steps, val_steps, len(x_train), len(x_val), mean, tuple(class_names))
+    return Data(train, evaluation(x_val, y_val), train_steps, val_steps, len(x_train), len(x_val), mean,
+                tuple(class_names), test=None if test is None else evaluation(*test),
+                test_size=0 if test is None else len(test[0]))
 
 
 # === File sources ===

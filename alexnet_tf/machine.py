@@ -1,0 +1,67 @@
+"""What machine a run or a benchmark ran on: CPU model, vector ISA, cores, and whether oneDNN is on.
+
+Every timing this project records is printed next to these (the same VM kind has come as an Intel
+Xeon with AVX-512 and as an AMD EPYC with AVX2 only, and speeds differ by 2x between them).
+"""
+
+import os
+import platform
+
+# Vector ISA levels as /proc/cpuinfo flags, widest last; `isa` reports every one present.
+ISA_FLAGS = (("avx2", "AVX2"), ("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16"))
+
+
+def _cpuinfo():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return f.read()
+    except OSError:  # not Linux
+        return ""
+
+
+def cpu_model(cpuinfo=None):
+    """'AMD EPYC', 'Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz', ... (platform.processor() off Linux)."""
+    text = _cpuinfo() if cpuinfo is None else cpuinfo
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cpu_flags(cpuinfo=None):
+    text = _cpuinfo() if cpuinfo is None else cpuinfo
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def isa(cpuinfo=None):
+    """The vector ISA extensions present, e.g. ['AVX2', 'AVX-512', 'AVX512-BF16'] (no AMX here)."""
+    flags = cpu_flags(cpuinfo)
+    return [name for flag, name in ISA_FLAGS if flag in flags]
+
+
+def native_bfloat16(cpuinfo=None):
+    """Whether the CPU computes bfloat16 dot products in hardware (AVX512-BF16 or AMX); without them
+    PyTorch's bf16 autocast is emulated (measured ~1 img/s on the paper model) and not worth timing."""
+    return bool(cpu_flags(cpuinfo) & {"avx512_bf16", "amx_bf16"})
+
+
+def onednn_enabled():
+    """Whether TensorFlow runs its oneDNN kernels in this process (decided when TensorFlow started)."""
+    from tensorflow.python.util import _pywrap_util_port  # TF has no public accessor for the runtime state
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def describe():
+    """One line: 'AMD EPYC (AVX2, AVX-512, AVX512-BF16), 2 cores, oneDNN on'."""
+    flags = isa()
+    return (f"{cpu_model()} ({', '.join(flags) or 'no AVX2'}), {os.cpu_count()} cores, "
+            f"oneDNN {'on' if onednn_enabled() else 'off'}")
+
+
+def summary():
+    """The same as a dict, for metrics.json and benchmark JSON."""
+    return {"cpu": cpu_model(), "isa": isa(), "cores": os.cpu_count(), "onednn": onednn_enabled()}
