@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup train test fashion-mnist clean
+.PHONY: setup train test test-fast fashion-mnist clean
 
 setup: $(VENV)/.installed fashion-mnist
 
@@ -23,6 +23,11 @@ train: setup
 # pytest exits 5 when it collected no tests: that is a failure here, not a pass.
 test: setup
 	$(PY) -m pytest -q tests; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$status
+
+# The fast tier: every test not marked slow (pytest.ini), for iteration; `make test` runs them all.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" tests; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$status
 
 clean:

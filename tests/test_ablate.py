@@ -183,6 +183,7 @@ def test_full_plan_arms_differ_from_the_base_exactly_by_their_overrides(tmp_path
     assert all(c.a in ablate.ARM_BY_NAME and c.b in ablate.ARM_BY_NAME for c in ablate.CLAIMS)
 
 
+@pytest.mark.slow
 def test_full_budget_is_about_two_hours_on_a_quiet_machine(tmp_path):
     planned = ablate.plan(ablate.BASE_CONFIG, "full", 3, str(tmp_path))
     per_arm = {p.arm.name: ablate.estimate_seconds(p.config) for p in planned if p.seed == 0}
@@ -218,6 +219,7 @@ def _rows(text, header):
     return rows
 
 
+@pytest.mark.slow
 def test_tiny_study_table_from_real_runs_then_resume(tmp_path, capsys):
     runs, out = tmp_path / "runs", tmp_path / "REPRODUCTION.md"
     args = ["ablate", "--budget", "tiny", "--arms", "base,no_lrn", "--seeds", "1", "--out", str(out), "--runs-dir", str(runs)]

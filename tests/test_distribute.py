@@ -77,6 +77,7 @@ SETUP = f"""
 """
 
 
+@pytest.mark.slow
 def test_mirrored_two_replicas_match_default(reference, tmp_path):
     out = run_python(SETUP + f"""
     import numpy as np, tensorflow as tf
@@ -107,6 +108,7 @@ _PLACED = re.compile(r"^(\S+): \((\w+)\): /job:localhost/replica:0/task:0/device
 _TOWER_OP = re.compile(r"(?:^|/)(?:conv\d|lrn\d|pool\d|fc[67]|dropout[67]|flatten)_(\d)(?:_\d+)?/")
 
 
+@pytest.mark.slow
 def test_towers_place_forward_and_backward_on_their_device_and_match_default(reference, tmp_path):
     out = run_python(SETUP + f"""
     import tensorflow as tf
@@ -190,6 +192,7 @@ def assert_job_matches(tmp_path, reference):
         assert (tmp_path / "w0" / name).exists(), name
 
 
+@pytest.mark.slow
 def test_multi_worker_two_processes_match_single_process(reference, tmp_path):
     procs, _ = start_workers(tmp_path)
     wait_all(procs, tmp_path)
@@ -197,6 +200,7 @@ def test_multi_worker_two_processes_match_single_process(reference, tmp_path):
     assert_job_matches(tmp_path, reference)
 
 
+@pytest.mark.slow
 def test_multi_worker_killed_worker_rejoins(reference, tmp_path):
     """Worker 1 is killed -9 after global step 5 and restarted with the same TF_CONFIG; worker 0 loses
     its peer, restarts itself from its checkpoint (step 4) and waits; the job ends as if uninterrupted."""

@@ -14,6 +14,7 @@ def softmax(z):
     return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
 
 
+@pytest.mark.slow
 def test_ten_crop_is_the_average_of_the_ten_explicit_crops_softmaxes():
     model = alexnet_tf.build_model(alexnet_tf.load_config(None, tiny_overrides(**{"model.dropout": 0.3})))
     x = np.random.default_rng(0).normal(0, 50, (3, 36, 34, 1)).astype(np.float32)

@@ -83,6 +83,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow
 def test_export_serves_the_keras_top5_in_a_clean_process(tiny_run, tmp_path):
     import base64
     path = os.path.join(tiny_run, "export", "1")  # written by training.train
@@ -124,6 +125,7 @@ def test_export_serves_the_keras_top5_in_a_clean_process(tiny_run, tmp_path):
     assert np.array(out["ten_crop"]).shape == (3, 5)
 
 
+@pytest.mark.slow
 def test_saved_model_cli_show_and_run(tiny_run, tmp_path):
     path = os.path.join(tiny_run, "export", "1")
     show = subprocess.run([SAVED_MODEL_CLI, "show", "--dir", path, "--tag_set", "serve", "--signature_def",

@@ -138,11 +138,12 @@ def our_lines(stderr):
             if not re.match(r"[IWEF]\d{4} |WARNING: All log messages before absl", line)]
 
 
+@pytest.mark.slow
 def test_missing_folder_is_one_line(tmp_path):
     result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--run-dir", str(tmp_path / "run"),
                              "--set", "data.source=folder", "--set", f"data.path={tmp_path / 'nowhere'}",
                              "--set", "model.image_size=32", "--set", "model.geometry=small", "--set", "model.num_classes=2",
-                             "--set", "data.resize=40", "--set", "model.channels=3"],
+                             "--set", "data.resize=40", "--set", "model.channels=3", "--set", "data.val_examples=0"],
                             capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 1
     lines = our_lines(result.stderr)
@@ -162,6 +163,7 @@ def test_deterministic_mode_repeats_the_same_batches(folder, tmp_path):
     assert not np.array_equal(next(iter(other.train))[0], a[0][0])
 
 
+@pytest.mark.slow
 def test_train_py_on_the_folder_records_the_skipped_files(folder, tmp_path):
     root, _ = folder
     run_dir = tmp_path / "run"
@@ -169,7 +171,7 @@ def test_train_py_on_the_folder_records_the_skipped_files(folder, tmp_path):
     for k, v in {"data.source": "folder", "data.path": root, "data.cache_dir": tmp_path / "cache", "data.resize": RESIZE,
                  "data.batch_size": 3, "model.image_size": 32, "model.geometry": "small", "model.num_classes": 2,
                  "model.channels": 3, "model.width": 0.125, "model.fc_units": 16, "train.epochs": 1,
-                 "train.deterministic": True, "data.lighting": True}.items():
+                 "train.deterministic": True, "data.lighting": True, "data.val_examples": 0}.items():
         args += ["--set", f"{k}={v}"]
     result = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

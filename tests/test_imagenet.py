@@ -78,6 +78,7 @@ def run(args, timeout=600):
     return result
 
 
+@pytest.mark.slow
 def test_stats_then_train_two_steps_of_the_paper_model_then_evaluate(fake, tmp_path):
     root, truth, overrides = fake
     sets = [a for o in overrides for a in ("--set", o)]
@@ -113,6 +114,7 @@ def test_stats_then_train_two_steps_of_the_paper_model_then_evaluate(fake, tmp_p
     assert "centre crop" in evaluated.stdout and "10 crops (softmax averaged)" in evaluated.stdout
 
 
+@pytest.mark.slow
 def test_missing_tar_is_one_line(tmp_path):
     manual = tmp_path / "manual"
     manual.mkdir()

@@ -51,6 +51,7 @@ def test_precision_at_k_by_hand():
     assert retrieval.precision_at_k(retrieved, np.array([1, 0])) == pytest.approx((2 / 4 + 0) / 2)
 
 
+@pytest.mark.slow
 def test_autoencoder_codes_are_binary_and_retrieve_clusters():
     # four well-separated clusters in 32-d: 8-bit codes must keep same-cluster points together
     rng = np.random.default_rng(0)

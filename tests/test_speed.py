@@ -24,6 +24,7 @@ def test_paper_multiply_adds_equal_the_hand_count():
     assert multiply_adds(alexnet_tf.build_model(alexnet_tf.load_config(None))) == hand
 
 
+@pytest.mark.slow
 def test_tiny_benchmark_emits_valid_json():
     out = subprocess.run([sys.executable, "-m", "alexnet_tf", "speed", "--tiny", "--json",
                           "--precisions", "float32"], capture_output=True, text=True, cwd=ROOT, timeout=300)
@@ -50,8 +51,20 @@ def test_precision_auto_follows_the_hardware():
     assert resolve_precision("float32") == "float32"
     assert resolve_precision("mixed_bfloat16") == "mixed_bfloat16"
     assert resolve_precision("auto", cpu_flags="flags : fpu avx512f avx512_bf16 amx_bf16 amx_tile") == "mixed_bfloat16"
-    # AVX512-BF16 without AMX measured slower than float32 on the project's machines
-    assert resolve_precision("auto", cpu_flags="flags : fpu avx512f avx512_bf16") == "float32"
+    assert resolve_precision("auto", cpu_flags=AMD_AVX2) == "float32"  # no native bfloat16: no probe
+    # AVX512-BF16 without AMX: the matmul probe decides (Intel Xeon ~0.5x, AMD EPYC ~1.7x measured)
+    never = lambda: pytest.fail("probed a CPU whose flags decide")  # noqa: E731
+    assert resolve_precision("auto", cpu_flags=AMD_AVX2, bf16_speedup=never) == "float32"
+    assert resolve_precision("auto", cpu_flags=XEON, bf16_speedup=lambda: 0.5) == "float32"
+    assert resolve_precision("auto", cpu_flags=XEON, bf16_speedup=lambda: 1.7) == "mixed_bfloat16"
+
+
+def test_bfloat16_probe_measures_a_ratio_of_matmul_times():
+    from alexnet_tf import machine
+    speedup = machine.bfloat16_matmul_speedup(n=256, repeats=3)
+    assert 0.05 < speedup < 20  # a ratio of two timings, not a constant
+    if not machine.native_bfloat16():
+        assert speedup < 1.2  # emulated bfloat16 is never faster than float32
 
 
 def test_mixed_bfloat16_compute_dtypes_per_layer():
@@ -73,6 +86,7 @@ def test_mixed_bfloat16_compute_dtypes_per_layer():
     assert model(np.zeros((1, 28, 28, 1), "float32")).dtype == tf.float32
 
 
+@pytest.mark.slow
 def test_jit_compiled_step_matches_the_graph_step():
     """train.jit_compile: the XLA-compiled step applies the same update (float32, dropout off)."""
     from alexnet_tf import distribute
@@ -110,6 +124,7 @@ def test_layer_of_names_the_layer_and_direction():
     assert layer_of("SparseSoftmaxCrossEntropyWithLogits/SparseSoftmaxCrossEntropyWithLogits") == "loss, metrics, other"
 
 
+@pytest.mark.slow
 def test_profile_steps_trace_the_steps_and_the_profile_command_sums_them(tmp_path):
     """train.profile_steps=[2,3] traces exactly two training steps: each of them runs conv1's forward
     convolution once per tower (2 x 2 executions), and the LRN layers' hand-written gradients show up
@@ -155,7 +170,8 @@ def _first_model_name():
         return next(line for line in f if line.startswith("model name")).split(":", 1)[1].strip()
 
 
-@pytest.mark.parametrize("env, expected", [(None, "True"), ("0", "False"), ("1", "True")])
+@pytest.mark.slow
+@pytest.mark.parametrize("env, expected", [(None, "True"), ("0", "False")])
 def test_onednn_is_on_unless_the_user_turns_it_off(env, expected):
     """Importing alexnet_tf before TensorFlow turns oneDNN on; TF_ENABLE_ONEDNN_OPTS=0 from the user wins."""
     environ = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
@@ -185,6 +201,6 @@ def test_goals_compare_with_pytorch_and_the_peak():
             {**row, "framework": "pytorch", "model": "paper", "train_images_per_s": 9.0, "train_utilisation": 0.25}]
     assert goals(rows) == [
         "goal paper float32: 86 % of the matmul peak (goal >= 85 %): met",
-        "goal paper float32: 2.86x PyTorch's float32 training (goal >= 3x): NOT met",  # 30 / 10.5, the best PyTorch figure
+        "goal paper float32: 2.86x PyTorch's best float32 training (goal >= 3x): NOT met",  # 30 / 10.5, the best PyTorch figure
         "goal default float32: 69 % of the matmul peak (goal >= 70 %): NOT met",
     ]
