@@ -104,7 +104,8 @@ class TrainConfig:
     lr_min_delta: float = _spec(0.0, lo=0.0, doc="improvement in val top-1 error that counts as progress")
     seed: int = _spec(0, lo=0, doc="seed for initialisation, dropout, shuffling and augmentation")
     precision: str = _spec("float32", choices=("float32", "mixed_bfloat16", "mixed_float16", "auto"),
-                           doc="auto = mixed_bfloat16 on CPUs with AMX and GPUs with compute capability >= 8, else float32")
+                           doc="auto = mixed_bfloat16 on GPUs with compute capability >= 8, on CPUs with AMX, and on CPUs with "
+                               "AVX512-BF16 where a bfloat16 matmul measures >= 1.2x float32; else float32")
     log_every: int = _spec(50, lo=0, doc="write batch-level loss/error to TensorBoard every N steps (0 = per epoch only)")
     jit_compile: bool = _spec(False, doc="XLA-compile each replica's training step: an option for GPUs; on CPU it is "
                               "slower (XLA CPU does not use oneDNN; measured 0.6-0.7x)")
