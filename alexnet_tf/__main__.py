@@ -230,16 +230,16 @@ def _evaluate(args):
         if not os.path.isfile(source):
             raise SystemExit(f"error: {source} not found; pass --checkpoint best|last|PATH for an unfinished run")
         model = keras.saving.load_model(source, compile=False)  # weights and layers only; no optimizer needed
-    batches, size = eval_images(config, mean, class_names)
+    batches, size = eval_images(config, mean, class_names, args.split)
     results = evaluate(model, batches, config.model.image_size, ten_crop=args.ten_crop, steps=args.steps, total=size)
-    results["weights"] = source
-    print(f"{results['images']} validation images, weights {source}")
+    results["weights"], results["split"] = source, args.split
+    print(f"{results['images']} {'validation' if args.split == 'val' else 'test'} images, weights {source}")
     names = {"center": "centre crop", "ten_crop": "10 crops (softmax averaged)"}
     for key in ("center", "ten_crop"):
         if key in results:
             r = results[key]
             print(f"{names[key]:28s} top-1 error {r['top1_error']:.4f}   top-5 error {r['top5_error']:.4f}")
-    out = os.path.join(run_dir, "evaluation.json")
+    out = os.path.join(run_dir, "evaluation.json" if args.split == "val" else "evaluation_test.json")
     with open(out, "w") as f:
         json.dump(results, f, indent=2)
     print(f"wrote {out}")
@@ -382,6 +382,8 @@ def main(argv=None):
     p.add_argument("--checkpoint", help="best, last or a checkpoint path (default: the run's model.keras)")
     p.add_argument("--ten-crop", action="store_true", help="also the paper's 10-patch protocol (10x the compute)")
     p.add_argument("--steps", type=int, help="evaluate only this many batches")
+    p.add_argument("--split", choices=("val", "test"), default="val",
+                   help="val (default) or test: the test split a run with data.val_examples set apart")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override the run's config, e.g. data.path on another machine; repeatable")
     p.set_defaults(func=_evaluate)

@@ -94,11 +94,11 @@ def compile_model(model, config, **compile_kwargs):
 # === The training run ===
 
 # `train.precision: auto` picks mixed_bfloat16 on a CPU with AVX512-BF16 but no AMX only when a bfloat16
-# matmul runs at least this much faster than float32 here (the model gains less than the matmul: 1.3x for 1.7x).
+# matmul runs at least this much faster than float32 here (the model gains less than the matmul: 1.3x for 2.3x).
 BFLOAT16_MIN_SPEEDUP = 1.2
 
 
-def resolve_precision(precision, cpu_flags=None, bf16_speedup=None):
+def resolve_precision(precision, cpu_flags=None, bf16_speedup=None, details=None):
     """'auto' -> mixed_bfloat16 where it is faster, else float32; other values are returned as they are.
 
     GPUs: bfloat16 from compute capability 8.0. CPUs: bfloat16 with AMX; float32 without any native
@@ -106,7 +106,8 @@ def resolve_precision(precision, cpu_flags=None, bf16_speedup=None):
     least BFLOAT16_MIN_SPEEDUP x float32 on this machine (`machine.bfloat16_matmul_speedup`): faster
     on AMD EPYC with AVX-512, slower on Intel Xeon without AMX (README "Speed").
     `cpu_flags` (the text of /proc/cpuinfo) is read from the machine and `bf16_speedup` (a callable)
-    measured when not given.
+    measured when not given. `details` (a dict), if given, receives the probe's result as
+    "bf16_matmul_speedup" when the probe decided.
     """
     if precision != "auto":
         return precision
@@ -120,7 +121,34 @@ def resolve_precision(precision, cpu_flags=None, bf16_speedup=None):
     if "avx512_bf16" not in flags:
         return "float32"
     speedup = (bf16_speedup or machine.bfloat16_matmul_speedup)()
+    if details is not None:
+        details["bf16_matmul_speedup"] = speedup
     return "mixed_bfloat16" if speedup >= BFLOAT16_MIN_SPEEDUP else "float32"
+
+
+def _run_precision(config, run_dir, dist):
+    """(policy, explanation) for this run. `auto` is resolved once per run, by the chief, and kept in
+    RUN_DIR/precision.json: a resumed run and every worker of a multi-worker run use the same policy
+    (the matmul probe could answer differently on a noisy machine, and workers must agree)."""
+    if config.train.precision != "auto":
+        return config.train.precision, ""
+    path = os.path.join(run_dir, "precision.json")
+    if dist.is_chief and os.path.isfile(path):
+        with open(path) as f:
+            recorded = json.load(f)
+        precision, why = recorded["precision"], " (auto, as resolved when this run started" + recorded.get("why", "") + ")"
+    else:
+        details = {}
+        precision = resolve_precision("auto", details=details)
+        why = f": bfloat16 matmul {details['bf16_matmul_speedup']:.2f}x float32 here" if details else ""
+        if dist.is_chief:
+            with open(path, "w") as f:
+                json.dump({"precision": precision, "why": why}, f)
+        why = f" (auto{why})"
+    if dist.workers > 1:  # the chief's choice for everyone
+        bf16 = dist.all_gather(int(precision == "mixed_bfloat16"))[0]
+        precision = "mixed_bfloat16" if bf16 else "float32"
+    return precision, why
 
 
 def train(config, run_dir, verbose=None, callbacks=()):
@@ -145,12 +173,8 @@ def train(config, run_dir, verbose=None, callbacks=()):
     keras.utils.set_random_seed(config.train.seed)
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
-    precision = resolve_precision(config.train.precision)
+    precision, why = _run_precision(config, run_dir, dist)
     keras.mixed_precision.set_global_policy(precision)
-    why = ""
-    if config.train.precision == "auto":  # say what decided it (the matmul probe ran only where the flags could not tell)
-        probed = machine.bfloat16_matmul_speedup.cache_info().currsize > 0
-        why = f" (auto: bfloat16 matmul {machine.bfloat16_matmul_speedup():.2f}x float32 here)" if probed else " (auto)"
     print(f"precision: {precision}{why}; {machine.describe()}")
     if dist.kind != "default":
         print(dist.describe())
@@ -357,6 +381,10 @@ def _plain_copy(model, config):
     return plain
 
 
+# Keys that decide which images are trained on and which validate: a run cannot resume across them.
+SPLIT_KEYS = ("source", "val_examples", "train_examples", "synthetic_size", "tfds_name")
+
+
 def _check_same_run(config, run_dir):
     """A run directory resumes only the run it holds: the model must match; other changes are reported."""
     path = os.path.join(run_dir, "config.yaml")
@@ -371,6 +399,9 @@ def _check_same_run(config, run_dir):
             change = f"{section}.{key}: {old[section][key]!r} -> {value!r}"
             if section == "model":
                 raise config_lib.ConfigError(f"config error: {run_dir} holds a run with a different model ({change}); "
+                                             "use another --run-dir")
+            if section == "data" and key in SPLIT_KEYS:  # the restored data position and the held-out images belong to the old split
+                raise config_lib.ConfigError(f"config error: {run_dir} holds a run with different data splits ({change}); "
                                              "use another --run-dir")
             print(f"note: resuming with a changed config, {change}")
 

@@ -38,6 +38,7 @@ def main():
         print(f"crash_driver: kill -9 {where}", flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
 
+    import alexnet_tf  # noqa: F401  (before TensorFlow: oneDNN on, as in train.py)
     import keras
     import tensorflow as tf
 

@@ -40,3 +40,10 @@ def test_top_k_errors_by_hand():
                   [0.3, 0.25, 0.2, 0.1, 0.08, 0.05, 0.02]]) # label 6: last, wrong for both
     errors = top_k_errors(p, [1, 2, 6], ks=(1, 5))
     assert errors == pytest.approx({1: 2 / 3, 5: 1 / 3})
+
+
+def test_test_split_of_a_run_without_one_is_a_one_line_error(tiny_run, capsys):
+    from alexnet_tf.__main__ import main as cli
+    assert cli(["evaluate", "--run-dir", tiny_run, "--split", "test"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no separate test split" in err[0] and "data.val_examples = 0" in err[0]

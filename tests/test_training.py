@@ -1,6 +1,7 @@
 """Training end to end: overfitting, the run directory, TensorBoard tags, resume, NaN stop."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -163,7 +164,7 @@ def test_nan_keeps_the_last_good_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_training_loop_matches_model_fit(tmp_path):
     """`train`'s own loop against Keras's model.fit as the reference, one device: the same global
-    batches, dropout on, 4 steps; the same weights bit for bit and the same epoch loss (both in this
+    batches, dropout on, 3 steps (48 training images after 16 are held out); the same weights bit for bit and the same epoch loss (both in this
     process: the same kernels, oneDNN or not, and the same threads)."""
     from alexnet_tf.data import make_datasets
     from alexnet_tf.training import train
@@ -186,3 +187,40 @@ def test_training_loop_matches_model_fit(tmp_path):
     assert metrics["test_loss"] == pytest.approx(test["loss"], rel=1e-6)
     assert metrics["test_top1_error"] == pytest.approx(test["top1_error"], abs=1e-6)
     assert metrics["test_top5_error"] == pytest.approx(test["top5_error"], abs=1e-6)
+    # `evaluate --split test` reads the same 64 images through model.keras and the evaluation transform
+    from alexnet_tf.__main__ import main as cli
+    assert cli(["evaluate", "--run-dir", str(tmp_path), "--split", "test"]) == 0
+    evaluated = json.loads((tmp_path / "evaluation_test.json").read_text())
+    assert evaluated["images"] == 64 and evaluated["split"] == "test"
+    assert evaluated["center"]["top1_error"] == pytest.approx(metrics["test_top1_error"], abs=1e-6)
+
+
+def test_a_run_resumes_only_with_its_data_splits(tmp_path):
+    """Changing which images train or validate (here the held-out split) is refused on resume;
+    other changes are reported and allowed."""
+    from alexnet_tf.config import ConfigError, dump
+    from alexnet_tf.training import _check_same_run
+    old = alexnet_tf.load_config(None, tiny_overrides(**{"data.val_examples": 16}))
+    dump(old, str(tmp_path / "config.yaml"))
+    _check_same_run(alexnet_tf.load_config(None, tiny_overrides(**{"data.val_examples": 16, "train.epochs": 3})), str(tmp_path))
+    for change, fragment in (({"data.val_examples": 0}, "data.val_examples: 16 -> 0"),
+                             ({"data.val_examples": 16, "data.train_examples": 32}, "data.train_examples: 0 -> 32")):
+        with pytest.raises(ConfigError, match=re.escape(f"holds a run with different data splits ({fragment})")):
+            _check_same_run(alexnet_tf.load_config(None, tiny_overrides(**change)), str(tmp_path))
+
+
+def test_auto_precision_is_resolved_once_per_run(tmp_path):
+    """`auto` is resolved when a run starts and recorded; a resumed run keeps it whatever the probe says now."""
+    from types import SimpleNamespace
+    from alexnet_tf.training import _run_precision, resolve_precision
+    cfg = alexnet_tf.load_config(None, tiny_overrides(**{"train.precision": "auto"}))
+    chief = SimpleNamespace(is_chief=True, workers=1)
+    first, _ = _run_precision(cfg, str(tmp_path), chief)
+    assert first == resolve_precision("auto")
+    recorded = json.loads((tmp_path / "precision.json").read_text())
+    assert recorded["precision"] == first
+    other = "float32" if first == "mixed_bfloat16" else "mixed_bfloat16"
+    (tmp_path / "precision.json").write_text(json.dumps({"precision": other, "why": ""}))
+    assert _run_precision(cfg, str(tmp_path), chief) == (other, " (auto, as resolved when this run started)")
+    fixed = alexnet_tf.load_config(None, tiny_overrides(**{"train.precision": "float32"}))
+    assert _run_precision(fixed, str(tmp_path), chief) == ("float32", "")

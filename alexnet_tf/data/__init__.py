@@ -278,19 +278,24 @@ def normalize_for_eval(images, mean, scale, crop=None):
     return x * scale if scale != 1.0 else x
 
 
-def eval_images(config, mean, class_names):
-    """(validation batches of whole normalised images (B, H, W, C), labels, size) for evaluation.
+def eval_images(config, mean, class_names, split="val"):
+    """(batches of whole normalised images (B, H, W, C), labels, size) of `split` for evaluation.
 
-    File sources give data.resize x data.resize images (the 10 crops are taken from them);
-    in-memory sources their arrays. `mean` and `class_names` are a run's (mean.npy, classes.json).
+    split "val": the validation split; "test": the test split that data.val_examples set apart
+    (in-memory sources only). File sources give data.resize x data.resize images (the 10 crops are
+    taken from them); in-memory sources their arrays. `mean` and `class_names` are a run's
+    (mean.npy, classes.json).
     """
     d = config.data
+    if split == "test" and (d.source in FILE_SOURCES or not d.val_examples):
+        raise ConfigError(f"config error: this run has no separate test split (data.source = {d.source}, data.val_examples = "
+                          f"{d.val_examples}): its validation split is the one to evaluate; expected --split val")
     if d.source in FILE_SOURCES:
         _, val, _, _ = file_splits(config, class_names)
         images, size = decoded(val, config), val.size
     else:
         arrays, _ = load_arrays(config)
-        x, y = arrays["val"]
+        x, y = arrays[split]
         images, size = tf.data.Dataset.from_tensor_slices((x, y)), len(x)
     batches = (images.batch(d.batch_size)
                .map(lambda x, y: (normalize_for_eval(x, mean, d.scale), y), num_parallel_calls=tf.data.AUTOTUNE)
