@@ -7,7 +7,7 @@ import os
 # "Speed"). The variable is read once, when TensorFlow starts, and every module of this package
 # that imports TensorFlow imports this one first. A value the user set (TF_ENABLE_ONEDNN_OPTS=0
 # turns oneDNN off) is kept; subprocesses inherit it.
-ONEDNN_DEFAULT = os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from alexnet_tf.config import load_config  # noqa: E402
 

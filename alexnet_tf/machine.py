@@ -21,21 +21,22 @@ def _cpuinfo():
         return ""
 
 
-def cpu_model(cpuinfo=None):
-    """'AMD EPYC', 'Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz', ... (platform.processor() off Linux)."""
+def _field(key, cpuinfo):
+    """The value of the first /proc/cpuinfo line named `key` (the text is read when `cpuinfo` is None)."""
     text = _cpuinfo() if cpuinfo is None else cpuinfo
     for line in text.splitlines():
-        if line.startswith("model name"):
+        if line.startswith(key):
             return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown CPU"
+    return None
+
+
+def cpu_model(cpuinfo=None):
+    """'AMD EPYC', 'Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz', ... (platform.processor() off Linux)."""
+    return _field("model name", cpuinfo) or platform.processor() or platform.machine() or "unknown CPU"
 
 
 def cpu_flags(cpuinfo=None):
-    text = _cpuinfo() if cpuinfo is None else cpuinfo
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+    return set((_field("flags", cpuinfo) or "").split())
 
 
 def isa(cpuinfo=None):
@@ -55,8 +56,9 @@ def bfloat16_matmul_speedup(n=1024, repeats=7):
     """Time of a float32 n^3 TensorFlow matmul / time of the same in bfloat16 (best of `repeats` each).
 
     > 1 where bfloat16 runs faster. CPUs that have AVX512-BF16 differ: an AMD EPYC with AVX-512
-    measured 2.3 here (its 4096^3 peaks 1.7x; the default model 1.3x faster in mixed_bfloat16), an
-    Intel Xeon without AMX ~0.5 at 4096^3 (README "Speed"); the flags alone cannot tell them apart. Measured once per process (~0.3 s).
+    measured 2.3 (its 4096^3 peaks 1.7x; the default model 1.3x faster in mixed_bfloat16), an Intel
+    Xeon without AMX ~0.5 at 4096^3 (README "Speed"): the flags alone cannot tell them apart.
+    Measured once per process (~0.3 s).
     """
     import tensorflow as tf
 

@@ -133,22 +133,23 @@ def _run_precision(config, run_dir, dist):
     if config.train.precision != "auto":
         return config.train.precision, ""
     path = os.path.join(run_dir, "precision.json")
-    if dist.is_chief and os.path.isfile(path):
+    resumed = dist.is_chief and os.path.isfile(path)
+    if resumed:
         with open(path) as f:
             recorded = json.load(f)
-        precision, why = recorded["precision"], " (auto, as resolved when this run started" + recorded.get("why", "") + ")"
-    else:
+    elif dist.is_chief:
         details = {}
-        precision = resolve_precision("auto", details=details)
-        why = f": bfloat16 matmul {details['bf16_matmul_speedup']:.2f}x float32 here" if details else ""
-        if dist.is_chief:
-            with open(path, "w") as f:
-                json.dump({"precision": precision, "why": why}, f)
-        why = f" (auto{why})"
+        recorded = {"precision": resolve_precision("auto", details=details), **details}
+        with open(path, "w") as f:
+            json.dump(recorded, f)
+    else:  # the chief decides (below); a worker's own probe would be discarded
+        recorded = {"precision": "float32"}
+    precision = recorded["precision"]
     if dist.workers > 1:  # the chief's choice for everyone
-        bf16 = dist.all_gather(int(precision == "mixed_bfloat16"))[0]
-        precision = "mixed_bfloat16" if bf16 else "float32"
-    return precision, why
+        precision = "mixed_bfloat16" if dist.all_gather(int(precision == "mixed_bfloat16"))[0] else "float32"
+    speedup = recorded.get("bf16_matmul_speedup")
+    why = f": bfloat16 matmul {speedup:.2f}x float32 here" if speedup is not None and dist.is_chief else ""
+    return precision, f" (auto{', as resolved when this run started' if resumed else ''}{why})"
 
 
 def train(config, run_dir, verbose=None, callbacks=()):

@@ -220,7 +220,7 @@ def test_auto_precision_is_resolved_once_per_run(tmp_path):
     recorded = json.loads((tmp_path / "precision.json").read_text())
     assert recorded["precision"] == first
     other = "float32" if first == "mixed_bfloat16" else "mixed_bfloat16"
-    (tmp_path / "precision.json").write_text(json.dumps({"precision": other, "why": ""}))
+    (tmp_path / "precision.json").write_text(json.dumps({"precision": other}))
     assert _run_precision(cfg, str(tmp_path), chief) == (other, " (auto, as resolved when this run started)")
     fixed = alexnet_tf.load_config(None, tiny_overrides(**{"train.precision": "float32"}))
     assert _run_precision(fixed, str(tmp_path), chief) == ("float32", "")
