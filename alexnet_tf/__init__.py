@@ -18,7 +18,7 @@ def __getattr__(name):
         from alexnet_tf.model import build_model
         return build_model
     if name == "compile_model":
-        from alexnet_tf.training import compile_model
+        from alexnet_tf.optim import compile_model
         return compile_model
     if name == "LocalResponseNormalization":
         from alexnet_tf.layers import LocalResponseNormalization

@@ -254,7 +254,7 @@ def _benchmark(args):
     from alexnet_tf import benchmark, config as config_lib
     from alexnet_tf.data import make_datasets
     from alexnet_tf.model import build_model
-    from alexnet_tf.training import compile_model, resolve_precision
+    from alexnet_tf.optim import compile_model, resolve_precision
 
     overrides = list(args.set)
     if args.fake_images:

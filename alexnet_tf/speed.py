@@ -22,7 +22,7 @@ import tensorflow as tf
 from alexnet_tf import machine
 from alexnet_tf.config import load_config
 from alexnet_tf.model import build_model
-from alexnet_tf.training import compile_model, resolve_precision
+from alexnet_tf.optim import compile_model, resolve_precision
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = {

@@ -1,4 +1,4 @@
-"""The paper's learning rule (§5), metrics, `compile_model`, and the training run (one loop for every strategy)."""
+"""The training run: one loop for every strategy (default, mirrored, towers, multi_worker), with exact resume."""
 
 import json
 import os
@@ -16,115 +16,10 @@ from alexnet_tf import distribute, machine
 from alexnet_tf.checkpoint import TrainState
 from alexnet_tf.data import make_datasets
 from alexnet_tf.model import build_model
-
-
-@keras.saving.register_keras_serializable(package="alexnet_tf")
-class PaperSGD(keras.optimizers.SGD):
-    """SGD with momentum and weight decay inside the momentum, exactly as in the paper (§5):
-
-        v <- momentum * v - weight_decay * lr * w - lr * dL/dw
-        w <- w + v
-
-    Keras's own `SGD(weight_decay=...)` decays the weights outside the momentum
-    (w -= lr * wd * w, decoupled), which is a different rule.
-
-    Weight decay applies to the kernels (the paper's "w"; cuda-convnet and Caffe's
-    bvlc_alexnet do not decay biases). `decay_biases=True` decays every variable.
-    """
-
-    def __init__(self, learning_rate=0.01, momentum=0.9, paper_weight_decay=0.0005, decay_biases=False, **kwargs):
-        kwargs.pop("weight_decay", None)  # the decoupled variant stays off
-        super().__init__(learning_rate=learning_rate, momentum=momentum, **kwargs)
-        self.paper_weight_decay = paper_weight_decay
-        self.decay_biases = decay_biases
-
-    def build(self, variables):
-        if self.built:
-            return
-        super().build(variables)
-        self._decayed = [self.decay_biases or _is_kernel(v) for v in variables]
-
-    def update_step(self, gradient, variable, learning_rate):
-        # Each variable's update runs on the variable's device (as TF1 optimizers colocated them):
-        # with the towers strategy, tower k's momentum and weight updates stay on device k.
-        with tf.device(variable.device):
-            if self.paper_weight_decay and self._decayed[self._get_variable_index(variable)]:
-                decay = ops.cast(self.paper_weight_decay, variable.dtype)
-                gradient = ops.add(ops.cast(gradient, variable.dtype), ops.multiply(decay, variable))
-            super().update_step(gradient, variable, learning_rate)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(paper_weight_decay=self.paper_weight_decay, decay_biases=self.decay_biases)
-        return config
-
-
-def _is_kernel(variable):
-    return variable.path.split("/")[-1] == "kernel"
-
-
-@keras.saving.register_keras_serializable(package="alexnet_tf")
-class TopKError(keras.metrics.SparseTopKCategoricalAccuracy):
-    """1 - top-k accuracy: the error rates the paper reports."""
-
-    def __init__(self, k=1, name=None, **kwargs):
-        super().__init__(k=k, name=name or f"top{k}_error", **kwargs)
-
-    def result(self):
-        return 1.0 - super().result()
-
-
-def make_optimizer(train):
-    return PaperSGD(learning_rate=train.lr, momentum=train.momentum,
-                    paper_weight_decay=train.weight_decay, decay_biases=train.decay_biases)
-
-
-def compile_model(model, config, **compile_kwargs):
-    """Compile with the paper's optimizer, cross-entropy from logits and top-1/top-5 error."""
-    top5 = min(5, model.output.shape[-1])
-    model.compile(
-        optimizer=make_optimizer(config.train),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[TopKError(1), TopKError(top5, name="top5_error")],
-        **compile_kwargs,
-    )
-    return model
+from alexnet_tf.optim import compile_model, resolve_precision
 
 
 # === The training run ===
-
-# `train.precision: auto` picks mixed_bfloat16 on a CPU with AVX512-BF16 but no AMX only when a bfloat16
-# matmul runs at least this much faster than float32 here (the model gains less than the matmul: 1.3x for 2.3x).
-BFLOAT16_MIN_SPEEDUP = 1.2
-
-
-def resolve_precision(precision, cpu_flags=None, bf16_speedup=None, details=None):
-    """'auto' -> mixed_bfloat16 where it is faster, else float32; other values are returned as they are.
-
-    GPUs: bfloat16 from compute capability 8.0. CPUs: bfloat16 with AMX; float32 without any native
-    bfloat16 (no AVX512-BF16); with AVX512-BF16 but no AMX, bfloat16 when its matmul measures at
-    least BFLOAT16_MIN_SPEEDUP x float32 on this machine (`machine.bfloat16_matmul_speedup`): faster
-    on AMD EPYC with AVX-512, slower on Intel Xeon without AMX (README "Speed").
-    `cpu_flags` (the text of /proc/cpuinfo) is read from the machine and `bf16_speedup` (a callable)
-    measured when not given. `details` (a dict), if given, receives the probe's result as
-    "bf16_matmul_speedup" when the probe decided.
-    """
-    if precision != "auto":
-        return precision
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
-        return "mixed_bfloat16" if cc >= (8, 0) else "float32"
-    flags = machine.cpu_flags(cpu_flags)
-    if "amx_bf16" in flags:
-        return "mixed_bfloat16"
-    if "avx512_bf16" not in flags:
-        return "float32"
-    speedup = (bf16_speedup or machine.bfloat16_matmul_speedup)()
-    if details is not None:
-        details["bf16_matmul_speedup"] = speedup
-    return "mixed_bfloat16" if speedup >= BFLOAT16_MIN_SPEEDUP else "float32"
-
 
 def _run_precision(config, run_dir, dist):
     """(policy, explanation) for this run. `auto` is resolved once per run, by the chief, and kept in

@@ -26,7 +26,7 @@ from alexnet_tf import layers as layers_lib  # noqa: E402
 from alexnet_tf.speed import MODELS  # noqa: E402
 from alexnet_tf.config import load_config  # noqa: E402
 from alexnet_tf.model import build_model  # noqa: E402
-from alexnet_tf.training import compile_model  # noqa: E402
+from alexnet_tf.optim import compile_model  # noqa: E402
 
 
 def autodiff_pow(self, x):

@@ -36,7 +36,8 @@ def measure(args):
 
     from alexnet_tf.data import make_datasets
     from alexnet_tf.model import build_model
-    from alexnet_tf.training import compile_model, make_steps, resolve_precision
+    from alexnet_tf.optim import compile_model, resolve_precision
+    from alexnet_tf.training import make_steps
 
     keras.utils.set_random_seed(0)
     keras.mixed_precision.set_global_policy(resolve_precision(config.train.precision))

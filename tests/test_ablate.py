@@ -284,7 +284,7 @@ def _training_error_by_hand(run_dir):
     """Top-1 error of the run's model.keras on its training images, normalised with numpy."""
     import keras
 
-    import alexnet_tf.training  # registers the custom classes for load_model
+    import alexnet_tf.optim  # registers the custom classes for load_model
     from alexnet_tf.data import load_arrays
 
     config = alexnet_tf.load_config(os.path.join(run_dir, "config.yaml"))

@@ -22,7 +22,7 @@ import pytest
 import tensorflow as tf
 
 import alexnet_tf
-import alexnet_tf.training  # noqa: F401  (registers the custom classes for load_model)
+import alexnet_tf.optim  # noqa: F401  (registers the custom classes for load_model)
 from alexnet_tf import distribute
 from conftest import ROOT, tiny_overrides
 

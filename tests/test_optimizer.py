@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from alexnet_tf.training import PaperSGD
+from alexnet_tf.optim import PaperSGD
 
 
 def linear_model(optimizer):

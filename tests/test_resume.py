@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 
 import alexnet_tf
-import alexnet_tf.training  # noqa: F401  (registers the custom classes for load_model)
+import alexnet_tf.optim  # noqa: F401  (registers the custom classes for load_model)
 from alexnet_tf.checkpoint import TrainState
 from alexnet_tf.config import dump
 from conftest import ROOT, tiny_overrides

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import alexnet_tf
 from alexnet_tf.speed import multiply_adds
-from alexnet_tf.training import resolve_precision
+from alexnet_tf.optim import resolve_precision
 from conftest import ROOT, tiny_overrides
 
 

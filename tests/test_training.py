@@ -15,7 +15,7 @@ import alexnet_tf
 from alexnet_tf import machine
 from alexnet_tf.callbacks import DivideLROnPlateau, filter_grid
 from alexnet_tf.layers import LocalResponseNormalization
-import alexnet_tf.training  # noqa: F401  (registers PaperSGD and TopKError for load_model)
+import alexnet_tf.optim  # noqa: F401  (registers PaperSGD and TopKError for load_model)
 from conftest import ROOT, tiny_overrides
 
 
@@ -37,7 +37,7 @@ def test_overfits_a_tiny_batch():
 
 
 def test_top_k_error_against_numpy():
-    from alexnet_tf.training import TopKError
+    from alexnet_tf.optim import TopKError
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(50, 10)).astype("float32")
     labels = rng.integers(0, 10, 50)
