@@ -24,7 +24,7 @@ def _spec(default, *, choices=None, lo=None, hi=None, lo_open=False, doc=""):
     return field(default=default, metadata=metadata)
 
 
-@dataclass
+@dataclass(slots=True)  # slots: assigning a mistyped attribute raises instead of adding one
 class ModelConfig:
     """Architecture (paper §3). Every ablation variant is one of these switches."""
 
@@ -51,7 +51,7 @@ class ModelConfig:
     hidden_bias: float = _spec(1.0, doc="bias of conv2, conv4, conv5, fc6, fc7 (paper 1, Caffe 0.1); others 0")
 
 
-@dataclass
+@dataclass(slots=True)  # slots: assigning a mistyped attribute raises instead of adding one
 class DataConfig:
     source: str = _spec("synthetic", choices=("fashion_mnist", "synthetic", "imagenet", "folder", "tfds"),
                         doc="fashion_mnist: the real 70k images; synthetic: random images and labels (tests, benchmarks); "
@@ -90,7 +90,7 @@ class DataConfig:
                                           "test split once, after training (metrics.json test_*); 0 = validate on the test split")
 
 
-@dataclass
+@dataclass(slots=True)  # slots: assigning a mistyped attribute raises instead of adding one
 class TrainConfig:
     epochs: int = _spec(90, lo=1, doc="passes over the training set (§5: ~90)")
     steps_per_epoch: Optional[int] = _spec(None, lo=1, doc="cap on steps per epoch (null = the whole split)")
@@ -120,7 +120,7 @@ class TrainConfig:
 STRATEGIES = ("default", "mirrored", "towers", "multi_worker")
 
 
-@dataclass
+@dataclass(slots=True)  # slots: assigning a mistyped attribute raises instead of adding one
 class DistributeConfig:
     """Devices and machines (README "Several devices and machines")."""
 
@@ -139,7 +139,7 @@ class DistributeConfig:
                                                     "checkpoint and wait for the peer to come back (false = exit with status 75)")
 
 
-@dataclass
+@dataclass(slots=True)  # slots: assigning a mistyped attribute raises instead of adding one
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -155,7 +155,7 @@ def local_tf_configs(count):
     """TF_CONFIG strings for `count` worker processes on this machine (127.0.0.1, free ports).
 
     To try `multi_worker` without a cluster: start one process per string, each with its
-    TF_CONFIG set to it (the tests and scripts/bench_distribute.py do).
+    TF_CONFIG set to it (the tests and alexnet_tf/perf/bench_distribute.py do).
     """
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:

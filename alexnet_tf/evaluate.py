@@ -63,3 +63,32 @@ def evaluate(model, batches, size, ten_crop=False, steps=None, total=None, progr
         errors = top_k_errors(np.concatenate(probs), labels, ks=(1, top5))
         results[name] = {"top1_error": errors[1], "top5_error": errors[top5]}
     return results
+
+
+def main(args):
+    """`python -m alexnet_tf evaluate`: both protocols on a run's validation (or test) split -> RUN_DIR/evaluation*.json."""
+    import json
+    import os
+
+    from alexnet_tf.config import FILE_SOURCES
+    from alexnet_tf.data import eval_images
+    from alexnet_tf.run_dir import load_run
+
+    run = load_run(args.run_dir, args.checkpoint, overrides=args.set)
+    config = run.config
+    if args.ten_crop and config.data.source not in FILE_SOURCES:
+        raise SystemExit(f"error: --ten-crop needs images larger than the crop; data.source = {config.data.source} "
+                         "gives model.image_size images (use a file source: imagenet, folder, tfds)")
+    batches, size = eval_images(config, run.mean, run.class_names, args.split)
+    results = evaluate(run.model, batches, config.model.image_size, ten_crop=args.ten_crop, steps=args.steps, total=size)
+    results["weights"], results["split"] = run.source, args.split
+    print(f"{results['images']} {'validation' if args.split == 'val' else 'test'} images, weights {run.source}")
+    names = {"center": "centre crop", "ten_crop": "10 crops (softmax averaged)"}
+    for key in ("center", "ten_crop"):
+        if key in results:
+            r = results[key]
+            print(f"{names[key]:28s} top-1 error {r['top1_error']:.4f}   top-5 error {r['top5_error']:.4f}")
+    out = os.path.join(args.run_dir, "evaluation.json" if args.split == "val" else "evaluation_test.json")
+    with open(out, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"wrote {out}")

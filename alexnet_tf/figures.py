@@ -156,3 +156,23 @@ def _save_exact(fig, out):
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     fig.savefig(out, dpi=PANEL_DPI)
     plt.close(fig)
+
+
+# === The `curves` and `filters` commands ===
+
+def curves_command(args):
+    runs = {}
+    for item in args.runs:
+        label, _, path = item.rpartition("=")
+        runs[label or os.path.basename(os.path.normpath(path))] = path
+    curves = [tuple(c.split(":", 1)) for c in args.curve]
+    plot_curves(runs, args.out, curves=curves, title=args.title)
+    print(f"wrote {args.out}")
+
+
+def filters_command(args):
+    from alexnet_tf.callbacks import conv1_kernels
+    from alexnet_tf.run_dir import load_run
+
+    shape = save_filter_grid(conv1_kernels(load_run(args.run_dir, args.checkpoint).model), args.out)
+    print(f"wrote {args.out} ({shape[1]}x{shape[0]} px)")

@@ -1,6 +1,6 @@
 """Top-5 predictions for image files or validation images (the paper's Fig. 4 left).
 
-Images go through `export.Classifier.classify_bytes`, the function behind the SavedModel's
+Images go through `serving.Classifier.classify_bytes`, the function behind the SavedModel's
 serving_default signature, so these predictions are the ones the exported model serves.
 """
 
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf.export import decode_image
+from alexnet_tf.serving import decode_image
 
 
 @dataclass
@@ -97,3 +97,28 @@ def format_predictions(predictions):
             mark = "*" if name == p.true_label else " "
             lines.append(f"  {mark} {prob:7.2%}  {name}")
     return "\n".join(lines)
+
+
+def main(args):
+    """`python -m alexnet_tf predict`: top-5 of image files and/or --val N validation images, optionally a PNG panel."""
+    from alexnet_tf.run_dir import load_run
+    from alexnet_tf.serving import Classifier
+
+    run = load_run(args.run_dir, args.checkpoint)
+    classifier = Classifier.from_run(run)
+    if not args.images and not args.val:
+        raise SystemExit("error: give image files and/or --val N (validation images)")
+    try:
+        results = predict_files(classifier, args.images, args.label, args.ten_crop) if args.images else []
+    except ValueError as e:  # a --label that is not a class, or a label count that does not match
+        raise SystemExit(f"error: {e}") from None
+    if args.val:
+        blobs, names, labels = validation_samples(run, args.val, args.seed)
+        results += predict_bytes(classifier, blobs, names, labels, args.ten_crop)
+    print(format_predictions(results))
+    if args.out:
+        from alexnet_tf.figures import prediction_panel
+        size = prediction_panel([r.image for r in results], [r.class_names for r in results],
+                                [r.probabilities for r in results], args.out, [r.true_label for r in results],
+                                cols=args.cols)
+        print(f"wrote {args.out} ({size[0]}x{size[1]} px)")

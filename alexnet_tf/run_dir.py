@@ -1,26 +1,53 @@
-"""Reading a run directory back: its config, a model (the final one or a checkpoint), mean image, class names.
+"""The run directory: the one module that knows its on-disk format, for writing and for reading back.
 
-`training.train` writes the run directory; export, prediction and retrieval read it through
-`load_run` so that they all see the same model and the same preprocessing constants.
+    RUN_DIR/
+      config.yaml            the resolved config (config.dump); a rerun resumes only the same run
+      precision.json         train.precision: auto, as resolved when the run started
+      mean.npy               the mean image subtracted in training, (H, W, C) on the 0..255 scale
+      classes.json           class names in label order
+      stats.npz              file sources: a copy of the mean image / RGB eigen-decomposition used
+      data.json              split sizes, the stats file, undecodable files left out
+      checkpoints/last/      recovery checkpoints (what they hold: checkpoint.py)
+      checkpoints/worker-<i>/  multi_worker: worker i's own recovery checkpoints
+      checkpoints/best/      the model after the epoch with the best validation top-1 error
+      tb/train/, tb/validation/   TensorBoard logs (tblogs.py reads them back)
+      model.keras            the final model, with its optimizer state
+      metrics.json           final validation (and test) errors, wall time, precision, machine
+      export/<version>/      TF Serving SavedModels (serving.py)
+    and, from the tools: evaluation.json / evaluation_test.json (`evaluate`), features/ (`features`),
+    retrieval/ (`codes`), ablation.json (`ablate`).
+
+`training.train` writes through the functions here; export, evaluation, prediction, retrieval,
+figures and the ablation study read through `load_run` and the readers, so that they all see the
+same model and the same preprocessing constants.
 """
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
 
-from alexnet_tf.config import load_config
+from alexnet_tf import config as config_lib
+
+CONFIG, PRECISION, MEAN, CLASSES = "config.yaml", "precision.json", "mean.npy", "classes.json"
+STATS, DATA, MODEL, METRICS = "stats.npz", "data.json", "model.keras", "metrics.json"
 
 
-@dataclass
-class Run:
-    run_dir: str
-    config: object              # the run's resolved Config (config.yaml)
-    model: object               # keras.Model, images -> logits
-    mean: np.ndarray            # the mean image subtracted in training, (H, W, C) on the 0..255 scale
-    class_names: tuple          # in label order
-    source: str                 # the file the weights came from (model.keras or a checkpoint prefix)
+def checkpoint_dir(run_dir, name):
+    """RUN_DIR/checkpoints/<name>: 'last', 'best' or 'worker-<i>'."""
+    return os.path.join(run_dir, "checkpoints", name)
+
+
+def tb_dir(run_dir, split=None):
+    """RUN_DIR/tb, or its `split` subdirectory ('train', 'validation', 'projector')."""
+    return os.path.join(run_dir, "tb", split) if split else os.path.join(run_dir, "tb")
+
+
+def export_dir(run_dir):
+    """RUN_DIR/export: one integer-named SavedModel directory per version (TF Serving's layout)."""
+    return os.path.join(run_dir, "export")
 
 
 class RunDirError(FileNotFoundError):
@@ -33,12 +60,110 @@ def _require(path, what):
     return path
 
 
+def _write_json(path, value, indent=None):
+    with open(path, "w") as f:
+        json.dump(value, f, indent=indent)
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+# === Writing (training.train) ===
+
+# Keys that decide which images are trained on and which validate: a run cannot resume across them.
+SPLIT_KEYS = ("source", "val_examples", "train_examples", "synthetic_size", "tfds_name")
+
+
+def check_same_run(config, run_dir):
+    """A run directory resumes only the run it holds: the model must match; other changes are reported."""
+    path = os.path.join(run_dir, CONFIG)
+    if not os.path.isfile(path):
+        return
+    old = config_lib.load_config(path).to_dict()
+    new = config.to_dict()
+    for section in ("model", "data", "train", "distribute"):  # a run may resume under another strategy
+        for key, value in new[section].items():
+            if old[section][key] == value:
+                continue
+            change = f"{section}.{key}: {old[section][key]!r} -> {value!r}"
+            if section == "model":
+                raise config_lib.ConfigError(f"config error: {run_dir} holds a run with a different model ({change}); "
+                                             "use another --run-dir")
+            if section == "data" and key in SPLIT_KEYS:  # the restored data position and the held-out images belong to the old split
+                raise config_lib.ConfigError(f"config error: {run_dir} holds a run with different data splits ({change}); "
+                                             "use another --run-dir")
+            print(f"note: resuming with a changed config, {change}")
+
+
+def write_config(config, run_dir):
+    """Create the run directory, refuse a different run already in it (`check_same_run`), save config.yaml."""
+    os.makedirs(run_dir, exist_ok=True)
+    check_same_run(config, run_dir)
+    config_lib.dump(config, os.path.join(run_dir, CONFIG))
+
+
+def read_precision(run_dir):
+    """The recorded {"precision", "bf16_matmul_speedup"?} of a run, or None before its first start."""
+    path = os.path.join(run_dir, PRECISION)
+    return _read_json(path) if os.path.isfile(path) else None
+
+
+def write_precision(run_dir, recorded):
+    _write_json(os.path.join(run_dir, PRECISION), recorded)
+
+
+def write_data(run_dir, data):
+    """What the run's data depended on, from a `data.Data`: mean.npy, classes.json, stats.npz (a copy,
+    file sources) and data.json (sizes, stats file, skipped files)."""
+    np.save(os.path.join(run_dir, MEAN), data.mean)
+    _write_json(os.path.join(run_dir, CLASSES), list(data.class_names))
+    if data.stats_file:
+        shutil.copyfile(data.stats_file, os.path.join(run_dir, STATS))
+    _write_json(os.path.join(run_dir, DATA), {"train_size": data.train_size, "val_size": data.val_size,
+                                              "test_size": data.test_size, "stats_file": data.stats_file,
+                                              "skipped": list(data.skipped)}, indent=1)
+
+
+def write_final(run_dir, model, metrics):
+    """The end of a run: model.keras (weights and optimizer), then metrics.json."""
+    model.save(os.path.join(run_dir, MODEL))
+    _write_json(os.path.join(run_dir, METRICS), metrics, indent=2)
+
+
+# === Reading (every tool) ===
+
+def read_config(run_dir, overrides=()):
+    """The run's config.yaml, with `--set` overrides (e.g. data.path on another machine)."""
+    return config_lib.load_config(_require(os.path.join(run_dir, CONFIG), "the run's config.yaml"), overrides)
+
+
+def read_data(run_dir):
+    """data.json: {"train_size", "val_size", "test_size", "stats_file", "skipped"}."""
+    return _read_json(_require(os.path.join(run_dir, DATA), "the data record data.json"))
+
+
+def read_metrics(run_dir):
+    return _read_json(_require(os.path.join(run_dir, METRICS), "the final metrics metrics.json"))
+
+
+@dataclass
+class Run:
+    run_dir: str
+    config: object              # the run's resolved Config (config.yaml)
+    model: object               # keras.Model, images -> logits
+    mean: np.ndarray            # the mean image subtracted in training, (H, W, C) on the 0..255 scale
+    class_names: tuple          # in label order
+    source: str                 # the file the weights came from (model.keras or a checkpoint prefix)
+
+
 def resolve_checkpoint(run_dir, checkpoint):
     """'last' / 'best' -> the newest checkpoint prefix in checkpoints/<name>; a path is returned as given."""
     import tensorflow as tf
 
     if checkpoint in ("last", "best"):
-        directory = _require(os.path.join(run_dir, "checkpoints", checkpoint), f"the {checkpoint!r} checkpoint directory")
+        directory = _require(checkpoint_dir(run_dir, checkpoint), f"the {checkpoint!r} checkpoint directory")
         prefix = tf.train.latest_checkpoint(directory)
         if prefix is None:
             raise RunDirError(f"{directory} holds no checkpoint; expected one written during training")
@@ -49,25 +174,25 @@ def resolve_checkpoint(run_dir, checkpoint):
     return checkpoint
 
 
-def load_run(run_dir, checkpoint=None):
+def load_run(run_dir, checkpoint=None, overrides=()):
     """The model of a run directory with what is needed to preprocess its inputs.
 
     checkpoint: None = model.keras (the final model; falls back to checkpoints/last while a run
-    is still training), 'last', 'best', or a checkpoint prefix.
+    is still training), 'last', 'best', or a checkpoint prefix. `overrides`: `--set` values
+    applied to the run's config (they cannot change the model: it is built from the same keys).
     """
     import keras
     import tensorflow as tf
 
-    from alexnet_tf import layers, training  # noqa: F401  (registers the custom classes for load_model)
+    from alexnet_tf import layers  # noqa: F401  (registers the LRN layer for load_model)
     from alexnet_tf.model import build_model
 
-    config = load_config(_require(os.path.join(run_dir, "config.yaml"), "the run's config.yaml"))
-    mean = np.load(_require(os.path.join(run_dir, "mean.npy"), "the mean image mean.npy"))
-    with open(_require(os.path.join(run_dir, "classes.json"), "the class names classes.json")) as f:
-        class_names = tuple(json.load(f))
-    final = os.path.join(run_dir, "model.keras")
+    config = read_config(run_dir, overrides)
+    mean = np.load(_require(os.path.join(run_dir, MEAN), "the mean image mean.npy"))
+    class_names = tuple(_read_json(_require(os.path.join(run_dir, CLASSES), "the class names classes.json")))
+    final = os.path.join(run_dir, MODEL)
     if checkpoint is None and os.path.isfile(final):
-        model, source = keras.saving.load_model(final, compile=False), final
+        model, source = keras.saving.load_model(final, compile=False), final  # weights and layers; no optimizer needed
     else:
         source = resolve_checkpoint(run_dir, checkpoint or "last")
         model = build_model(config)

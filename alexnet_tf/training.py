@@ -1,6 +1,5 @@
 """The training run: one loop for every strategy (default, mirrored, towers, multi_worker), with exact resume."""
 
-import json
 import os
 import sys
 import time
@@ -11,8 +10,8 @@ import tensorflow as tf
 from keras import ops
 
 from alexnet_tf import callbacks as cb
-from alexnet_tf import config as config_lib
-from alexnet_tf import distribute, machine
+from alexnet_tf import distribute, machine, serving
+from alexnet_tf import run_dir as run_dir_lib
 from alexnet_tf.checkpoint import TrainState
 from alexnet_tf.data import make_datasets
 from alexnet_tf.model import build_model
@@ -27,18 +26,14 @@ def _run_precision(config, run_dir, dist):
     (the matmul probe could answer differently on a noisy machine, and workers must agree)."""
     if config.train.precision != "auto":
         return config.train.precision, ""
-    path = os.path.join(run_dir, "precision.json")
-    resumed = dist.is_chief and os.path.isfile(path)
-    if resumed:
-        with open(path) as f:
-            recorded = json.load(f)
-    elif dist.is_chief:
+    recorded = run_dir_lib.read_precision(run_dir) if dist.is_chief else None
+    resumed = recorded is not None
+    if dist.is_chief and not resumed:
         details = {}
         recorded = {"precision": resolve_precision("auto", details=details), **details}
-        with open(path, "w") as f:
-            json.dump(recorded, f)
-    else:  # the chief decides (below); a worker's own probe would be discarded
-        recorded = {"precision": "float32"}
+        run_dir_lib.write_precision(run_dir, recorded)
+    elif not dist.is_chief:
+        recorded = {"precision": "float32"}  # the chief decides (below); a worker's own probe would be discarded
     precision = recorded["precision"]
     if dist.workers > 1:  # the chief's choice for everyone
         precision = "mixed_bfloat16" if dist.all_gather(int(precision == "mixed_bfloat16"))[0] else "float32"
@@ -62,10 +57,10 @@ def train(config, run_dir, verbose=None, callbacks=()):
     # === Devices and strategy (before anything else initialises TensorFlow) ===
     dist = distribute.setup(config.distribute, config.model.towers)
     chief = dist.is_chief
-    os.makedirs(run_dir, exist_ok=True)
     if chief:
-        _check_same_run(config, run_dir)
-        config_lib.dump(config, os.path.join(run_dir, "config.yaml"))
+        run_dir_lib.write_config(config, run_dir)
+    else:
+        os.makedirs(run_dir, exist_ok=True)
     keras.utils.set_random_seed(config.train.seed)
     if config.train.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -78,10 +73,7 @@ def train(config, run_dir, verbose=None, callbacks=()):
     # === Data ===
     data = make_datasets(config)
     if chief:
-        np.save(os.path.join(run_dir, "mean.npy"), data.mean)
-        with open(os.path.join(run_dir, "classes.json"), "w") as f:
-            json.dump(list(data.class_names), f)
-        data.record(run_dir)  # stats.npz (file sources) and data.json: sizes, stats file, skipped files
+        run_dir_lib.write_data(run_dir, data)  # mean.npy, classes.json, data.json (and stats.npz)
     train_iterator = iter(data.train)  # one per process; its position is part of the recovery checkpoint
 
     # === Model and optimizer ===
@@ -93,10 +85,9 @@ def train(config, run_dir, verbose=None, callbacks=()):
     # === Resume ===
     plateau = cb.DivideLROnPlateau(config.train.lr_patience, config.train.lr_max_reductions,
                                    config.train.lr_min_delta)
-    ckpt_dir = os.path.join(run_dir, "checkpoints")
     state = TrainState(model, train_iterator, plateau,
-                       os.path.join(ckpt_dir, "last" if chief else f"worker-{dist.worker}"),
-                       os.path.join(ckpt_dir, "best") if chief else None)
+                       run_dir_lib.checkpoint_dir(run_dir, "last" if chief else f"worker-{dist.worker}"),
+                       run_dir_lib.checkpoint_dir(run_dir, "best") if chief else None)
     restored = state.restore(agree=dist.all_gather if dist.workers > 1 else None)
     epoch, step = int(state.epoch.numpy()), int(state.step.numpy())
     wall_before = float(state.wall_seconds.numpy())
@@ -108,7 +99,7 @@ def train(config, run_dir, verbose=None, callbacks=()):
 
     # === Callbacks, called as model.fit calls them ===
     nan_guard = cb.StopOnNaN()
-    tb_dir = os.path.join(run_dir, "tb")
+    tb_dir = run_dir_lib.tb_dir(run_dir)
     callback_list = [nan_guard, plateau, *callbacks]
     if chief:
         tensorboard = cb.TensorBoard(tb_dir, write_graph=False, profile_batch=tuple(config.train.profile_steps) or 0, initial_step=state.global_step,
@@ -170,7 +161,6 @@ def train(config, run_dir, verbose=None, callbacks=()):
         print(f"worker {dist.worker}: done; the chief writes the model and metrics")
         return None
     final = _plain_copy(model, config) if dist.kind != "default" else model
-    final.save(os.path.join(run_dir, "model.keras"))
     metrics = {
         "val_top1_error": val_logs["top1_error"],
         "val_top5_error": val_logs["top5_error"],
@@ -186,10 +176,11 @@ def train(config, run_dir, verbose=None, callbacks=()):
     if test_logs is not None:
         metrics.update(test_top1_error=test_logs["top1_error"], test_top5_error=test_logs["top5_error"],
                        test_loss=test_logs["loss"], test_images=data.test_size)
-    with open(os.path.join(run_dir, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    from alexnet_tf.export import export_trained  # after metrics.json: a failed export loses nothing
-    print(f"SavedModel for TF Serving: {export_trained(run_dir, config, final, data.mean, data.class_names)}")
+    run_dir_lib.write_final(run_dir, final, metrics)
+    # after metrics.json: a failed export loses nothing
+    saved = serving.save(serving.Classifier.from_config(final, config, data.mean, data.class_names),
+                         run_dir_lib.export_dir(run_dir))
+    print(f"SavedModel for TF Serving: {saved}")
     print(f"val top-1 error {metrics['val_top1_error']:.4f}, top-5 error {metrics['val_top5_error']:.4f}, "
           f"loss {metrics['val_loss']:.4f} after {metrics['epochs_completed']} epochs, "
           f"{metrics['wall_seconds']:.0f} s; run directory {run_dir}")
@@ -275,31 +266,6 @@ def _plain_copy(model, config):
     for mine, theirs in zip(plain.optimizer.variables, model.optimizer.variables):
         mine.assign(theirs.numpy())
     return plain
-
-
-# Keys that decide which images are trained on and which validate: a run cannot resume across them.
-SPLIT_KEYS = ("source", "val_examples", "train_examples", "synthetic_size", "tfds_name")
-
-
-def _check_same_run(config, run_dir):
-    """A run directory resumes only the run it holds: the model must match; other changes are reported."""
-    path = os.path.join(run_dir, "config.yaml")
-    if not os.path.isfile(path):
-        return
-    old = config_lib.load_config(path).to_dict()
-    new = config.to_dict()
-    for section in ("model", "data", "train", "distribute"):  # a run may resume under another strategy
-        for key, value in new[section].items():
-            if old[section][key] == value:
-                continue
-            change = f"{section}.{key}: {old[section][key]!r} -> {value!r}"
-            if section == "model":
-                raise config_lib.ConfigError(f"config error: {run_dir} holds a run with a different model ({change}); "
-                                             "use another --run-dir")
-            if section == "data" and key in SPLIT_KEYS:  # the restored data position and the held-out images belong to the old split
-                raise config_lib.ConfigError(f"config error: {run_dir} holds a run with different data splits ({change}); "
-                                             "use another --run-dir")
-            print(f"note: resuming with a changed config, {change}")
 
 
 class TrainingDiverged(RuntimeError):

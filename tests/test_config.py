@@ -64,6 +64,17 @@ def test_overrides_are_typed_and_applied():
     assert load_config(None, ["train.lr=1"]).train.lr == 1.0 and isinstance(load_config(None, ["train.lr=1"]).train.lr, float)
 
 
+def test_config_sections_are_locked_against_mistyped_attributes():
+    cfg = load_config(None)
+    cfg.train.lr = 0.02  # a real key can still be set in code
+    assert cfg.train.lr == 0.02
+    for section, typo in ((cfg, "modle"), (cfg.train, "lrate"), (cfg.model, "tower"), (cfg.data, "batchsize"),
+                          (cfg.distribute, "strategies")):
+        with pytest.raises(AttributeError, match=typo):
+            setattr(section, typo, 1)
+        assert not hasattr(section, typo)
+
+
 def test_cross_key_checks():
     with pytest.raises(ConfigError, match="model.fc_units = 4095 is not divisible"):
         load_config(None, ["model.fc_units=4095"])

@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from alexnet_tf import export
+from alexnet_tf import serving
 from alexnet_tf.data import preprocess
 
 SAVED_MODEL_CLI = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
@@ -147,13 +147,13 @@ def test_saved_model_cli_show_and_run(tiny_run, tmp_path):
 
 def test_export_versions_and_overwrite(tiny_run, tmp_path):
     from alexnet_tf.__main__ import main
-    assert export.existing_versions(os.path.join(tiny_run, "export")) == [1]
+    assert serving.existing_versions(os.path.join(tiny_run, "export")) == [1]
     assert main(["export", "--run-dir", tiny_run, "--checkpoint", "best"]) == 0
-    assert export.existing_versions(os.path.join(tiny_run, "export")) == [1, 2]
+    assert serving.existing_versions(os.path.join(tiny_run, "export")) == [1, 2]
     assert main(["export", "--run-dir", tiny_run, "--version", "2"]) == 1  # exists, no --overwrite
     assert not any(d.startswith(".tmp") for d in os.listdir(os.path.join(tiny_run, "export")))
     with pytest.raises(ValueError, match="non-negative integer"):
-        export.save(None, str(tmp_path), version=-1)
+        serving.save(None, str(tmp_path), version=-1)
 
 
 def test_export_of_an_incomplete_run_directory_names_the_missing_file(tmp_path, capsys):
@@ -166,7 +166,7 @@ def test_export_of_an_incomplete_run_directory_names_the_missing_file(tmp_path, 
 # === Decoding, against PIL ===
 
 def decode(blob, channels):
-    return export.decode_image(tf.constant(blob), channels).numpy()
+    return serving.decode_image(tf.constant(blob), channels).numpy()
 
 
 def test_decode_grey_colour_alpha_cmyk_gif_bmp():
@@ -198,7 +198,7 @@ def test_decode_grey_colour_alpha_cmyk_gif_bmp():
 
 
 def test_bad_bytes_raise_invalid_argument_naming_the_element():
-    fn = tf.function(lambda b: export.decode_image(b[0], 3, 7))
+    fn = tf.function(lambda b: serving.decode_image(b[0], 3, 7))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"image_bytes\[7\] \(3 bytes\) is not a JPEG, PNG"):
         fn(tf.constant([b"abc"]))
     # a truncated PNG passes the format check and fails in the decoder, also as InvalidArgument
@@ -258,7 +258,7 @@ def test_ten_crop_signature_averages_the_patches(tiny_run):
     # at the small geometry (resize 28 = crop 28) the ten patches are the image five times and its
     # mirror image five times: the average of the two softmaxes, computed here with the Keras model
     from alexnet_tf.run_dir import load_run
-    classifier = export.Classifier.from_run(load_run(tiny_run))
+    classifier = serving.Classifier.from_run(load_run(tiny_run))
     images = distinct_images()
     blobs = tf.constant([encode(Image.fromarray(x), "PNG") for x in images])
     out = classifier.classify_bytes_ten_crop(blobs)

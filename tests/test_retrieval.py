@@ -82,7 +82,7 @@ def fc7_reference(run_dir, images):
 
 def test_cached_features_and_neighbours_panel(tiny_run, tmp_path, monkeypatch):
     from alexnet_tf.data import synthetic
-    from alexnet_tf.export import Classifier
+    from alexnet_tf.serving import Classifier
     from alexnet_tf.run_dir import load_run
     run = load_run(tiny_run)
     classifier = Classifier.from_run(run)
@@ -95,7 +95,7 @@ def test_cached_features_and_neighbours_panel(tiny_run, tmp_path, monkeypatch):
     # the second call reads the cache
     def no_extraction(*args, **kwargs):
         raise AssertionError("features were recomputed although cached")
-    monkeypatch.setattr(retrieval, "extract_features", no_extraction)
+    monkeypatch.setattr(retrieval.features, "extract_features", no_extraction)
     again, _, _ = retrieval.cached_features(run, classifier, "train", progress=False)
     np.testing.assert_array_equal(again, features)
     monkeypatch.undo()
@@ -121,7 +121,7 @@ def test_predict_on_generated_images(tiny_run, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "img0.png  (true: class_3)" in text and "big.jpg\n" in text
 
-    from alexnet_tf.export import Classifier
+    from alexnet_tf.serving import Classifier
     from alexnet_tf.predict import predict_files
     from alexnet_tf.run_dir import load_run
     results = predict_files(Classifier.from_run(load_run(tiny_run)), paths)
@@ -165,7 +165,7 @@ def test_projector_files(tiny_run, tmp_path):
 
 
 def test_sprite_shrinks_to_the_projector_limit(monkeypatch):
-    monkeypatch.setattr(retrieval, "SPRITE_MAX", 40)
+    monkeypatch.setattr(retrieval.projector, "SPRITE_MAX", 40)
     grid, (h, w) = retrieval.sprite(np.full((5, 30, 30, 1), 200, np.uint8))
     assert (h, w) == (13, 13) and grid.shape == (39, 39, 3)  # 3 thumbnails a side, 40 // 3 = 13 px
     assert grid[0, 0, 0] == 200 and grid[-1, -1, 0] == 0  # the 9th cell is empty

@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 
 import alexnet_tf
-from alexnet_tf.speed import multiply_adds
 from alexnet_tf.optim import resolve_precision
+from alexnet_tf.perf.speed import multiply_adds
 from conftest import ROOT, tiny_overrides
 
 
@@ -115,7 +115,7 @@ def test_jit_compiled_step_matches_the_graph_step():
 
 
 def test_layer_of_names_the_layer_and_direction():
-    from alexnet_tf.profile import layer_of
+    from alexnet_tf.perf.profile import layer_of
     assert layer_of("alexnet_1/conv1_0_1/convolution") == "conv1 forward"
     assert layer_of("gradient_tape/alexnet_1/conv2_1_1/convolution/Conv2DBackpropFilter") == "conv2 backward"
     assert layer_of("gradients/alexnet_1/fc6_0_1/MatMul_grad/MatMul") == "fc6 backward"
@@ -130,7 +130,7 @@ def test_profile_steps_trace_the_steps_and_the_profile_command_sums_them(tmp_pat
     """train.profile_steps=[2,3] traces exactly two training steps: each of them runs conv1's forward
     convolution once per tower (2 x 2 executions), and the LRN layers' hand-written gradients show up
     as backward time of their layers."""
-    from alexnet_tf import profile
+    from alexnet_tf.perf import profile
     from alexnet_tf.training import train
     cfg = alexnet_tf.load_config(None, tiny_overrides(**{"train.profile_steps": "[2,3]"}))
     train(cfg, str(tmp_path), verbose=0)
@@ -187,7 +187,7 @@ def test_onednn_is_on_unless_the_user_turns_it_off(env, expected):
 
 
 def test_pytorch_precisions_without_native_support_are_skipped_in_one_line():
-    from alexnet_tf import speed, speed_torch
+    from alexnet_tf.perf import speed, speed_torch
     said = []
     rows = speed_torch.speeds("tiny", speed.MODELS["tiny"], "mixed_bfloat16", 8, 1, log=said.append, cpuinfo=AMD_AVX2)
     assert rows == [] and len(said) == 1
@@ -195,7 +195,7 @@ def test_pytorch_precisions_without_native_support_are_skipped_in_one_line():
 
 
 def test_goals_compare_with_pytorch_and_the_peak():
-    from alexnet_tf.speed import goals
+    from alexnet_tf.perf.speed import goals
     row = dict(framework="keras", precision="float32")
     rows = [{**row, "model": "paper", "train_images_per_s": 30.0, "train_utilisation": 0.86},
             {**row, "model": "default", "train_images_per_s": 900.0, "train_utilisation": 0.69},

@@ -199,14 +199,14 @@ def test_a_run_resumes_only_with_its_data_splits(tmp_path):
     """Changing which images train or validate (here the held-out split) is refused on resume;
     other changes are reported and allowed."""
     from alexnet_tf.config import ConfigError, dump
-    from alexnet_tf.training import _check_same_run
+    from alexnet_tf.run_dir import check_same_run
     old = alexnet_tf.load_config(None, tiny_overrides(**{"data.val_examples": 16}))
     dump(old, str(tmp_path / "config.yaml"))
-    _check_same_run(alexnet_tf.load_config(None, tiny_overrides(**{"data.val_examples": 16, "train.epochs": 3})), str(tmp_path))
+    check_same_run(alexnet_tf.load_config(None, tiny_overrides(**{"data.val_examples": 16, "train.epochs": 3})), str(tmp_path))
     for change, fragment in (({"data.val_examples": 0}, "data.val_examples: 16 -> 0"),
                              ({"data.val_examples": 16, "data.train_examples": 32}, "data.train_examples: 0 -> 32")):
         with pytest.raises(ConfigError, match=re.escape(f"holds a run with different data splits ({fragment})")):
-            _check_same_run(alexnet_tf.load_config(None, tiny_overrides(**change)), str(tmp_path))
+            check_same_run(alexnet_tf.load_config(None, tiny_overrides(**change)), str(tmp_path))
 
 
 def test_auto_precision_is_resolved_once_per_run(tmp_path):

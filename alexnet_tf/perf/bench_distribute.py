@@ -1,6 +1,6 @@
 """Step time of each distribution strategy, and the cost of a recovery checkpoint (README "What each mode costs").
 
-    python scripts/bench_distribute.py [--config PATH] [--set section.key=value ...] [--steps 10]
+    python -m alexnet_tf.perf.bench_distribute [--config PATH] [--set section.key=value ...] [--steps 10]
            [--strategies default mirrored towers multi_worker] [--logical-cpus 2] [--checkpoint]
 
 Each strategy runs in a fresh process (the CPU split and MultiWorkerMirroredStrategy need an
@@ -17,8 +17,9 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+# the repository: the measuring subprocesses run there (`-m` finds alexnet_tf in their working directory,
+# and a relative --config is read from there)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def measure(args):
@@ -79,8 +80,9 @@ def measure(args):
 
 
 def run_strategy(args, strategy):
-    command = [sys.executable, os.path.abspath(__file__), "--measure", "--strategy", strategy, "--steps", str(args.steps),
-               "--logical-cpus", str(args.logical_cpus)] + (["--config", args.config] if args.config else [])
+    command = [sys.executable, "-m", "alexnet_tf.perf.bench_distribute", "--measure", "--strategy", strategy,
+               "--steps", str(args.steps), "--logical-cpus", str(args.logical_cpus)]
+    command += ["--config", args.config] if args.config else []
     command += [x for s in args.set for x in ("--set", s)] + (["--checkpoint"] if args.checkpoint else [])
     if strategy != "multi_worker":
         out = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)

@@ -24,7 +24,7 @@ from alexnet_tf.config import load_config
 from alexnet_tf.model import build_model
 from alexnet_tf.optim import compile_model, resolve_precision
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
 MODELS = {
     "paper": (os.path.join(ROOT, "configs", "alexnet_imagenet.yaml"), []),
     "default": (os.path.join(ROOT, "configs", "fashion_mnist.yaml"), []),
@@ -122,7 +122,7 @@ def run(models=("paper", "default"), precisions=("float32", "mixed_bfloat16"), b
             rows.append(r)
             log(_fmt(r))
             if torch:
-                from alexnet_tf import speed_torch
+                from alexnet_tf.perf import speed_torch
                 for t in speed_torch.speeds(name, MODELS[name], p, batch, steps, log=log):
                     t["train_utilisation"] = t["train_flops_per_s"] / best[p]
                     rows.append(t)

@@ -1,6 +1,6 @@
 """The same network in PyTorch, for a side-by-side speed comparison (`python -m alexnet_tf speed --torch`).
 
-PyTorch is an optional benchmark dependency (benchmarks/requirements.txt); nothing else imports
+PyTorch is an optional benchmark dependency (alexnet_tf/perf/requirements-torch.txt); nothing else imports
 this module. Two towers become grouped convolutions (groups=2 on conv2, conv4, conv5, which see
 their own tower; conv1 and conv3 see everything), the fc halves become one Linear layer each
 (every neuron sees all of the previous layer), and LRN is torch's LocalResponseNorm with alpha
@@ -20,7 +20,7 @@ def _torch():
         import torch
     except ImportError:
         raise SystemExit("error: --torch needs PyTorch, an optional benchmark dependency: "
-                         "pip install -r benchmarks/requirements.txt") from None
+                         "pip install -r alexnet_tf/perf/requirements-torch.txt") from None
     return torch
 
 

@@ -1,6 +1,6 @@
 """Where the training step's time goes: the same model with one thing changed at a time, timed in one run.
 
-    python benchmarks/where_time_goes.py [--model default|paper] [--steps 8]
+    python -m alexnet_tf.perf.where_time_goes [--model default|paper] [--steps 8]
 
 Variants: the shipped LRN (float32 normaliser, rsqrt for beta=0.75, hand-written gradient);
 LRN with autodiff through pow (a direct transcription of the formula); TF's own LRN op in
@@ -11,11 +11,9 @@ Prints training img/s and the ratio to the shipped version.
 
 import argparse
 import os
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import alexnet_tf  # noqa: E402,F401  (before TensorFlow: oneDNN on, see alexnet_tf/__init__.py)
 import keras  # noqa: E402
@@ -23,10 +21,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from alexnet_tf import layers as layers_lib  # noqa: E402
-from alexnet_tf.speed import MODELS  # noqa: E402
 from alexnet_tf.config import load_config  # noqa: E402
 from alexnet_tf.model import build_model  # noqa: E402
 from alexnet_tf.optim import compile_model  # noqa: E402
+from alexnet_tf.perf.speed import MODELS  # noqa: E402
 
 
 def autodiff_pow(self, x):

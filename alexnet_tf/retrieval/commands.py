@@ -1,0 +1,87 @@
+"""The retrieval commands of `python -m alexnet_tf`: features, neighbours, projector, codes."""
+
+import json
+import os
+
+import numpy as np
+
+from alexnet_tf.retrieval.codes import binary_codes, evaluate_retrieval, markdown_table
+from alexnet_tf.retrieval.features import FEATURE_LAYER, cached_features, features_of_bytes
+from alexnet_tf.retrieval.projector import write_projector
+from alexnet_tf.retrieval.search import hamming_nearest, nearest, pack_bits
+from alexnet_tf.run_dir import load_run
+from alexnet_tf.serving import Classifier, decode_image
+
+
+def _load(args):
+    run = load_run(args.run_dir, args.checkpoint)
+    return run, Classifier.from_run(run)
+
+
+def features_command(args):
+    run, classifier = _load(args)
+    for split in args.split:
+        features, _, _ = cached_features(run, classifier, split, args.batch_size)
+        print(f"{split}: {features.shape[0]} x {features.shape[1]} {FEATURE_LAYER} vectors in "
+              f"{os.path.join(args.run_dir, 'features', split + '.npy')}")
+
+
+def neighbours_command(args):
+    import keras
+
+    from alexnet_tf.figures import neighbours_panel
+
+    run, classifier = _load(args)
+    train_features, train_labels, train_images = cached_features(run, classifier, "train", args.batch_size)
+    names = run.class_names
+    if args.images:
+        blobs = []
+        for path in args.images:
+            with open(path, "rb") as f:
+                blobs.append(f.read())
+        queries = features_of_bytes(classifier, blobs)
+        query_images = [decode_image(b, classifier.channels).numpy() for b in blobs]
+        query_labels = [os.path.basename(p) for p in args.images]
+    else:
+        val_features, val_labels, val_images = cached_features(run, classifier, "val", args.batch_size)
+        chosen = np.sort(np.random.default_rng(args.seed).choice(len(val_images), args.queries, replace=False))
+        queries, query_images = val_features[chosen], list(val_images[chosen])
+        query_labels = [names[val_labels[i]] for i in chosen]
+    if args.encoder:
+        encoder = keras.saving.load_model(args.encoder)
+        database = pack_bits(binary_codes(encoder, train_features))
+        idx, _ = hamming_nearest(pack_bits(binary_codes(encoder, queries)), database, args.k)
+    else:
+        idx, _ = nearest(queries, train_features, args.k)
+    size = neighbours_panel(query_images, [list(train_images[row]) for row in idx], args.out, query_labels,
+                            [[names[train_labels[j]] for j in row] for row in idx])
+    print(f"wrote {args.out} ({size[0]}x{size[1]} px)")
+
+
+def projector_command(args):
+    run, classifier = _load(args)
+    features, labels, images = cached_features(run, classifier, args.split, args.batch_size)
+    chosen = np.sort(np.random.default_rng(args.seed).choice(len(features), min(args.count, len(features)), replace=False))
+    log_dir = args.log_dir or os.path.join(args.run_dir, "tb", "projector")
+    write_projector(log_dir, features[chosen], labels[chosen], run.class_names, images[chosen])
+    print(f"wrote {len(chosen)} {args.split} vectors to {log_dir}; view with: tensorboard --logdir {log_dir}")
+
+
+def codes_command(args):
+    run, classifier = _load(args)
+    train_features, train_labels, train_images = cached_features(run, classifier, "train", args.batch_size)
+    val_features, val_labels, val_images = cached_features(run, classifier, "val", args.batch_size)
+    extra = {}
+    if args.pixels:  # Euclidean search on the raw pixels, for scale
+        extra["euclidean pixels"] = (train_images.reshape(len(train_images), -1).astype("float32"),
+                                     val_images.reshape(len(val_images), -1).astype("float32"))
+    out_dir = os.path.join(args.run_dir, "retrieval")
+    rows = evaluate_retrieval(train_features, train_labels, val_features, val_labels, args.bits,
+                              tuple(args.k), args.queries, args.epochs, extra=extra, out_dir=out_dir)
+    table = markdown_table(rows, tuple(args.k))
+    with open(os.path.join(out_dir, "report.json"), "w") as f:
+        json.dump(rows, f, indent=2)
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write(table + "\n")
+    print(table)
+    print(f"wrote {out_dir}/report.json, report.md and the encoders encoder_<bits>.keras")

@@ -1,0 +1,202 @@
+"""The model as TF Serving sees it: decoding and the evaluation preprocessing in the graph, and the SavedModel.
+
+    RUN_DIR/export/<version>/saved_model.pb, variables/     (the layout TF Serving loads)
+
+Signatures (every one returns the top-k, k = min(5, classes), sorted by probability):
+  serving_default  image_bytes: string [B]              encoded JPEG/PNG/GIF/BMP images of any size
+  pixels           images: float32 [B, H, W, C]         0..255 pixels of any (batch-uniform) size
+  ten_crop         image_bytes: string [B]              as serving_default, softmax averaged over
+                                                        the paper's ten patches (§4.1)
+  outputs          class_ids int32 [B, k], class_names string [B, k], probabilities float32 [B, k]
+
+The SavedModel needs neither this package nor the custom LRN class to load: the graph holds
+only TensorFlow ops (tf.saved_model.load, saved_model_cli, TF Serving).
+"""
+
+import os
+import re
+import shutil
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from alexnet_tf.data import preprocess
+
+TOP_K = 5
+# Transparent pixels (PNG/BMP/GIF alpha) are composited over this grey level (0..255), as a
+# browser shows them on a white page.
+ALPHA_BACKGROUND = 255.0
+# Leading bytes of the formats accepted (checked before decoding, to name the problem).
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
+
+
+def eval_resize_size(config):
+    """The side images are rescaled to (shorter side) before the crop: §2's 256 for 224 crops.
+
+    File sources (the ImageNet input pipeline) use their `data.resize`; in-memory sources hold
+    images of the model's size: Fashion-MNIST (small geometry) resizes straight to the model's
+    input, the ImageNet geometry rescales to 256/224 of the crop, as in the paper.
+    """
+    m, d = config.model, config.data
+    if d.source in ("imagenet", "folder", "tfds"):  # file sources
+        return d.resize
+    if m.geometry == "imagenet":
+        return round(m.image_size * 256 / 224)
+    return m.image_size
+
+
+def decode_image(data, channels, index=0, background=ALPHA_BACKGROUND):
+    """One encoded JPEG/PNG/GIF/BMP string -> (H, W, channels) float32 on the 0..255 scale.
+
+    Grey images are repeated over RGB for 3-channel models, colour images are converted to grey
+    (ITU-R 601 luma, as PIL and tf.image do) for 1-channel models; CMYK JPEGs decode to RGB;
+    an alpha channel is composited over `background`; an animated GIF gives its first frame.
+    Raises InvalidArgumentError naming the element when the bytes are not one of the four formats.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels={channels}; expected 1 (grey) or 3 (RGB)")
+    head = tf.strings.substr(data, 0, 4)
+    known = tf.reduce_any([tf.strings.substr(head, 0, len(m)) == m for m in _MAGIC])
+    check = tf.debugging.Assert(known, [
+        tf.strings.format("image_bytes[{}] ({} bytes) is not a JPEG, PNG, GIF or BMP image",
+                          (index, tf.strings.length(data)))])
+    with tf.control_dependencies([check]):
+        image = tf.io.decode_image(data, channels=0, expand_animations=False)  # (H, W, 1|2|3|4) uint8
+    x = tf.cast(image, tf.float32)
+    has_alpha = tf.equal(tf.shape(x)[-1] % 2, 0)  # 2 = grey + alpha, 4 = RGBA
+
+    def composite():
+        alpha = x[..., -1:] / 255.0
+        return x[..., :-1] * alpha + background * (1.0 - alpha)
+
+    x = tf.cond(has_alpha, composite, lambda: x)  # (H, W, 1|3)
+    if channels == 1:
+        luma = tf.constant([0.2989, 0.5870, 0.1140])
+        x = tf.cond(tf.shape(x)[-1] == 3, lambda: tf.reduce_sum(x * luma, -1, keepdims=True), lambda: x)
+    else:
+        x = tf.cond(tf.shape(x)[-1] == 1, lambda: tf.tile(x, [1, 1, 3]), lambda: x)
+    return tf.ensure_shape(x, [None, None, channels])
+
+
+class Classifier:
+    """The model with its input pipeline: the functions behind the SavedModel signatures.
+
+    `predict` and the tests call these same functions eagerly, so what they report is what the
+    exported model serves.
+    """
+
+    def __init__(self, model, mean, class_names, *, image_size, resize_size, scale, channels,
+                 background=ALPHA_BACKGROUND):
+        num_classes = model.output.shape[-1]
+        if len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names for a model with {num_classes} outputs; expected equal")
+        self.model = model
+        self.mean = np.asarray(mean, np.float32)
+        self.class_names = tf.constant([str(c) for c in class_names])
+        self.k = min(TOP_K, num_classes)
+        self.image_size, self.resize_size, self.scale = image_size, resize_size, scale
+        self.channels, self.background = channels, background
+
+    @classmethod
+    def from_config(cls, model, config, mean, class_names, background=ALPHA_BACKGROUND):
+        """Geometry and scale follow the run's config."""
+        m = config.model
+        return cls(model, mean, class_names, image_size=m.image_size, resize_size=eval_resize_size(config),
+                   scale=config.data.scale, channels=m.channels, background=background)
+
+    @classmethod
+    def from_run(cls, run, background=ALPHA_BACKGROUND):
+        """From `run_dir.load_run(...)`."""
+        return cls.from_config(run.model, run.config, run.mean, run.class_names, background)
+
+    # === Preprocessing ===
+
+    def preprocess(self, images, crops="center"):
+        """(B, H, W, C) 0..255 pixels -> model inputs (B, S, S, C), or (10, B, S, S, C) for crops='ten'."""
+        return preprocess.eval_preprocess(images, self.mean, image_size=self.image_size,
+                                          resize_size=self.resize_size, scale=self.scale, crops=crops)
+
+    def preprocess_bytes(self, image_bytes, crops="center"):
+        """(B,) encoded images of any sizes -> model inputs (B, S, S, C), or (B, 10, S, S, C) for
+        crops='ten'; each image is decoded and resized on its own."""
+        s, c = self.image_size, self.channels
+        shape = [s, s, c] if crops == "center" else [10, s, s, c]
+
+        def one(args):
+            data, index = args
+            image = decode_image(data, c, index, self.background)[None]     # (1, H, W, C)
+            x = self.preprocess(image, crops)
+            return tf.ensure_shape(x[0] if crops == "center" else x[:, 0], shape)
+
+        indices = tf.range(tf.shape(image_bytes)[0])
+        return tf.map_fn(one, (image_bytes, indices), fn_output_signature=tf.TensorSpec(shape, tf.float32))
+
+    # === Signatures ===
+
+    def _top_k(self, probabilities):
+        top = tf.math.top_k(probabilities, k=self.k)
+        return {"class_ids": top.indices, "class_names": tf.gather(self.class_names, top.indices),
+                "probabilities": top.values}
+
+    def _probabilities(self, inputs):
+        return tf.nn.softmax(tf.cast(self.model(inputs, training=False), tf.float32))
+
+    def classify_bytes(self, image_bytes):
+        return self._top_k(self._probabilities(self.preprocess_bytes(image_bytes)))
+
+    def classify_pixels(self, images):
+        return self._top_k(self._probabilities(self.preprocess(tf.cast(images, tf.float32))))
+
+    def classify_bytes_ten_crop(self, image_bytes):
+        crops = self.preprocess_bytes(image_bytes, crops="ten")                  # (B, 10, S, S, C)
+        s, c = self.image_size, self.channels
+        probabilities = self._probabilities(tf.reshape(crops, [-1, s, s, c]))   # (B * 10, classes)
+        return self._top_k(tf.reduce_mean(tf.reshape(probabilities, [-1, 10, probabilities.shape[-1]]), axis=1))
+
+    def signatures(self):
+        """{name: (function, input_signature)} for the SavedModel."""
+        bytes_spec = [tf.TensorSpec([None], tf.string, name="image_bytes")]
+        pixels_spec = [tf.TensorSpec([None, None, None, self.channels], tf.float32, name="images")]
+        return {
+            "serving_default": (self.classify_bytes, bytes_spec),
+            "pixels": (self.classify_pixels, pixels_spec),
+            "ten_crop": (self.classify_bytes_ten_crop, bytes_spec),
+        }
+
+
+# === Writing the SavedModel ===
+
+def existing_versions(base):
+    """Integer version directories under `base` (what TF Serving considers), sorted."""
+    if not os.path.isdir(base):
+        return []
+    return sorted(int(d) for d in os.listdir(base) if re.fullmatch(r"\d+", d))
+
+
+def save(classifier, base, version=None, overwrite=False):
+    """Write `classifier` to base/<version>/ (default: one above the highest existing version).
+
+    The SavedModel is written to a hidden directory and renamed into place, so a TF Serving
+    instance watching `base` never loads a half-written version. Returns the version directory.
+    """
+    if version is None:
+        version = (existing_versions(base) or [0])[-1] + 1
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ValueError(f"version={version!r}; expected a non-negative integer (TF Serving's version directories)")
+    path = os.path.join(base, str(version))
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; pass another version or overwrite=True (--overwrite)")
+    tmp = os.path.join(base, f".tmp-{version}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(base, exist_ok=True)
+
+    archive = keras.export.ExportArchive()
+    archive.track(classifier.model)
+    for name, (fn, spec) in classifier.signatures().items():
+        archive.add_endpoint(name, fn, input_signature=spec)
+    archive.write_out(tmp, verbose=False)
+    if os.path.exists(path):
+        shutil.rmtree(path)
+    os.rename(tmp, path)
+    return path
