@@ -26,7 +26,7 @@ def main(argv=None):
         return 2
     if config.distribute.strategy == "multi_worker" and not os.environ.get("TF_CONFIG"):
         print("config error: distribute.strategy = multi_worker needs the environment variable TF_CONFIG "
-              "(the cluster and this worker's index; see README \"Several machines\")", file=sys.stderr)
+              "(the cluster and this worker's index; see docs/distribute.md)", file=sys.stderr)
         return 2
     run_dir = args.run_dir or os.path.join("runs", config.name)
     print(describe(config), flush=True)

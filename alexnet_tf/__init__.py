@@ -3,8 +3,8 @@
 import os
 
 # oneDNN's CPU kernels on by default. TensorFlow turns them on by itself only on some CPUs (not on
-# AMD EPYC, AVX2 or AVX-512 alike), where the default model then trains at half the speed (README
-# "Speed"). The variable is read once, when TensorFlow starts, and every module of this package
+# AMD EPYC, AVX2 or AVX-512 alike), where the default model then trains at half the speed
+# (docs/speed.md). The variable is read once, when TensorFlow starts, and every module of this package
 # that imports TensorFlow imports this one first. A value the user set (TF_ENABLE_ONEDNN_OPTS=0
 # turns oneDNN off) is kept; subprocesses inherit it.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")

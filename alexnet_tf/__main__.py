@@ -2,7 +2,7 @@
 
   curves   learning curves of one or more runs as a PNG (from their TensorBoard logs)
   filters  the conv1 filters of a run as a PNG grid, towers stacked (the paper's Fig. 3)
-  config-reference  the configuration table of README, generated from the config dataclasses
+  config-reference  the configuration table of docs/configuration.md, generated from the config dataclasses
   export   the run's model as a TF Serving SavedModel in RUN_DIR/export/<version>/
   predict  top-5 classes of image files or validation images, optionally as a PNG panel (Fig. 4 left)
   features the last hidden layer's vectors of a split, cached in RUN_DIR/features/
@@ -104,7 +104,7 @@ def main(argv=None):
     p.add_argument("--queries", type=int, help="use the first N validation images as queries (default: all)")
     p.add_argument("--pixels", action="store_true", help="add Euclidean search on raw pixels as a baseline")
     p.add_argument("--batch-size", type=int, default=256)
-    p = sub.add_parser("config-reference", help="print README's configuration table (markdown)")
+    p = sub.add_parser("config-reference", help="print the configuration reference table (markdown; docs/configuration.md)")
 
     def with_config(p):
         p.add_argument("--config", required=True, help="YAML config, e.g. configs/alexnet_imagenet.yaml")

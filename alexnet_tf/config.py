@@ -122,7 +122,7 @@ STRATEGIES = ("default", "mirrored", "towers", "multi_worker")
 
 @dataclass(slots=True)  # slots: assigning a mistyped attribute raises instead of adding one
 class DistributeConfig:
-    """Devices and machines (README "Several devices and machines")."""
+    """Devices and machines (docs/distribute.md)."""
 
     strategy: str = _spec("default", choices=STRATEGIES,
                           doc="default: one device; mirrored: data parallel over local devices (data.batch_size is the global batch); "
@@ -381,7 +381,7 @@ def describe(cfg):
 
 
 def reference_markdown():
-    """The configuration reference table in README (`python -m alexnet_tf config-reference`)."""
+    """The configuration reference table in docs/configuration.md (`python -m alexnet_tf config-reference`)."""
     rows = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
     sections = [("", Config)] + list(_SECTIONS.items())
     for section, cls in sections:

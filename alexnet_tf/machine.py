@@ -57,7 +57,7 @@ def bfloat16_matmul_speedup(n=1024, repeats=7):
 
     > 1 where bfloat16 runs faster. CPUs that have AVX512-BF16 differ: an AMD EPYC with AVX-512
     measured 2.3 (its 4096^3 peaks 1.7x; the default model 1.3x faster in mixed_bfloat16), an Intel
-    Xeon without AMX ~0.5 at 4096^3 (README "Speed"): the flags alone cannot tell them apart.
+    Xeon without AMX ~0.5 at 4096^3 (docs/speed.md): the flags alone cannot tell them apart.
     Measured once per process (~0.3 s).
     """
     import tensorflow as tf

@@ -67,7 +67,7 @@ def alexnet(
     """Build the paper's network (or one of its ablation variants) as a Keras functional model.
 
     Returns a model mapping (B, image_size, image_size, channels) float images to (B, num_classes)
-    logits. Every argument mirrors a key of `ModelConfig`; see there and README for their meaning.
+    logits. Every argument mirrors a key of `ModelConfig`; see there and docs/configuration.md for their meaning.
     `tower_devices` (one device name per tower, for the `towers` strategy) creates each tower's
     weights on its device, as the paper kept each half of the net on its own GPU (§3.2); where the
     layers *run* is set at training time (`distribute.towers_placed`). The shared layers (the

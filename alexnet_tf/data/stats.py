@@ -99,7 +99,7 @@ def lighting_basis(stats, pca):
 
     stats: amplitude_i = sqrt(lambda_i), the standard deviation of the pixels along p_i (what
     Krizhevsky's cuda-convnet2 multiplies alpha by, `color_stdevs`); the paper's text writes
-    lambda_i, which depends on the pixel scale (see README). fb_resnet: fb.resnet.torch's
+    lambda_i, which depends on the pixel scale (see docs/data.md). fb_resnet: fb.resnet.torch's
     published amplitudes for [0, 1] pixels, times 255.
     """
     if pca == "fb_resnet":

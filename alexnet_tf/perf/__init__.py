@@ -1,4 +1,4 @@
-"""Speed tools: how fast the model and its input pipeline run, and where the time goes (README "Speed").
+"""Speed tools: how fast the model and its input pipeline run, and where the time goes (docs/speed.md).
 
 The core modules (config, data, model, layers, optim, training, checkpoint, distribute, ...) never
 import this package; the command line, the ablation's time estimate and these tools do.
@@ -18,6 +18,6 @@ import this package; the command line, the ablation's time estimate and these to
                    XLA, mixed_bfloat16), as ratios to the shipped version
                    `python -m alexnet_tf.perf.where_time_goes [--model default|paper] [--steps 8]`
   bench_distribute step time of each distribution strategy, each in a fresh process, and the cost of a
-                   recovery checkpoint (README "What each mode costs")
+                   recovery checkpoint (docs/distribute.md, "What each mode costs")
                    `python -m alexnet_tf.perf.bench_distribute [--config PATH] [--steps 10] [--checkpoint]`
 """

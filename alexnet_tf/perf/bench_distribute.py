@@ -1,4 +1,4 @@
-"""Step time of each distribution strategy, and the cost of a recovery checkpoint (README "What each mode costs").
+"""Step time of each distribution strategy, and the cost of a recovery checkpoint (docs/distribute.md, "What each mode costs").
 
     python -m alexnet_tf.perf.bench_distribute [--config PATH] [--set section.key=value ...] [--steps 10]
            [--strategies default mirrored towers multi_worker] [--logical-cpus 2] [--checkpoint]

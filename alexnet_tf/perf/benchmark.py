@@ -58,7 +58,7 @@ def write_fake_imagenet_folder(root, images, classes=1000, seed=0, side=None):
 
     For benchmarks on machines without ImageNet: decoding cost depends on pixel count and
     compressed size, which these match. side=256 writes side x side images instead: the
-    pre-resized copy a fast input pipeline would read (README, "Feeding a GPU").
+    pre-resized copy a fast input pipeline would read (docs/speed.md, "Feeding a GPU").
     """
     from PIL import Image
 

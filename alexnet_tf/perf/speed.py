@@ -105,7 +105,7 @@ def keras_speed(name, precision, batch, steps):
 def run(models=("paper", "default"), precisions=("float32", "mixed_bfloat16"), batch=128, steps=10,
         torch=False, log=print, peak_size=4096):
     """All measurements of one benchmark run, as a dict: the machine, the matmul peaks, one row per
-    (framework, model, precision), and the goals (README "Speed") where PyTorch was timed too."""
+    (framework, model, precision), and the goals (docs/speed.md) where PyTorch was timed too."""
     log(f"machine: {machine.describe()}")
     precisions = [resolve_precision(p) for p in precisions]
     peaks, best = {}, {}
@@ -135,7 +135,7 @@ def run(models=("paper", "default"), precisions=("float32", "mixed_bfloat16"), b
     return out
 
 
-# README "Speed": the paper model's training step at >= 3x PyTorch's best float32 figure and >= 85 % of
+# docs/speed.md: the paper model's training step at >= 3x PyTorch's best float32 figure and >= 85 % of
 # the matmul peak of its dtype; the default model at >= 70 %.
 GOALS = {"paper": (3.0, 0.85), "default": (None, 0.70)}
 

@@ -5,7 +5,7 @@
 Variants: the shipped LRN (float32 normaliser, rsqrt for beta=0.75, hand-written gradient);
 LRN with autodiff through pow (a direct transcription of the formula); TF's own LRN op in
 float32 (the first prototype); no LRN (an upper bound); the whole step under XLA
-(jit_compile=True); mixed_bfloat16; intra-op threads 1 vs 2 is in README (it needs a fresh process).
+(jit_compile=True); mixed_bfloat16; intra-op threads 1 vs 2 is in docs/speed.md (it needs a fresh process).
 Prints training img/s and the ratio to the shipped version.
 """
 

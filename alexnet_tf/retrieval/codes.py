@@ -160,7 +160,7 @@ def evaluate_retrieval(train_features, train_labels, val_features, val_labels, b
 
 
 def markdown_table(rows, ks=(1, 10, 100)):
-    """The README table of `evaluate_retrieval` rows."""
+    """The Markdown table of `evaluate_retrieval` rows (as in docs/retrieval.md)."""
     head = ["method", "bits", "bytes/image"] + [f"precision@{k}" for k in ks] + ["ms/query (batch)", "ms (1 query)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
