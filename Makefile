@@ -1,17 +1,19 @@
 # Set-up and entry points. `make train` and `make test` each build the virtual environment,
-# install requirements.txt and the Fashion-MNIST package on their own.
+# install requirements.txt (the pinned lock), the package itself (editable: `alexnet-tf`, no
+# sys.path edits anywhere) and the Fashion-MNIST package on their own. `make test` lints first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup train test test-fast fashion-mnist clean
+.PHONY: setup train test test-fast lint fashion-mnist clean
 
 setup: $(VENV)/.installed fashion-mnist
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 fashion-mnist:
@@ -20,8 +22,11 @@ fashion-mnist:
 train: setup
 	$(PY) train.py
 
+lint: setup
+	$(VENV)/bin/ruff check .
+
 # pytest exits 5 when it collected no tests: that is a failure here, not a pass.
-test: setup
+test: setup lint
 	$(PY) -m pytest -q tests; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$status
 

@@ -1,66 +1,12 @@
 """Train AlexNet: `python train.py [--config PATH] [--set section.key=value ...] [--run-dir DIR]`.
 
 With no arguments it trains the default run (configs/fashion_mnist.yaml) on real Fashion-MNIST.
+The same as `alexnet-tf train` and `python -m alexnet_tf train`; the code is alexnet_tf/train_command.py.
 """
 
-import argparse
-import os
 import sys
 
-from alexnet_tf.config import ConfigError, describe, load_config
-
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "fashion_mnist.yaml")
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config (default: configs/fashion_mnist.yaml)")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override one config value; repeatable")
-    parser.add_argument("--run-dir", help="run directory (default: runs/<name>); resumes if it holds a checkpoint")
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config, args.set)  # validated before TensorFlow is imported
-    except ConfigError as e:
-        print(e, file=sys.stderr)
-        return 2
-    if config.distribute.strategy == "multi_worker" and not os.environ.get("TF_CONFIG"):
-        print("config error: distribute.strategy = multi_worker needs the environment variable TF_CONFIG "
-              "(the cluster and this worker's index; see docs/distribute.md)", file=sys.stderr)
-        return 2
-    run_dir = args.run_dir or os.path.join("runs", config.name)
-    print(describe(config), flush=True)
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from alexnet_tf.data.fashion_mnist import DatasetNotFound
-    from alexnet_tf.distribute import PEER_ERRORS
-    from alexnet_tf.training import TrainingDiverged, train
-    try:
-        train(config, run_dir)
-    except ConfigError as e:
-        print(e, file=sys.stderr)
-        return 2
-    except (TrainingDiverged, DatasetNotFound) as e:
-        print(e, file=sys.stderr)
-        return 1
-    except PEER_ERRORS as e:
-        if config.distribute.strategy != "multi_worker":
-            raise
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"lost a peer worker ({type(e).__name__}: {first_line})", file=sys.stderr, flush=True)
-        if not config.distribute.restart_on_peer_failure:
-            return PEER_LOST
-        # The collective runtime cannot be rebuilt inside a process: start afresh in the same process
-        # (same pid, same arguments), resume from this worker's checkpoint and wait for the others.
-        print("restarting this worker from its last checkpoint", file=sys.stderr, flush=True)
-        os.execv(sys.executable, [sys.executable] + sys.argv)
-    return 0
-
-
-# Exit status of a multi-worker process that lost a peer (with distribute.restart_on_peer_failure false):
-# EX_TEMPFAIL, "try again" — rerun the same command.
-PEER_LOST = 75
-
+from alexnet_tf.train_command import PEER_LOST, main  # noqa: F401  (PEER_LOST: the exit status scripts test for)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -2,14 +2,23 @@
 
 import os
 
+__version__ = "0.3.0"
+
 # oneDNN's CPU kernels on by default. TensorFlow turns them on by itself only on some CPUs (not on
 # AMD EPYC, AVX2 or AVX-512 alike), where the default model then trains at half the speed
-# (docs/speed.md). The variable is read once, when TensorFlow starts, and every module of this package
-# that imports TensorFlow imports this one first. A value the user set (TF_ENABLE_ONEDNN_OPTS=0
-# turns oneDNN off) is kept; subprocesses inherit it.
+# (docs/speed.md). The variable is read once, when TensorFlow starts, so it is set before anything
+# below imports TensorFlow. A value the user set (TF_ENABLE_ONEDNN_OPTS=0 turns oneDNN off) is
+# kept; subprocesses inherit it.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from alexnet_tf.config import load_config  # noqa: E402
+
+from alexnet_tf import registration  # noqa: E402
+
+# Every Keras-serializable class of the package is registered once Keras is imported (now, or
+# whenever the program imports it), so `keras.saving.load_model` works after `import alexnet_tf`;
+# the config stays importable without TensorFlow (registration.py says why).
+registration.install()
 
 
 def __getattr__(name):
@@ -26,4 +35,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'alexnet_tf' has no attribute {name!r}")
 
 
-__all__ = ["load_config", "build_model", "compile_model", "LocalResponseNormalization"]
+__all__ = ["__version__", "load_config", "build_model", "compile_model", "LocalResponseNormalization"]

@@ -1,5 +1,6 @@
-"""`python -m alexnet_tf <command>`: tools that work on run directories.
+"""`python -m alexnet_tf <command>` (or `alexnet-tf <command>`): training and the tools that work on run directories.
 
+  train    train a run: the same as `python train.py` (`train --help` for its options)
   curves   learning curves of one or more runs as a PNG (from their TensorBoard logs)
   filters  the conv1 filters of a run as a PNG grid, towers stacked (the paper's Fig. 3)
   config-reference  the configuration table of docs/configuration.md, generated from the config dataclasses
@@ -45,14 +46,29 @@ HANDLERS = {
 }
 
 
+def _prog():
+    # the console script `alexnet-tf` and `python -m alexnet_tf` are the same program
+    return "alexnet-tf" if os.path.basename(sys.argv[0]) == "alexnet-tf" else "python -m alexnet_tf"
+
+
+def console():
+    """The `alexnet-tf` console script (pyproject.toml)."""
+    sys.exit(main())
+
+
 def _handler(command):
     module, _, function = HANDLERS[command].partition(":")
     return getattr(importlib.import_module(module), function)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m alexnet_tf", description=__doc__.splitlines()[0])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:  # train.py's own parser and exit statuses
+        from alexnet_tf.train_command import main as train
+        return train(argv[1:])
+    parser = argparse.ArgumentParser(prog=_prog(), description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("train", help="train a run, as `python train.py` (see `train --help`)", add_help=False)
     p = sub.add_parser("curves", help="learning curves of runs as a PNG")
     p.add_argument("runs", nargs="+", metavar="[LABEL=]RUN_DIR")
     p.add_argument("--out", required=True)
@@ -154,7 +170,7 @@ def main(argv=None):
                    help="override applied to every arm; repeatable")
     p.add_argument("--report-only", action="store_true", help="train nothing: measure finished runs and write the report")
     args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)[1:]
+    args.argv = argv[1:]
     if getattr(args, "curve", 1) is None:
         args.curve = ["train:epoch_top1_error", "validation:epoch_top1_error"]
     if args.command == "config-reference":  # needs no TensorFlow

@@ -1,11 +1,10 @@
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The repository root: configs/, train.py. The package itself comes from `pip install -e .` (Makefile).
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-import alexnet_tf  # noqa: E402,F401  (before keras/TensorFlow: it turns oneDNN on, see alexnet_tf/__init__.py)
+import alexnet_tf  # noqa: E402  (before keras/TensorFlow: it turns oneDNN on, see alexnet_tf/__init__.py)
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
@@ -40,7 +39,6 @@ def tiny_overrides(**extra):
 def tiny_run(tmp_path_factory):
     """A finished one-epoch run directory of a tiny RGB model on synthetic 28x28 images (10 classes),
     trained once per test session by `training.train` (which also exports export/1/)."""
-    import alexnet_tf
     from alexnet_tf.training import train
 
     run_dir = str(tmp_path_factory.mktemp("tiny_run"))

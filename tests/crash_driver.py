@@ -18,7 +18,6 @@ import signal
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 
 def main():
@@ -42,7 +41,7 @@ def main():
     import keras
     import tensorflow as tf
 
-    import train as train_py
+    from alexnet_tf import train_command as train_py
     from alexnet_tf import training
 
     class Crash(keras.callbacks.Callback):

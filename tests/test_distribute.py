@@ -70,7 +70,6 @@ def run_python(code, timeout=240, env=None):
 
 SETUP = f"""
     import json, sys
-    sys.path.insert(0, {ROOT!r}); sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})
     import alexnet_tf
     from alexnet_tf.training import train
     OVERRIDES = {OVERRIDES!r}

@@ -155,7 +155,7 @@ def test_data_position_and_atomic_pointer(tmp_path):
     assert tf.train.latest_checkpoint(str(tmp_path / "last")).endswith("ckpt-9")
 
 
-def test_file_source_iterator_restores_its_position(folder, tmp_path):
+def test_file_source_iterator_restores_its_position(folder, tmp_path):  # noqa: F811  (the fixture)
     """An image-folder pipeline (decoding, random crops, flips, PCA lighting in tf.data): an iterator
     restored from a checkpoint gives the very batches the original gives next, across an epoch end."""
     from alexnet_tf.data import make_datasets
