@@ -70,12 +70,18 @@ class DivideLROnPlateau(keras.callbacks.Callback):
                       f"(reduction {int(self.reductions.numpy())} of {self.max_reductions})")
 
 
-def filter_grid(kernels_per_tower, scale=4, gap=1):
+# TensorBoard shows an image at its own size and never enlarges it: at one pixel per weight a 5x5
+# kernel is a speck. scale=None draws every weight as a block so that a kernel is >= 32 px a side.
+KERNEL_PIXELS = 32
+
+
+def filter_grid(kernels_per_tower, scale=None, gap=1):
     """The conv1 kernels as one RGB image: one block of rows per tower (the paper's Fig. 3).
 
     kernels_per_tower: list of (h, w, in_channels, filters) arrays. Each kernel is scaled to
     [0, 1] on its own; grey kernels (1 input channel) are repeated over RGB. Towers are
-    separated by a white band so their different specialisations are easy to compare.
+    separated by a white band so their different specialisations are easy to compare. Each
+    weight becomes a scale x scale block (nearest neighbour); scale=None: ceil(KERNEL_PIXELS / h).
     """
     blocks = []
     for k in kernels_per_tower:
@@ -102,6 +108,8 @@ def filter_grid(kernels_per_tower, scale=4, gap=1):
             parts.append(band)
         parts.append(np.pad(b, ((0, 0), (0, width - b.shape[1]), (0, 0))))
     grid = np.concatenate(parts, axis=0)
+    if scale is None:
+        scale = -(-KERNEL_PIXELS // max(np.shape(kernels_per_tower[0])[:2]))
     return np.kron(grid, np.ones((scale, scale, 1), np.float32))  # nearest-neighbour upscaling
 
 

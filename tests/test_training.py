@@ -79,6 +79,12 @@ def test_filter_grid_layout():
     assert k.min() == 0.0 and k.max() == 1.0
     expected = (towers[1][..., 0] - towers[1][..., 0].min()) / np.ptp(towers[1][..., 0])
     np.testing.assert_allclose(k, expected, atol=1e-6)
+    # the default (TensorBoard) scale draws each weight as a 3x3 block: ceil(32 / 11) = 3, a kernel 33 px a side
+    big = filter_grid(towers)
+    assert big.shape == (3 * grid.shape[0], 3 * grid.shape[1], 3)
+    for dy in range(3):
+        for dx in range(3):
+            np.testing.assert_array_equal(big[dy::3, dx::3], grid)
 
 
 def run_train(run_dir, *overrides):
@@ -119,10 +125,11 @@ def test_smoke_run_resume_and_nan_stop(tmp_path):
     assert {"epoch_loss", "epoch_top1_error", "epoch_top5_error", "epoch_learning_rate", "conv1_filters"} <= train_tags
     assert {"epoch_loss", "epoch_top1_error", "epoch_top5_error"} <= val_tags
     # the filter image: 6 grey 5x5 kernels per tower (width 0.125 of 48; the default config's conv1 is 5x5),
-    # one row each, scaled x4: block 7 x 37 px per tower + a 3 px band = 17 x 37, x4 = 68 x 148
+    # one row each: block 7 x 37 px per tower + a 3 px band = 17 x 37; each weight drawn as a 7x7 block
+    # (ceil(32 / 5): a kernel 35 px a side, legible at TensorBoard's natural size) -> 119 x 259
     image = train_tb.Tensors("conv1_filters")[0].tensor_proto.string_val
-    assert tuple(int(v) for v in image[:2]) == (148, 68)  # width, height
-    assert tf.io.decode_png(image[2]).shape == (68, 148, 3)
+    assert tuple(int(v) for v in image[:2]) == (259, 119)  # width, height
+    assert tf.io.decode_png(image[2]).shape == (119, 259, 3)
     loaded = keras.saving.load_model(str(run_dir / "model.keras"))
     assert loaded.get_layer("conv1_0").kernel.shape == (5, 5, 1, 6)
     assert isinstance(loaded.get_layer("lrn1_0"), LocalResponseNormalization)
