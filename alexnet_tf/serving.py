@@ -1,6 +1,8 @@
 """The model as TF Serving sees it: decoding and the evaluation preprocessing in the graph, and the SavedModel.
 
     RUN_DIR/export/<version>/saved_model.pb, variables/     (the layout TF Serving loads)
+    RUN_DIR/export/<version>/assets.extra/tf_serving_warmup_requests   a few requests TF Serving
+                                                        runs when it loads the version (warm-up)
 
 Signatures (every one returns the top-k, k = min(5, classes), sorted by probability):
   serving_default  image_bytes: string [B]              encoded JPEG/PNG/GIF/BMP images of any size
@@ -165,6 +167,67 @@ class Classifier:
         }
 
 
+# === Warm-up requests ===
+# TF Serving runs the PredictionLog records of assets.extra/tf_serving_warmup_requests (a TFRecord
+# file, <= 1000 records) when it loads a version, so the first client does not pay for tracing and
+# lazy initialisation. The records are written here from their protobuf wire format, because the
+# message classes live in tensorflow-serving-api, a client package the model does not need (the
+# tests read the file back with it). Field numbers from tensorflow_serving/apis/*.proto:
+#   PredictionLog.predict_log = 6; PredictLog.request = 1; PredictRequest.model_spec = 1,
+#   PredictRequest.inputs = 2 (map<string, TensorProto>: entry key = 1, value = 2);
+#   ModelSpec.signature_name = 3.
+WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
+
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _field(number, payload):
+    """A length-delimited protobuf field (wire type 2): key, length, bytes."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def predict_log(signature_name, inputs):
+    """A serialized PredictionLog holding PredictRequest(signature_name, inputs={name: array})."""
+    request = _field(1, _field(3, signature_name.encode()))
+    for name, value in inputs.items():
+        request += _field(2, _field(1, name.encode()) + _field(2, tf.make_tensor_proto(value).SerializeToString()))
+    return _field(6, _field(1, request))
+
+
+def warmup_images(classifier):
+    """Two encoded images as clients send them: a JPEG at the evaluation size and a PNG of another
+    shape (each signature decodes and resizes per image), smooth colour ramps with some texture."""
+    rng = np.random.default_rng(0)
+    images = []
+    for h, w in ((classifier.resize_size, classifier.resize_size), (classifier.resize_size + 13, classifier.resize_size * 3 // 2)):
+        y, x = np.mgrid[0:h, 0:w]
+        ramp = np.stack([255 * x / max(w - 1, 1), 255 * y / max(h - 1, 1), 128 + 0 * x], -1)
+        pixels = np.clip(ramp + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)[..., :classifier.channels]
+        images.append(pixels)
+    return [tf.io.encode_jpeg(images[0]).numpy(), tf.io.encode_png(images[1]).numpy()], images[0]
+
+
+def write_warmup(classifier, saved_model_dir):
+    """assets.extra/tf_serving_warmup_requests: one request per signature, the bytes ones with both images."""
+    blobs, pixels = warmup_images(classifier)
+    records = [predict_log("serving_default", {"image_bytes": np.array(blobs, dtype=object)}),
+               predict_log("pixels", {"images": pixels[None].astype(np.float32)}),
+               predict_log("ten_crop", {"image_bytes": np.array(blobs[:1], dtype=object)})]
+    path = os.path.join(saved_model_dir, WARMUP_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for record in records:
+            writer.write(record)
+    return path
+
+
 # === Writing the SavedModel ===
 
 def existing_versions(base):
@@ -196,6 +259,7 @@ def save(classifier, base, version=None, overwrite=False):
     for name, (fn, spec) in classifier.signatures().items():
         archive.add_endpoint(name, fn, input_signature=spec)
     archive.write_out(tmp, verbose=False)
+    write_warmup(classifier, tmp)
     if os.path.exists(path):
         shutil.rmtree(path)
     os.rename(tmp, path)

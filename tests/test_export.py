@@ -268,3 +268,37 @@ def test_ten_crop_signature_averages_the_patches(tiny_run):
     ids = np.argsort(-probs.numpy(), axis=1, kind="stable")[:, :5]
     np.testing.assert_array_equal(out["class_ids"], ids)
     np.testing.assert_allclose(out["probabilities"], np.take_along_axis(probs.numpy(), ids, 1), rtol=1e-4)
+
+
+def test_warmup_requests_are_valid_prediction_logs_that_the_saved_model_serves(tiny_run):
+    """The hand-written wire format read back with TF Serving's own protos (tensorflow-serving-api),
+    each request replayed through the loaded SavedModel's signature of that name."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    export = os.path.join(tiny_run, "export", "1")
+    path = os.path.join(export, "assets.extra", "tf_serving_warmup_requests")
+    records = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
+    assert 1 <= len(records) <= 1000  # TF Serving's limit
+    loaded = tf.saved_model.load(export)
+    seen = []
+    for log in records:
+        request = log.predict_log.request
+        name = request.model_spec.signature_name
+        seen.append(name)
+        inputs = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+        # the same message built with the official classes serializes to the same bytes
+        official = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(
+            request=predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(signature_name=name),
+                                               inputs={k: tf.make_tensor_proto(v) for k, v in inputs.items()})))
+        assert official == log
+        signature = loaded.signatures[name]
+        assert set(inputs) == set(signature.structured_input_signature[1])
+        out = signature(**{k: tf.constant(v) for k, v in inputs.items()})
+        batch = len(next(iter(inputs.values())))
+        assert out["class_ids"].shape == (batch, 5) and out["probabilities"].shape == (batch, 5)
+    assert sorted(seen) == ["pixels", "serving_default", "ten_crop"]
+    # real client requests: a JPEG and a PNG of another shape, decodable as such
+    blobs = [tf.make_ndarray(r.predict_log.request.inputs["image_bytes"]) for r in records
+             if r.predict_log.request.model_spec.signature_name == "serving_default"][0]
+    assert blobs[0][:3] == b"\xff\xd8\xff" and blobs[1][:8] == b"\x89PNG\r\n\x1a\n"
+    assert tf.io.decode_image(blobs[0]).shape[:2] != tf.io.decode_image(blobs[1]).shape[:2]
