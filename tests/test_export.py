@@ -55,6 +55,12 @@ def keras_top5(run_dir, images):
 
 CLEAN_SCRIPT = r"""
 import base64, importlib.util, json, sys
+# The package is installed (editable) in this environment: hide it, as on a serving machine without it.
+class Hide:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "alexnet_tf":
+            raise ModuleNotFoundError(name)
+sys.meta_path.insert(0, Hide())
 import tensorflow as tf
 blobs = [base64.b64decode(b) for b in json.loads(sys.stdin.read())]
 loaded = tf.saved_model.load(sys.argv[1])
@@ -78,7 +84,10 @@ out["ten_crop"] = ten["class_ids"].numpy().tolist()
 pixels = loaded.signatures["pixels"](images=tf.constant(json.loads(sys.argv[2]), tf.float32))
 out["pixels"] = pixels["class_ids"].numpy().tolist()
 out["project_imported"] = [m for m in sys.modules if m.startswith("alexnet_tf")]
-out["project_importable"] = importlib.util.find_spec("alexnet_tf") is not None
+try:
+    out["project_importable"] = importlib.util.find_spec("alexnet_tf") is not None
+except ModuleNotFoundError:
+    out["project_importable"] = False
 print(json.dumps(out))
 """
 
