@@ -5,7 +5,7 @@
                                                         runs when it loads the version (warm-up)
 
 Signatures (every one returns the top-k, k = min(5, classes), sorted by probability):
-  serving_default  image_bytes: string [B]              encoded JPEG/PNG/GIF/BMP images of any size
+  serving_default  image_bytes: string [B]              encoded JPEG/PNG/GIF/BMP/WebP images of any size
   pixels           images: float32 [B, H, W, C]         0..255 pixels of any (batch-uniform) size
   ten_crop         image_bytes: string [B]              as serving_default, softmax averaged over
                                                         the paper's ten patches (§4.1)
@@ -24,13 +24,9 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf.data import preprocess
+from alexnet_tf.data.decode import ALPHA_BACKGROUND, decode_image  # noqa: F401  (decode_image: predict, retrieval)
 
 TOP_K = 5
-# Transparent pixels (PNG/BMP/GIF alpha) are composited over this grey level (0..255), as a
-# browser shows them on a white page.
-ALPHA_BACKGROUND = 255.0
-# Leading bytes of the formats accepted (checked before decoding, to name the problem).
-_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM")
 
 
 def eval_resize_size(config):
@@ -46,39 +42,6 @@ def eval_resize_size(config):
     if m.geometry == "imagenet":
         return round(m.image_size * 256 / 224)
     return m.image_size
-
-
-def decode_image(data, channels, index=0, background=ALPHA_BACKGROUND):
-    """One encoded JPEG/PNG/GIF/BMP string -> (H, W, channels) float32 on the 0..255 scale.
-
-    Grey images are repeated over RGB for 3-channel models, colour images are converted to grey
-    (ITU-R 601 luma, as PIL and tf.image do) for 1-channel models; CMYK JPEGs decode to RGB;
-    an alpha channel is composited over `background`; an animated GIF gives its first frame.
-    Raises InvalidArgumentError naming the element when the bytes are not one of the four formats.
-    """
-    if channels not in (1, 3):
-        raise ValueError(f"channels={channels}; expected 1 (grey) or 3 (RGB)")
-    head = tf.strings.substr(data, 0, 4)
-    known = tf.reduce_any([tf.strings.substr(head, 0, len(m)) == m for m in _MAGIC])
-    check = tf.debugging.Assert(known, [
-        tf.strings.format("image_bytes[{}] ({} bytes) is not a JPEG, PNG, GIF or BMP image",
-                          (index, tf.strings.length(data)))])
-    with tf.control_dependencies([check]):
-        image = tf.io.decode_image(data, channels=0, expand_animations=False)  # (H, W, 1|2|3|4) uint8
-    x = tf.cast(image, tf.float32)
-    has_alpha = tf.equal(tf.shape(x)[-1] % 2, 0)  # 2 = grey + alpha, 4 = RGBA
-
-    def composite():
-        alpha = x[..., -1:] / 255.0
-        return x[..., :-1] * alpha + background * (1.0 - alpha)
-
-    x = tf.cond(has_alpha, composite, lambda: x)  # (H, W, 1|3)
-    if channels == 1:
-        luma = tf.constant([0.2989, 0.5870, 0.1140])
-        x = tf.cond(tf.shape(x)[-1] == 3, lambda: tf.reduce_sum(x * luma, -1, keepdims=True), lambda: x)
-    else:
-        x = tf.cond(tf.shape(x)[-1] == 1, lambda: tf.tile(x, [1, 1, 3]), lambda: x)
-    return tf.ensure_shape(x, [None, None, channels])
 
 
 class Classifier:

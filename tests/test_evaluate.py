@@ -1,12 +1,14 @@
 """The test protocols: 10-crop equals averaging the 10 explicit crops' softmaxes; top-k error by hand."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import alexnet_tf
 from alexnet_tf.evaluate import center_probabilities, evaluate, ten_crop_probabilities, top_k_errors
-from conftest import tiny_overrides
+from conftest import ROOT, tiny_overrides
 
 
 def softmax(z):
@@ -47,3 +49,57 @@ def test_test_split_of_a_run_without_one_is_a_one_line_error(tiny_run, capsys):
     assert cli(["evaluate", "--run-dir", tiny_run, "--split", "test"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has no separate test split" in err[0] and "data.val_examples = 0" in err[0]
+
+
+@pytest.mark.slow
+def test_evaluate_sees_what_the_saved_model_serves_at_the_paper_geometry(tmp_path):
+    """One evaluation transform: a 300x400 JPEG and a 400x300 PNG with an alpha gradient in a folder
+    source, through `evaluate`'s pipeline (centre crop and 10 patches) and through the exported
+    SavedModel's serving_default and ten_crop signatures: the same probabilities."""
+    import io
+
+    from PIL import Image
+
+    from alexnet_tf import serving
+    from alexnet_tf.data import eval_images
+    from alexnet_tf.model import build_model
+    from fake_images import pixels
+
+    root = tmp_path / "images"
+    photo = io.BytesIO()
+    Image.fromarray(pixels(300, 400, seed=1)).save(photo, "JPEG", quality=90)
+    rgba = np.dstack([pixels(400, 300, seed=2), np.linspace(0, 255, 300)[None, :].repeat(400, 0).astype(np.uint8)])
+    alpha = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(alpha, "PNG")
+    blobs = {"a": photo.getvalue(), "b": alpha.getvalue()}  # one image per class: the label names the file
+    for split in ("train", "val"):
+        for cls, blob in blobs.items():
+            os.makedirs(root / split / cls, exist_ok=True)
+            (root / split / cls / ("x.jpg" if cls == "a" else "x.png")).write_bytes(blob)
+    config = alexnet_tf.load_config(os.path.join(ROOT, "configs", "alexnet_imagenet.yaml"), [
+        "data.source=folder", f"data.path={root}", f"data.cache_dir={tmp_path / 'cache'}", "data.batch_size=2",
+        "model.num_classes=10", "model.width=0.125", "model.fc_units=64", "model.weight_init=he_normal",
+        "model.hidden_bias=0.0", "data.scale=0.00392156862745098"])  # 1/255: logits of a size a softmax resolves
+    assert (config.model.image_size, config.data.resize, config.model.geometry) == (224, 256, "imagenet")
+    model = build_model(config)
+    mean = np.random.default_rng(3).uniform(90, 150, (256, 256, 3)).astype(np.float32)
+    class_names = [f"class{i}" for i in range(10)]  # classes.json of a folder run: its folder names first
+    class_names[:2] = ["a", "b"]
+
+    batches, size = eval_images(config, mean, class_names, "val")
+    images, labels = next(iter(batches))
+    assert size == 2 and images.shape == (2, 256, 256, 3)
+    center = center_probabilities(model, images, 224).numpy()
+    ten = ten_crop_probabilities(model, images, 224).numpy()
+
+    path = serving.save(serving.Classifier.from_config(model, config, mean, class_names), str(tmp_path / "export"))
+    loaded = tf.saved_model.load(path)
+    order = [list(blobs).index(class_names[int(y)]) for y in labels]  # the files in evaluate's order
+    request = tf.constant([list(blobs.values())[i] for i in order])
+    for probabilities, signature in ((center, "serving_default"), (ten, "ten_crop")):
+        served = loaded.signatures[signature](image_bytes=request)
+        ids = np.argsort(-probabilities, axis=1, kind="stable")[:, :5]
+        np.testing.assert_array_equal(served["class_ids"].numpy(), ids)
+        np.testing.assert_allclose(served["probabilities"].numpy(), np.take_along_axis(probabilities, ids, 1),
+                                   rtol=1e-5, atol=1e-6)
+    assert np.abs(center[0] - center[1]).max() > 1e-3 and np.abs(center - ten).max() > 1e-4  # not constants

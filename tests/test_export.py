@@ -125,7 +125,7 @@ def test_export_serves_the_keras_top5_in_a_clean_process(tiny_run, tmp_path):
     assert out["class_names"] == [[names[i] for i in row] for row in ids]
     np.testing.assert_array_equal(out["pixels"], ids)  # the float-pixel signature agrees
 
-    assert "image_bytes[1] (20 bytes) is not a JPEG, PNG, GIF or BMP image" in out["bad"]
+    assert "image_bytes[1] (20 bytes) is not a JPEG, PNG, GIF, BMP or WebP image" in out["bad"]
     np.testing.assert_array_equal(out["again"], ids[:1])  # the model keeps serving after the error
     assert out["odd_shapes"] == {"class_ids": [6, 5], "class_names": [6, 5], "probabilities": [6, 5]}
     odd = np.array(out["odd_probabilities"])

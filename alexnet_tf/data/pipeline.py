@@ -4,7 +4,9 @@ In-memory sources (fashion_mnist, synthetic): uint8 arrays -> shuffle -> batch -
 batch. File sources (imagenet, folder, tfds), per image: read -> decode the central square (fused
 decode-and-crop for JPEG) -> rescale to data.resize (§2: 256) -> uint8 -> `augment` per image
 (slicing one image is cheaper than gathering crops out of a whole float batch, and the work spreads
-over tf.data's parallel calls) -> batch. Validation and test batches go through `normalize_for_eval`.
+over tf.data's parallel calls) -> batch. Evaluation: in-memory validation and test batches go
+through `normalize_for_eval`; file-source images through `eval_decoded`, the SavedModel's own
+decoder and transform (`decode.decode_image`, `preprocess.eval_normalise`).
 Every step is a TensorFlow op running in parallel inside tf.data; no Python per image.
 """
 
@@ -148,7 +150,9 @@ def _file_datasets(config):
              .batch(d.batch_size, drop_remainder=True)
              .prefetch(tf.data.AUTOTUNE)
              .with_options(_options(config)))
-    val = _evaluation(decoded(val_split, config), d.batch_size, mean, d.scale, m.image_size, _options(config))
+    val = (eval_decoded(val_split, config, mean).batch(d.batch_size)
+           .map(lambda x, y: (preprocess.center_crop(x, m.image_size), y), num_parallel_calls=tf.data.AUTOTUNE)
+           .prefetch(tf.data.AUTOTUNE).with_options(_options(config)))
     train_steps, val_steps = _steps(config, train_split.size, val_split.size)
     return Data(train, val, train_steps, val_steps, train_split.size, val_split.size, mean, class_names,
                 stats_file=stats_file, skipped=tuple(skipped))
@@ -197,6 +201,22 @@ def decoded(split, config, shuffle=False):
               .ignore_errors(log_warning=True))
 
 
+def eval_decoded(split, config, mean):
+    """(whole normalised image (resize, resize, C), label) per element of an EncodedSplit, through the
+    evaluation transform the SavedModel serves (`decode.decode_image`, `preprocess.eval_normalise`):
+    validation, `evaluate` and the served model see the same pixels. The training images go through
+    `decode.load_image` instead (a partial JPEG decode to uint8, cheaper per step)."""
+    d = config.data
+
+    def normalise(data, label):
+        image = decode.decode_image(data, config.model.channels)[None]        # (1, H, W, C) float32
+        return preprocess.eval_normalise(image, mean, resize_size=d.resize, scale=d.scale)[0], label
+
+    return (split.dataset(shuffle=False, seed=config.train.seed, buffer=d.shuffle_buffer)
+            .map(normalise, num_parallel_calls=tf.data.AUTOTUNE)
+            .ignore_errors(log_warning=True))
+
+
 def stats_path(config, train):
     d = config.data
     if d.stats_file:
@@ -241,9 +261,8 @@ def eval_images(config, mean, class_names, split="val"):
                           f"{d.val_examples}): its validation split is the one to evaluate; expected --split val")
     if d.source in FILE_SOURCES:
         _, val, _, _ = file_splits(config, class_names)
-        images, size = decoded(val, config), val.size
-    else:
-        arrays, _ = load_arrays(config)
-        x, y = arrays[split]
-        images, size = tf.data.Dataset.from_tensor_slices((x, y)), len(x)
-    return _evaluation(images, d.batch_size, mean, d.scale), size
+        batches = eval_decoded(val, config, mean).batch(d.batch_size).prefetch(tf.data.AUTOTUNE)
+        return batches, val.size
+    arrays, _ = load_arrays(config)
+    x, y = arrays[split]
+    return _evaluation(tf.data.Dataset.from_tensor_slices((x, y)), d.batch_size, mean, d.scale), len(x)

@@ -105,6 +105,17 @@ def ten_crops(images, size):
     return tf.stack(crops)
 
 
+def eval_normalise(images, mean, *, resize_size, scale=1.0):
+    """Steps 1, 2 and 4 of `eval_preprocess`: whole normalised images (B, resize_size, resize_size, C),
+    from which the centre or the ten patches are cropped (cropping commutes with the scaling)."""
+    x = resize_central_square(images, resize_size)                  # (B, R, R, C)
+    mean = tf.convert_to_tensor(mean, tf.float32)
+    if tuple(mean.shape[:2]) != (resize_size, resize_size):
+        mean = tf.image.resize(mean, [resize_size, resize_size], method="bilinear", antialias=True)
+    x = subtract_mean(x, mean)
+    return x * scale if scale != 1.0 else x
+
+
 def eval_preprocess(images, mean, *, image_size, resize_size, scale=1.0, crops="center"):
     """The evaluation transform for a batch of same-size images of any size on the 0..255 scale.
 
@@ -113,18 +124,15 @@ def eval_preprocess(images, mean, *, image_size, resize_size, scale=1.0, crops="
     3. crop `image_size`: the centre ('center') or the paper's ten patches ('ten', §4.1);
     4. multiply by `scale` (data.scale).
 
-    For small geometries (Fashion-MNIST) resize_size == image_size and a 28x28 input passes
-    steps 1 and 3 unchanged, so this equals the validation pipeline of `make_datasets`.
+    Validation during training and `evaluate` on image files, `predict`, retrieval and the
+    SavedModel all go through this transform after `decode.decode_image`. For small geometries
+    (Fashion-MNIST) resize_size == image_size and a 28x28 input passes steps 1 and 3 unchanged,
+    so this equals the in-memory validation pipeline of `make_datasets`.
     Returns (B, image_size, image_size, C), or (10, B, image_size, image_size, C) for crops='ten'.
     """
     if crops not in ("center", "ten"):
         raise ValueError(f"crops={crops!r}; expected 'center' or 'ten'")
     if resize_size < image_size:
         raise ValueError(f"resize_size={resize_size} is smaller than image_size={image_size}; expected >= image_size")
-    x = resize_central_square(images, resize_size)                  # (B, R, R, C)
-    mean = tf.convert_to_tensor(mean, tf.float32)
-    if tuple(mean.shape[:2]) != (resize_size, resize_size):
-        mean = tf.image.resize(mean, [resize_size, resize_size], method="bilinear", antialias=True)
-    x = subtract_mean(x, mean)
-    x = center_crop(x, image_size) if crops == "center" else ten_crops(x, image_size)
-    return x * scale if scale != 1.0 else x
+    x = eval_normalise(images, mean, resize_size=resize_size, scale=scale)
+    return center_crop(x, image_size) if crops == "center" else ten_crops(x, image_size)
