@@ -99,6 +99,9 @@ def main(argv=None):
     p = run_parser("features", "last-hidden-layer vectors of a split, cached in RUN_DIR/features/")
     p.add_argument("--split", nargs="+", default=["train", "val"], choices=("train", "val"))
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--max-images", type=int, metavar="N",
+                   help="use at most N images of each split, drawn at random (default: all of an in-memory "
+                        "dataset, 20,000 of an image-file source)")
     p = run_parser("neighbours", "nearest training images of queries as a PNG (Fig. 4 right)")
     p.add_argument("images", nargs="*", help="query image files (default: --queries random validation images)")
     p.add_argument("--queries", type=int, default=5)
@@ -107,12 +110,18 @@ def main(argv=None):
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--max-images", type=int, metavar="N",
+                   help="use at most N images of each split, drawn at random (default: all of an in-memory "
+                        "dataset, 20,000 of an image-file source)")
     p = run_parser("projector", "vectors, labels and sprite for TensorBoard's projector")
     p.add_argument("--split", default="train", choices=("train", "val"))
     p.add_argument("--count", type=int, default=5000, help="random subset size (the projector runs in the browser)")
     p.add_argument("--log-dir", help="default: RUN_DIR/tb/projector")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--max-images", type=int, metavar="N",
+                   help="use at most N images of each split, drawn at random (default: all of an in-memory "
+                        "dataset, 20,000 of an image-file source)")
     p = run_parser("codes", "§7 binary codes: precision@K and speed, Hamming vs Euclidean")
     p.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
     p.add_argument("--k", type=int, nargs="+", default=[1, 10, 100], help="precision@K for these K")
@@ -120,6 +129,9 @@ def main(argv=None):
     p.add_argument("--queries", type=int, help="use the first N validation images as queries (default: all)")
     p.add_argument("--pixels", action="store_true", help="add Euclidean search on raw pixels as a baseline")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--max-images", type=int, metavar="N",
+                   help="use at most N images of each split, drawn at random (default: all of an in-memory "
+                        "dataset, 20,000 of an image-file source)")
     p = sub.add_parser("config-reference", help="print the configuration reference table (markdown; docs/configuration.md)")
 
     def with_config(p):

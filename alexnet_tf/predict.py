@@ -78,7 +78,23 @@ def predict_files(classifier, paths, labels=None, ten_crop=False):
 
 
 def validation_samples(run, count, seed=0):
-    """`count` random validation images of the run's dataset as PNG bytes, with names and true labels."""
+    """`count` random validation images of the run's dataset as encoded bytes, with names and true labels.
+
+    In-memory sources: their arrays, PNG-encoded; file sources (imagenet, folder, tfds): the files'
+    own bytes, drawn at random from the validation split.
+    """
+    from alexnet_tf.config import FILE_SOURCES
+
+    if run.config.data.source in FILE_SOURCES:
+        from alexnet_tf.data import file_splits
+
+        _, val, class_names, _ = file_splits(run.config, run.class_names)
+        sample = val.subset(min(count, val.size), seed)
+        blobs, labels = [], []
+        for data, label in sample.dataset():
+            blobs.append(data.numpy())
+            labels.append(class_names[int(label)])
+        return blobs, [f"val[{i}]" for i in range(len(blobs))], labels
     from alexnet_tf.data import load_arrays
 
     arrays, class_names = load_arrays(run.config)

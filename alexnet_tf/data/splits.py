@@ -30,7 +30,8 @@ def load_arrays(config):
         arrays = synthetic.load(m.image_size, m.channels, m.num_classes, d.synthetic_size, config.train.seed)
         names = tuple(f"class_{i}" for i in range(m.num_classes))
     else:
-        raise ValueError(f"data.source = {d.source!r}; expected fashion_mnist or synthetic")
+        raise ConfigError(f"config error: data.source = {d.source} keeps its images in files, not arrays; "
+                          "expected fashion_mnist or synthetic here (file sources are read by file_splits)")
     if d.val_examples:
         arrays["test"] = arrays["val"]
         arrays["train"], arrays["val"] = held_out(*arrays["train"], d.val_examples)

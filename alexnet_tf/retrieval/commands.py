@@ -21,7 +21,7 @@ def _load(args):
 def features_command(args):
     run, classifier = _load(args)
     for split in args.split:
-        features, _, _ = cached_features(run, classifier, split, args.batch_size)
+        features, _, _ = cached_features(run, classifier, split, args.batch_size, max_images=args.max_images)
         print(f"{split}: {features.shape[0]} x {features.shape[1]} {FEATURE_LAYER} vectors in "
               f"{os.path.join(args.run_dir, 'features', split + '.npy')}")
 
@@ -32,7 +32,7 @@ def neighbours_command(args):
     from alexnet_tf.figures import neighbours_panel
 
     run, classifier = _load(args)
-    train_features, train_labels, train_images = cached_features(run, classifier, "train", args.batch_size)
+    train_features, train_labels, train_images = cached_features(run, classifier, "train", args.batch_size, max_images=args.max_images)
     names = run.class_names
     if args.images:
         blobs = []
@@ -43,7 +43,7 @@ def neighbours_command(args):
         query_images = [decode_image(b, classifier.channels).numpy() for b in blobs]
         query_labels = [os.path.basename(p) for p in args.images]
     else:
-        val_features, val_labels, val_images = cached_features(run, classifier, "val", args.batch_size)
+        val_features, val_labels, val_images = cached_features(run, classifier, "val", args.batch_size, max_images=args.max_images)
         chosen = np.sort(np.random.default_rng(args.seed).choice(len(val_images), args.queries, replace=False))
         queries, query_images = val_features[chosen], list(val_images[chosen])
         query_labels = [names[val_labels[i]] for i in chosen]
@@ -60,7 +60,7 @@ def neighbours_command(args):
 
 def projector_command(args):
     run, classifier = _load(args)
-    features, labels, images = cached_features(run, classifier, args.split, args.batch_size)
+    features, labels, images = cached_features(run, classifier, args.split, args.batch_size, max_images=args.max_images)
     chosen = np.sort(np.random.default_rng(args.seed).choice(len(features), min(args.count, len(features)), replace=False))
     log_dir = args.log_dir or os.path.join(args.run_dir, "tb", "projector")
     write_projector(log_dir, features[chosen], labels[chosen], run.class_names, images[chosen])
@@ -69,8 +69,8 @@ def projector_command(args):
 
 def codes_command(args):
     run, classifier = _load(args)
-    train_features, train_labels, train_images = cached_features(run, classifier, "train", args.batch_size)
-    val_features, val_labels, val_images = cached_features(run, classifier, "val", args.batch_size)
+    train_features, train_labels, train_images = cached_features(run, classifier, "train", args.batch_size, max_images=args.max_images)
+    val_features, val_labels, val_images = cached_features(run, classifier, "val", args.batch_size, max_images=args.max_images)
     extra = {}
     if args.pixels:  # Euclidean search on the raw pixels, for scale
         extra["euclidean pixels"] = (train_images.reshape(len(train_images), -1).astype("float32"),

@@ -51,28 +51,112 @@ def features_of_bytes(classifier, blobs):
     return features(classifier.preprocess_bytes(tf.constant(blobs)), training=False).numpy()
 
 
-def cached_features(run, classifier, split, batch_size=256, progress=True):
+def cached_features(run, classifier, split, batch_size=256, progress=True, max_images=None, seed=0):
     """(features, labels, images) of a split of the run's dataset; features cached in RUN/features/.
 
-    The cache is reused when it was computed from the same weights (fingerprint) and images.
+    In-memory sources give their arrays (all of them, or `max_images` drawn at random with `seed`);
+    file sources (imagenet, folder, tfds) stream their files through the serving transform, at most
+    `max_images` (default FILE_SOURCE_MAX_IMAGES) drawn at random, and `images` holds
+    THUMBNAIL x THUMBNAIL display copies. The cache is reused when it was computed from the same
+    weights (fingerprint) and images.
     """
+    from alexnet_tf.config import FILE_SOURCES
+
+    if run.config.data.source in FILE_SOURCES:
+        return _file_features(run, classifier, split, batch_size, progress, max_images, seed)
     from alexnet_tf.data import load_arrays
 
     arrays, _ = load_arrays(run.config)
     images, labels = arrays[split]
-    directory = os.path.join(run.run_dir, "features")
-    path, meta_path = os.path.join(directory, f"{split}.npy"), os.path.join(directory, f"{split}.json")
+    if max_images and max_images < len(images):
+        chosen = np.sort(np.random.default_rng(seed).choice(len(images), max_images, replace=False))
+        images, labels = images[chosen], labels[chosen]
     meta = {"layer": FEATURE_LAYER, "weights": weights_fingerprint(classifier.model), "count": len(images),
             "images": hashlib.sha1(np.ascontiguousarray(images).tobytes()).hexdigest()}
-    if os.path.isfile(path) and os.path.isfile(meta_path):
-        with open(meta_path) as f:
-            if json.load(f) == meta:
-                return np.load(path), labels, images
+    cached = _read_cache(run, split, meta)
+    if cached is not None:
+        return cached, labels, images
     if progress:
         print(f"extracting {FEATURE_LAYER} features of {len(images)} {split} images")
     features = extract_features(classifier, images, batch_size, progress)
+    _write_cache(run, split, meta, features)
+    return features, labels, images
+
+
+# File-source images are kept for display (panels, the projector's sprite, `codes --pixels`) as
+# central squares of this side; a default cap keeps a whole ImageNet split (1.28 M images) out of reach
+# of a command run without thinking.
+THUMBNAIL = 96
+FILE_SOURCE_MAX_IMAGES = 20_000
+
+
+def _file_features(run, classifier, split, batch_size, progress, max_images, seed):
+    from alexnet_tf.data import file_splits
+    from alexnet_tf.data.decode import decode_image
+    from alexnet_tf.data.preprocess import resize_central_square
+
+    train, val, _, _ = file_splits(run.config, run.class_names)
+    source = train if split == "train" else val
+    limit = FILE_SOURCE_MAX_IMAGES if max_images is None else max_images
+    if source.size > limit:
+        if progress:
+            print(f"{split}: {limit} of {source.size} images, drawn at random (--max-images)")
+        source = source.subset(limit, seed)
+    features_net = feature_model(classifier.model)
+    side = THUMBNAIL if classifier.resize_size > THUMBNAIL else classifier.resize_size
+
+    def thumbnail(data):
+        x = resize_central_square(decode_image(data, classifier.channels, 0, classifier.background)[None], side)[0]
+        return tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
+
+    @tf.function(reduce_retracing=True)
+    def run_batch(blobs):
+        shape = tf.TensorSpec([side, side, classifier.channels], tf.uint8)
+        return (features_net(classifier.preprocess_bytes(blobs), training=False),
+                tf.map_fn(thumbnail, blobs, fn_output_signature=shape))
+
+    meta = {"layer": FEATURE_LAYER, "weights": weights_fingerprint(classifier.model), "count": int(source.size),
+            "images": source.identity, "thumbnail": side}
+    labels, images, features = [], [], []
+    bar = keras.utils.Progbar(source.size, unit_name="image", verbose=1 if sys.stdout.isatty() else 2) if progress else None
+    cached = _read_cache(run, split, meta)
+    thumbs = os.path.join(run.run_dir, "features", f"{split}_thumbnails.npz")
+    if cached is not None and os.path.isfile(thumbs):
+        with np.load(thumbs) as f:
+            return cached, f["labels"], f["images"]
+    if progress:
+        print(f"extracting {FEATURE_LAYER} features of {source.size} {split} images")
+    for blobs, y in source.dataset().batch(batch_size).prefetch(2):
+        f, t = run_batch(blobs)
+        features.append(f.numpy())
+        images.append(t.numpy())
+        labels.append(y.numpy())
+        if bar:
+            bar.add(len(y))
+    features = np.concatenate(features).astype(np.float32)
+    labels, images = np.concatenate(labels), np.concatenate(images)
+    _write_cache(run, split, meta, features)
+    np.savez(thumbs, labels=labels, images=images)
+    return features, labels, images
+
+
+def _paths(run, split):
+    directory = os.path.join(run.run_dir, "features")
+    return directory, os.path.join(directory, f"{split}.npy"), os.path.join(directory, f"{split}.json")
+
+
+def _read_cache(run, split, meta):
+    _, path, meta_path = _paths(run, split)
+    if os.path.isfile(path) and os.path.isfile(meta_path):
+        with open(meta_path) as f:
+            if json.load(f) == meta:
+                return np.load(path)
+    return None
+
+
+def _write_cache(run, split, meta, features):
+    directory, path, meta_path = _paths(run, split)
     os.makedirs(directory, exist_ok=True)
     np.save(path, features)
     with open(meta_path, "w") as f:
         json.dump(meta, f)
-    return features, labels, images
