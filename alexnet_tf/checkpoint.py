@@ -30,8 +30,12 @@ KEEP = 2
 class TrainState:
     """The loop's position and statistics as tf.Variables, and the checkpoints that save them."""
 
-    def __init__(self, model, iterator, plateau, directory, best_directory=None):
+    def __init__(self, model, iterator, plateau, directory, best_directory=None, configured_lr=None):
         self.model = model
+        # train.lr as configured when the checkpoint was written: a resumed run whose config sets
+        # another one applies it instead of the restored (possibly plateau-reduced) rate
+        self.configured_lr = tf.Variable(float("nan") if configured_lr is None else configured_lr, dtype=tf.float64,
+                                         trainable=False, name="configured_lr")
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")        # epochs completed
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")          # steps done in the current epoch
         self.wall_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="wall_seconds")
@@ -44,7 +48,7 @@ class TrainState:
             model=model, optimizer=model.optimizer, data=iterator, dropout_seeds=seeds,
             epoch=self.epoch, step=self.step, epoch_sums=self.sums, wall_seconds=self.wall_seconds,
             plateau_best=plateau.best, plateau_wait=plateau.wait, plateau_reductions=plateau.reductions,
-            best_value=self.best_value)
+            best_value=self.best_value, configured_lr=self.configured_lr)
         self.manager = tf.train.CheckpointManager(self.recovery, directory, max_to_keep=KEEP)
         self.best = None
         if best_directory:
@@ -96,9 +100,30 @@ class TrainState:
                                    f"(latest steps per worker: {steps}) but {self.manager.directory} has only "
                                    f"{[_number(p) for p in self.manager.checkpoints]}")
             path = candidates[0]
-        if path:
             self.recovery.restore(path).assert_existing_objects_matched()
-        return path
+            return path
+        # One process: the newest checkpoint that can be read. A truncated or bit-flipped file
+        # (a full disk, a bad copy) costs the steps back to the one before, not the run.
+        problems = []
+        for path in reversed(self.manager.checkpoints):
+            try:
+                self.recovery.restore(path).assert_existing_objects_matched()
+            except (tf.errors.OpError, ValueError, IndexError, AssertionError) as e:
+                reason = (getattr(e, "message", None) or str(e)).strip().splitlines()[0][:200]
+                problems.append(f"{path}: {reason}")
+                print(f"note: recovery checkpoint {path} cannot be read ({reason}); trying the one before", flush=True)
+                continue
+            if problems:
+                print(f"note: resuming from the older recovery checkpoint {path}", flush=True)
+            return path
+        if problems:
+            raise UnreadableCheckpoint(f"no recovery checkpoint in {self.manager.directory} can be read ({'; '.join(problems)}); "
+                                       f"to start this run afresh, move {self.manager.directory} aside")
+        return None
+
+
+class UnreadableCheckpoint(RuntimeError):
+    """Every recovery checkpoint of the run is damaged; the one-line message says how to start afresh."""
 
 
 def _number(path):

@@ -22,9 +22,13 @@ figures and the ablation study read through `load_run` and the readers, so that 
 same model and the same preprocessing constants.
 """
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
+import socket
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,15 +76,53 @@ def _read_json(path):
 
 # === Writing (training.train) ===
 
+class RunDirBusy(config_lib.ConfigError):
+    """Another live process trains in this run directory (exit status 2, one line)."""
+
+
+@contextlib.contextmanager
+def lock(run_dir, name="chief"):
+    """One writer per run directory: an exclusive flock on RUN_DIR/.lock-<name> for the block.
+
+    The kernel drops the lock when its process ends, however it ends (kill -9 included), so a
+    dead run never blocks the next; the file keeps the holder's pid, host and command for the
+    message. Multi-worker processes lock under their own names (chief, worker-<i>).
+    """
+    path = os.path.join(run_dir, f".lock-{name}")
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:  # a regular file at that path, a read-only file system, no permission
+        raise config_lib.ConfigError(f"config error: cannot use {run_dir} as the run directory ({e.strerror}: "
+                                     f"{e.filename}); expected a directory this user can write") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise RunDirBusy(f"config error: {run_dir} is in use by another training process ({holder}); "
+                         "wait for it, stop it, or use another --run-dir") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}: {' '.join(sys.argv)}".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
+
 # Keys that decide which images are trained on and which validate: a run cannot resume across them.
 SPLIT_KEYS = ("source", "val_examples", "train_examples", "synthetic_size", "tfds_name")
 
 
 def check_same_run(config, run_dir):
-    """A run directory resumes only the run it holds: the model must match; other changes are reported."""
+    """A run directory resumes only the run it holds: the model and the data splits must match.
+
+    Returns the other changes, {"section.key": (old, new)}, each reported in one line; the
+    training loop applies them (a new train.lr overrides the restored learning rate).
+    """
     path = os.path.join(run_dir, CONFIG)
+    changes = {}
     if not os.path.isfile(path):
-        return
+        return changes
     old = config_lib.load_config(path).to_dict()
     new = config.to_dict()
     for section in ("model", "data", "train", "distribute"):  # a run may resume under another strategy
@@ -95,13 +137,17 @@ def check_same_run(config, run_dir):
                 raise config_lib.ConfigError(f"config error: {run_dir} holds a run with different data splits ({change}); "
                                              "use another --run-dir")
             print(f"note: resuming with a changed config, {change}")
+            changes[f"{section}.{key}"] = (old[section][key], value)
+    return changes
 
 
 def write_config(config, run_dir):
-    """Create the run directory, refuse a different run already in it (`check_same_run`), save config.yaml."""
+    """Create the run directory, refuse a different run already in it (`check_same_run`), save
+    config.yaml (what runs from now on). Returns the changes against the config it replaced."""
     os.makedirs(run_dir, exist_ok=True)
-    check_same_run(config, run_dir)
+    changes = check_same_run(config, run_dir)
     config_lib.dump(config, os.path.join(run_dir, CONFIG))
+    return changes
 
 
 def read_precision(run_dir):

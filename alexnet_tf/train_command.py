@@ -2,8 +2,10 @@
 `[--config PATH] [--set section.key=value ...] [--run-dir DIR]`.
 
 With no arguments it trains the default run (configs/fashion_mnist.yaml) on real Fashion-MNIST.
-Exit status: 0 done, 1 training stopped (divergence, missing data), 2 config error, 75 a
-multi-worker peer was lost (rerun the same command).
+Exit status: 0 done; 1 training stopped (divergence, missing data, no readable checkpoint);
+2 config error (also: another process trains in the run directory); 75 a multi-worker peer was
+lost; 143 / 130 stopped by SIGTERM / SIGINT after writing a recovery checkpoint. After 75, 143 and
+130, rerun the same command to resume.
 """
 
 import argparse
@@ -39,13 +41,17 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from alexnet_tf.data.fashion_mnist import DatasetNotFound
     from alexnet_tf.distribute import PEER_ERRORS
-    from alexnet_tf.training import TrainingDiverged, train
+    from alexnet_tf.checkpoint import UnreadableCheckpoint
+    from alexnet_tf.training import Interrupted, TrainingDiverged, train
     try:
         train(config, run_dir)
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 2
-    except (TrainingDiverged, DatasetNotFound) as e:
+    except Interrupted as e:
+        print(e, file=sys.stderr)
+        return e.status
+    except (TrainingDiverged, DatasetNotFound, UnreadableCheckpoint) as e:
         print(e, file=sys.stderr)
         return 1
     except PEER_ERRORS as e:

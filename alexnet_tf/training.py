@@ -1,7 +1,10 @@
 """The training run: one loop for every strategy (default, mirrored, towers, multi_worker), with exact resume."""
 
+import math
 import os
+import signal
 import sys
+import threading
 import time
 
 import keras
@@ -45,6 +48,9 @@ def _run_precision(config, run_dir, dist):
 def train(config, run_dir, verbose=None, callbacks=()):
     """Train `config` in `run_dir`, continuing exactly where a previous run in it stopped.
 
+    One process per run directory (and worker): a second one raises run_dir.RunDirBusy. SIGTERM
+    and SIGINT finish the current step, write a recovery checkpoint and raise Interrupted.
+
     Writes config.yaml, TensorBoard logs (tb/), checkpoints (checkpoints/last every
     train.checkpoint_every steps and after every epoch, checkpoints/best), model.keras, a TF Serving
     SavedModel (export/<version>/) and metrics.json; in multi-worker runs only the chief writes
@@ -56,6 +62,11 @@ def train(config, run_dir, verbose=None, callbacks=()):
     start = time.time()
     # === Devices and strategy (before anything else initialises TensorFlow) ===
     dist = distribute.setup(config.distribute, config.model.towers)
+    with run_dir_lib.lock(run_dir, "chief" if dist.is_chief else f"worker-{dist.worker}"), _StopSignals() as stop:
+        return _train(config, run_dir, verbose, callbacks, start, dist, stop)
+
+
+def _train(config, run_dir, verbose, callbacks, start, dist, stop):
     chief = dist.is_chief
     if chief:
         run_dir_lib.write_config(config, run_dir)
@@ -87,8 +98,18 @@ def train(config, run_dir, verbose=None, callbacks=()):
                                    config.train.lr_min_delta)
     state = TrainState(model, train_iterator, plateau,
                        run_dir_lib.checkpoint_dir(run_dir, "last" if chief else f"worker-{dist.worker}"),
-                       run_dir_lib.checkpoint_dir(run_dir, "best") if chief else None)
+                       run_dir_lib.checkpoint_dir(run_dir, "best") if chief else None, configured_lr=config.train.lr)
     restored = state.restore(agree=dist.all_gather if dist.workers > 1 else None)
+    was = float(state.configured_lr.numpy())
+    if restored and math.isfinite(was) and was != config.train.lr:
+        # the restored optimizer would keep its own rate; the new config's wins, and the plateau
+        # count starts over (every worker compares the same two numbers, so all agree)
+        restored_lr = float(model.optimizer.learning_rate.numpy())
+        model.optimizer.learning_rate.assign(config.train.lr)
+        plateau.wait.assign(0)
+        state.configured_lr.assign(config.train.lr)
+        print(f"train.lr changed from {was:g} to {config.train.lr:g}: training continues at {config.train.lr:g} "
+              f"(the checkpoint's rate was {restored_lr:.3g}); the plateau count restarts")
     epoch, step = int(state.epoch.numpy()), int(state.step.numpy())
     wall_before = float(state.wall_seconds.numpy())
     sums = state.sums.numpy()
@@ -131,6 +152,9 @@ def train(config, run_dir, verbose=None, callbacks=()):
                 if model.stop_training:
                     break
                 step += 1
+                if stop.signum is not None:  # SIGTERM / SIGINT: this step is done; save and leave
+                    saved = state.save(epoch, step, sums, wall_before + time.time() - start)
+                    raise Interrupted(stop.signum, saved or state.manager.latest_checkpoint)
                 if every and state.global_step % every == 0 and step < data.train_steps:
                     state.save(epoch, step, sums, wall_before + time.time() - start)
             if model.stop_training:
@@ -140,7 +164,9 @@ def train(config, run_dir, verbose=None, callbacks=()):
             callback_list.on_epoch_end(epoch - 1, {**logs, **{"val_" + k: v for k, v in val_logs.items()}})
             if not model.stop_training:  # after the callbacks: the plateau rule may have changed the learning rate
                 state.save_best(epoch, val_logs["top1_error"])
-                state.save(epoch, step, sums, wall_before + time.time() - start)
+                saved = state.save(epoch, step, sums, wall_before + time.time() - start)
+                if stop.signum is not None and epoch < config.train.epochs:  # a signal during validation
+                    raise Interrupted(stop.signum, saved or state.manager.latest_checkpoint)
         callback_list.on_train_end()
     if nan_guard.failed:
         batch, loss = nan_guard.failed
@@ -270,3 +296,47 @@ def _plain_copy(model, config):
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the last good checkpoint."""
+
+
+class Interrupted(RuntimeError):
+    """SIGTERM or SIGINT stopped the run after a step, with a recovery checkpoint written.
+
+    `status` is the exit status a shell reports for that signal (128 + its number: 143, 130), so a
+    scheduler sees the job did not finish; rerunning the same command resumes with no step lost.
+    """
+
+    def __init__(self, signum, checkpoint):
+        self.signum, self.checkpoint, self.status = signum, checkpoint, 128 + signum
+        name = signal.Signals(signum).name
+        super().__init__(f"{name}: stopped after saving {checkpoint}; rerun the same command to resume"
+                         if checkpoint else f"{name}: stopped before any checkpoint was written")
+
+
+class _StopSignals:
+    """While training: SIGTERM and SIGINT only set `signum`; the loop saves at the end of the step.
+
+    A second signal during the save changes nothing (the handler only records it), so the save is
+    never cut short. Outside the main thread (where Python cannot install handlers) it does nothing.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signum, self.previous = None, {}
+
+    def _handle(self, signum, frame):
+        if self.signum is None:
+            print(f"\n{signal.Signals(signum).name} received: saving a recovery checkpoint after this step",
+                  file=sys.stderr, flush=True)
+        self.signum = self.signum or signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self.previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+        return False

@@ -185,7 +185,8 @@ def assert_job_matches(tmp_path, reference):
     assert max_difference(chief, worker) == 0.0  # the all-reduce gives both workers the same update
     assert max_difference(chief, reference) < ATOL
     # only the chief writes TensorBoard logs, model files, exports and metrics
-    assert sorted(os.listdir(tmp_path / "w1")) == ["checkpoints"]
+    # its own lock file (one writer per run directory and worker) and its recovery checkpoints, nothing else
+    assert sorted(os.listdir(tmp_path / "w1")) == [".lock-worker-1", "checkpoints"]
     assert os.listdir(tmp_path / "w1" / "checkpoints") == ["worker-1"]
     for name in ("metrics.json", "model.keras", "export", "tb", "config.yaml", "checkpoints/last", "checkpoints/best"):
         assert (tmp_path / "w0" / name).exists(), name

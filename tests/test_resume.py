@@ -194,3 +194,143 @@ def test_workers_agree_on_the_newest_common_checkpoint(tmp_path):
         state.restore(agree=lambda mine: [mine, -1])
     with pytest.raises(RuntimeError, match="newest common checkpoint is step 2"):
         state.restore(agree=lambda mine: [mine, 2])
+
+
+@pytest.mark.slow
+def test_a_signal_saves_after_the_step_and_the_rerun_is_bit_identical(tmp_path):
+    """SIGTERM (a scheduler, docker stop, a preemptible VM) or SIGINT (Ctrl-C) sent to a real training
+    process after a random step: it saves, says so in one line, exits 128 + the signal's number, and
+    the rerun ends bit-identical to an uninterrupted run: no step is lost or repeated."""
+    seed = int(os.environ.get("ALEXNET_TF_TEST_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    signum = rng.choice([signal.SIGTERM, signal.SIGINT])
+    at = rng.choice([1, 2, 5, 7, 10])  # never a multiple of checkpoint_every (3) or an epoch end (4)
+    where = f"(ALEXNET_TF_TEST_SEED={seed}: {signum.name} after global step {at})"
+    config = alexnet_tf.load_config(None, OVERRIDES)
+    config_file = tmp_path / "config.yaml"
+    dump(config, str(config_file))
+    from alexnet_tf.training import train
+    train(config, str(tmp_path / "reference"), verbose=0)
+
+    run_dir = tmp_path / "signalled"
+    proc = subprocess.Popen(command(config_file, run_dir, "--print-steps"), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    for line in proc.stdout:
+        if line.strip() == f"global step {at}":
+            proc.send_signal(signum)
+            break
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 128 + signum, where + err[-2000:]
+    last = err.strip().splitlines()[-1]
+    # the step that was running when the signal came finishes (at + 1 at most), then it saves
+    saved = tf.train.latest_checkpoint(str(run_dir / "checkpoints" / "last"))
+    assert last == f"{signum.name}: stopped after saving {saved}; rerun the same command to resume", where + last
+    assert int(saved.rsplit("-", 1)[1]) in (at, at + 1), where
+    assert not (run_dir / "metrics.json").exists()
+
+    finished = run(config_file, run_dir)
+    assert finished.returncode == 0 and "resuming from" in finished.stdout, finished.stderr[-2000:]
+    a = keras.saving.load_model(str(tmp_path / "reference" / "model.keras")).get_weights()
+    b = keras.saving.load_model(str(run_dir / "model.keras")).get_weights()
+    assert all(np.array_equal(x, y) for x, y in zip(a, b)), where
+
+
+@pytest.mark.slow
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
+    """The newest of the two recovery checkpoints truncated, or with flipped bytes: the rerun says so
+    in one line, resumes from the older one and ends bit-identical; both damaged: one line, exit 1."""
+    config = alexnet_tf.load_config(None, OVERRIDES)
+    config_file = tmp_path / "config.yaml"
+    dump(config, str(config_file))
+    from alexnet_tf.training import train
+    train(config, str(tmp_path / "reference"), verbose=0)
+    reference = keras.saving.load_model(str(tmp_path / "reference" / "model.keras")).get_weights()
+
+    for damage in ("truncate", "flip"):
+        run_dir = tmp_path / damage
+        killed = run(config_file, run_dir, "--kill-at-step", "7")  # checkpoints 4 (epoch 1) and 6 exist
+        assert killed.returncode == -signal.SIGKILL
+        data = next((run_dir / "checkpoints" / "last").glob("ckpt-6.data-*"))
+        blob = bytearray(data.read_bytes())
+        if damage == "truncate":
+            data.write_bytes(bytes(blob[: len(blob) // 2]))
+        else:
+            for i in range(len(blob) // 3, len(blob) // 3 + 64):
+                blob[i] ^= 0xFF
+            data.write_bytes(bytes(blob))
+        resumed = run(config_file, run_dir)
+        assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+        notes = [l for l in resumed.stdout.splitlines() if l.startswith("note: recovery checkpoint")]
+        assert len(notes) == 1 and "ckpt-6 cannot be read" in notes[0], resumed.stdout[-2000:]
+        assert "resuming from the older recovery checkpoint" in resumed.stdout and "ckpt-4" in resumed.stdout
+        b = keras.saving.load_model(str(run_dir / "model.keras")).get_weights()
+        assert all(np.array_equal(x, y) for x, y in zip(reference, b)), damage
+
+    run_dir = tmp_path / "both"
+    assert run(config_file, run_dir, "--kill-at-step", "7").returncode == -signal.SIGKILL
+    for data in (run_dir / "checkpoints" / "last").glob("ckpt-*.data-*"):
+        data.write_bytes(data.read_bytes()[:100])
+    failed = run(config_file, run_dir)
+    assert failed.returncode == 1
+    assert failed.stderr.strip().splitlines()[-1].startswith(f"no recovery checkpoint in {run_dir / 'checkpoints' / 'last'} can be read")
+
+
+@pytest.mark.slow
+def test_one_training_process_per_run_directory(tmp_path):
+    """A second train.py on a directory a live run is using exits 2 in one line naming the first;
+    after the first is killed -9, the lock does not block the next run, which resumes."""
+    config = alexnet_tf.load_config(None, OVERRIDES + ["train.epochs=500"])  # still training when the second starts
+    config_file = tmp_path / "config.yaml"
+    dump(config, str(config_file))
+    run_dir = tmp_path / "run"
+    first = subprocess.Popen(command(config_file, run_dir, "--print-steps"), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    try:
+        for line in first.stdout:
+            if line.strip() == "global step 4":
+                break
+        second = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--config", str(config_file),
+                                 "--run-dir", str(run_dir), "--set", "train.lr=0.02"],
+                                capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert second.returncode == 2, second.stderr[-2000:]
+        line = second.stderr.strip().splitlines()[-1]
+        assert line.startswith(f"config error: {run_dir} is in use by another training process (pid {first.pid} on ")
+        # refused before it touched anything: config.yaml still records the first run's config
+        assert alexnet_tf.load_config(str(run_dir / "config.yaml")).train.lr == config.train.lr != 0.02
+    finally:
+        first.kill()
+        first.communicate(timeout=60)
+    # the next run starts despite the dead one's lock file, and resumes its checkpoints
+    again = subprocess.Popen(command(config_file, run_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, cwd=ROOT)
+    try:
+        resumed = any(line.startswith("resuming from") for line in again.stdout)
+    finally:
+        again.kill()
+        again.communicate(timeout=60)
+    assert resumed
+
+
+@pytest.mark.slow
+def test_a_changed_learning_rate_on_resume_is_applied(tmp_path):
+    """The restored optimizer holds the old rate; a rerun with another train.lr must train at the new
+    one (and say so), not record it in config.yaml and ignore it."""
+    config = alexnet_tf.load_config(None, OVERRIDES + ["train.epochs=1"])
+    config_file = tmp_path / "config.yaml"
+    dump(config, str(config_file))
+    run_dir = tmp_path / "run"
+    assert run(config_file, run_dir).returncode == 0
+    rerun = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--config", str(config_file),
+                            "--run-dir", str(run_dir), "--set", "train.epochs=2", "--set", "train.lr=0.0123"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=240)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"train.lr changed from {config.train.lr:g} to 0.0123: training continues at 0.0123" in rerun.stdout
+    import json
+    metrics = json.load(open(run_dir / "metrics.json"))
+    assert metrics["epochs_completed"] == 2 and metrics["learning_rate"] == pytest.approx(0.0123)
+    assert alexnet_tf.load_config(str(run_dir / "config.yaml")).train.lr == 0.0123
+    # and the rate is in the new checkpoint: a third rerun with the same config changes nothing
+    third = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--config", str(config_file),
+                            "--run-dir", str(run_dir), "--set", "train.epochs=2", "--set", "train.lr=0.0123"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=240)
+    assert third.returncode == 0 and "train.lr changed" not in third.stdout
