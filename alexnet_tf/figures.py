@@ -8,23 +8,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-
-def read_scalars(run_dir, split, tag):
-    """(steps, values) of a scalar that Keras's TensorBoard callback wrote to run_dir/tb/<split>."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    import tensorflow as tf
-
-    acc = EventAccumulator(os.path.join(run_dir, "tb", split), size_guidance={"tensors": 0})
-    acc.Reload()
-    if tag not in acc.Tags()["tensors"]:
-        raise KeyError(f"{run_dir}: no TensorBoard scalar {tag!r} in tb/{split}; found {sorted(acc.Tags()['tensors'])}")
-    events = acc.Tensors(tag)
-    steps = np.array([e.step for e in events])
-    values = np.array([float(tf.make_ndarray(e.tensor_proto)) for e in events])
-    order = np.argsort(steps, kind="stable")
-    # a resumed run may rewrite steps: keep the last value written for each step
-    last = {s: v for s, v in zip(steps[order], values[order])}
-    return np.array(list(last)), np.array(list(last.values()))
+from alexnet_tf.tblogs import read_scalars  # noqa: E402
 
 
 def plot_curves(runs, out, curves=(("train", "epoch_top1_error"), ("validation", "epoch_top1_error")),

@@ -53,6 +53,11 @@ class LocalResponseNormalization(keras.layers.Layer):
         """The coefficient that multiplies the sum of squares in the formula above."""
         return self.alpha if self.convention == "paper" else self.alpha / self.size
 
+    def window_sum_of_squares(self, a):
+        """sum_{j=max(0,i-n//2)}^{min(C-1,i+n//2)} a[..., j]**2 for every channel i of a built layer's
+        input `a`, in float64 numpy: the sum in the formula above, for inspecting a trained model."""
+        return np.square(np.asarray(a, np.float64)) @ self._band.astype(np.float64)
+
     def build(self, input_shape):
         channels = input_shape[-1]
         r = self.size // 2

@@ -1,4 +1,4 @@
-"""The ablation study (alexnet_tf/ablate.py): verdict rule, curve reading, plan, and a tiny real study."""
+"""The ablation study (alexnet_tf/ablation/): verdict rule, curve reading, plan, and a tiny real study."""
 
 import json
 import math
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import alexnet_tf
-from alexnet_tf import ablate
+from alexnet_tf.ablation import measure, report, runner, stats, study
 from alexnet_tf.__main__ import main as cli
 from alexnet_tf.config import parse_override
 
@@ -18,9 +18,9 @@ from alexnet_tf.config import parse_override
 
 def test_difference_and_standard_error_by_hand():
     # means 2 and 4, sample stds 1 and 2 -> d = 2, SE = sqrt(1/3 + 4/3)
-    diff, se = ablate.difference([1, 2, 3], [2, 4, 6])
+    diff, se = stats.difference([1, 2, 3], [2, 4, 6])
     assert diff == pytest.approx(2.0) and se == pytest.approx(math.sqrt(5 / 3))
-    diff, se = ablate.difference([0.1], [0.2, 0.3])
+    diff, se = stats.difference([0.1], [0.2, 0.3])
     assert diff == pytest.approx(0.15) and math.isnan(se)  # one seed: no noise estimate
 
 
@@ -35,40 +35,40 @@ def test_difference_and_standard_error_by_hand():
     ([300, 320, 310], [900, 1000, 950], +1, "agrees"),                         # steps: tanh slower
 ])
 def test_verdict_on_hand_made_numbers(a, b, expected, verdict):
-    diff, se = ablate.difference(a, b)
-    assert ablate.verdict(diff, se, expected, len(a), len(b)) == verdict
+    diff, se = stats.difference(a, b)
+    assert stats.verdict(diff, se, expected, len(a), len(b)) == verdict
 
 
 def test_verdict_boundary_is_two_standard_errors():
-    assert ablate.verdict(2.0, 1.0, +1, 3, 3) == "agrees"
-    assert ablate.verdict(1.999, 1.0, +1, 3, 3) == "inconclusive"
-    assert ablate.verdict(-2.0, 1.0, +1, 3, 3) == "does not agree"
+    assert stats.verdict(2.0, 1.0, +1, 3, 3) == "agrees"
+    assert stats.verdict(1.999, 1.0, +1, 3, 3) == "inconclusive"
+    assert stats.verdict(-2.0, 1.0, +1, 3, 3) == "does not agree"
 
 
 def _fake_arm(name, values, metric="val_top1_error"):
-    runs = [{metric: v, "censored": {ablate.THRESHOLD: False, ablate.CONVERGED: False}} for v in values]
-    return {"arm": ablate.ARM_BY_NAME[name], "runs": runs}
+    runs = [{metric: v, "censored": {study.THRESHOLD: False, study.CONVERGED: False}} for v in values]
+    return {"arm": study.ARM_BY_NAME[name], "runs": runs}
 
 
 def test_claim_row_formats_the_numbers_it_was_given():
     results = {"base": _fake_arm("base", [0.100, 0.102, 0.098]), "no_lrn": _fake_arm("no_lrn", [0.120, 0.122, 0.118])}
-    claim = next(c for c in ablate.CLAIMS if c.key == "2")
-    row, numbers = ablate.claim_row(claim, results)
+    claim = next(c for c in study.CLAIMS if c.key == "2")
+    row, numbers = report.claim_row(claim, results)
     assert row[0] == "2" and "§3.3" in row[1] and "-1.4 % top-1" in row[2]
     assert row[3] == "base: 10.00 ± 0.20 % (3 seeds)<br>no_lrn: 12.00 ± 0.20 % (3 seeds)"
     assert row[4] == "+2.00 ± 0.16 pp (paper +1.4 pp)" and row[5] == "agrees"
     assert numbers["diff"] == pytest.approx(0.02) and numbers["se"] == pytest.approx(0.002 * math.sqrt(2 / 3))
     # claims whose arms are not in the study have no row
-    assert ablate.claim_row(next(c for c in ablate.CLAIMS if c.key == "4"), results) is None
+    assert report.claim_row(next(c for c in study.CLAIMS if c.key == "4"), results) is None
 
 
 def test_claim_one_reports_the_ratio_and_marks_runs_that_never_reached_the_threshold():
-    t = ablate.THRESHOLD
+    t = study.THRESHOLD
     relu = _fake_arm("base", [200, 220, 240], "steps_to_threshold")
     tanh = _fake_arm("tanh", [900, 1872, 1872], "steps_to_threshold")
     for run in tanh["runs"][1:]:
-        run["censored"] = {t: True, ablate.CONVERGED: True}  # never reached: the whole run (1872 steps) counted
-    row, _ = ablate.claim_row(ablate.CLAIMS[0], {"base": relu, "tanh": tanh})
+        run["censored"] = {t: True, study.CONVERGED: True}  # never reached: the whole run (1872 steps) counted
+    row, _ = report.claim_row(study.CLAIMS[0], {"base": relu, "tanh": tanh})
     assert "tanh: >1548 ± 561 steps (3 seeds, 2 not reached)" in row[3]
     assert row[4] == "+1328 ± 324 steps (ratio x>7.04; paper x6)"   # 1548 / 220
     assert row[5] == "agrees"
@@ -92,11 +92,11 @@ def test_every_claim_agrees_on_numbers_shaped_like_the_papers():
     results = {}
     for name, (err, gap, steps, converged) in paper_like.items():
         runs = [{"val_top1_error": err + 0.0005 * n, "gap": gap + 0.0005 * n, "steps_to_threshold": steps + 5 * n,
-                 "steps_to_converged": converged + 5 * n, "censored": {ablate.THRESHOLD: False, ablate.CONVERGED: False}}
+                 "steps_to_converged": converged + 5 * n, "censored": {study.THRESHOLD: False, study.CONVERGED: False}}
                 for n in noise]
-        results[name] = {"arm": ablate.ARM_BY_NAME[name], "runs": runs}
-    verdicts = {c.key: ablate.claim_row(c, results)[1]["verdict"] for c in ablate.CLAIMS}
-    assert verdicts == {c.key: "agrees" for c in ablate.CLAIMS}
+        results[name] = {"arm": study.ARM_BY_NAME[name], "runs": runs}
+    verdicts = {c.key: report.claim_row(c, results)[1]["verdict"] for c in study.CLAIMS}
+    assert verdicts == {c.key: "agrees" for c in study.CLAIMS}
     assert sorted(verdicts) == ["1", "2", "3a", "3b", "4", "5a", "5b", "6a", "6b", "6c"]
 
 
@@ -114,9 +114,9 @@ def test_windowed_recovers_the_mean_error_of_each_window():
         start = max(previous, (s - 1) // spe * spe)  # window: after the previous log, within this epoch
         expected.append(errors[start:s].mean())
         previous = s
-    np.testing.assert_allclose(ablate.windowed(steps, np.array(running), spe), expected, rtol=1e-12)
-    assert ablate.steps_to(steps, np.array(expected), min(expected)) == steps[int(np.argmin(expected))]
-    assert ablate.steps_to(steps, np.array(expected), -1.0) is None
+    np.testing.assert_allclose(measure.windowed(steps, np.array(running), spe), expected, rtol=1e-12)
+    assert measure.steps_to(steps, np.array(expected), min(expected)) == steps[int(np.argmin(expected))]
+    assert measure.steps_to(steps, np.array(expected), -1.0) is None
 
 
 def _write_segment(log_dir, stamp, batch_steps, epoch_steps, value):
@@ -142,7 +142,7 @@ def test_batch_curve_across_a_resumed_run(tmp_path):
     _write_segment(log_dir, 1000, range(1, 13), [0, 1], lambda s: 1.0 + s)
     # resumed at epoch 2: Keras numbers its batches from 1 again
     _write_segment(log_dir, 2000, range(1, 16), [2, 3, 4], lambda s: 100.0 + s)
-    steps, values = ablate.batch_curve(str(tmp_path), spe)
+    steps, values = measure.batch_curve(str(tmp_path), spe)
     np.testing.assert_array_equal(steps, np.arange(1, 26))
     np.testing.assert_allclose(values[:10], 1.0 + np.arange(1, 11))        # the first invocation's epochs 0-1
     np.testing.assert_allclose(values[10:], 100.0 + np.arange(1, 16))      # epoch 2 replaced by the resumed one
@@ -155,7 +155,7 @@ def test_batch_curve_across_a_run_resumed_mid_epoch(tmp_path):
     _write_segment(log_dir, 1000, range(1, 14), [0, 1], lambda s: 1.0 + s)
     # resumed at global step 11 (one step into epoch 2): training.train numbers on from 12
     _write_segment(log_dir, 2000, range(12, 26), [2, 3, 4], lambda s: 100.0 + s)
-    steps, values = ablate.batch_curve(str(tmp_path), spe)
+    steps, values = measure.batch_curve(str(tmp_path), spe)
     np.testing.assert_array_equal(steps, np.arange(1, 26))
     np.testing.assert_allclose(values[:11], 1.0 + np.arange(1, 12))        # up to the checkpoint
     np.testing.assert_allclose(values[11:], 100.0 + np.arange(12, 26))     # steps 12, 13 replaced by the resumed run
@@ -168,10 +168,10 @@ def _flat(config):
 
 
 def test_full_plan_arms_differ_from_the_base_exactly_by_their_overrides(tmp_path):
-    planned = ablate.plan(ablate.BASE_CONFIG, "full", 3, str(tmp_path))
-    assert len(planned) == len(ablate.ARMS) * 3 and len(ablate.ARMS) >= 7
+    planned = study.plan(study.BASE_CONFIG, "full", 3, str(tmp_path))
+    assert len(planned) == len(study.ARMS) * 3 and len(study.ARMS) >= 7
     assert [p.seed for p in planned] == sorted(p.seed for p in planned)  # seed-major: every arm gets seed 0 first
-    base = _flat(alexnet_tf.load_config(ablate.BASE_CONFIG))
+    base = _flat(alexnet_tf.load_config(study.BASE_CONFIG))
     for p in planned:
         changed = {k: v for k, v in _flat(p.config).items() if base[k] != v}
         expected = dict(parse_override(o) for o in p.arm.overrides)
@@ -180,13 +180,13 @@ def test_full_plan_arms_differ_from_the_base_exactly_by_their_overrides(tmp_path
         assert changed == expected, p.arm.name
         assert p.run_dir == os.path.join(str(tmp_path), p.arm.name, f"seed{p.seed}")
     # every claim compares two arms of the study
-    assert all(c.a in ablate.ARM_BY_NAME and c.b in ablate.ARM_BY_NAME for c in ablate.CLAIMS)
+    assert all(c.a in study.ARM_BY_NAME and c.b in study.ARM_BY_NAME for c in study.CLAIMS)
 
 
 @pytest.mark.slow
 def test_full_budget_is_about_two_hours_on_a_quiet_machine(tmp_path):
-    planned = ablate.plan(ablate.BASE_CONFIG, "full", 3, str(tmp_path))
-    per_arm = {p.arm.name: ablate.estimate_seconds(p.config) for p in planned if p.seed == 0}
+    planned = study.plan(study.BASE_CONFIG, "full", 3, str(tmp_path))
+    per_arm = {p.arm.name: runner.estimate_seconds(p.config) for p in planned if p.seed == 0}
     total = 3 * sum(per_arm.values())
     assert 80 * 60 < total < 130 * 60, total
     assert 3 * 60 < per_arm["base"] < 6 * 60, per_arm
@@ -197,7 +197,7 @@ def test_bad_arm_budget_and_mismatched_run_directory_are_one_line_errors(tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown arm(s) relu6" in err[0]
     # a run directory that holds a run of another config (here: the tiny budget's) is refused
-    (p,) = ablate.plan(ablate.BASE_CONFIG, "tiny", 1, str(tmp_path), ["base"])
+    (p,) = study.plan(study.BASE_CONFIG, "tiny", 1, str(tmp_path), ["base"])
     os.makedirs(p.run_dir)
     from alexnet_tf.config import dump
     dump(p.config, os.path.join(p.run_dir, "config.yaml"))
@@ -232,7 +232,7 @@ def test_tiny_study_table_from_real_runs_then_resume(tmp_path, capsys):
     for m in metrics.values():
         assert m["epochs_completed"] == 2
     # the claims table: LRN (the only claim both arms answer) and PCA lighting, with the six columns
-    rows = _rows(text, ablate.TABLE_HEADER)
+    rows = _rows(text, report.TABLE_HEADER)
     assert [r[0] for r in rows] == ["2", "7"] and all(len(r) == 6 for r in rows)
     lrn = rows[0]
     assert lrn[3] == (f"base: {100 * metrics['base']['val_top1_error']:.2f} % (1 seed)<br>"
@@ -267,7 +267,7 @@ def test_tiny_study_table_from_real_runs_then_resume(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "0 to train" in printed and ": done in" not in printed
     assert {arm: os.path.getmtime(runs / arm / "seed0" / "metrics.json") for arm in metrics} == stamps
-    assert _rows(out.read_text(), ablate.TABLE_HEADER) == rows
+    assert _rows(out.read_text(), report.TABLE_HEADER) == rows
 
     # a run killed after its last checkpoint (no metrics.json yet) is resumed, not retrained
     (runs / "no_lrn" / "seed0" / "metrics.json").unlink()

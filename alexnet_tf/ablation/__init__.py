@@ -1,0 +1,30 @@
+"""The paper's ablation claims re-measured: `python -m alexnet_tf ablate` (issue 6).
+
+One base config (configs/ablation_fashion_mnist.yaml) and arms that are `--set` overrides of it.
+Every (arm, seed) is its own run directory RUNS/<arm>/seed<k>, trained by `train.py` in a
+subprocess (one at a time); a run whose metrics.json exists is skipped, an interrupted one resumes
+from its last checkpoint (train.py does that). Then every finished run is measured (val
+error from metrics.json; training error on the training images without augmentation or dropout;
+training-error curve from TensorBoard) and REPRODUCTION.md is written: one row per claim, with
+the paper's number, each arm's mean ± std over seeds, the measured difference ± its standard
+error and a verdict (see `stats.verdict`).
+
+Modules: study (arms, budgets, thresholds, claims, the plan), stats (mean ± std, difference,
+verdict), measure (one finished run), runner (training and collecting), report (REPRODUCTION.md,
+its prose in report_template.md), plots (the figures).
+"""
+
+from alexnet_tf.ablation.runner import StudyInterrupted, run_study
+from alexnet_tf.ablation.study import BASE_CONFIG
+
+
+def main(args):
+    """`python -m alexnet_tf ablate` (arguments parsed in __main__)."""
+    arms = [a.strip() for a in args.arms.split(",")] if args.arms else None
+    # the command that trains the runs (--report-only only rewrites the report of the same runs)
+    command = "python -m alexnet_tf ablate" + "".join(f" {a}" for a in args.argv if a != "--report-only")
+    try:
+        run_study(args.config or BASE_CONFIG, args.budget, args.seeds, args.runs_dir, args.out, arms=arms, extra=args.set,
+                  train=not args.report_only, command=command)
+    except StudyInterrupted as e:
+        raise SystemExit(f"error: {e}") from None

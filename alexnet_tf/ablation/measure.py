@@ -1,0 +1,169 @@
+"""Measuring one finished run: the training-error curve from its TensorBoard logs, the error on
+its own training images without augmentation or dropout, and the numbers the claims compare."""
+
+import json
+import os
+import time
+
+import numpy as np
+
+from alexnet_tf import tblogs
+from alexnet_tf.ablation.study import CONVERGED, SENSITIVITY, THRESHOLD
+from alexnet_tf.config import load_config
+
+
+def batch_curve(run_dir, steps_per_epoch, tag="batch_top1_error"):
+    """(global steps, values) of a batch-level training scalar, across resumed runs.
+
+    Two numberings occur. Keras's TensorBoard callback, called by `model.fit`, numbers batches
+    from 1 in every call, so a run resumed at an epoch boundary restarts at step 1 in a new event
+    file: the file's first epoch (from its epoch-level summaries) gives the offset. `training.train`
+    numbers them by the global step across resumes (it resumes mid-epoch, from step-level
+    checkpoints): such a file continues where its checkpoint was. Either way a step logged twice
+    keeps the resumed run's value (tblogs.last_write_wins).
+    """
+    segments, next_epoch = [], 0
+    for path in tblogs.event_files(os.path.join(run_dir, "tb", "train")):
+        found = tblogs.file_scalars(path, (tag, "epoch_top1_error"))
+        batches, epochs = found[tag], [s for s, _ in found["epoch_top1_error"]]
+        first = (min(epochs) if epochs else next_epoch) * steps_per_epoch
+        renumbered = batches and min(s for s, _ in batches) <= first  # numbered from 1 again
+        segments.append([(s + first, v) for s, v in batches] if renumbered else batches)
+        if epochs:
+            next_epoch = max(epochs) + 1
+    return tblogs.last_write_wins(segments)
+
+
+def windowed(steps, running_means, steps_per_epoch):
+    """Per-window values from Keras's running means.
+
+    A batch-level log at global step s (1-based) holds the mean over the steps of its epoch so far,
+    n = (s - 1) % steps_per_epoch + 1 of them (Keras resets its metrics at every epoch). The mean
+    over the steps since the previous log of the same epoch is (n·m - n'·m') / (n - n'), exact
+    for equal batch sizes; for an epoch's first log it is m itself.
+    Returns the values of the windows ending at `steps`.
+    """
+    out = np.empty(len(steps))
+    prev_epoch, prev_n, prev_m = -1, 0, 0.0
+    for i, (s, m) in enumerate(zip(steps, running_means)):
+        epoch, n = divmod(int(s) - 1, steps_per_epoch)
+        n += 1
+        if epoch != prev_epoch or n <= prev_n:
+            prev_n, prev_m = 0, 0.0
+        out[i] = (n * m - prev_n * prev_m) / (n - prev_n)
+        prev_epoch, prev_n, prev_m = epoch, n, m
+    return out
+
+
+def steps_to(steps, errors, threshold):
+    """The first logged step whose window's training error is <= threshold, or None (never reached)."""
+    hit = np.nonzero(np.asarray(errors) <= threshold)[0]
+    return int(steps[hit[0]]) if len(hit) else None
+
+
+def training_error_curve(run_dir, steps_per_epoch):
+    """(steps, training top-1 error of the batches since the previous log) of a run."""
+    steps, running = batch_curve(run_dir, steps_per_epoch)
+    return steps, windowed(steps, running, steps_per_epoch)
+
+
+def clean_evaluation(run_dir):
+    """What the run's final model does on its own training images, without augmentation or dropout,
+    and how strongly its LRN layers normalise. Cached in RUN/ablation.json.
+
+    Returns {"train_top1_error": ..., "lrn": {"lrn1": (mean, p99), "lrn2": (mean, p99)}}: the mean and
+    99th percentile over positions and channels of alpha_eff * sum_window a² / k at the layer's input
+    on 512 training images (towers averaged). Values << 1 mean the layer is close to a constant factor
+    k^-beta: its normaliser k + alpha * sum a² barely depends on the activity.
+    """
+    import keras
+    import tensorflow as tf
+
+    from alexnet_tf.data import load_arrays, normalize_for_eval
+    from alexnet_tf.layers import LocalResponseNormalization
+    from alexnet_tf.run_dir import load_run
+
+    keras.backend.clear_session()  # one study process measures many runs
+    run = load_run(run_dir)
+    arrays, _ = load_arrays(run.config)
+    x, y = arrays["train"]
+    scale = run.config.data.scale
+    batches = tf.data.Dataset.from_tensor_slices(x).batch(500).map(lambda b: normalize_for_eval(b, run.mean, scale))
+    logits = run.model.predict(batches, verbose=0)
+    result = {"train_top1_error": float(np.mean(np.argmax(logits, 1) != y)), "train_images": len(y), "lrn": {}}
+    lrns = [l for l in run.model.layers if isinstance(l, LocalResponseNormalization)]
+    if lrns:
+        probe = keras.Model(run.model.input, [l.input for l in lrns])
+        inputs = probe.predict(normalize_for_eval(x[:512], run.mean, scale), verbose=0)
+        ratios = {}
+        for layer, a in zip(lrns, inputs):
+            window = layer.window_sum_of_squares(a)
+            r = layer.alpha_eff * window / layer.k
+            ratios.setdefault(layer.name.split("_")[0], []).append((float(r.mean()), float(np.percentile(r, 99))))
+        result["lrn"] = {name: np.mean(r, axis=0).tolist() for name, r in ratios.items()}
+    return result
+
+
+def steps_per_epoch(config, run_dir):
+    """Training steps per epoch of a run, as training.train computed them."""
+    with open(os.path.join(run_dir, "data.json")) as f:
+        train_size = json.load(f)["train_size"]
+    steps = train_size // config.data.batch_size
+    return min(steps, config.train.steps_per_epoch) if config.train.steps_per_epoch else steps
+
+
+CLEAN_VERSION = 2  # of clean_evaluation's cached result in RUN/ablation.json; a change recomputes it
+
+
+def measure_run(run_dir):
+    """The numbers of one finished run that the claims compare (see CLAIMS' metrics)."""
+    config = load_config(os.path.join(run_dir, "config.yaml"))
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        metrics = json.load(f)
+    study = read_json(os.path.join(run_dir, "ablation.json"))
+    if study.get("clean", {}).get("version") != CLEAN_VERSION:
+        t0, c0 = time.time(), time.process_time()
+        study["clean"] = dict(clean_evaluation(run_dir), version=CLEAN_VERSION)
+        study.setdefault("attempts", []).append({"what": "clean evaluation", "wall_seconds": time.time() - t0,
+                                                 "cpu_seconds": time.process_time() - c0})
+        write_json(os.path.join(run_dir, "ablation.json"), study)
+    spe = steps_per_epoch(config, run_dir)
+    with open(os.path.join(run_dir, "data.json")) as f:
+        val_size = json.load(f)["val_size"]
+    val_steps = config.train.val_steps
+    steps, errors = training_error_curve(run_dir, spe)
+    total = spe * metrics["epochs_completed"]
+    reached = {t: steps_to(steps, errors, t) for t in SENSITIVITY + (THRESHOLD, CONVERGED)}
+    attempts = study.get("attempts", [])
+    return {
+        "val_top1_error": metrics["val_top1_error"],
+        "val_top5_error": metrics["val_top5_error"],
+        "train_top1_error": study["clean"]["train_top1_error"],
+        "gap": metrics["val_top1_error"] - study["clean"]["train_top1_error"],
+        "lrn": study["clean"].get("lrn", {}),
+        "steps_per_epoch": spe,
+        "total_steps": total,
+        "val_images": min(val_size, val_steps * config.data.batch_size) if val_steps else val_size,
+        "reached": reached,
+        # a threshold never reached counts as the whole run (a lower bound; the report marks it ">")
+        "steps_to_threshold": reached[THRESHOLD] or total,
+        "steps_to_converged": reached[CONVERGED] or total,
+        "censored": {t: reached[t] is None for t in reached},
+        "wall_seconds": sum(a["wall_seconds"] for a in attempts) or metrics["wall_seconds"],
+        "cpu_seconds": sum(a["cpu_seconds"] for a in attempts),
+        "curve": (steps, errors),
+    }
+
+
+def read_json(path):
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_json(path, data):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)

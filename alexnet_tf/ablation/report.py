@@ -1,0 +1,220 @@
+"""REPRODUCTION.md: the claims table, per-arm numbers, threshold sensitivity, figures, time and command.
+
+The prose is in report_template.md (blocks filled with string.Template); the tables and numbers
+are computed here.
+"""
+
+import functools
+import math
+import os
+import re
+from string import Template
+
+import numpy as np
+
+from alexnet_tf.ablation.plots import make_figures
+from alexnet_tf.ablation.stats import difference, mean_std, seed_values, verdict
+from alexnet_tf.ablation.study import BUDGETS, CLAIMS, CONVERGED, LIGHTING_ROW, ROOT, SENSITIVITY, THRESHOLD
+
+TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "report_template.md")
+TABLE_HEADER = "| # | claim | paper | ours: mean ± std over seeds | measured difference | verdict |"
+DISCUSSION_BEGIN = "<!-- discussion: kept when the report is regenerated -->"
+DISCUSSION_END = "<!-- end of discussion -->"
+
+UNITS = {"val_top1_error": "%", "val_top5_error": "%", "train_top1_error": "%", "gap": "pp",
+         "steps_to_threshold": "steps", "steps_to_converged": "steps"}
+
+
+@functools.cache
+def _blocks():
+    """{name: text} of report_template.md: each block runs from its marker line to the next one."""
+    with open(TEMPLATE, encoding="utf-8") as f:
+        parts = re.split(r"^<!-- template: (\w+) -->\n", f.read(), flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def _block(name, **values):
+    return Template(_blocks()[name]).substitute(values)
+
+
+def minutes(seconds):
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+    return f"{seconds / 60:.1f} min"
+
+
+def _percent(fraction):
+    return f"{fraction:.0%}"
+
+
+# === Cells ===
+
+def _number(metric, mean, std, censored=False):
+    """'10.21 ± 0.15' (errors in %, gaps in pp) or '>312 ± 20' (steps; '>' when some run never reached it)."""
+    if metric.startswith("steps"):
+        return f"{'>' if censored else ''}{mean:.0f}" + ("" if math.isnan(std) else f" ± {std:.0f}")
+    return f"{100 * mean:.2f}" + ("" if math.isnan(std) else f" ± {100 * std:.2f}")
+
+
+def _fmt(metric, mean, std, n, censored=0):
+    if n == 0:
+        return "no finished run"
+    text = f"{_number(metric, mean, std, censored > 0)} {UNITS[metric]}"
+    extra = f", {censored} not reached" if 0 < censored < n else (", not reached" if censored else "")
+    return f"{text} ({n} seed{'s' if n != 1 else ''}{extra})"
+
+
+def _ratio(slow, fast, slow_censored, fast_censored):
+    """'x2.31', 'x>2.31' (the slow arm did not always reach the threshold), 'x<..' or 'n/a' (neither did)."""
+    if slow_censored and fast_censored:
+        return "n/a: not reached"
+    bound = ">" if slow_censored else "<" if fast_censored else ""
+    return f"x{bound}{np.mean(slow) / np.mean(fast):.2f}"
+
+
+def _table(rows):
+    return "\n".join("| " + " | ".join(str(c) for c in r) + " |" for r in rows)
+
+
+# === Tables ===
+
+def claim_row(claim, results):
+    """(cells of the table row, numbers) for one claim; None if its arms are not part of this study."""
+    if claim.a not in results or claim.b not in results:
+        return None
+    ra, rb = results[claim.a], results[claim.b]
+    va, vb = seed_values(ra, claim.metric), seed_values(rb, claim.metric)
+    threshold = {"steps_to_threshold": THRESHOLD, "steps_to_converged": CONVERGED}.get(claim.metric)
+    cens = lambda r: sum(run["censored"][threshold] for run in r["runs"]) if threshold else 0
+    cells = [f"{claim.a}: {_fmt(claim.metric, *mean_std(va), cens(ra))}",
+             f"{claim.b}: {_fmt(claim.metric, *mean_std(vb), cens(rb))}"]
+    if not va or not vb:
+        return [claim.key, f"{claim.text} ({claim.section})", claim.paper, "<br>".join(cells), "n/a", "missing runs"], None
+    diff, se = difference(va, vb)
+    if claim.metric.startswith("steps"):
+        # the ratio slow / fast as the paper states it (x6 for tanh / ReLU, x2 for dropout / none)
+        slow, fast = (rb, ra) if claim.expected > 0 else (ra, rb)
+        ratio = _ratio([run[claim.metric] for run in slow["runs"]], [run[claim.metric] for run in fast["runs"]],
+                       cens(slow) > 0, cens(fast) > 0)
+        measured = f"{diff:+.0f}" + ("" if math.isnan(se) else f" ± {se:.0f}") + f" steps (ratio {ratio}" + \
+            (f"; paper {claim.paper_value})" if claim.paper_value else ")")
+    else:
+        measured = f"{100 * diff:+.2f}" + ("" if math.isnan(se) else f" ± {100 * se:.2f}") + " pp" + \
+            (f" (paper {claim.paper_value} pp)" if claim.paper_value else "")
+    v = verdict(diff, se, claim.expected, len(va), len(vb))
+    row = [claim.key, f"{claim.text} ({claim.section})", claim.paper, "<br>".join(cells), measured, v]
+    return row, {"diff": diff, "se": se, "verdict": v}
+
+
+def _claims_table(results):
+    rows = [row for row, _ in (r for r in (claim_row(c, results) for c in CLAIMS) if r is not None)]
+    lighting = [LIGHTING_ROW[0], f"{LIGHTING_ROW[2]} ({LIGHTING_ROW[1]})", LIGHTING_ROW[3], "-", "-", LIGHTING_ROW[4]]
+    return "\n".join([TABLE_HEADER, "|---|---|---|---|---|---|", _table(rows + [lighting])])
+
+
+def _arms_table(results):
+    """One row per arm (mean ± std over seeds), then a line per failed run."""
+    lines = ["| arm | change | val top-1 error | val top-5 error | training-image error | gap (pp) | "
+             f"steps to {_percent(THRESHOLD)} | steps to {_percent(CONVERGED)} | wall per run |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        def cell(metric, r=r):
+            m, s, n = mean_std(seed_values(r, metric))
+            threshold = {"steps_to_threshold": THRESHOLD, "steps_to_converged": CONVERGED}.get(metric)
+            censored = threshold is not None and any(run["censored"][threshold] for run in r["runs"])
+            return "-" if n == 0 else _number(metric, m, s, censored)
+        change = r["arm"].what + "".join(f", `{o}`" for o in r["arm"].overrides)
+        status = "" if not (r["failed"] or r["missing"]) else \
+            f" ({len(r['failed'])} failed, {r['missing']} not run)"
+        wall_runs = [run["wall_seconds"] for run in r["runs"]]
+        lines.append(f"| {name}{status} | {change} | {cell('val_top1_error')} | {cell('val_top5_error')} | "
+                     f"{cell('train_top1_error')} | {cell('gap')} | {cell('steps_to_threshold')} | "
+                     f"{cell('steps_to_converged')} | {minutes(np.mean(wall_runs)) if wall_runs else '-'} |")
+    for name, r in results.items():
+        for seed, why in r["failed"]:
+            lines.append(f"\n{name} seed {seed} failed: {why}")
+    return "\n".join(lines)
+
+
+def _sensitivity_table(results):
+    """Claims 1 and 5b: the ratio of mean steps at each of SENSITIVITY's thresholds."""
+    lines = ["| threshold | " + " | ".join(_percent(t) for t in SENSITIVITY) + " |",
+             "|---|" + "---|" * len(SENSITIVITY)]
+    pairs = [("tanh / ReLU (claim 1)", "tanh", "base"), ("dropout / no dropout (claim 5b)", "base", "no_dropout")]
+    for label, slow, fast in pairs:
+        if slow not in results or fast not in results or not results[slow]["runs"] or not results[fast]["runs"]:
+            continue
+        cells = []
+        for t in SENSITIVITY:
+            steps = [[run["reached"][t] or run["total_steps"] for run in results[arm]["runs"]] for arm in (slow, fast)]
+            censored = [any(run["reached"][t] is None for run in results[arm]["runs"]) for arm in (slow, fast)]
+            cells.append(_ratio(*steps, *censored))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# === The report ===
+
+def _val_images(results):
+    counts = {run["val_images"] for r in results.values() for run in r["runs"]}
+    return "/".join(f"{c:,}" for c in sorted(counts)) or "?"
+
+
+def _kept_discussion(out):
+    if not os.path.isfile(out):
+        return ""
+    with open(out) as f:
+        text = f.read()
+    if DISCUSSION_BEGIN in text and DISCUSSION_END in text:
+        kept = text.split(DISCUSSION_BEGIN, 1)[1].split(DISCUSSION_END, 1)[0].strip()
+        return "" if kept.startswith("(to be written") else kept
+    return ""
+
+
+def _hardware():
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+    except OSError:
+        model = ""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+    return {"cores": os.cpu_count(), "cpu_model": f" ({model})" if model else "", "load": f"{load:.1f}"}
+
+
+def write_report(results, planned, out, config_path, budget, seeds, command):
+    """REPRODUCTION.md: the claims table, per-arm numbers, threshold sensitivity, figures, time and command.
+
+    Text between the DISCUSSION markers of an existing file is kept (written by hand after a run).
+    """
+    out_dir = os.path.dirname(os.path.abspath(out))
+    keep = _kept_discussion(out)
+    figures = make_figures(results, os.path.join(out_dir, "docs", "ablation"))
+    runs = [run for r in results.values() for run in r["runs"]]
+    overrides = BUDGETS[budget]
+    parts = [_block("head", command=command, config=os.path.relpath(config_path, ROOT), budget=budget,
+                    budget_overrides=f": `{' '.join('--set ' + o for o in overrides)}`" if overrides else "",
+                    seeds=f"{seeds} seed{'s' if seeds != 1 else ''}",
+                    seed_range="0" if seeds == 1 else f"0..{seeds - 1}",
+                    finished=len(runs), planned=len(planned), wall=minutes(sum(run["wall_seconds"] for run in runs)),
+                    cpu=minutes(sum(run["cpu_seconds"] for run in runs)), **_hardware())]
+    if not runs:
+        parts.append(_block("not_run"))
+    parts.append(_block("claims", claims_table=_claims_table(results), val_images=_val_images(results),
+                        arms_table=_arms_table(results)))
+    parts.append(_block("threshold", threshold=_percent(THRESHOLD), converged=_percent(CONVERGED),
+                        sensitivity_table=_sensitivity_table(results)))
+    base = results.get("base")
+    if base and base["runs"] and base["runs"][0]["lrn"]:
+        lrn = {k: np.mean([run["lrn"][k] for run in base["runs"]], axis=0) for k in base["runs"][0]["lrn"]}
+        values = ", ".join(f"{k} {m:.2g} (99th percentile {p:.2g})" for k, (m, p) in lrn.items())
+        parts.append(_block("lrn", lrn=values))
+    parts.append(_block("figures"))
+    parts += [_block("figure", caption=caption, path=os.path.relpath(path, out_dir)) for caption, path in figures]
+    parts.append(_block("tail", discussion_begin=DISCUSSION_BEGIN, discussion_end=DISCUSSION_END,
+                        discussion=keep or _block("no_discussion").rstrip("\n")))
+    for name, r in results.items():
+        dirs = ", ".join(f"`{os.path.relpath(d, out_dir)}`" for d in r["run_dirs"]) or "-"
+        parts.append(f"- {name}: {dirs}\n")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(out, "w") as f:
+        f.write("".join(parts))

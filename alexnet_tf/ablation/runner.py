@@ -1,0 +1,197 @@
+"""Running the study: train what is missing (train.py in a subprocess, one run at a time,
+resumable), measure every finished run, write the report."""
+
+import os
+import resource
+import subprocess
+import sys
+import time
+
+from alexnet_tf.ablation.measure import measure_run, read_json, write_json
+from alexnet_tf.ablation.report import minutes, write_report
+from alexnet_tf.ablation.study import BASE_CONFIG, DEFAULT_SEEDS, ROOT, plan
+from alexnet_tf.config import ConfigError, load_config
+
+
+def _status(p):
+    """'done', 'failed', 'todo'; a run directory holding another config is an error (one line)."""
+    saved = os.path.join(p.run_dir, "config.yaml")
+    if os.path.isfile(saved) and load_config(saved).to_dict() != p.config.to_dict():
+        raise ConfigError(f"config error: {p.run_dir} holds a run with another config than this study's "
+                          f"{p.arm.name} arm (a different budget, --config or --set?); use another --runs-dir")
+    if os.path.isfile(os.path.join(p.run_dir, "metrics.json")):
+        return "done"
+    if read_json(os.path.join(p.run_dir, "ablation.json")).get("failed"):
+        return "failed"
+    return "todo"
+
+
+# Speed on a quiet 2-core machine (the lead's measurement): 1,250 training images/s for the base
+# arm of the full budget. Time scales with multiply-adds per image; evaluation is ~1/3 of a step.
+BASE_TRAIN_RATE = 1250
+BASE_MULTIPLY_ADDS = 19_536_128
+RUN_OVERHEAD_SECONDS = 20  # start-up, data, final save and SavedModel export
+
+
+def estimate_seconds(config, val_images=10000):
+    """Expected wall time of one run on a quiet 2-core machine, from the model's multiply-adds."""
+    import keras
+
+    from alexnet_tf.model import build_model
+    from alexnet_tf.perf.speed import multiply_adds
+
+    keras.backend.clear_session()
+    per_image = multiply_adds(build_model(config)) / BASE_MULTIPLY_ADDS / BASE_TRAIN_RATE  # seconds per training image
+    d, t = config.data, config.train
+    train_images = {"fashion_mnist": 60000, "synthetic": d.synthetic_size}.get(d.source, 60000)
+    train_images = d.train_examples or train_images
+    steps = train_images // d.batch_size
+    steps = min(steps, t.steps_per_epoch) if t.steps_per_epoch else steps
+    val = min(val_images, t.val_steps * d.batch_size) if t.val_steps else val_images
+    per_epoch = steps * d.batch_size * per_image + val * per_image / 3
+    return RUN_OVERHEAD_SECONDS + t.epochs * per_epoch + train_images * per_image / 3
+
+
+def _die_with_parent():
+    """In the child: get SIGTERM when the study process dies (Linux), so a killed study leaves no orphan
+    training into its run directory; the next invocation resumes the run from its last checkpoint."""
+    try:
+        import ctypes
+        import signal
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class StudyLock:
+    """RUNS_DIR/.lock holding the study's pid: two studies on one runs directory would train the same runs."""
+
+    def __init__(self, runs_dir):
+        self.path = os.path.join(runs_dir, ".lock")
+
+    def __enter__(self):
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        if os.path.isfile(self.path):
+            with open(self.path) as f:
+                pid = int(f.read().strip() or 0)
+            if pid and pid != os.getpid() and _alive(pid):
+                raise ConfigError(f"config error: another ablation study (pid {pid}) is using {os.path.dirname(self.path)}; "
+                                  "wait for it or use another --runs-dir")
+        with open(self.path, "w") as f:
+            f.write(str(os.getpid()))
+        return self
+
+    def __exit__(self, *exc):
+        if os.path.isfile(self.path):
+            os.remove(self.path)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _train(p, config_path, log):
+    """Train one (arm, seed) with train.py in a subprocess; returns (returncode, wall, cpu, last line)."""
+    os.makedirs(p.run_dir, exist_ok=True)
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config", config_path, "--run-dir", p.run_dir]
+    for o in p.overrides:
+        cmd += ["--set", o]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    before, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.time()
+    with open(os.path.join(p.run_dir, "train.log"), "a") as out:
+        out.write(f"$ {' '.join(cmd)}\n")
+        out.flush()
+        rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    with open(os.path.join(p.run_dir, "train.log")) as f:
+        lines = [l.strip() for l in f if l.strip()]
+    return rc, time.time() - t0, cpu, (lines[-1] if lines else "")
+
+
+def run_study(config_path=BASE_CONFIG, budget="full", seeds=None, runs_dir="runs/ablation", out="REPRODUCTION.md",
+              arms=None, extra=(), train=True, command=None, log=print):
+    """Train what is missing, measure every finished run, write the report. Returns the per-arm results."""
+    seeds = DEFAULT_SEEDS[budget] if seeds is None else seeds
+    runs_dir = os.path.abspath(runs_dir)
+    config_path = os.path.abspath(config_path)
+    planned = plan(config_path, budget, seeds, runs_dir, arms, extra)
+    status = {p.run_dir: _status(p) for p in planned}
+    todo = [p for p in planned if status[p.run_dir] == "todo"]
+    n_arms = len({p.arm.name for p in planned})
+    log(f"ablation study: {n_arms} arms x {seeds} seed{'s' if seeds != 1 else ''} = {len(planned)} runs in {runs_dir} "
+        f"({os.path.relpath(config_path)}, budget {budget}); {len(planned) - len(todo)} finished or failed, {len(todo)} to train")
+    if train and todo:
+        with StudyLock(runs_dir):
+            _train_all(planned, todo, status, config_path, log)
+    results = collect(planned)
+    write_report(results, planned, out, config_path, budget, seeds, command or "python -m alexnet_tf ablate")
+    log(f"wrote {out}")
+    return results
+
+
+def _train_all(planned, todo, status, config_path, log):
+    """Train the runs in `todo` in plan order, printing progress and the time left."""
+    by_arm = {}  # every seed of an arm costs the same
+    for p in todo:
+        if p.arm.name not in by_arm:
+            by_arm[p.arm.name] = estimate_seconds(p.config)
+    estimates = {p.run_dir: by_arm[p.arm.name] for p in todo}
+    log(f"expected total: {minutes(sum(estimates.values()))} for {len(todo)} runs "
+        f"(from multiply-adds at {BASE_TRAIN_RATE} img/s for the base arm on a quiet 2-core machine; slower under load)")
+    started, spent, spent_estimate = time.time(), 0.0, 0.0
+    for i, p in enumerate(planned, 1):
+        tag = f"[{i:>{len(str(len(planned)))}}/{len(planned)}] {p.arm.name} seed {p.seed}"
+        if status[p.run_dir] != "todo":
+            log(f"{tag}: skipped ({'metrics.json exists' if status[p.run_dir] == 'done' else 'failed before, see ablation.json'})")
+            continue
+        log(f"{tag}: training in {p.run_dir} (tail -f train.log there), expected {minutes(estimates[p.run_dir])}")
+        rc, wall, cpu, last = _train(p, config_path, log)
+        record = read_json(os.path.join(p.run_dir, "ablation.json"))
+        record.setdefault("attempts", []).append({"what": "train.py", "returncode": rc, "wall_seconds": wall,
+                                                  "cpu_seconds": cpu})
+        if rc == 1:  # diverged (NaN) or no data: recorded, not retried by the next invocation
+            record["failed"] = last
+        write_json(os.path.join(p.run_dir, "ablation.json"), record)
+        if rc == 2:  # a config error: the same for every seed, stop here
+            raise ConfigError(f"config error: {p.arm.name} seed {p.seed} was refused by train.py: {last}")
+        if rc == 1:
+            log(f"{tag}: FAILED: {last}")
+            continue
+        if rc != 0:  # killed by a signal: the next invocation resumes it from its checkpoint
+            raise StudyInterrupted(f"{tag}: train.py ended with status {rc}; run the same command again to resume")
+        m = measure_run(p.run_dir)
+        spent += wall
+        spent_estimate += estimates[p.run_dir]
+        left = sum(estimates[q.run_dir] for q in todo[todo.index(p) + 1:]) * spent / spent_estimate
+        log(f"{tag}: done in {minutes(wall)}: val top-1 error {m['val_top1_error']:.2%}, "
+            f"training images {m['train_top1_error']:.2%}; elapsed {minutes(time.time() - started)}, "
+            f"remaining ~{minutes(left)}")
+
+
+class StudyInterrupted(RuntimeError):
+    """A training subprocess was killed; finished runs are kept and the next invocation resumes."""
+
+
+def collect(planned):
+    """{arm name: {"arm": Arm, "runs": [measure_run(...) per finished seed], "failed": [...], "missing": n}}."""
+    results = {}
+    for p in planned:
+        r = results.setdefault(p.arm.name, {"arm": p.arm, "runs": [], "seeds": [], "failed": [], "missing": 0,
+                                            "run_dirs": [], "config": p.config})
+        status = _status(p)
+        if status == "done":
+            r["runs"].append(measure_run(p.run_dir))
+            r["seeds"].append(p.seed)
+            r["run_dirs"].append(p.run_dir)
+        elif status == "failed":
+            r["failed"].append((p.seed, read_json(os.path.join(p.run_dir, "ablation.json"))["failed"]))
+        else:
+            r["missing"] += 1
+    return results

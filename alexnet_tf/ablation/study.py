@@ -1,0 +1,127 @@
+"""The study's definition: arms (the base config plus `--set` overrides), budgets, seeds,
+the training-error thresholds, the claims each compare two arms on, and the plan of runs."""
+
+import os
+from dataclasses import dataclass
+
+from alexnet_tf.config import ConfigError, load_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BASE_CONFIG = os.path.join(ROOT, "configs", "ablation_fashion_mnist.yaml")
+
+
+# === Arms: each is the base config plus `--set` overrides ===
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    what: str
+    overrides: tuple = ()
+
+
+ARMS = (
+    Arm("base", "the paper's design: ReLU, LRN, overlapping 3x3/2 pooling, two towers, dropout 0.5, five conv layers"),
+    Arm("tanh", "tanh instead of ReLU everywhere (§3.1)", ("model.activation=tanh",)),
+    Arm("no_lrn", "no local response normalisation (§3.3)", ("model.lrn=false",)),
+    Arm("pool_2x2", "non-overlapping 2x2/2 pooling (§3.4)", ("model.pool=non_overlapping",)),
+    Arm("one_tower", "one tower with half the kernels of conv1-conv4, conv5 and fc kept (§3.2)", ("model.towers=1",)),
+    Arm("no_dropout", "no dropout in fc6, fc7 (§4.2)", ("model.dropout=0.0",)),
+    Arm("no_conv2", "conv2 removed (§7)", ("model.remove_conv=[2]",)),
+    Arm("no_conv3", "conv3 removed (§7)", ("model.remove_conv=[3]",)),
+    Arm("no_conv4", "conv4 removed (§7)", ("model.remove_conv=[4]",)),
+)
+ARM_BY_NAME = {a.name: a for a in ARMS}
+
+# Applied before the arm's overrides. "full" is the config file as written (~2 h on 2 cores);
+# "tiny" is a smoke test of the whole machinery (a few steps of a tiny model, ~2 min).
+BUDGETS = {
+    "full": (),
+    "tiny": ("train.epochs=2", "train.steps_per_epoch=4", "train.val_steps=2", "train.log_every=1",
+             "data.train_examples=1024", "model.width=0.125", "model.fc_units=64"),
+}
+DEFAULT_SEEDS = {"full": 3, "tiny": 1}
+
+# Claim 1's threshold on the training error (the paper: 25 % on CIFAR-10). 25 % there is about
+# twice the test error of the paper's four-layer CIFAR-10 nets (11-13 %, §3.3), or 83 % of the
+# way from chance (90 %) down to it; the same two readings on Fashion-MNIST, where nets like ours
+# end at ~9-11 % validation error, give roughly 18-24 %: we take 20 %.
+THRESHOLD = 0.20
+# "Converged" for claim 5 (dropout and the iterations it takes): training error 10 %, about the
+# validation error of the finished base network: the fit has reached the level it generalises to.
+CONVERGED = 0.10
+# Steps-to-threshold ratios are also reported at these levels, to show how much the choice matters.
+SENSITIVITY = (0.30, 0.25, 0.20, 0.15, 0.10)
+
+
+# === Claims: a metric compared between two arms ===
+
+@dataclass(frozen=True)
+class Claim:
+    key: str
+    section: str
+    text: str
+    paper: str
+    a: str             # the paper's choice
+    b: str             # the ablated arm
+    metric: str        # a key of `measure_run`'s result (per seed)
+    expected: int      # +1: the paper says metric(b) - metric(a) > 0
+    paper_value: str = ""  # the paper's difference in our units (pp of top-1 error, or a ratio of steps)
+
+
+CLAIMS = (
+    Claim("1", "§3.1, Fig. 1", f"ReLU reaches {THRESHOLD:.0%} training error in fewer steps than tanh",
+          "6x faster to 25 % training error (4-layer CNN, CIFAR-10)", "base", "tanh", "steps_to_threshold", +1, "x6"),
+    Claim("2", "§3.3", "LRN lowers the top-1 error", "-1.4 % top-1 (ImageNet); 13 % -> 11 % (CIFAR-10)",
+          "base", "no_lrn", "val_top1_error", +1, "+1.4"),
+    Claim("3a", "§3.4", "overlapping pooling (3x3/2) lowers the top-1 error vs 2x2/2", "-0.4 % top-1",
+          "base", "pool_2x2", "val_top1_error", +1, "+0.4"),
+    Claim("3b", "§3.4", "overlapping pooling is harder to overfit (smaller val - train gap)",
+          "\"slightly more difficult to overfit\" (no number)", "base", "pool_2x2", "gap", +1),
+    Claim("4", "§3.2", "two towers beat one tower with half the kernels", "-1.7 % top-1",
+          "base", "one_tower", "val_top1_error", +1, "+1.7"),
+    Claim("5a", "§4.2", "dropout reduces overfitting (smaller val - train gap)", "\"substantial overfitting\" without it",
+          "base", "no_dropout", "gap", +1),
+    Claim("5b", "§4.2", f"dropout about doubles the iterations to converge (steps to {CONVERGED:.0%} training error)",
+          "roughly x2 iterations", "base", "no_dropout", "steps_to_converged", -1, "x2"),
+    Claim("6a", "§7", "removing conv2 costs top-1 error", "about +2 % top-1 for any middle layer",
+          "base", "no_conv2", "val_top1_error", +1, "+2"),
+    Claim("6b", "§7", "removing conv3 costs top-1 error", "about +2 % top-1 for any middle layer",
+          "base", "no_conv3", "val_top1_error", +1, "+2"),
+    Claim("6c", "§7", "removing conv4 costs top-1 error", "about +2 % top-1 for any middle layer",
+          "base", "no_conv4", "val_top1_error", +1, "+2"),
+)
+LIGHTING_ROW = ("7", "§4.1", "PCA lighting lowers the top-1 error", "> 1 % top-1 (ImageNet)",
+                "not run here: it needs colour images and Fashion-MNIST is grey (`data.lighting` requires "
+                "`model.channels: 3`). Verified by unit tests (`tests/test_data.py`: one offset per image along the "
+                "eigenvectors against numpy, eagerly and in tf.data, drawn anew per presentation; `tests/test_stats.py`: "
+                "the eigen-decomposition and amplitudes; `tests/test_folder.py`: on image files). Measure it on a colour "
+                "dataset with `--set data.lighting=true` vs `false` (folder or tfds source).")
+
+
+# === The plan: one run directory per (arm, seed) ===
+
+@dataclass
+class Planned:
+    arm: Arm
+    seed: int
+    run_dir: str
+    overrides: list
+    config: object
+
+
+def plan(config_path, budget, seeds, runs_dir, arms=None, extra=()):
+    """The (arm, seed) runs, seed-major (after the first sweep every arm has a seed), configs resolved."""
+    if budget not in BUDGETS:
+        raise ConfigError(f"config error: budget {budget!r}; expected one of {', '.join(BUDGETS)}")
+    names = list(arms) if arms else [a.name for a in ARMS]
+    unknown = [n for n in names if n not in ARM_BY_NAME]
+    if unknown:
+        raise ConfigError(f"config error: unknown arm(s) {', '.join(unknown)}; expected some of {', '.join(ARM_BY_NAME)}")
+    out = []
+    for seed in range(seeds):
+        for name in names:
+            arm = ARM_BY_NAME[name]
+            overrides = list(BUDGETS[budget]) + list(extra) + list(arm.overrides) + [f"train.seed={seed}"]
+            run_dir = os.path.join(runs_dir, arm.name, f"seed{seed}")
+            out.append(Planned(arm, seed, run_dir, overrides, load_config(config_path, overrides)))
+    return out
