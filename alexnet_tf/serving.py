@@ -224,6 +224,13 @@ def save(classifier, base, version=None, overwrite=False):
     archive.write_out(tmp, verbose=False)
     write_warmup(classifier, tmp)
     if os.path.exists(path):
-        shutil.rmtree(path)
-    os.rename(tmp, path)
+        # --overwrite: move the old version aside, rename the new one in, then delete the old one, so
+        # that a kill at any moment leaves base/<version> either the old or the new model, whole
+        old = os.path.join(base, f".old-{version}")
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(path, old)
+        os.rename(tmp, path)
+        shutil.rmtree(old)
+    else:
+        os.rename(tmp, path)
     return path

@@ -311,3 +311,41 @@ def test_warmup_requests_are_valid_prediction_logs_that_the_saved_model_serves(t
              if r.predict_log.request.model_spec.signature_name == "serving_default"][0]
     assert blobs[0][:3] == b"\xff\xd8\xff" and blobs[1][:8] == b"\x89PNG\r\n\x1a\n"
     assert tf.io.decode_image(blobs[0]).shape[:2] != tf.io.decode_image(blobs[1]).shape[:2]
+
+
+def test_overwrite_never_leaves_a_broken_version(tiny_run, tmp_path, monkeypatch):
+    """export --overwrite, killed (here: failing) at each step of the swap: base/<version> is always a
+    whole SavedModel (the old or the new), never variables/ without saved_model.pb."""
+    from alexnet_tf.run_dir import load_run
+    classifier = serving.Classifier.from_run(load_run(tiny_run))
+    base = str(tmp_path / "export")
+    serving.save(classifier, base, version=3)
+    real_rename, real_rmtree = os.rename, serving.shutil.rmtree
+    for fail in ("second rename", "delete old"):
+        calls = []
+
+        def rename(a, b):
+            calls.append("rename")
+            if fail == "second rename" and calls.count("rename") == 2:
+                raise KeyboardInterrupt("killed")
+            real_rename(a, b)
+
+        def rmtree(path, ignore_errors=False):
+            if fail == "delete old" and os.path.basename(path) == ".old-3" and not ignore_errors:
+                raise KeyboardInterrupt("killed")
+            real_rmtree(path, ignore_errors=ignore_errors)
+
+        monkeypatch.setattr(serving.os, "rename", rename)
+        monkeypatch.setattr(serving.shutil, "rmtree", rmtree)
+        with pytest.raises(KeyboardInterrupt):
+            serving.save(classifier, base, version=3, overwrite=True)
+        monkeypatch.undo()
+        version = os.path.join(base, "3")
+        if fail == "second rename":  # old moved aside, new not yet in: the version is absent, not broken
+            assert not os.path.exists(version) and os.path.isfile(os.path.join(base, ".old-3", "saved_model.pb"))
+            real_rename(os.path.join(base, ".old-3"), version)  # (what an operator would do; the next save also recovers)
+        else:
+            assert os.path.isfile(os.path.join(version, "saved_model.pb"))
+        assert tf.saved_model.load(version).signatures["serving_default"] is not None
+    serving.save(classifier, base, version=3, overwrite=True)
+    assert sorted(os.listdir(base)) == ["3"]
