@@ -5,6 +5,7 @@ one line) before any heavy work starts.
 """
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Optional
@@ -102,7 +103,7 @@ class TrainConfig:
     lr_patience: int = _spec(2, lo=0, doc="epochs without a new best val top-1 error before lr /= 10")
     lr_max_reductions: int = _spec(3, lo=0, doc="how often lr is divided by 10 at most (§5: three times)")
     lr_min_delta: float = _spec(0.0, lo=0.0, doc="improvement in val top-1 error that counts as progress")
-    seed: int = _spec(0, lo=0, doc="seed for initialisation, dropout, shuffling and augmentation")
+    seed: int = _spec(0, lo=0, hi=2**32 - 1, doc="seed for initialisation, dropout, shuffling and augmentation")
     precision: str = _spec("float32", choices=("float32", "mixed_bfloat16", "mixed_float16", "auto"),
                            doc="auto = mixed_bfloat16 on GPUs with compute capability >= 8, on CPUs with AMX, and on CPUs with "
                                "AVX512-BF16 where a bfloat16 matmul measures >= 1.2x float32; else float32")
@@ -203,6 +204,8 @@ def _check_value(key, f, value):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         value = float(value)
+        if not math.isfinite(value):  # nan and inf pass every range comparison
+            raise bad
     elif typ is str:
         if not isinstance(value, str):
             raise bad
@@ -352,10 +355,13 @@ def load_config(path=None, overrides=()):
         if not os.path.isfile(path):
             raise ConfigError(f"config error: config file {path!r} not found; expected a YAML file such as configs/fashion_mnist.yaml")
         try:
-            with open(path) as f:
+            with open(path, encoding="utf-8") as f:
                 raw = yaml.safe_load(f) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"config error: {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config error: {path} is not a text file (byte {e.start} is not UTF-8); "
+                              "expected a YAML file such as configs/fashion_mnist.yaml") from None
         for key, value in _flatten(raw, path):
             _apply(cfg, key, value)
     for item in overrides:

@@ -28,6 +28,9 @@ def run_train(*args, cwd=ROOT):
     ("model.remove_conv=[1]", "model.remove_conv = [1]"),
     ("train.profile_steps=[5,2]", "train.profile_steps = [5, 2]; expected [] or [first, last] with 1 <= first <= last"),
     ("data.batch_size", "is not of the form section.key=value"),
+    ("train.lr=nan", "train.lr = 'nan' (str); expected a number in (0.0, inf)"),
+    ("train.lr=.inf", "train.lr = inf (float); expected a number in (0.0, inf)"),
+    ("train.seed=4294967296", "train.seed = 4294967296 (int); expected an integer in [0, 4294967295]"),
 ])
 def test_bad_override_exits_2_with_one_line(override, fragment):
     result = run_train("--set", override)
@@ -42,7 +45,10 @@ def test_bad_config_files(tmp_path):
     bad_key.write_text("train:\n  epoch: 3\n")
     bad_yaml = tmp_path / "bad_yaml.yaml"
     bad_yaml.write_text("train: [\n")
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(bytes(range(256)))
     for path, fragment in ((bad_key, "unknown key 'train.epoch'"), (bad_yaml, "is not valid YAML"),
+                           (binary, "is not a text file (byte 128 is not UTF-8)"),
                            (tmp_path / "missing.yaml", "not found")):
         result = run_train("--config", str(path))
         assert result.returncode == 2 and result.stderr.count("\n") == 1 and fragment in result.stderr, result.stderr
