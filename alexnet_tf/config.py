@@ -203,8 +203,7 @@ def _check_value(key, f, value):
                 raise bad from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
-        value = float(value)
-        if not math.isfinite(value):  # nan and inf pass every range comparison
+        if not math.isfinite(value := float(value)):  # nan and inf would pass every range comparison
             raise bad
     elif typ is str:
         if not isinstance(value, str):
@@ -360,8 +359,7 @@ def load_config(path=None, overrides=()):
         except yaml.YAMLError as e:
             raise ConfigError(f"config error: {path} is not valid YAML: {str(e).splitlines()[0]}") from None
         except UnicodeDecodeError as e:
-            raise ConfigError(f"config error: {path} is not a text file (byte {e.start} is not UTF-8); "
-                              "expected a YAML file such as configs/fashion_mnist.yaml") from None
+            raise ConfigError(f"config error: {path} is not a text file (byte {e.start} is not UTF-8); expected a YAML file") from None
         for key, value in _flatten(raw, path):
             _apply(cfg, key, value)
     for item in overrides:
