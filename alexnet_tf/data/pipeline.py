@@ -158,12 +158,11 @@ def _file_datasets(config):
                 stats_file=stats_file, skipped=tuple(skipped))
 
 
-def _evaluation(images, batch_size, mean, scale, crop=None, options=None):
-    """Batched (normalised images, labels) of a one-pass dataset of (image, label)."""
-    ds = (images.batch(batch_size)
-          .map(lambda x, y: (normalize_for_eval(x, mean, scale, crop), y), num_parallel_calls=tf.data.AUTOTUNE)
-          .prefetch(tf.data.AUTOTUNE))
-    return ds.with_options(options) if options is not None else ds
+def _evaluation(images, batch_size, mean, scale):
+    """Batched (normalised images, labels) of a one-pass in-memory dataset of (image, label)."""
+    return (images.batch(batch_size)
+            .map(lambda x, y: (normalize_for_eval(x, mean, scale), y), num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
 
 
 def _steps(config, train_size, val_size):

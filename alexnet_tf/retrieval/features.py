@@ -102,32 +102,31 @@ def _file_features(run, classifier, split, batch_size, progress, max_images, see
         if progress:
             print(f"{split}: {limit} of {source.size} images, drawn at random (--max-images)")
         source = source.subset(limit, seed)
-    features_net = feature_model(classifier.model)
     side = THUMBNAIL if classifier.resize_size > THUMBNAIL else classifier.resize_size
-
-    def thumbnail(data):
-        x = resize_central_square(decode_image(data, classifier.channels, 0, classifier.background)[None], side)[0]
-        return tf.cast(tf.clip_by_value(tf.round(x), 0, 255), tf.uint8)
-
-    @tf.function(reduce_retracing=True)
-    def run_batch(blobs):
-        shape = tf.TensorSpec([side, side, classifier.channels], tf.uint8)
-        return (features_net(classifier.preprocess_bytes(blobs), training=False),
-                tf.map_fn(thumbnail, blobs, fn_output_signature=shape))
-
     meta = {"layer": FEATURE_LAYER, "weights": weights_fingerprint(classifier.model), "count": int(source.size),
             "images": source.identity, "thumbnail": side}
-    labels, images, features = [], [], []
-    bar = keras.utils.Progbar(source.size, unit_name="image", verbose=1 if sys.stdout.isatty() else 2) if progress else None
     cached = _read_cache(run, split, meta)
     thumbs = os.path.join(run.run_dir, "features", f"{split}_thumbnails.npz")
     if cached is not None and os.path.isfile(thumbs):
         with np.load(thumbs) as f:
             return cached, f["labels"], f["images"]
+
+    def model_input_and_thumbnail(data, label):
+        # one decode per file for both: the serving transform (Classifier.preprocess) and the display copy
+        x = decode_image(data, classifier.channels, 0, classifier.background)[None]
+        thumb = tf.cast(tf.clip_by_value(tf.round(resize_central_square(x, side)[0]), 0, 255), tf.uint8)
+        return classifier.preprocess(x)[0], thumb, label
+
+    net = feature_model(classifier.model)
+    features_net = tf.function(lambda inputs: net(inputs, training=False), reduce_retracing=True)
+    batches = (source.dataset().map(model_input_and_thumbnail, num_parallel_calls=tf.data.AUTOTUNE)
+               .batch(batch_size).prefetch(2))
+    labels, images, features = [], [], []
+    bar = keras.utils.Progbar(source.size, unit_name="image", verbose=1 if sys.stdout.isatty() else 2) if progress else None
     if progress:
         print(f"extracting {FEATURE_LAYER} features of {source.size} {split} images")
-    for blobs, y in source.dataset().batch(batch_size).prefetch(2):
-        f, t = run_batch(blobs)
+    for inputs, t, y in batches:
+        f = features_net(inputs)
         features.append(f.numpy())
         images.append(t.numpy())
         labels.append(y.numpy())
