@@ -14,10 +14,17 @@ Layout of RUN_DIR/checkpoints/:
 Writes are atomic: TensorFlow writes a checkpoint's data and then its index under the new name,
 and only then does tf.train.CheckpointManager replace the small `checkpoint` pointer file (write to
 a temporary file, then rename). A kill at any moment leaves the pointer on the previous complete
-checkpoint; a half-written newer one is ignored and overwritten later.
+checkpoint; a half-written newer one is ignored and overwritten later. A write that fails (a full
+disk, a quota) removes what it left behind (`ckpt-<n>_temp/`, a partial `ckpt-<n>.*`), so the disk is
+not kept full by the failure itself, and raises CheckpointNotWritten: the previous checkpoint stays
+the one to resume from.
 """
 
+import errno
+import glob
 import math
+import os
+import shutil
 
 import numpy as np
 import tensorflow as tf
@@ -69,14 +76,14 @@ class TrainState:
         self.step.assign(step)
         self.sums.assign(sums)
         self.wall_seconds.assign(wall_seconds)
-        return self.manager.save(checkpoint_number=self.global_step)
+        return _save(self.manager, self.global_step)
 
     def save_best(self, epochs_done, value):
         """Keep the model in best/ if `value` (validation top-1 error) is the lowest so far."""
         if self.best is not None and value < self.best_value.numpy() and weights_finite(self.model):
             self.best_value.assign(value)
             self.epoch.assign(epochs_done)
-            self.best.save(checkpoint_number=epochs_done)
+            _save(self.best, epochs_done)
 
     def restore(self, agree=None):
         """Restore the newest recovery checkpoint; returns its path or None (fresh start).
@@ -120,6 +127,52 @@ class TrainState:
             raise UnreadableCheckpoint(f"no recovery checkpoint in {self.manager.directory} can be read ({'; '.join(problems)}); "
                                        f"to start this run afresh, move {self.manager.directory} aside")
         return None
+
+
+class CheckpointNotWritten(RuntimeError):
+    """A checkpoint could not be written (e.g. no space left); the one-line message names the file,
+    the errno and the checkpoint that a rerun resumes from."""
+
+
+def _save(manager, number):
+    try:
+        return manager.save(checkpoint_number=number)
+    except (tf.errors.OpError, OSError) as e:
+        prefix = os.path.join(manager.directory, f"ckpt-{number}")
+        # the half-written files of this save only; a listed checkpoint of the same number (a save
+        # repeated at one step) is left to restore()'s check, which falls back if it is damaged
+        partial = glob.glob(glob.escape(prefix) + "_temp*")
+        if prefix not in manager.checkpoints:
+            partial += glob.glob(glob.escape(prefix) + ".*")
+        for path in partial:
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                _unlink(path)
+        previous = manager.latest_checkpoint
+        resume = f"a rerun resumes from {previous}" if previous else "no earlier checkpoint exists"
+        raise CheckpointNotWritten(f"could not write checkpoint {prefix} ({_reason(e)}); removed its partial files; "
+                                   f"{resume}. Free space in {manager.directory} and rerun the same command") from e
+
+
+def _reason(e):
+    """'No space left on device (errno 28, ENOSPC)' from an OSError or from the text of a TensorFlow
+    error (which carries the C library's message but no errno)."""
+    code = getattr(e, "errno", None)
+    if code is None:
+        text = getattr(e, "message", None) or str(e)
+        code = next((c for c in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO)
+                     if os.strerror(c) in text), None)
+        if code is None:
+            return f"{type(e).__name__}: {text.strip().splitlines()[0][:200] if text.strip() else ''}"
+    return f"{os.strerror(code)}, errno {code} {errno.errorcode.get(code, '')}".rstrip()
+
+
+def _unlink(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 class UnreadableCheckpoint(RuntimeError):

@@ -2,13 +2,14 @@
 `[--config PATH] [--set section.key=value ...] [--run-dir DIR]`.
 
 With no arguments it trains the default run (configs/fashion_mnist.yaml) on real Fashion-MNIST.
-Exit status: 0 done; 1 training stopped (divergence, missing data, no readable checkpoint);
-2 config error (also: another process trains in the run directory); 75 a multi-worker peer was
-lost; 143 / 130 stopped by SIGTERM / SIGINT after writing a recovery checkpoint. After 75, 143 and
-130, rerun the same command to resume.
+Exit status: 0 done; 1 training stopped (divergence, missing data, no readable checkpoint, a full
+disk); 2 config error (also: another process trains in the run directory); 75 a multi-worker peer
+was lost; 143 / 130 stopped by SIGTERM / SIGINT after writing a recovery checkpoint. After 75, 143
+and 130 (and 1 after a full disk, once there is space), rerun the same command to resume.
 """
 
 import argparse
+import errno
 import os
 import sys
 
@@ -41,7 +42,7 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from alexnet_tf.data.fashion_mnist import DatasetNotFound
     from alexnet_tf.distribute import PEER_ERRORS
-    from alexnet_tf.checkpoint import UnreadableCheckpoint
+    from alexnet_tf.checkpoint import CheckpointNotWritten, UnreadableCheckpoint
     from alexnet_tf.training import Interrupted, TrainingDiverged, train
     try:
         train(config, run_dir)
@@ -51,8 +52,14 @@ def main(argv=None):
     except Interrupted as e:
         print(e, file=sys.stderr)
         return e.status
-    except (TrainingDiverged, DatasetNotFound, UnreadableCheckpoint) as e:
+    except (TrainingDiverged, DatasetNotFound, UnreadableCheckpoint, CheckpointNotWritten) as e:
         print(e, file=sys.stderr)
+        return 1
+    except OSError as e:  # a full disk while writing the model, metrics or logs: one line, not a traceback
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"could not write {e.filename or run_dir} ({e.strerror}, errno {e.errno}); the recovery checkpoints "
+              f"are kept: free space and rerun the same command", file=sys.stderr)
         return 1
     except PEER_ERRORS as e:
         if config.distribute.strategy != "multi_worker":

@@ -5,6 +5,8 @@
 --kill-at-step N   SIGKILL right after global step N (before that step's checkpoint, if any)
 --kill-in-save N   SIGKILL inside the N-th recovery checkpoint write of this process: after TensorFlow
                    has written the checkpoint's files, before CheckpointManager updates its pointer
+--fill-disk-at-step N   after global step N, fill the run directory's file system (a file `filler`
+                   written until ENOSPC), so that the next checkpoint write meets a real full disk
 --print-steps      print "global step N" after every step (flushed), for a kill from outside
 --once MARKER      kill only if MARKER does not exist yet (and create it first), so that a process
                    that restarts itself (multi_worker) is killed once
@@ -24,6 +26,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--kill-at-step", type=int)
     parser.add_argument("--kill-in-save", type=int)
+    parser.add_argument("--fill-disk-at-step", type=int)
     parser.add_argument("--print-steps", action="store_true")
     parser.add_argument("--once")
     args, train_args = parser.parse_known_args()
@@ -51,6 +54,17 @@ def main():
                 print(f"global step {step}", flush=True)
             if step == args.kill_at_step:
                 kill(f"after global step {step}")
+            if step == args.fill_disk_at_step:
+                fill(train_args[train_args.index("--run-dir") + 1])
+
+    def fill(run_dir):
+        block = b"\0" * (1 << 20)
+        with open(os.path.join(run_dir, "filler"), "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(block)
+            except OSError as e:
+                print(f"crash_driver: filled the disk ({e.strerror})", flush=True)
 
     if args.kill_in_save:
         saves = [0]

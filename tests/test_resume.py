@@ -334,3 +334,52 @@ def test_a_changed_learning_rate_on_resume_is_applied(tmp_path):
                             "--run-dir", str(run_dir), "--set", "train.epochs=2", "--set", "train.lr=0.0123"],
                            capture_output=True, text=True, cwd=ROOT, timeout=240)
     assert third.returncode == 0 and "train.lr changed" not in third.stdout
+
+
+@pytest.mark.slow
+def test_a_full_disk_costs_one_line_and_the_rerun_resumes(tmp_path):
+    """A real full disk (a 64 MB tmpfs, filled after global step 5): the checkpoint write at step 6
+    fails with one line naming the path and ENOSPC, exit 1, and its partial files are removed; once
+    there is space, the same command resumes from step 4 and ends bit-identical to an uninterrupted run.
+
+    The tmpfs is mounted in a private mount namespace (`unshare --map-root-user --mount`), which needs no
+    root on a kernel with user namespaces; both runs happen inside it, since the mount ends with it."""
+    config = alexnet_tf.load_config(None, OVERRIDES)
+    config_file = tmp_path / "config.yaml"
+    dump(config, str(config_file))
+    from alexnet_tf.training import train
+    train(config, str(tmp_path / "reference"), verbose=0)
+    reference = keras.saving.load_model(str(tmp_path / "reference" / "model.keras")).get_weights()
+
+    disk, run_dir, out = tmp_path / "disk", tmp_path / "disk" / "run", tmp_path / "out"
+    disk.mkdir()
+    out.mkdir()
+    full = " ".join(command(config_file, run_dir, "--fill-disk-at-step", "5"))
+    again = " ".join(command(config_file, run_dir))
+    script = f"""
+mount -t tmpfs -o size=64m tmpfs {disk} || exit 99
+{full} > {out}/first.out 2> {out}/first.err; echo $? > {out}/first.status
+find {run_dir} -name '*_temp*' > {out}/leftovers
+ls {run_dir}/checkpoints/last > {out}/kept
+rm {run_dir}/filler
+{again} > {out}/second.out 2> {out}/second.err; echo $? > {out}/second.status
+cp {run_dir}/model.keras {out}/
+"""
+    shell = subprocess.run(["unshare", "--map-root-user", "--mount", "sh", "-c", script], capture_output=True,
+                           text=True, cwd=ROOT, timeout=600)
+    assert shell.returncode == 0, f"could not mount a tmpfs in a private namespace: {shell.stderr[-1000:]}"
+    first_err = (out / "first.err").read_text()
+    assert (out / "first.status").read_text().strip() == "1", first_err[-2000:]
+    assert "crash_driver: filled the disk (No space left on device)" in (out / "first.out").read_text()
+    last_line = first_err.strip().splitlines()[-1]
+    assert last_line.startswith(f"could not write checkpoint {run_dir / 'checkpoints' / 'last' / 'ckpt-6'} "
+                                f"(No space left on device, errno 28 ENOSPC); removed its partial files; "
+                                f"a rerun resumes from {run_dir / 'checkpoints' / 'last' / 'ckpt-4'}"), last_line
+    assert "Traceback" not in first_err, first_err[-2000:]
+    assert (out / "leftovers").read_text() == ""
+    kept = (out / "kept").read_text().split()
+    assert not any(name.startswith("ckpt-6") for name in kept) and "ckpt-4.index" in kept, kept
+    assert (out / "second.status").read_text().strip() == "0", (out / "second.err").read_text()[-2000:]
+    assert "resuming from" in (out / "second.out").read_text()
+    b = keras.saving.load_model(str(out / "model.keras")).get_weights()
+    assert all(np.array_equal(x, y) for x, y in zip(reference, b))
