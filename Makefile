@@ -25,9 +25,10 @@ train: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
-# pytest exits 5 when it collected no tests: that is a failure here, not a pass.
+# pytest exits 5 when it collected no tests: that is a failure here, not a pass. --durations: the
+# slowest tests at the end of the log, so a suite that grows slow says where.
 test: setup lint
-	$(PY) -m pytest -q tests; status=$$?; \
+	$(PY) -m pytest -q --durations=25 tests; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$status
 
 # The fast tier: every test not marked slow (pytest.ini), for iteration; `make test` runs them all.
