@@ -78,6 +78,21 @@ class TrainState:
         self.wall_seconds.assign(wall_seconds)
         return _save(self.manager, self.global_step)
 
+    def discard(self, path):
+        """Remove recovery checkpoint `path` (its files and its entry in the pointer file), so that a
+        rerun resumes from the one before: used for a checkpoint whose weights made the next step's
+        loss explode (`healthy_loss`)."""
+        kept = [p for p in self.manager.checkpoints if p != path]
+        directory = self.manager.directory
+        if kept:
+            # TF 2 keeps the pointer-file writer only under compat.v1 (CheckpointManager uses the same function)
+            tf.compat.v1.train.update_checkpoint_state(directory, kept[-1], all_model_checkpoint_paths=kept)
+        else:
+            _unlink(os.path.join(directory, "checkpoint"))
+        for name in glob.glob(glob.escape(path) + ".*"):
+            _unlink(name)
+        self.manager = tf.train.CheckpointManager(self.recovery, directory, max_to_keep=KEEP)  # re-reads the pointer
+
     def save_best(self, epochs_done, value):
         """Keep the model in best/ if `value` (validation top-1 error) is the lowest so far."""
         if self.best is not None and value < self.best_value.numpy() and weights_finite(self.model):
@@ -177,6 +192,17 @@ def _unlink(path):
 
 class UnreadableCheckpoint(RuntimeError):
     """Every recovery checkpoint of the run is damaged; the one-line message says how to start afresh."""
+
+
+# A step whose mean cross-entropy exceeds EXPLODING * ln(C) gave the true class, on (geometric)
+# average, a probability below C^-EXPLODING: far below chance (1/C), where no learning network goes
+# back to; its weights are diverging even while the loss is still finite.
+EXPLODING = 3.0
+
+
+def healthy_loss(loss, num_classes):
+    """True if a step's mean training loss is finite and <= EXPLODING * ln(num_classes)."""
+    return bool(np.isfinite(loss)) and loss <= EXPLODING * math.log(num_classes)
 
 
 def _number(path):

@@ -15,7 +15,7 @@ from keras import ops
 from alexnet_tf import callbacks as cb
 from alexnet_tf import distribute, machine, serving
 from alexnet_tf import run_dir as run_dir_lib
-from alexnet_tf.checkpoint import TrainState
+from alexnet_tf.checkpoint import TrainState, healthy_loss
 from alexnet_tf.data import make_datasets
 from alexnet_tf.model import build_model
 from alexnet_tf.optim import compile_model, resolve_precision
@@ -138,6 +138,9 @@ def _train(config, run_dir, verbose, callbacks, start, dist, stop):
     train_step, eval_step = make_steps(model, dist, config.train.jit_compile)
     every = config.train.checkpoint_every
     val_logs = None
+    # healthy: the last step's loss was finite and not exploding (checkpoint.healthy_loss); only then
+    # is a checkpoint written. just_saved: the one written after the last step, still to be judged.
+    healthy, just_saved = True, None
     model.stop_training = False
     with dist.placement(model):
         callback_list.on_train_begin()
@@ -146,17 +149,24 @@ def _train(config, run_dir, verbose, callbacks, start, dist, stop):
             logs = _logs(sums)
             while step < data.train_steps:
                 callback_list.on_train_batch_begin(step)
-                sums = sums + train_step(train_iterator).numpy()
+                step_sums = train_step(train_iterator).numpy()
+                sums = sums + step_sums
+                healthy = healthy_loss(step_sums[0] / max(step_sums[3], 1.0), config.model.num_classes)
+                if not healthy and just_saved:  # this step's loss judged the weights that checkpoint holds
+                    state.discard(just_saved)
+                    print(f"note: the loss exploded after {just_saved} was written; removed it, "
+                          f"so a rerun resumes from {state.manager.latest_checkpoint or 'the start'}", flush=True)
+                just_saved = None
                 logs = _logs(sums)
                 callback_list.on_train_batch_end(step, logs)
                 if model.stop_training:
                     break
                 step += 1
                 if stop.signum is not None:  # SIGTERM / SIGINT: this step is done; save and leave
-                    saved = state.save(epoch, step, sums, wall_before + time.time() - start)
+                    saved = state.save(epoch, step, sums, wall_before + time.time() - start) if healthy else None
                     raise Interrupted(stop.signum, saved or state.manager.latest_checkpoint)
-                if every and state.global_step % every == 0 and step < data.train_steps:
-                    state.save(epoch, step, sums, wall_before + time.time() - start)
+                if every and state.global_step % every == 0 and step < data.train_steps and healthy:
+                    just_saved = state.save(epoch, step, sums, wall_before + time.time() - start)
             if model.stop_training:
                 break
             val_logs = evaluate(eval_step, data.val.take(data.val_steps))  # (model.fit calls no test callbacks here either)
@@ -164,14 +174,15 @@ def _train(config, run_dir, verbose, callbacks, start, dist, stop):
             callback_list.on_epoch_end(epoch - 1, {**logs, **{"val_" + k: v for k, v in val_logs.items()}})
             if not model.stop_training:  # after the callbacks: the plateau rule may have changed the learning rate
                 state.save_best(epoch, val_logs["top1_error"])
-                saved = state.save(epoch, step, sums, wall_before + time.time() - start)
+                saved = just_saved = state.save(epoch, step, sums, wall_before + time.time() - start) if healthy else None
                 if stop.signum is not None and epoch < config.train.epochs:  # a signal during validation
                     raise Interrupted(stop.signum, saved or state.manager.latest_checkpoint)
         callback_list.on_train_end()
     if nan_guard.failed:
         batch, loss = nan_guard.failed
         last = state.manager.latest_checkpoint
-        kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
+        kept = (f"the last checkpoint written before the loss exploded is {last}" if last
+                else "no checkpoint had been written before the loss exploded")
         raise TrainingDiverged(f"training stopped: loss became {loss} at batch {batch + 1} of epoch {epoch + 1}; "
                                f"{kept}. Lower train.lr or check the data.")
 
@@ -295,7 +306,7 @@ def _plain_copy(model, config):
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message names the last good checkpoint."""
+    """The loss became NaN or infinite; the message names the last checkpoint written before the loss exploded."""
 
 
 class Interrupted(RuntimeError):

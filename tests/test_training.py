@@ -231,3 +231,39 @@ def test_auto_precision_is_resolved_once_per_run(tmp_path):
     assert _run_precision(cfg, str(tmp_path), chief) == (other, " (auto, as resolved when this run started)")
     fixed = alexnet_tf.load_config(None, tiny_overrides(**{"train.precision": "float32"}))
     assert _run_precision(fixed, str(tmp_path), chief) == ("float32", "")
+
+
+def test_a_checkpoint_whose_weights_explode_is_not_kept(tmp_path):
+    """The learning rate raised to 1e4 after step 4: step 5's update blows the weights up (its loss,
+    computed before the update, still looks fine, so ckpt-5 is written), step 6's loss exceeds
+    3 ln(10), so ckpt-5 is removed and no later one is written; when the loss turns NaN training
+    stops naming ckpt-4, which holds the weights from before the explosion and is what a rerun resumes."""
+    from alexnet_tf.checkpoint import EXPLODING
+    from alexnet_tf.training import TrainingDiverged, train
+
+    losses = {}
+
+    class Explode(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            step = int(self.model.optimizer.iterations.numpy())
+            if step == 4:
+                self.model.optimizer.learning_rate.assign(1e4)
+
+    class StepLoss(keras.callbacks.Callback):  # the epoch's running mean -> each step's own loss
+        def on_train_batch_end(self, batch, logs=None):
+            losses[int(self.model.optimizer.iterations.numpy())] = logs["loss"] * (batch + 1)
+
+    cfg = alexnet_tf.load_config(None, tiny_overrides(**{
+        "train.checkpoint_every": 1, "train.epochs": 3, "data.synthetic_size": 160, "model.weight_init": "he_normal",
+        "model.hidden_bias": 0.0, "data.scale": 0.02}))  # 10 steps per epoch: the explosion stays in epoch 1
+    with pytest.raises(TrainingDiverged) as failure:
+        train(cfg, str(tmp_path), verbose=0, callbacks=[Explode(), StepLoss()])
+    directory = str(tmp_path / "checkpoints" / "last")
+    last = tf.train.latest_checkpoint(directory)
+    assert last.endswith("ckpt-4") and f"before the loss exploded is {last}" in str(failure.value)
+    step_loss = {s: losses[s] - losses.get(s - 1, 0.0) for s in sorted(losses)}  # sums within epoch 1
+    assert step_loss[5] <= EXPLODING * np.log(10) and not step_loss[6] <= EXPLODING * np.log(10), step_loss
+    assert not any(name.startswith("ckpt-5.") or name.startswith("ckpt-6.") for name in os.listdir(directory))
+    model = alexnet_tf.build_model(cfg)
+    tf.train.Checkpoint(model=model).restore(last).expect_partial()
+    assert max(float(np.abs(w).max()) for w in model.get_weights()) < 100
