@@ -349,3 +349,41 @@ def test_overwrite_never_leaves_a_broken_version(tiny_run, tmp_path, monkeypatch
         assert tf.saved_model.load(version).signatures["serving_default"] is not None
     serving.save(classifier, base, version=3, overwrite=True)
     assert sorted(os.listdir(base)) == ["3"]
+
+
+def test_header_sizes_against_pil_and_decompression_bombs_refused():
+    """header_size reads (height, width) from every accepted format's header as PIL wrote it; a file
+    whose header declares more than MAX_PIXELS (patched into a real small file, so nothing else is
+    wrong with it) is refused before decoding, naming the element and the declared size."""
+    import struct
+    from alexnet_tf.data.decode import MAX_PIXELS, header_size
+    rgb = random_rgb(0, (37, 53))
+    files = {fmt: encode(Image.fromarray(rgb), fmt) for fmt in ("JPEG", "PNG", "GIF", "BMP")}
+    files["WEBP lossless"] = encode(Image.fromarray(rgb), "WEBP", lossless=True)   # VP8L chunk
+    files["WEBP lossy"] = encode(Image.fromarray(rgb), "WEBP", quality=80)         # VP8 chunk
+    files["WEBP alpha"] = encode(Image.fromarray(np.dstack([rgb, rgb[..., :1]]), "RGBA"), "WEBP")  # VP8X
+    for name, data in files.items():
+        assert [int(v) for v in header_size(tf.constant(data))] == [37, 53], name
+    assert [int(v) for v in header_size(tf.constant(b"abc"))] == [0, 0]
+
+    def patched(data, offset, fmt, *values):
+        return data[:offset] + struct.pack(fmt, *values) + data[offset + struct.calcsize(fmt):]
+
+    jpeg = files["JPEG"]
+    sof = jpeg.index(b"\xff\xc0") + 5  # baseline SOF: length (2), precision (1), then height, width
+    bombs = {
+        "PNG": patched(files["PNG"], 16, ">II", 65535, 65535),
+        "GIF": patched(files["GIF"], 6, "<HH", 65535, 65535),
+        "BMP": patched(files["BMP"], 18, "<ii", 40000, -40000),
+        "JPEG": patched(jpeg, sof, ">HH", 60000, 60000),
+        # VP8X canvas: width-1 and height-1 as 24-bit little-endian numbers at bytes 24 and 27
+        "WEBP alpha": files["WEBP alpha"][:24] + b"\xff\xff\x00" + b"\xff\x3f\x00" + files["WEBP alpha"][30:],
+    }
+    fn = tf.function(lambda b: serving.decode_image(b[0], 3, 4))
+    for name, data in bombs.items():
+        h, w = (int(v) for v in header_size(tf.constant(data)))
+        assert h * w > MAX_PIXELS, name
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=rf"image_bytes\[4\] declares {w}x{h} pixels \(width x height\); the limit is {MAX_PIXELS}"):
+            fn(tf.constant([data]))
+    assert fn(tf.constant([files["PNG"]])).shape == (37, 53, 3)  # and the next image is served

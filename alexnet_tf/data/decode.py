@@ -66,6 +66,56 @@ ALPHA_BACKGROUND = 255.0
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"RIFF")  # RIFF: WebP
 
 
+# The most pixels an image may declare in its header: PIL's decompression-bomb limit (twice its
+# warning threshold of 89,478,485). Larger headers are refused before any pixel is decoded: a
+# 60 kB PNG can declare 65535x65535 (4.3 gigapixels, 17 GB as RGBA) and a GIF or BMP as much.
+MAX_PIXELS = 178_956_970
+
+
+def header_size(data):
+    """(height, width) as int64 from the header of a JPEG (its SOF marker), PNG (IHDR), GIF (logical
+    screen), BMP (info header) or WebP (VP8, VP8L or VP8X chunk), without decoding the pixels;
+    (0, 0) for anything else (which the decoder then refuses)."""
+    head = tf.strings.join([tf.strings.substr(data, 0, 32), b"\0" * 32])  # a short file reads as zeros
+    b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)  # the first 64 bytes, one int64 each
+
+    def le(offset, n):  # little-endian unsigned integer of n bytes
+        return sum(b[offset + i] * (1 << (8 * i)) for i in range(n))
+
+    def be(offset, n):
+        return sum(b[offset + i] * (1 << (8 * (n - 1 - i))) for i in range(n))
+
+    def jpeg():
+        shape = tf.io.extract_jpeg_shape(data)
+        return tf.cast(shape[0], tf.int64), tf.cast(shape[1], tf.int64)
+
+    def bmp():  # signed 32-bit; a top-down BMP stores a negative height
+        def signed(v):
+            return tf.abs(tf.where(v >= 1 << 31, v - (1 << 32), v))
+        return signed(le(22, 4)), signed(le(18, 4))
+
+    def webp():
+        chunk = tf.strings.substr(head, 12, 4)
+        return tf.case([
+            (chunk == b"VP8 ", lambda: (le(28, 2) % (1 << 14), le(26, 2) % (1 << 14))),
+            (chunk == b"VP8L", lambda: ((b[22] // 64 + b[23] * 4 + (b[24] % 16) * 1024) + 1,
+                                        (b[21] + (b[22] % 64) * 256) + 1)),
+            (chunk == b"VP8X", lambda: (le(27, 3) + 1, le(24, 3) + 1))],
+            default=lambda: (tf.constant(0, tf.int64), tf.constant(0, tf.int64)))
+
+    branches = [
+        (b"\xff\xd8\xff", jpeg),
+        (b"\x89PNG", lambda: (be(20, 4), be(16, 4))),
+        (b"GIF8", lambda: (le(8, 2), le(6, 2))),
+        (b"BM", bmp),
+        (b"RIFF", webp),
+    ]
+    size = (tf.constant(0, tf.int64), tf.constant(0, tf.int64))
+    for magic, read in reversed(branches):
+        size = tf.cond(tf.strings.substr(head, 0, len(magic)) == magic, read, lambda size=size: size)
+    return size
+
+
 def decode_image(data, channels, index=0, background=ALPHA_BACKGROUND):
     """The evaluation decoder (validation, `evaluate`, `predict`, retrieval, the SavedModel): one encoded
     JPEG/PNG/GIF/BMP/WebP string -> (H, W, channels) float32 on the 0..255 scale.
@@ -73,7 +123,8 @@ def decode_image(data, channels, index=0, background=ALPHA_BACKGROUND):
     Grey images are repeated over RGB for 3-channel models, colour images are converted to grey
     (ITU-R 601 luma, as PIL and tf.image do) for 1-channel models; CMYK JPEGs decode to RGB;
     an alpha channel is composited over `background`; an animated GIF gives its first frame.
-    Raises InvalidArgumentError naming the element when the bytes are not one of these formats.
+    Raises InvalidArgumentError naming the element when the bytes are not one of these formats, or
+    when the header declares more than MAX_PIXELS pixels (checked before decoding).
     """
     if channels not in (1, 3):
         raise ValueError(f"channels={channels}; expected 1 (grey) or 3 (RGB)")
@@ -83,6 +134,11 @@ def decode_image(data, channels, index=0, background=ALPHA_BACKGROUND):
         tf.strings.format("image_bytes[{}] ({} bytes) is not a JPEG, PNG, GIF, BMP or WebP image",
                           (index, tf.strings.length(data)))])
     with tf.control_dependencies([check]):
+        height, width = header_size(data)
+    bomb = tf.debugging.Assert(height * width <= MAX_PIXELS, [
+        tf.strings.format("image_bytes[{}] declares {}x{} pixels (width x height); the limit is {} pixels",
+                          (index, width, height, MAX_PIXELS))])
+    with tf.control_dependencies([bomb]):
         image = tf.io.decode_image(data, channels=0, expand_animations=False)  # (H, W, 1|2|3|4) uint8
     x = tf.cast(image, tf.float32)
     has_alpha = tf.equal(tf.shape(x)[-1] % 2, 0)  # 2 = grey + alpha, 4 = RGBA
