@@ -387,3 +387,9 @@ def test_header_sizes_against_pil_and_decompression_bombs_refused():
                            match=rf"image_bytes\[4\] declares {w}x{h} pixels \(width x height\); the limit is {MAX_PIXELS}"):
             fn(tf.constant([data]))
     assert fn(tf.constant([files["PNG"]])).shape == (37, 53, 3)  # and the next image is served
+    # the training files' decoder refuses them too, and the folder pre-scan's one-line reason says why
+    from alexnet_tf.data.decode import decode_error
+    for name, data in bombs.items():
+        h, w = (int(v) for v in header_size(tf.constant(data)))
+        assert f"the image declares {w}x{h} pixels (width x height)" in decode_error(data), name
+    assert decode_error(files["PNG"]) is None

@@ -22,7 +22,8 @@ def decode_square(data):
     """Encoded bytes -> the central square of the image, uint8 (side, side, 3), side = the shorter side.
 
     JPEGs are decoded with `decode_and_crop_jpeg`, so libjpeg skips the rows outside the
-    square (the fused decode-and-crop); anything else is decoded whole and sliced.
+    square (the fused decode-and-crop); anything else is decoded whole and sliced. More than
+    MAX_PIXELS declared in the header fails (the pre-scan reports it; ignore_errors drops it).
     """
     def jpeg():
         shape = tf.io.extract_jpeg_shape(data)
@@ -35,7 +36,12 @@ def decode_square(data):
         top, left, side = central_square(shape[0], shape[1])
         return image[top:top + side, left:left + side]
 
-    image = tf.cond(tf.io.is_jpeg(data), jpeg, other)
+    height, width = header_size(data)  # a decompression bomb is refused before decoding, as in decode_image
+    bomb = tf.debugging.Assert(height * width <= MAX_PIXELS, [
+        tf.strings.format("the image declares {}x{} pixels (width x height); the limit is {} pixels",
+                          (width, height, MAX_PIXELS))])
+    with tf.control_dependencies([bomb]):
+        image = tf.cond(tf.io.is_jpeg(data), jpeg, other)
     image.set_shape([None, None, 3])
     return image
 
