@@ -181,3 +181,18 @@ def test_train_py_on_the_folder_records_the_skipped_files(folder, tmp_path):
     assert sorted(os.path.basename(s["name"]) for s in recorded["skipped"]) == ["notes.txt", "truncated.jpg", "v2.jpg", "zero.jpg"]
     assert json.loads((run_dir / "classes.json").read_text()) == ["cat", "dog"]
     assert np.load(run_dir / "stats.npz")["mean_image"].shape == (RESIZE, RESIZE, 3)
+
+
+def test_an_empty_training_class_folder_is_one_warning(tmp_path, capsys):
+    """A class folder in train/ with no files: its class still gets an output (the classes are the
+    folder names) but no example; one warning names the folder, the index and the name."""
+    from alexnet_tf.data.sources import folder_source
+    for split, name in (("train", "cat"), ("val", "cat"), ("val", "dog")):
+        os.makedirs(tmp_path / split / name, exist_ok=True)
+        (tmp_path / split / name / "a.png").write_bytes(encode(pixels(8, 8, 3), "png"))
+    os.makedirs(tmp_path / "train" / "dog")  # empty
+    train, val, classes = folder_source(str(tmp_path))
+    assert classes == ("cat", "dog") and list(train.labels) == [0] and sorted(val.labels) == [0, 1]
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: training class folder {tmp_path / 'train' / 'dog'} holds no files: "
+                        f"class 1 ('dog') is never trained"]

@@ -84,12 +84,16 @@ def folder_source(root, class_names=None):
             if entry.name not in index:
                 raise DatasetNotFound(f"class folder {entry.path} is not one of the {len(index)} training classes "
                                       f"(from {os.path.join(root, 'train')}); expected the same class folders in train/ and val/")
+            before = len(paths)
             for f in sorted(os.scandir(entry.path), key=lambda e: e.name):
                 if f.is_file():
                     st = f.stat()
                     paths.append(f.path)
                     labels.append(index[entry.name])
                     signature.append((f.name, st.st_size, st.st_mtime_ns))
+            if split == "train" and len(paths) == before:  # the model keeps an output it never learns
+                print(f"warning: training class folder {entry.path} holds no files: class {index[entry.name]} "
+                      f"({entry.name!r}) is never trained", file=sys.stderr)
         if stray:
             print(f"warning: ignoring {stray} files directly in {top} (images belong in {top}/<class>/)", file=sys.stderr)
         if not paths:
