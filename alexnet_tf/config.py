@@ -131,8 +131,8 @@ class DistributeConfig:
                               "multi_worker: data parallel over the machines of TF_CONFIG")
     devices: list = _spec([], doc="devices to use, e.g. ['/gpu:0', '/gpu:1']; [] = every local GPU, else the logical CPUs, else the CPU "
                                   "(towers: the first model.towers of them)")
-    logical_cpus: int = _spec(0, lo=0, doc="split the CPU into this many logical devices (0 = off), so that mirrored and towers "
-                                           "can run on a machine without GPUs; the devices share the same cores")
+    logical_cpus: int = _spec(0, lo=0, hi=64, doc="split the CPU into this many logical devices (0 = off) so that mirrored and towers run without GPUs; "
+                                                  "they share the cores, and each adds thread pools and (mirrored) a copy of the weights, momentum and gradients: at most 64")
     collective_timeout: int = _spec(600, lo=0, doc="multi_worker: seconds a worker waits for the others in a step before it gives "
                                                    "up on a lost peer and restarts (0 = wait forever); must exceed the slowest "
                                                    "checkpoint write or validation")
@@ -277,6 +277,8 @@ def _check_cross(cfg):
         raise ConfigError(
             f"config error: data.source = fashion_mnist needs model.image_size=28, model.channels=1, "
             f"model.num_classes=10; got {cfg.model.image_size}, {cfg.model.channels}, {cfg.model.num_classes}")
+    from alexnet_tf.config_checks import check  # TF_CONFIG, memory, batch size (imported here: it imports this module)
+    check(cfg)
 
 
 def _check_distribute(cfg):

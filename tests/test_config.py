@@ -1,5 +1,6 @@
 """Config loading, overrides and the one-line errors of `train.py` (exit status 2, no traceback)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -110,3 +111,169 @@ def test_readme_configuration_reference_matches_the_code():
     from alexnet_tf.config import reference_markdown
     page = open(os.path.join(ROOT, "docs", "configuration.md")).read()
     assert reference_markdown() in page, "regenerate docs/configuration.md's table: python -m alexnet_tf config-reference"
+
+
+# === Issue 14: inputs that only fail inside TensorFlow, rejected by load_config with one line ===
+
+TWO_WORKERS = {"cluster": {"worker": ["127.0.0.1:2222", "127.0.0.1:2223"]}, "task": {"type": "worker", "index": 1}}
+MULTI_WORKER = ["distribute.strategy=multi_worker"]
+
+
+def config_error(overrides, path=None):
+    """The one-line message load_config raises for `overrides`."""
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, overrides)
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith("config error: "), message
+    return message
+
+
+def task(**fields):
+    return json.dumps({**TWO_WORKERS, "task": fields})
+
+
+@pytest.mark.parametrize("tf_config, fragment", [
+    ("not json", "TF_CONFIG = 'not json' is not JSON (Expecting value: line 1 column 1 (char 0)); expected a JSON object"),
+    ('{"cluster": ', "is not JSON (Expecting value: line 1 column 13 (char 12))"),
+    ("[1, 2]", "TF_CONFIG = [1, 2] is not a JSON object"),
+    (json.dumps({"task": {"type": "worker", "index": 0}}), "TF_CONFIG cluster = null; expected a mapping of jobs"),
+    (json.dumps({"cluster": {"workers": ["a:1"]}, "task": {"type": "worker", "index": 0}}),
+     'TF_CONFIG cluster has job "workers"; expected jobs among chief, worker, evaluator, ps'),
+    (json.dumps({"cluster": {"chief": ["a:1"]}, "task": {"type": "chief", "index": 0}}),
+     'TF_CONFIG cluster.worker = null; expected a non-empty list of "host:port" addresses'),
+    (json.dumps({"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}), "TF_CONFIG cluster.worker = [];"),
+    (json.dumps({"cluster": {"worker": ["a:1", "host2"]}, "task": {"type": "worker", "index": 0}}),
+     'TF_CONFIG cluster.worker[1] = "host2"; expected "host:port" with a port in 1..65535'),
+    (json.dumps({"cluster": {"worker": ["a:70000"]}, "task": {"type": "worker", "index": 0}}), 'cluster.worker[0] = "a:70000"'),
+    (json.dumps({"cluster": {"worker": ["a:1"], "chief": ["c:1", "d:1"]}, "task": {"type": "worker", "index": 0}}),
+     'TF_CONFIG cluster.chief = ["c:1", "d:1"]; expected at most one address'),
+    (task(type="ps", index=0), 'TF_CONFIG task.type = "ps"; expected worker or chief'),
+    (json.dumps({"cluster": TWO_WORKERS["cluster"]}), "TF_CONFIG task.type = null; expected worker or chief"),
+    (task(type="chief", index=0), 'TF_CONFIG task.type = "chief" but the cluster has no chief list'),
+    (task(type="worker", index=2), "TF_CONFIG task.index = 2; expected an integer in [0, 1] (cluster.worker has 2 addresses)"),
+    (task(type="worker", index=-1), "TF_CONFIG task.index = -1; expected an integer in [0, 1]"),
+    (task(type="worker"), "TF_CONFIG task.index = null; expected an integer in [0, 1]"),
+    (task(type="worker", index=True), "TF_CONFIG task.index = true;"),
+])
+def test_malformed_tf_config_is_a_config_error(monkeypatch, tf_config, fragment):
+    monkeypatch.setenv("TF_CONFIG", tf_config)
+    assert fragment in config_error(MULTI_WORKER)
+
+
+@pytest.mark.parametrize("tf_config", [
+    json.dumps(TWO_WORKERS),
+    task(type="worker", index="1"),  # TensorFlow reads the index with int()
+    json.dumps({"cluster": {"chief": ["[::1]:2222"], "worker": ["localhost:2223"]}, "task": {"type": "chief", "index": 0}}),
+    json.dumps({"cluster": {"worker": ["w-0.svc.cluster.local:2222"], "evaluator": ["e:1"]},
+                "task": {"type": "worker", "index": 0}}),
+])
+def test_well_formed_tf_config_loads(monkeypatch, tf_config):
+    monkeypatch.setenv("TF_CONFIG", tf_config)
+    assert load_config(None, MULTI_WORKER).distribute.strategy == "multi_worker"
+
+
+def test_tf_config_is_only_read_by_multi_worker(monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", "not json")
+    load_config(None, ["distribute.strategy=mirrored"])
+    # unset: train.py reports it (test_distribute), and evaluate/predict read a multi_worker run's config without it
+    monkeypatch.delenv("TF_CONFIG")
+    load_config(None, MULTI_WORKER)
+
+
+def test_logical_cpus_has_an_upper_bound():
+    assert config_error(["distribute.logical_cpus=100000"]) == \
+        "config error: distribute.logical_cpus = 100000 (int); expected an integer in [0, 64]"
+    assert load_config(None, ["distribute.logical_cpus=64"]).distribute.logical_cpus == 64
+
+
+# Hand counts: the paper model (test_model.paper_parameter_count) and the default run's model:
+# 28x28x1, conv1 5x5/1 'same', width 0.375 -> 18, 48, 72, 72, 48 kernels per tower, pools 28 -> 13 -> 6 -> 2,
+# 2*(25+1)*18 + 2*(25*18+1)*48 + 2*(9*96+1)*72 + 2*(9*72+1)*72 + 2*(9*72+1)*48
+# + 2*(2*2*2*48+1)*512 + 2*(1024+1)*512 + (1024+1)*10 = 1,778,642.
+@pytest.mark.parametrize("config, count", [("alexnet_imagenet.yaml", 60_965_224), ("fashion_mnist.yaml", 1_778_642)])
+def test_parameter_count_without_tensorflow(config, count):
+    from alexnet_tf.config_checks import parameter_count
+    assert parameter_count(load_config(os.path.join(ROOT, "configs", config)).model) == count
+
+
+@pytest.mark.parametrize("config, overrides", [
+    ("fashion_mnist.yaml", []),
+    ("alexnet_imagenet.yaml", []),
+    ("alexnet_imagenet.yaml", ["model.image_size=227", "model.width=0.25", "model.fc_units=64"]),
+    ("alexnet_imagenet.yaml", ["model.towers=1", "model.conv6=true", "model.width=0.3", "model.fc_units=30"]),
+    ("alexnet_imagenet.yaml", ["model.conv1_kernel=9", "model.pool=non_overlapping", "model.remove_conv=[3]",
+                               "model.width=0.2", "model.fc_units=64", "model.image_size=100"]),
+    ("fashion_mnist.yaml", ["model.remove_conv=[2, 4]", "model.pool=non_overlapping", "model.width=0.7"]),
+    ("fashion_mnist.yaml", ["model.towers=1", "model.conv1_kernel=0", "model.remove_conv=[2, 3, 4]"]),
+])
+def test_parameter_count_matches_the_keras_model(config, overrides):
+    from alexnet_tf import config_checks, model
+    cfg = load_config(os.path.join(ROOT, "configs", config), overrides)
+    assert config_checks.PAPER_CONV_CHANNELS == model.PAPER_CONV_CHANNELS
+    for towers, width in ((1, 0.3), (2, 0.375), (2, 100.0), (1, 0.001)):
+        assert config_checks.tower_channels(towers, width) == model.tower_channels(towers, width)
+    assert config_checks.parameter_count(cfg.model) == model.build_model(cfg).count_params()
+
+
+def test_model_larger_than_the_ram_is_a_config_error(monkeypatch):
+    from alexnet_tf import config_checks
+    monkeypatch.setattr(config_checks, "physical_ram", lambda: 16 * 2**30)  # the message names the RAM: fix it
+    message = config_error(["model.width=100"])
+    assert message == ("config error: model.width = 100.0, model.fc_units = 4096, model.image_size = 224 give "
+                       "26,777,938,408 parameters, whose weights, momentum, gradients and checkpoint copy "
+                       "(float32, 16 bytes per parameter) need ~399.0 GiB, more than this machine's 16.0 GiB of RAM; "
+                       "expected a smaller model.width, model.fc_units or model.image_size")
+    # the bound is exactly 16 bytes per parameter: the paper model needs 16 x 60,965,224 bytes (0.91 GiB)
+    paper = os.path.join(ROOT, "configs", "alexnet_imagenet.yaml")
+    monkeypatch.setattr(config_checks, "physical_ram", lambda: 16 * 60_965_224)
+    load_config(paper)
+    monkeypatch.setattr(config_checks, "physical_ram", lambda: 16 * 60_965_224 - 1)
+    assert "give 60,965,224 parameters" in config_error([], paper)
+    # no RAM figure from the OS (Windows): no check
+    monkeypatch.setattr(config_checks, "physical_ram", lambda: None)
+    assert load_config(None, ["model.width=100"]).model.width == 100.0
+
+
+def test_model_larger_than_any_ram_fails_on_this_machine():
+    # 10^8-unit fc layers: fc7 alone has 10^16 parameters, 149 million GiB for the four copies
+    assert "GiB of RAM; expected a smaller model.width" in config_error(["model.fc_units=100000000"])
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (["data.batch_size=55001"], "data.batch_size = 55001 is larger than the 55000 training images "
+                                "(data.source = fashion_mnist after data.val_examples = 5000); expected 1 to 55000"),
+    (["data.batch_size=60001", "data.val_examples=0"], "data.batch_size = 60001 is larger than the 60000 training images "
+                                                       "(data.source = fashion_mnist); expected 1 to 60000"),
+    (["data.batch_size=1024", "data.train_examples=1000"], "data.batch_size = 1024 is larger than the 1000 training images "
+                                                           "(data.train_examples = 1000); expected 1 to 1000"),
+])
+def test_batch_larger_than_the_training_set_is_a_config_error(overrides, fragment):
+    assert fragment in config_error(overrides, os.path.join(ROOT, "configs", "fashion_mnist.yaml"))
+
+
+def test_batch_size_is_checked_where_the_training_set_size_is_known():
+    assert "data.batch_size = 513 is larger than the 512 training images (data.source = synthetic)" in \
+        config_error(["data.batch_size=513"])
+    assert "larger than the 48 training images (data.source = synthetic after data.val_examples = 16)" in \
+        config_error(["data.batch_size=49", "data.val_examples=16", "data.synthetic_size=64"])
+    assert load_config(os.path.join(ROOT, "configs", "fashion_mnist.yaml"), ["data.batch_size=55000"]).data.batch_size == 55000
+    # file sources: TFDS or the folder scan count the images, after TensorFlow starts
+    assert load_config(None, ["data.source=folder", "data.path=/tmp", "data.batch_size=1000000"]).data.batch_size == 1000000
+
+
+@pytest.mark.parametrize("tf_config, override, fragment", [
+    ("not json", "distribute.strategy=multi_worker", "TF_CONFIG = 'not json' is not JSON"),
+    (task(type="worker", index=5), "distribute.strategy=multi_worker", "TF_CONFIG task.index = 5"),
+    (None, "distribute.logical_cpus=100000", "distribute.logical_cpus = 100000 (int); expected an integer in [0, 64]"),
+    (None, "model.fc_units=100000000", "GiB of RAM; expected a smaller model.width"),
+    (None, "data.batch_size=60000", "data.batch_size = 60000 is larger than the 55000 training images"),
+])
+def test_issue_14_inputs_exit_2_with_one_line_before_tensorflow(tf_config, override, fragment):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    if tf_config is not None:
+        env["TF_CONFIG"] = tf_config
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--set", override],
+                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert result.returncode == 2 and result.stdout == ""  # the resolved config is printed only after validation
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], result.stderr
