@@ -13,7 +13,7 @@ import re
 
 from alexnet_tf.config import FILE_SOURCES, ConfigError
 
-# Kept equal to alexnet_tf.model.PAPER_CONV_CHANNELS (model.py imports Keras; tests/test_config.py compares).
+# The paper's kernels per conv layer (both towers); alexnet_tf.model imports these.
 PAPER_CONV_CHANNELS = (96, 256, 384, 384, 256)
 
 # Bytes a training run holds per model parameter: float32 (4 bytes; the mixed policies keep float32
@@ -107,7 +107,12 @@ def _json(value):
 # === Memory: parameters of model.alexnet ===
 
 def tower_channels(towers, width):
-    """Kernels per tower for conv1..conv5; alexnet_tf.model.tower_channels (see there), without Keras."""
+    """Kernels per tower for conv1..conv5 (alexnet_tf.model uses this one).
+
+    towers=2: half of the paper's kernels on each tower. towers=1 is the paper's one-GPU
+    baseline (§3.2): half the kernels in every conv layer except conv5, which keeps all 256
+    (footnote 2: conv5 feeds fc6, which holds most parameters, so it was not halved).
+    """
     half = [c // 2 for c in PAPER_CONV_CHANNELS]
     if towers == 1:
         half[4] = PAPER_CONV_CHANNELS[4]

@@ -13,7 +13,8 @@ from keras import layers
 from alexnet_tf.layers import LocalResponseNormalization, ReplicaDropout
 
 # Kernels per conv layer for the whole two-tower net, §3.5: conv1..conv5.
-PAPER_CONV_CHANNELS = (96, 256, 384, 384, 256)
+# The channel rule lives in config_checks (no Keras there), which the config's memory check also uses.
+from alexnet_tf.config_checks import PAPER_CONV_CHANNELS, tower_channels  # noqa: E402,F401
 # Layers whose biases the paper initialises to 1 (§5); every other bias starts at 0.
 HIDDEN_BIAS_LAYERS = ("conv2", "conv4", "conv5", "conv6", "fc6", "fc7")
 
@@ -28,17 +29,6 @@ def cuda_convnet_padding(size, kernel, stride):
     return (out - 1) * stride + kernel - size
 
 
-def tower_channels(towers, width):
-    """Kernels per tower for conv1..conv5.
-
-    towers=2: half of the paper's kernels on each tower. towers=1 is the paper's one-GPU
-    baseline (§3.2): half the kernels in every conv layer except conv5, which keeps all 256
-    (footnote 2: conv5 feeds fc6, which holds most parameters, so it was not halved).
-    """
-    half = [c // 2 for c in PAPER_CONV_CHANNELS]
-    if towers == 1:
-        half[4] = PAPER_CONV_CHANNELS[4]
-    return [max(1, round(c * width)) for c in half]
 
 
 def alexnet(
