@@ -16,6 +16,7 @@
   profile   where a traced training step's time goes, by op type and by layer (train.profile_steps)
   speed     training/inference images/s, FLOPs and utilisation of the paper and default models (optional: PyTorch)
   ablate    the paper's ablation claims re-measured over seeds (resumable); writes REPRODUCTION.md
+  import-caffe  BVLC Caffe's bvlc_alexnet.caffemodel as a run directory (docs/caffe.md)
 """
 
 import argparse
@@ -43,6 +44,7 @@ HANDLERS = {
     "speed": "alexnet_tf.perf.speed:main",
     "profile": "alexnet_tf.perf.profile:main",
     "ablate": "alexnet_tf.ablation:main",
+    "import-caffe": "alexnet_tf.caffe.importer:main",
 }
 
 
@@ -181,6 +183,14 @@ def main(argv=None):
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override applied to every arm; repeatable")
     p.add_argument("--report-only", action="store_true", help="train nothing: measure finished runs and write the report")
+    p = sub.add_parser("import-caffe", help="BVLC Caffe's bvlc_alexnet.caffemodel as a run directory (docs/caffe.md)")
+    p.add_argument("--caffemodel", required=True, help="e.g. bvlc_alexnet.caffemodel (either layer format)")
+    p.add_argument("--prototxt", help="net definition, e.g. deploy.prototxt (default: the one inside the caffemodel)")
+    p.add_argument("--mean", help="imagenet_mean.binaryproto (default: Caffe's per-channel mean 104, 117, 123 BGR)")
+    p.add_argument("--synset-words", help="synset_words.txt: class names for classes.json (default: the wnids)")
+    p.add_argument("--run-dir", required=True, help="the run directory to create")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="change the config written, e.g. data.path (data.source for a net of other classes); repeatable")
     args = parser.parse_args(argv)
     args.argv = argv[1:]
     if getattr(args, "curve", 1) is None:

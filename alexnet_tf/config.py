@@ -42,6 +42,9 @@ class ModelConfig:
     lrn: bool = _spec(True, doc="local response normalisation after conv1 and conv2 (§3.3)")
     lrn_convention: str = _spec("paper", choices=("paper", "caffe"),
                                 doc="paper: k=2, alpha as written; caffe: k=1, alpha/n (Caffe, PyTorch)")
+    lrn_across_towers: bool = _spec(False, doc="false: each tower normalises its own channels (the paper's towers on their GPUs); "
+                                    "true: the windows run across both towers' channels, as Caffe's LRN over a grouped "
+                                    "conv (bvlc_alexnet); no effect with one tower")
     pool: str = _spec("overlapping", choices=("overlapping", "non_overlapping"), doc="3x3/2 (§3.4) or 2x2/2")
     dropout: float = _spec(0.5, lo=0.0, hi=0.95, doc="dropout rate after fc6 and fc7 (§4.2)")
     conv6: bool = _spec(False, doc="the '1 CNN*' sixth conv layer after the last pooling layer (§6)")
@@ -114,6 +117,9 @@ class TrainConfig:
                                 "tb/train (TensorBoard's PROFILE tab: pip install tensorboard-plugin-profile); [] = off")
     deterministic: bool = _spec(False, doc="deterministic TF ops and tf.data order (slower); with a fixed seed a killed and resumed run "
                                           "ends with the same weights as an uninterrupted one")
+    init_from: str = _spec("", doc="fine-tuning: a run directory (its model.keras) or a .keras file whose weights start this run "
+                                   "when it has no recovery checkpoint yet; layers matched by name, a layer whose shapes differ "
+                                   "(fc8 for another class count) keeps its initialisation; '' = the initialiser")
     checkpoint_every: int = _spec(500, lo=0, doc="write the recovery checkpoint (model, momentum, schedule, data position) every N steps; "
                                                  "0 = only at the end of each epoch (always written there too)")
 

@@ -28,15 +28,21 @@ class LocalResponseNormalization(keras.layers.Layer):
     float32 (k + alpha*sum is about 2.01 and bfloat16 cannot resolve it), and the output is
     cast back to the compute dtype.
 
+    `output_channels=(start, stop)` returns only b[..., start:stop], with the sums still running
+    over all C input channels: given the concatenation of both towers' maps, tower t's layer
+    normalises its own half with windows that cross the tower boundary, as Caffe's one LRN layer
+    over a grouped convolution's whole output does (`model.lrn_across_towers`).
+
     Args:
         size: n, the number of adjacent channels summed over (odd).
         k: additive constant; None = 2 (paper) or 1 (caffe).
         alpha: scale of the sum of squares (divided by `size` under the caffe convention).
         beta: exponent.
         convention: "paper" or "caffe".
+        output_channels: None (every channel) or [start, stop), the input channels returned.
     """
 
-    def __init__(self, size=5, k=None, alpha=1e-4, beta=0.75, convention="paper", **kwargs):
+    def __init__(self, size=5, k=None, alpha=1e-4, beta=0.75, convention="paper", output_channels=None, **kwargs):
         super().__init__(**kwargs)
         if convention not in ("paper", "caffe"):
             raise ValueError(f"LocalResponseNormalization: convention={convention!r}; expected 'paper' or 'caffe'")
@@ -47,6 +53,13 @@ class LocalResponseNormalization(keras.layers.Layer):
         self.alpha = alpha
         self.beta = beta
         self.convention = convention
+        if output_channels is not None:
+            start, stop = (int(c) for c in output_channels)
+            if not 0 <= start < stop:
+                raise ValueError(f"LocalResponseNormalization: output_channels={output_channels!r}; "
+                                 "expected (start, stop) with 0 <= start < stop")
+            output_channels = (start, stop)
+        self.output_channels = output_channels
 
     @property
     def alpha_eff(self):
@@ -54,8 +67,8 @@ class LocalResponseNormalization(keras.layers.Layer):
         return self.alpha if self.convention == "paper" else self.alpha / self.size
 
     def window_sum_of_squares(self, a):
-        """sum_{j=max(0,i-n//2)}^{min(C-1,i+n//2)} a[..., j]**2 for every channel i of a built layer's
-        input `a`, in float64 numpy: the sum in the formula above, for inspecting a trained model."""
+        """sum_{j=max(0,i-n//2)}^{min(C-1,i+n//2)} a[..., j]**2 for every output channel i of a built
+        layer's input `a`, in float64 numpy: the sum in the formula above, for inspecting a trained model."""
         return np.square(np.asarray(a, np.float64)) @ self._band.astype(np.float64)
 
     def build(self, input_shape):
@@ -64,9 +77,17 @@ class LocalResponseNormalization(keras.layers.Layer):
         idx = np.arange(channels)
         # band[j, i] = 1 when channel j lies in channel i's window; x**2 @ band sums the window.
         self._band = (np.abs(idx[:, None] - idx[None, :]) <= r).astype("float32")
+        if self.output_channels is not None:
+            start, stop = self.output_channels
+            if stop > channels:
+                raise ValueError(f"LocalResponseNormalization: output_channels={self.output_channels!r} for an input "
+                                 f"of {channels} channels; expected stop <= {channels}")
+            self._band = self._band[:, start:stop]  # (C, S): only the output channels' windows
 
     def call(self, inputs):
-        return ops.cast(self._normalize(ops.cast(inputs, "float32")), self.compute_dtype)
+        x = ops.cast(inputs, "float32")
+        y = self._normalize(x) if self.output_channels is None else self._normalize_slice(x)
+        return ops.cast(y, self.compute_dtype)
 
     def _normalize(self, x):
         """The formula in float32, with its gradient written out (half the ops of autodiff):
@@ -95,12 +116,42 @@ class LocalResponseNormalization(keras.layers.Layer):
 
         return lrn(x)
 
+    def _normalize_slice(self, x):
+        """`_normalize` for output_channels = (s0, s1): band is (C, S), the output x[..., s0:s1] * d**-beta.
+
+            d = k + alpha_eff * x**2 @ band;  y = x[..., s0:s1] * d**-beta
+            dL/dx = g * d**-beta (placed in channels s0:s1, zero elsewhere) - 2 * alpha_eff * beta * x * (g * y / d) @ band^T
+        """
+        band = tf.constant(self._band)
+        k, alpha, beta, name = self.k, self.alpha_eff, self.beta, self.name
+        start, stop = self.output_channels
+        channels = self._band.shape[0]
+
+        @tf.custom_gradient
+        def lrn(x):
+            d = k + alpha * tf.matmul(tf.square(x), band)                      # (..., S)
+            scale = tf.pow(d, -beta)
+            y = x[..., start:stop] * scale
+
+            def grad(g):
+                with tf.name_scope(name), tf.name_scope("backward"):
+                    own = tf.pad(g * scale, [[0, 0]] * (len(x.shape) - 1) + [[start, channels - stop]])
+                    return own - (2.0 * alpha * beta) * x * tf.matmul(g * y / d, band, transpose_b=True)
+
+            return y, grad
+
+        return lrn(x)
+
     def compute_output_shape(self, input_shape):
-        return input_shape
+        if self.output_channels is None:
+            return input_shape
+        start, stop = self.output_channels
+        return (*input_shape[:-1], stop - start)
 
     def get_config(self):
         config = super().get_config()
-        config.update(size=self.size, k=self.k, alpha=self.alpha, beta=self.beta, convention=self.convention)
+        config.update(size=self.size, k=self.k, alpha=self.alpha, beta=self.beta, convention=self.convention,
+                      output_channels=None if self.output_channels is None else list(self.output_channels))
         return config
 
 

@@ -44,6 +44,7 @@ def alexnet(
     activation="relu",
     lrn=True,
     lrn_convention="paper",
+    lrn_across_towers=False,
     pool="overlapping",
     dropout=0.5,
     conv6=False,
@@ -89,10 +90,18 @@ def alexnet(
             return layers.Dense(units, activation=act, kernel_initializer=kernel_init(),
                                 bias_initializer=bias_init(layer), name=f"{layer}_{tower}")(x)
 
-    def norm(x, layer, tower):
+    def norm(h, layer):
+        """§3.3 LRN of every tower's maps h[t]: each tower over its own channels, as the paper's towers
+        on their own GPUs; with lrn_across_towers the windows run across the tower boundary, as
+        Caffe's one LRN layer over a grouped convolution's whole output (bvlc_alexnet's norm1, norm2)."""
         if not lrn:
-            return x
-        return LocalResponseNormalization(convention=lrn_convention, name=f"lrn{layer[-1]}_{tower}")(x)
+            return h
+        i = layer[-1]
+        if not lrn_across_towers or len(h) == 1:
+            return [LocalResponseNormalization(convention=lrn_convention, name=f"lrn{i}_{t}")(h[t]) for t in T]
+        both, c = layers.Concatenate(name=f"concat_lrn{i}")(h), h[0].shape[-1]  # (B, H, W, towers * c)
+        return [LocalResponseNormalization(convention=lrn_convention, output_channels=(t * c, (t + 1) * c),
+                                           name=f"lrn{i}_{t}")(both) for t in T]
 
     def max_pool(x, layer, tower):
         size = 3 if pool == "overlapping" else 2  # §3.4: z=3, s=2 overlaps; z=s=2 does not
@@ -119,9 +128,9 @@ def alexnet(
 
     # === Towers: conv1 -> conv2 see only their own tower (§3.5) ===
     h = [conv(x, "conv1", t, ch[0], **conv1) for t in T]           # (B, 55, 55, 48) per tower
-    h = [max_pool(norm(h[t], "conv1", t), "conv1", t) for t in T]  # (B, 27, 27, 48)
+    h = [max_pool(a, "conv1", t) for t, a in enumerate(norm(h, "conv1"))]  # (B, 27, 27, 48)
     if 2 not in remove_conv:
-        h = [norm(conv(h[t], "conv2", t, ch[1], 5), "conv2", t) for t in T]  # (B, 27, 27, 128)
+        h = norm([conv(h[t], "conv2", t, ch[1], 5) for t in T], "conv2")  # (B, 27, 27, 128)
     h = [max_pool(h[t], "conv2", t) for t in T]                    # (B, 13, 13, 128)
 
     # === conv3 reads both towers; conv4, conv5 their own (§3.5) ===
@@ -158,7 +167,8 @@ def build_model(config, tower_devices=None):
         m.num_classes, m.image_size, m.channels, towers=m.towers, geometry=m.geometry,
         conv1_kernel=m.conv1_kernel, width=m.width,
         fc_units=m.fc_units, activation=m.activation, lrn=m.lrn, lrn_convention=m.lrn_convention,
-        pool=m.pool, dropout=m.dropout, conv6=m.conv6, remove_conv=tuple(m.remove_conv),
+        lrn_across_towers=m.lrn_across_towers, pool=m.pool, dropout=m.dropout, conv6=m.conv6,
+        remove_conv=tuple(m.remove_conv),
         weight_init=m.weight_init, weight_std=m.weight_std, hidden_bias=m.hidden_bias,
         tower_devices=tower_devices,
     )

@@ -141,6 +141,24 @@ def check_same_run(config, run_dir):
     return changes
 
 
+def init_weights_file(path):
+    """`train.init_from` -> the .keras file it names: PATH itself, or PATH/model.keras of a run directory."""
+    candidate = os.path.join(path, MODEL) if os.path.isdir(path) else path
+    if not (os.path.isfile(candidate) and candidate.endswith(".keras")):
+        raise config_lib.ConfigError(f"config error: train.init_from = {path!r}: no {candidate}; expected a run "
+                                     f"directory holding {MODEL} or a .keras file")
+    return candidate
+
+
+def refuse_overwriting_a_model(run_dir):
+    """A run directory with model.keras but no recovery checkpoint (an imported model, or a run whose
+    checkpoints were deleted) would be trained from scratch and its model overwritten: refuse."""
+    if os.path.isfile(os.path.join(run_dir, MODEL)) and not os.path.isdir(checkpoint_dir(run_dir, "last")):
+        raise config_lib.ConfigError(
+            f"config error: {run_dir} holds {MODEL} but no recovery checkpoint, so training would start afresh and "
+            f"overwrite it; to fine-tune it use another --run-dir with --set train.init_from={run_dir}")
+
+
 def write_config(config, run_dir):
     """Create the run directory, refuse a different run already in it (`check_same_run`), save
     config.yaml (what runs from now on). Returns the changes against the config it replaced."""

@@ -37,6 +37,14 @@ def main(argv=None):
               "(the cluster and this worker's index; see docs/distribute.md)", file=sys.stderr)
         return 2
     run_dir = args.run_dir or os.path.join("runs", config.name)
+    from alexnet_tf import run_dir as run_dir_lib  # TF-free: these checks come before TensorFlow starts
+    try:
+        if config.train.init_from:
+            run_dir_lib.init_weights_file(config.train.init_from)
+        run_dir_lib.refuse_overwriting_a_model(run_dir)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
     print(describe(config), flush=True)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -16,12 +16,33 @@ from alexnet_tf import callbacks as cb
 from alexnet_tf import distribute, machine, serving
 from alexnet_tf import run_dir as run_dir_lib
 from alexnet_tf.checkpoint import TrainState, healthy_loss
+from alexnet_tf.config import ConfigError
 from alexnet_tf.data import make_datasets
 from alexnet_tf.model import build_model
 from alexnet_tf.optim import compile_model, resolve_precision
 
 
 # === The training run ===
+
+def _init_weights(model, path):
+    """Fine-tuning (`train.init_from`): copy the weights of `path`'s layers onto this model's layers of
+    the same name and shapes; the others (fc8 for another class count) keep their initialisation."""
+    source = {layer.name: layer for layer in keras.saving.load_model(path, compile=False).layers}
+    copied, kept = [], []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        theirs = source.get(layer.name)
+        if theirs is not None and [w.shape for w in theirs.weights] == [tuple(w.shape) for w in layer.weights]:
+            layer.set_weights(theirs.get_weights())
+            copied.append(layer.name)
+        else:
+            kept.append(layer.name)
+    if not copied:
+        raise ConfigError(f"config error: train.init_from = {path}: no layer of it fits this model (names or shapes "
+                          "differ); expected a run of the same model config")
+    print(f"weights of {len(copied)} layers from {path}" + (f"; initialised afresh: {', '.join(kept)}" if kept else ""))
+
 
 def _run_precision(config, run_dir, dist):
     """(policy, explanation) for this run. `auto` is resolved once per run, by the chief, and kept in
@@ -68,7 +89,9 @@ def train(config, run_dir, verbose=None, callbacks=()):
 
 def _train(config, run_dir, verbose, callbacks, start, dist, stop):
     chief = dist.is_chief
+    init_file = run_dir_lib.init_weights_file(config.train.init_from) if config.train.init_from else None
     if chief:
+        run_dir_lib.refuse_overwriting_a_model(run_dir)
         run_dir_lib.write_config(config, run_dir)
     else:
         os.makedirs(run_dir, exist_ok=True)
@@ -100,6 +123,8 @@ def _train(config, run_dir, verbose, callbacks, start, dist, stop):
                        run_dir_lib.checkpoint_dir(run_dir, "last" if chief else f"worker-{dist.worker}"),
                        run_dir_lib.checkpoint_dir(run_dir, "best") if chief else None, configured_lr=config.train.lr)
     restored = state.restore(agree=dist.all_gather if dist.workers > 1 else None)
+    if not restored and init_file:
+        _init_weights(model, init_file)
     was = float(state.configured_lr.numpy())
     if restored and math.isfinite(was) and was != config.train.lr:
         # the restored optimizer would keep its own rate; the new config's wins, and the plateau

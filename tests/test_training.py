@@ -267,3 +267,47 @@ def test_a_checkpoint_whose_weights_explode_is_not_kept(tmp_path):
     model = alexnet_tf.build_model(cfg)
     tf.train.Checkpoint(model=model).restore(last).expect_partial()
     assert max(float(np.abs(w).max()) for w in model.get_weights()) < 100
+
+
+def test_init_from_copies_matching_layers_and_keeps_the_rest(tiny_run, tmp_path, capsys):
+    """Fine-tuning (`train.init_from`): a run with another class count starts from the tiny run's weights
+    in every layer of equal name and shapes; fc8 (10 -> 5 classes) keeps its own initialisation. With a
+    learning rate of 1e-12 one epoch moves no weight measurably, so the copy is seen in the result."""
+    from alexnet_tf.training import train
+    source = keras.saving.load_model(os.path.join(tiny_run, "model.keras"))
+    config = alexnet_tf.load_config(None, tiny_overrides(**{
+        "model.channels": 3, "data.scale": 0.02, "model.weight_init": "he_normal", "model.hidden_bias": 0.0,
+        "model.num_classes": 5, "train.lr": 1e-12, "train.weight_decay": 0.0, "train.init_from": tiny_run}))
+    train(config, str(tmp_path / "tuned"), verbose=0)
+    out = capsys.readouterr().out
+    tuned = keras.saving.load_model(str(tmp_path / "tuned" / "model.keras"))
+    fresh = [l.name for l in tuned.layers if l.weights and l.name.startswith("fc8")]
+    assert fresh and f"initialised afresh: {', '.join(fresh)}" in out, out[-1000:]
+    for layer in tuned.layers:
+        if not layer.weights or layer.name in fresh:
+            continue
+        for mine, theirs in zip(layer.get_weights(), source.get_layer(layer.name).get_weights()):
+            np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-9, err_msg=layer.name)
+    assert tuned.get_layer(fresh[0]).get_weights()[0].shape[-1] == 5
+
+
+def test_train_py_refuses_to_overwrite_a_model_without_checkpoints(tiny_run, tmp_path):
+    """A directory holding model.keras but no recovery checkpoint (what import-caffe writes): train.py
+    would start afresh and overwrite it; it exits 2 in one line pointing at train.init_from, and a
+    train.init_from that names nothing is refused the same way, both before TensorFlow starts."""
+    import shutil
+    imported = tmp_path / "imported"
+    imported.mkdir()
+    shutil.copy(os.path.join(tiny_run, "model.keras"), imported / "model.keras")
+    refused = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--run-dir", str(imported)],
+                             capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        f"config error: {imported} holds model.keras but no recovery checkpoint, so training would start afresh and "
+        f"overwrite it; to fine-tune it use another --run-dir with --set train.init_from={imported}"]
+    missing = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--run-dir", str(tmp_path / "new"),
+                              "--set", f"train.init_from={tmp_path / 'nothing'}"],
+                             capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith(
+        f"config error: train.init_from = '{tmp_path / 'nothing'}': no {tmp_path / 'nothing'}; expected a run directory")
+    assert "tensorflow" not in (refused.stdout + refused.stderr + missing.stderr).lower()
