@@ -117,6 +117,8 @@ class TrainConfig:
                                 "tb/train (TensorBoard's PROFILE tab: pip install tensorboard-plugin-profile); [] = off")
     deterministic: bool = _spec(False, doc="deterministic TF ops and tf.data order (slower); with a fixed seed a killed and resumed run "
                                           "ends with the same weights as an uninterrupted one")
+    export: bool = _spec(True, doc="write the TF Serving SavedModel export/<version>/ when training ends; false for runs that "
+                              "need only their metrics (the ablation study); `python -m alexnet_tf export` writes it later")
     init_from: str = _spec("", doc="fine-tuning: a run directory (its model.keras) or a .keras file whose weights start this run "
                                    "when it has no recovery checkpoint yet; layers matched by name, a layer whose shapes differ "
                                    "(fc8 for another class count) keeps its initialisation; '' = the initialiser")

@@ -239,10 +239,10 @@ def _train(config, run_dir, verbose, callbacks, start, dist, stop):
         metrics.update(test_top1_error=test_logs["top1_error"], test_top5_error=test_logs["top5_error"],
                        test_loss=test_logs["loss"], test_images=data.test_size)
     run_dir_lib.write_final(run_dir, final, metrics)
-    # after metrics.json: a failed export loses nothing
-    saved = serving.save(serving.Classifier.from_config(final, config, data.mean, data.class_names),
-                         run_dir_lib.export_dir(run_dir))
-    print(f"SavedModel for TF Serving: {saved}")
+    if config.train.export:  # after metrics.json: a failed export loses nothing
+        saved = serving.save(serving.Classifier.from_config(final, config, data.mean, data.class_names),
+                             run_dir_lib.export_dir(run_dir))
+        print(f"SavedModel for TF Serving: {saved}")
     print(f"val top-1 error {metrics['val_top1_error']:.4f}, top-5 error {metrics['val_top5_error']:.4f}, "
           f"loss {metrics['val_loss']:.4f} after {metrics['epochs_completed']} epochs, "
           f"{metrics['wall_seconds']:.0f} s; run directory {run_dir}")

@@ -3,6 +3,7 @@ same command, and end bit-identical to an uninterrupted run (deterministic ops, 
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import alexnet_tf
 import alexnet_tf.optim  # noqa: F401  (registers the custom classes for load_model)
 from alexnet_tf.checkpoint import TrainState
 from alexnet_tf.config import dump
-from conftest import ROOT, tiny_overrides
+from conftest import ROOT, run_main, tiny_overrides
 from test_folder import folder  # noqa: F401  (the image-folder fixture)
 
 # 3 epochs x 4 steps; recovery checkpoints at global steps 3, 6, 9 (every 3) and 4, 8, 12 (epoch ends).
@@ -25,6 +26,52 @@ from test_folder import folder  # noqa: F401  (the image-folder fixture)
 OVERRIDES = tiny_overrides(**{"train.deterministic": True, "train.epochs": 3, "train.checkpoint_every": 3,
                                "train.log_every": 1})
 STEPS = 12
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run of OVERRIDES, trained once in this process for every test that compares a
+    killed, signalled or damaged run with it: (config, its YAML file, run directory, metrics)."""
+    from alexnet_tf.training import train
+    root = tmp_path_factory.mktemp("reference")
+    config = alexnet_tf.load_config(None, OVERRIDES)
+    dump(config, str(root / "config.yaml"))
+    metrics = train(config, str(root / "run"), verbose=0)
+    return config, root / "config.yaml", root / "run", metrics
+
+
+def weights(run_dir):
+    return keras.saving.load_model(str(run_dir / "model.keras")).get_weights()
+
+
+def same_weights(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def train_py(capsys, config_file, run_dir, *sets):
+    """`python train.py --config CONFIG --run-dir RUN_DIR --set ...`, in this process (a resumed run
+    needs no process of its own; the killed and signalled ones do)."""
+    from alexnet_tf import train_command
+    return run_main(capsys, train_command.main,
+                    ["--config", config_file, "--run-dir", run_dir, *[a for o in sets for a in ("--set", o)]])
+
+
+class _Crash(Exception):
+    pass
+
+
+def crash_at_step(config, run_dir, step):
+    """Train in this process and stop dead after global step `step`, leaving the run directory as a
+    kill -9 there leaves it (no handler in the training loop saves on an exception)."""
+    from alexnet_tf.training import train
+
+    class Crash(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == step:
+                raise _Crash()
+
+    with pytest.raises(_Crash):
+        train(config, str(run_dir), verbose=0, callbacks=[Crash()])
 
 
 def command(config_file, run_dir, *driver_args):
@@ -71,7 +118,7 @@ def next_batch_after(config, prefix):
 
 
 @pytest.mark.slow
-def test_killed_runs_resume_bit_identical(tmp_path):
+def test_killed_runs_resume_bit_identical(reference, tmp_path, capsys):
     """Killed inside a random checkpoint write (files written, pointer not), then from outside at a
     random moment up to 50 ms after a random step, then rerun to the end; a finished run rerun once
     more only evaluates.
@@ -88,12 +135,9 @@ def test_killed_runs_resume_bit_identical(tmp_path):
     where = f"(ALEXNET_TF_TEST_SEED={seed}: killed in checkpoint write {in_write}, then " \
             f"{delay * 1000:.0f} ms after step {outside_kill})"
 
-    config = alexnet_tf.load_config(None, OVERRIDES)
-    config_file = tmp_path / "config.yaml"
-    dump(config, str(config_file))
-    reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+    config, config_file, reference, metrics = reference  # uninterrupted, in this process
+    resumed = tmp_path / "resumed"
     from alexnet_tf.training import train
-    metrics = train(config, str(reference), verbose=0)  # uninterrupted, in this process
 
     killed = run(config_file, resumed, "--kill-in-save", str(in_write))
     assert killed.returncode == -signal.SIGKILL, killed.stdout[-2000:] + killed.stderr[-2000:]
@@ -102,13 +146,11 @@ def test_killed_runs_resume_bit_identical(tmp_path):
     assert status == -signal.SIGKILL, out[-2000:]
     # killed inside its first checkpoint write, the run had no complete checkpoint: it starts afresh
     assert ("resuming from" in out) == (in_write > 1), out[-2000:]
-    finished = run(config_file, resumed)
-    assert finished.returncode == 0 and "resuming from" in finished.stdout, finished.stderr[-2000:]
+    status, out, err = train_py(capsys, config_file, resumed)
+    assert status == 0 and "resuming from" in out, err[-2000:]
 
     # the final weights, and every other saved value, are the uninterrupted run's
-    a = keras.saving.load_model(str(reference / "model.keras")).get_weights()
-    b = keras.saving.load_model(str(resumed / "model.keras")).get_weights()
-    assert all(np.array_equal(x, y) for x, y in zip(a, b)), where
+    assert same_weights(weights(reference), weights(resumed)), where
     last_a = tf.train.latest_checkpoint(str(reference / "checkpoints" / "last"))
     last_b = tf.train.latest_checkpoint(str(resumed / "checkpoints" / "last"))
     assert last_a.endswith(f"ckpt-{STEPS}") and last_b.endswith(f"ckpt-{STEPS}"), where
@@ -197,7 +239,7 @@ def test_workers_agree_on_the_newest_common_checkpoint(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_signal_saves_after_the_step_and_the_rerun_is_bit_identical(tmp_path):
+def test_a_signal_saves_after_the_step_and_the_rerun_is_bit_identical(reference, tmp_path, capsys):
     """SIGTERM (a scheduler, docker stop, a preemptible VM) or SIGINT (Ctrl-C) sent to a real training
     process after a random step: it saves, says so in one line, exits 128 + the signal's number, and
     the rerun ends bit-identical to an uninterrupted run: no step is lost or repeated."""
@@ -206,12 +248,7 @@ def test_a_signal_saves_after_the_step_and_the_rerun_is_bit_identical(tmp_path):
     signum = rng.choice([signal.SIGTERM, signal.SIGINT])
     at = rng.choice([1, 2, 5, 7, 10])  # never a multiple of checkpoint_every (3) or an epoch end (4)
     where = f"(ALEXNET_TF_TEST_SEED={seed}: {signum.name} after global step {at})"
-    config = alexnet_tf.load_config(None, OVERRIDES)
-    config_file = tmp_path / "config.yaml"
-    dump(config, str(config_file))
-    from alexnet_tf.training import train
-    train(config, str(tmp_path / "reference"), verbose=0)
-
+    config, config_file, reference_dir, _ = reference
     run_dir = tmp_path / "signalled"
     proc = subprocess.Popen(command(config_file, run_dir, "--print-steps"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT)
@@ -228,28 +265,24 @@ def test_a_signal_saves_after_the_step_and_the_rerun_is_bit_identical(tmp_path):
     assert int(saved.rsplit("-", 1)[1]) in (at, at + 1), where
     assert not (run_dir / "metrics.json").exists()
 
-    finished = run(config_file, run_dir)
-    assert finished.returncode == 0 and "resuming from" in finished.stdout, finished.stderr[-2000:]
-    a = keras.saving.load_model(str(tmp_path / "reference" / "model.keras")).get_weights()
-    b = keras.saving.load_model(str(run_dir / "model.keras")).get_weights()
-    assert all(np.array_equal(x, y) for x, y in zip(a, b)), where
+    status, out, err = train_py(capsys, config_file, run_dir)
+    assert status == 0 and "resuming from" in out, err[-2000:]
+    assert same_weights(weights(reference_dir), weights(run_dir)), where
 
 
 @pytest.mark.slow
-def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(reference, tmp_path, capsys):
     """The newest of the two recovery checkpoints truncated, or with flipped bytes: the rerun says so
-    in one line, resumes from the older one and ends bit-identical; both damaged: one line, exit 1."""
-    config = alexnet_tf.load_config(None, OVERRIDES)
-    config_file = tmp_path / "config.yaml"
-    dump(config, str(config_file))
-    from alexnet_tf.training import train
-    train(config, str(tmp_path / "reference"), verbose=0)
-    reference = keras.saving.load_model(str(tmp_path / "reference" / "model.keras")).get_weights()
+    in one line, resumes from the older one and ends bit-identical; both damaged: one line, exit 1.
+    (The crash and the reruns run in this process: what is tested is how train.py reads the files.)"""
+    config, config_file, reference_dir, _ = reference
+    crashed = tmp_path / "crashed"
+    crash_at_step(config, crashed, 7)  # checkpoints 4 (epoch 1) and 6 exist
+    assert sorted(p.name for p in (crashed / "checkpoints" / "last").glob("*.index")) == ["ckpt-4.index", "ckpt-6.index"]
 
     for damage in ("truncate", "flip"):
         run_dir = tmp_path / damage
-        killed = run(config_file, run_dir, "--kill-at-step", "7")  # checkpoints 4 (epoch 1) and 6 exist
-        assert killed.returncode == -signal.SIGKILL
+        shutil.copytree(crashed, run_dir)
         data = next((run_dir / "checkpoints" / "last").glob("ckpt-6.data-*"))
         blob = bytearray(data.read_bytes())
         if damage == "truncate":
@@ -258,25 +291,24 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
             for i in range(len(blob) // 3, len(blob) // 3 + 64):
                 blob[i] ^= 0xFF
             data.write_bytes(bytes(blob))
-        resumed = run(config_file, run_dir)
-        assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
-        notes = [l for l in resumed.stdout.splitlines() if l.startswith("note: recovery checkpoint")]
-        assert len(notes) == 1 and "ckpt-6 cannot be read" in notes[0], resumed.stdout[-2000:]
-        assert "resuming from the older recovery checkpoint" in resumed.stdout and "ckpt-4" in resumed.stdout
-        b = keras.saving.load_model(str(run_dir / "model.keras")).get_weights()
-        assert all(np.array_equal(x, y) for x, y in zip(reference, b)), damage
+        status, out, err = train_py(capsys, config_file, run_dir)
+        assert status == 0, out[-2000:] + err[-2000:]
+        notes = [l for l in out.splitlines() if l.startswith("note: recovery checkpoint")]
+        assert len(notes) == 1 and "ckpt-6 cannot be read" in notes[0], out[-2000:]
+        assert "resuming from the older recovery checkpoint" in out and "ckpt-4" in out
+        assert same_weights(weights(reference_dir), weights(run_dir)), damage
 
     run_dir = tmp_path / "both"
-    assert run(config_file, run_dir, "--kill-at-step", "7").returncode == -signal.SIGKILL
+    shutil.copytree(crashed, run_dir)
     for data in (run_dir / "checkpoints" / "last").glob("ckpt-*.data-*"):
         data.write_bytes(data.read_bytes()[:100])
-    failed = run(config_file, run_dir)
-    assert failed.returncode == 1
-    assert failed.stderr.strip().splitlines()[-1].startswith(f"no recovery checkpoint in {run_dir / 'checkpoints' / 'last'} can be read")
+    status, out, err = train_py(capsys, config_file, run_dir)
+    assert status == 1
+    assert err.strip().splitlines()[-1].startswith(f"no recovery checkpoint in {run_dir / 'checkpoints' / 'last'} can be read")
 
 
 @pytest.mark.slow
-def test_one_training_process_per_run_directory(tmp_path):
+def test_one_training_process_per_run_directory(tmp_path, capsys):
     """A second train.py on a directory a live run is using exits 2 in one line naming the first;
     after the first is killed -9, the lock does not block the next run, which resumes."""
     config = alexnet_tf.load_config(None, OVERRIDES + ["train.epochs=500"])  # still training when the second starts
@@ -300,57 +332,44 @@ def test_one_training_process_per_run_directory(tmp_path):
     finally:
         first.kill()
         first.communicate(timeout=60)
-    # the next run starts despite the dead one's lock file, and resumes its checkpoints
-    again = subprocess.Popen(command(config_file, run_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, cwd=ROOT)
-    try:
-        resumed = any(line.startswith("resuming from") for line in again.stdout)
-    finally:
-        again.kill()
-        again.communicate(timeout=60)
-    assert resumed
+    # the next run starts despite the dead one's lock file, and resumes its checkpoints (in this
+    # process, with one epoch more than the dead run had finished)
+    done = int(tf.train.load_checkpoint(tf.train.latest_checkpoint(str(run_dir / "checkpoints" / "last")))
+               .get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+    status, out, err = train_py(capsys, config_file, run_dir, f"train.epochs={done + 1}")
+    assert status == 0 and "resuming from" in out and f"{done} of {done + 1} epochs done" in out, out[-2000:] + err[-2000:]
 
 
 @pytest.mark.slow
-def test_a_changed_learning_rate_on_resume_is_applied(tmp_path):
+def test_a_changed_learning_rate_on_resume_is_applied(tmp_path, capsys):
     """The restored optimizer holds the old rate; a rerun with another train.lr must train at the new
     one (and say so), not record it in config.yaml and ignore it."""
     config = alexnet_tf.load_config(None, OVERRIDES + ["train.epochs=1"])
     config_file = tmp_path / "config.yaml"
     dump(config, str(config_file))
     run_dir = tmp_path / "run"
-    assert run(config_file, run_dir).returncode == 0
-    rerun = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--config", str(config_file),
-                            "--run-dir", str(run_dir), "--set", "train.epochs=2", "--set", "train.lr=0.0123"],
-                           capture_output=True, text=True, cwd=ROOT, timeout=240)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert f"train.lr changed from {config.train.lr:g} to 0.0123: training continues at 0.0123" in rerun.stdout
+    assert train_py(capsys, config_file, run_dir)[0] == 0
+    status, out, err = train_py(capsys, config_file, run_dir, "train.epochs=2", "train.lr=0.0123")
+    assert status == 0, err[-2000:]
+    assert f"train.lr changed from {config.train.lr:g} to 0.0123: training continues at 0.0123" in out
     import json
     metrics = json.load(open(run_dir / "metrics.json"))
     assert metrics["epochs_completed"] == 2 and metrics["learning_rate"] == pytest.approx(0.0123)
     assert alexnet_tf.load_config(str(run_dir / "config.yaml")).train.lr == 0.0123
     # and the rate is in the new checkpoint: a third rerun with the same config changes nothing
-    third = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--config", str(config_file),
-                            "--run-dir", str(run_dir), "--set", "train.epochs=2", "--set", "train.lr=0.0123"],
-                           capture_output=True, text=True, cwd=ROOT, timeout=240)
-    assert third.returncode == 0 and "train.lr changed" not in third.stdout
+    status, out, _ = train_py(capsys, config_file, run_dir, "train.epochs=2", "train.lr=0.0123")
+    assert status == 0 and "train.lr changed" not in out
 
 
 @pytest.mark.slow
-def test_a_full_disk_costs_one_line_and_the_rerun_resumes(tmp_path):
+def test_a_full_disk_costs_one_line_and_the_rerun_resumes(reference, tmp_path):
     """A real full disk (a 64 MB tmpfs, filled after global step 5): the checkpoint write at step 6
     fails with one line naming the path and ENOSPC, exit 1, and its partial files are removed; once
     there is space, the same command resumes from step 4 and ends bit-identical to an uninterrupted run.
 
     The tmpfs is mounted in a private mount namespace (`unshare --map-root-user --mount`), which needs no
     root on a kernel with user namespaces; both runs happen inside it, since the mount ends with it."""
-    config = alexnet_tf.load_config(None, OVERRIDES)
-    config_file = tmp_path / "config.yaml"
-    dump(config, str(config_file))
-    from alexnet_tf.training import train
-    train(config, str(tmp_path / "reference"), verbose=0)
-    reference = keras.saving.load_model(str(tmp_path / "reference" / "model.keras")).get_weights()
-
+    config, config_file, reference_dir, _ = reference
     disk, run_dir, out = tmp_path / "disk", tmp_path / "disk" / "run", tmp_path / "out"
     disk.mkdir()
     out.mkdir()
@@ -381,5 +400,4 @@ cp {run_dir}/model.keras {out}/
     assert not any(name.startswith("ckpt-6") for name in kept) and "ckpt-4.index" in kept, kept
     assert (out / "second.status").read_text().strip() == "0", (out / "second.err").read_text()[-2000:]
     assert "resuming from" in (out / "second.out").read_text()
-    b = keras.saving.load_model(str(out / "model.keras")).get_weights()
-    assert all(np.array_equal(x, y) for x, y in zip(reference, b))
+    assert same_weights(weights(reference_dir), weights(out))

@@ -16,7 +16,7 @@ from alexnet_tf import machine
 from alexnet_tf.callbacks import DivideLROnPlateau, filter_grid
 from alexnet_tf.layers import LocalResponseNormalization
 import alexnet_tf.optim  # noqa: F401  (registers PaperSGD and TopKError for load_model)
-from conftest import ROOT, tiny_overrides
+from conftest import ROOT, run_main, tiny_overrides
 
 
 def test_overfits_a_tiny_batch():
@@ -94,6 +94,13 @@ def run_train(run_dir, *overrides):
     return subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
+def train_main(capsys, run_dir, *overrides):
+    """`python train.py --run-dir RUN_DIR --set ...` (tiny overrides first), in this process."""
+    from alexnet_tf import train_command
+    return run_main(capsys, train_command.main,
+                    ["--run-dir", run_dir] + [a for o in tiny_overrides() + list(overrides) for a in ("--set", o)])
+
+
 def tensorboard_tags(directory):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     acc = EventAccumulator(directory, size_guidance={"tensors": 0})
@@ -102,9 +109,9 @@ def tensorboard_tags(directory):
 
 
 @pytest.mark.slow
-def test_smoke_run_resume_and_nan_stop(tmp_path):
+def test_smoke_run_resume_and_nan_stop(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    first = run_train(run_dir)
+    first = run_train(run_dir, "train.export=true")  # the one subprocess: train.py as a user starts it
     assert first.returncode == 0, first.stderr[-2000:]
     for name in ("config.yaml", "model.keras", "metrics.json", "mean.npy", "classes.json",
                  "checkpoints/last/checkpoint", "checkpoints/best/checkpoint", "export/1/saved_model.pb"):
@@ -134,16 +141,17 @@ def test_smoke_run_resume_and_nan_stop(tmp_path):
     assert loaded.get_layer("conv1_0").kernel.shape == (5, 5, 1, 6)
     assert isinstance(loaded.get_layer("lrn1_0"), LocalResponseNormalization)
 
-    # Rerunning with more epochs resumes from the checkpoint.
-    second = run_train(run_dir, "train.epochs=2")
-    assert second.returncode == 0, second.stderr[-2000:]
-    assert "resuming from" in second.stdout and "1 of 2 epochs done" in second.stdout
+    # Rerunning with more epochs resumes from the checkpoint (train.py's main, in this process: the
+    # TensorFlow start is what a subprocess would add).
+    status, out, err = train_main(capsys, run_dir, "train.export=true", "train.epochs=2")
+    assert status == 0, err[-2000:]
+    assert "resuming from" in out and "1 of 2 epochs done" in out
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_completed"] == 2
 
     # A diverging run stops with one clear line and exit status 1.
-    third = run_train(tmp_path / "diverging", "train.lr=1e10")
-    assert third.returncode == 1
-    assert "training stopped: loss became nan" in third.stderr and "Lower train.lr" in third.stderr
+    status, out, err = train_main(capsys, tmp_path / "diverging", "train.lr=1e10")
+    assert status == 1
+    assert "training stopped: loss became nan" in err and "Lower train.lr" in err
 
 
 def test_nan_keeps_the_last_good_checkpoint(tmp_path):
@@ -289,6 +297,7 @@ def test_init_from_copies_matching_layers_and_keeps_the_rest(tiny_run, tmp_path,
         for mine, theirs in zip(layer.get_weights(), source.get_layer(layer.name).get_weights()):
             np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-9, err_msg=layer.name)
     assert tuned.get_layer(fresh[0]).get_weights()[0].shape[-1] == 5
+    assert not (tmp_path / "tuned" / "export").exists()  # train.export: false (tiny_overrides)
 
 
 def test_train_py_refuses_to_overwrite_a_model_without_checkpoints(tiny_run, tmp_path):
