@@ -30,7 +30,7 @@ def _status(p):
 # arm of the full budget. Time scales with multiply-adds per image; evaluation is ~1/3 of a step.
 BASE_TRAIN_RATE = 1250
 BASE_MULTIPLY_ADDS = 19_536_128
-RUN_OVERHEAD_SECONDS = 20  # start-up, data, final save and SavedModel export
+RUN_OVERHEAD_SECONDS = 20  # start-up, data, final save (the study's runs skip the SavedModel export)
 
 
 def estimate_seconds(config, val_images=10000):
