@@ -12,7 +12,7 @@ import pytest
 
 import alexnet_tf
 from alexnet_tf.data import decode, sources
-from conftest import ROOT
+from conftest import ROOT, run_main
 from fake_images import write_fake_ilsvrc
 from test_folder import our_lines
 
@@ -79,13 +79,15 @@ def run(args, timeout=600):
 
 
 @pytest.mark.slow
-def test_stats_then_train_two_steps_of_the_paper_model_then_evaluate(fake, tmp_path):
+def test_stats_then_train_two_steps_of_the_paper_model_then_evaluate(fake, tmp_path, capsys):
+    """`stats` and `evaluate` run in this process (their `main`); train.py, the user's entry point, in its own."""
+    from alexnet_tf.__main__ import main
     root, truth, overrides = fake
     sets = [a for o in overrides for a in ("--set", o)]
-    stats = run(["-m", "alexnet_tf", "stats", "--config", PAPER_CONFIG, *sets])
-    assert stats.returncode == 0, stats.stderr[-3000:]
-    assert "6 training images" in stats.stdout and "eigenvalues of the RGB covariance" in stats.stdout
-    path = stats.stdout.strip().splitlines()[-1].removeprefix("wrote ")
+    status, out, err = run_main(capsys, main, ["stats", "--config", PAPER_CONFIG, *sets])
+    assert status == 0, err[-3000:]
+    assert "6 training images" in out and "eigenvalues of the RGB covariance" in out
+    path = out.strip().splitlines()[-1].removeprefix("wrote ")
     assert os.path.isfile(path) and path.startswith(str(root / "cache"))
 
     run_dir = tmp_path / "run"
@@ -103,25 +105,26 @@ def test_stats_then_train_two_steps_of_the_paper_model_then_evaluate(fake, tmp_p
     assert recorded["mean_image"].shape == (256, 256, 3) and int(recorded["images"]) == 6
     assert json.loads((run_dir / "data.json").read_text())["stats_file"] == path
 
-    evaluated = run(["-m", "alexnet_tf", "evaluate", "--run-dir", str(run_dir), "--ten-crop"])
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    status, evaluated, err = run_main(capsys, main, ["evaluate", "--run-dir", run_dir, "--ten-crop"])
+    assert status == 0, err[-3000:]
     results = json.loads((run_dir / "evaluation.json").read_text())
     assert results["images"] == 4 and set(results) >= {"center", "ten_crop"}
     for protocol in ("center", "ten_crop"):
         # 4 images: every error is a multiple of 1/4
         for k in ("top1_error", "top5_error"):
             assert results[protocol][k] * 4 == pytest.approx(round(results[protocol][k] * 4))
-    assert "centre crop" in evaluated.stdout and "10 crops (softmax averaged)" in evaluated.stdout
+    assert "centre crop" in evaluated and "10 crops (softmax averaged)" in evaluated
 
 
-@pytest.mark.slow
-def test_missing_tar_is_one_line(tmp_path):
+def test_missing_tar_is_one_line(tmp_path, capsys):
+    from alexnet_tf import train_command
     manual = tmp_path / "manual"
     manual.mkdir()
     (manual / "ILSVRC2012_img_train.tar").write_bytes(b"")
-    result = run(["train.py", "--config", PAPER_CONFIG, "--run-dir", str(tmp_path / "run"),
-                  "--set", f"data.manual_dir={manual}", "--set", f"data.tfds_data_dir={tmp_path / 'tfds'}"], timeout=120)
-    assert result.returncode == 1
-    lines = our_lines(result.stderr)
+    status, _, err = run_main(capsys, train_command.main, [
+        "--config", PAPER_CONFIG, "--run-dir", tmp_path / "run",
+        "--set", f"data.manual_dir={manual}", "--set", f"data.tfds_data_dir={tmp_path / 'tfds'}"])
+    assert status == 1
+    lines = our_lines(err)
     assert lines == [f"ILSVRC2012_img_val.tar not found in {manual}: data.source = imagenet needs "
-                     "ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar there (set data.manual_dir)"], result.stderr
+                     "ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar there (set data.manual_dir)"], err
