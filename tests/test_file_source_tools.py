@@ -4,8 +4,6 @@ pipeline and the run's own files."""
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +11,6 @@ import tensorflow as tf
 
 import alexnet_tf
 from alexnet_tf.__main__ import main
-from conftest import ROOT
 from fake_images import encode, pixels
 
 CLASSES = ("apple", "bear", "cloud")
@@ -36,11 +33,8 @@ def folder_run(tmp_path_factory):
             "data.resize": 40, "data.batch_size": 6, "model.image_size": 32, "model.geometry": "small",
             "model.num_classes": 3, "model.channels": 3, "data.val_examples": 0, "model.width": 0.125, "model.fc_units": 32, "train.epochs": 1,
             "train.precision": "float32"}  # exact comparisons (auto may pick bfloat16 on this CPU)
-    args = [sys.executable, os.path.join(ROOT, "train.py"), "--run-dir", str(run_dir)]
-    for k, v in sets.items():
-        args += ["--set", f"{k}={v}"]
-    result = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    from alexnet_tf import train_command  # train.py's main, in this process (no second TensorFlow start)
+    assert train_command.main(["--run-dir", str(run_dir), *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]]) == 0
     return str(run_dir), root
 
 

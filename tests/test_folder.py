@@ -4,8 +4,6 @@ RGB pixels, undecodable files are skipped with one warning each and a count, goo
 import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +11,7 @@ import tensorflow as tf
 
 import alexnet_tf
 from alexnet_tf.data import decode, file_splits, make_datasets
-from conftest import ROOT
+from conftest import run_main
 from fake_images import encode, expected, pixels
 
 # (class, file name, kind, (h, w)); every good image has its shorter side = RESIZE (no rescaling)
@@ -138,16 +136,15 @@ def our_lines(stderr):
             if not re.match(r"[IWEF]\d{4} |WARNING: All log messages before absl", line)]
 
 
-@pytest.mark.slow
-def test_missing_folder_is_one_line(tmp_path):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--run-dir", str(tmp_path / "run"),
-                             "--set", "data.source=folder", "--set", f"data.path={tmp_path / 'nowhere'}",
-                             "--set", "model.image_size=32", "--set", "model.geometry=small", "--set", "model.num_classes=2",
-                             "--set", "data.resize=40", "--set", "model.channels=3", "--set", "data.val_examples=0"],
-                            capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert result.returncode == 1
-    lines = our_lines(result.stderr)
-    assert len(lines) == 1 and f"folder {tmp_path / 'nowhere' / 'train'} not found" in lines[0], result.stderr
+def test_missing_folder_is_one_line(tmp_path, capsys):
+    from alexnet_tf import train_command
+    status, _, err = run_main(capsys, train_command.main, [
+        "--run-dir", tmp_path / "run", "--set", "data.source=folder", "--set", f"data.path={tmp_path / 'nowhere'}",
+        "--set", "model.image_size=32", "--set", "model.geometry=small", "--set", "model.num_classes=2",
+        "--set", "data.resize=40", "--set", "model.channels=3", "--set", "data.val_examples=0"])
+    assert status == 1
+    lines = our_lines(err)
+    assert len(lines) == 1 and f"folder {tmp_path / 'nowhere' / 'train'} not found" in lines[0], err
     assert "train/<class>/<image>" in lines[0]
 
 
@@ -164,18 +161,20 @@ def test_deterministic_mode_repeats_the_same_batches(folder, tmp_path):
 
 
 @pytest.mark.slow
-def test_train_py_on_the_folder_records_the_skipped_files(folder, tmp_path):
+def test_train_py_on_the_folder_records_the_skipped_files(folder, tmp_path, capsys):
+    """train.py's main in this process: its warnings and data.json are what is checked."""
+    from alexnet_tf import train_command
     root, _ = folder
     run_dir = tmp_path / "run"
-    args = [sys.executable, os.path.join(ROOT, "train.py"), "--run-dir", str(run_dir)]
+    args = ["--run-dir", run_dir]
     for k, v in {"data.source": "folder", "data.path": root, "data.cache_dir": tmp_path / "cache", "data.resize": RESIZE,
                  "data.batch_size": 3, "model.image_size": 32, "model.geometry": "small", "model.num_classes": 2,
                  "model.channels": 3, "model.width": 0.125, "model.fc_units": 16, "train.epochs": 1,
                  "train.deterministic": True, "data.lighting": True, "data.val_examples": 0}.items():
         args += ["--set", f"{k}={v}"]
-    result = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stderr.count("warning: skipping ") == 4
+    status, _, err = run_main(capsys, train_command.main, args)
+    assert status == 0, err[-3000:]
+    assert err.count("warning: skipping ") == 4
     recorded = json.loads((run_dir / "data.json").read_text())
     assert (recorded["train_size"], recorded["val_size"]) == (9, 3)
     assert sorted(os.path.basename(s["name"]) for s in recorded["skipped"]) == ["notes.txt", "truncated.jpg", "v2.jpg", "zero.jpg"]
