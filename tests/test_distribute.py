@@ -148,7 +148,8 @@ def worker_command(tmp_path, worker, *extra, driver_args=()):
     args = [sys.executable]
     args += [os.path.join(ROOT, "tests", "crash_driver.py"), *driver_args, "--"] if driver_args else [os.path.join(ROOT, "train.py")]
     args += ["--config", str(config_file), "--run-dir", str(tmp_path / f"w{worker}")]
-    for o in ["distribute.strategy=multi_worker", *extra]:
+    # train.export on: the job must show that only the chief exports
+    for o in ["distribute.strategy=multi_worker", "train.export=true", *extra]:
         args += ["--set", o]
     return args
 
