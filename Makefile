@@ -25,15 +25,20 @@ train: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
+# Tests run on PYTEST_WORKERS processes (pytest-xdist; worksteal: the long tests do not queue behind
+# each other): 2 fits the 2-core machines, PYTEST_WORKERS=0 runs them in this one process.
+PYTEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist worksteal)
+
 # pytest exits 5 when it collected no tests: that is a failure here, not a pass. --durations: the
 # slowest tests at the end of the log, so a suite that grows slow says where.
 test: setup lint
-	$(PY) -m pytest -q --durations=25 tests; status=$$?; \
+	$(PY) -m pytest -q $(XDIST) --durations=25 tests; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$status
 
 # The fast tier: every test not marked slow (pytest.ini), for iteration; `make test` runs them all.
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow" tests; status=$$?; \
+	$(PY) -m pytest -q $(XDIST) -m "not slow" tests; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$status
 
 clean:

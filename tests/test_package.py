@@ -121,6 +121,6 @@ def test_pyproject_pins_are_the_lock():
         if key != "torch":  # the optional PyTorch side is pinned in alexnet_tf/perf/requirements-torch.txt
             assert lock.get(key) == version, f"{name}: pyproject {version}, requirements.txt {lock.get(key)}"
     runtime = {n.lower().replace("_", "-") for n, _ in (d.split("==") for d in project["dependencies"])}
-    assert runtime | {"pytest", "ruff", "tensorflow-serving-api"} == set(lock)
+    assert runtime | {"pytest", "pytest-xdist", "execnet", "ruff", "tensorflow-serving-api"} == set(lock)
     torch = open(os.path.join(ROOT, "alexnet_tf", "perf", "requirements-torch.txt")).read()
     assert f"torch=={dict(pins)['torch']}" in torch
