@@ -31,6 +31,51 @@ def test_idx_reader_against_a_hand_made_file(tmp_path):
     np.testing.assert_array_equal(fashion_mnist.read_idx(str(path)), payload)
 
 
+def _damaged_copies(tmp_path):
+    """Copies of the real Fashion-MNIST files, each with one file damaged as disks and downloads damage
+    them: {case: (directory, the damaged file)}."""
+    import shutil
+    real = fashion_mnist.find_dir()
+    cases = {}
+    for case, name in (("bit flip", "train-images-idx3-ubyte.gz"), ("truncated gzip", "t10k-images-idx3-ubyte.gz"),
+                       ("1,000 labels short", "train-labels-idx1-ubyte.gz"), ("image file short", "t10k-images-idx3-ubyte.gz")):
+        d = tmp_path / case.replace(" ", "_").replace(",", "")
+        shutil.copytree(real, d)
+        path = d / name
+        blob = bytearray(path.read_bytes())
+        if case == "bit flip":
+            blob[len(blob) // 2] ^= 0x10
+            path.write_bytes(bytes(blob))
+        elif case == "truncated gzip":
+            path.write_bytes(bytes(blob[: len(blob) // 2]))
+        else:  # a valid gzip holding a short IDX file
+            raw = gzip.decompress(bytes(blob))
+            if case == "1,000 labels short":  # a consistent header with 59,000 labels
+                raw = raw[:4] + (59_000).to_bytes(4, "big") + raw[8:-1000]
+            else:  # the header still says 10,000 images, the data stop 100 bytes early
+                raw = raw[:-100]
+            path.write_bytes(gzip.compress(raw))
+        cases[case] = (d, path)
+    return cases
+
+
+def test_damaged_fashion_mnist_files_are_one_line_naming_the_file(tmp_path, capsys):
+    """A flipped bit in a .gz, a .gz cut in half, a label file 1,000 labels short, an image file short:
+    train.py exits 1 with one line naming the file and what is wrong (was: BadGzipFile, EOFError and
+    'cannot reshape' tracebacks)."""
+    from alexnet_tf import train_command
+    from conftest import run_main
+    expected = {"bit flip": "damaged gzip file", "truncated gzip": "damaged gzip file (EOFError",
+                "1,000 labels short": "59000 labels of at most 9, expected 60000 labels in 0..9",
+                "image file short": "7839900 bytes after the header, expected 7840000 for shape (10000, 28, 28)"}
+    for case, (d, path) in _damaged_copies(tmp_path).items():
+        status, _, err = run_main(capsys, train_command.main, ["--run-dir", tmp_path / "run", "--set", f"data.path={d}"])
+        lines = err.strip().splitlines()
+        assert status == 1 and len(lines) == 1, (case, err[-2000:])
+        assert lines[0].startswith(f"{path}: ") and expected[case] in lines[0], (case, lines[0])
+        assert "reinstall it" in lines[0]
+
+
 def test_missing_dataset_names_where_it_looked(tmp_path):
     with pytest.raises(fashion_mnist.DatasetNotFound) as err:
         fashion_mnist.load(str(tmp_path))

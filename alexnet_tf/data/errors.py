@@ -3,3 +3,8 @@
 
 class DatasetNotFound(FileNotFoundError):
     """No copy of the dataset was found; the message (one line) names the file expected and where."""
+
+
+class DatasetDamaged(DatasetNotFound):
+    """A dataset file was found but cannot be read (truncated, corrupt, wrong size). A subclass of
+    DatasetNotFound because the remedy and the handling are the same: a good copy of the named file."""
