@@ -131,6 +131,7 @@ def setup(dist, towers=2):
     if dist.strategy == "multi_worker":
         return _multi_worker(dist)
     local = _local_devices()
+    _check_present(dist.devices)
     if dist.strategy == "default":
         if dist.devices:
             return Distribution("default", tf.distribute.OneDeviceStrategy(dist.devices[0]), list(dist.devices))
@@ -143,6 +144,19 @@ def setup(dist, towers=2):
         raise ConfigError(f"config error: distribute.strategy = towers needs {towers} devices; found {devices}. "
                           "On a machine without GPUs set distribute.logical_cpus = 2")
     return Distribution("towers", tf.distribute.get_strategy(), devices, tower_devices=devices)
+
+
+def _check_present(requested):
+    """Every device of distribute.devices must exist here: TensorFlow's soft placement would otherwise
+    run the model silently on the CPU (a '/gpu:7' on a machine without it)."""
+    specs = [tf.DeviceSpec.from_string(d.name) for d in tf.config.list_logical_devices()]
+    present = {(s.device_type, s.device_index) for s in specs}
+    for name in requested:
+        spec = tf.DeviceSpec.from_string(name)
+        if (spec.device_type or "CPU", spec.device_index or 0) not in present:
+            names = ", ".join(f"/{t.lower()}:{i}" for t, i in sorted(present))
+            raise ConfigError(f"config error: distribute.devices names {name!r}, which this machine does not have; "
+                              f"expected some of {names} (distribute.logical_cpus = N splits the CPU into /cpu:0..N-1)")
 
 
 def _local_devices():

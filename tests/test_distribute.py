@@ -245,3 +245,18 @@ def test_distribute_config_errors(overrides, fragment):
     from alexnet_tf.config import ConfigError
     with pytest.raises(ConfigError, match=re.escape(fragment)):
         alexnet_tf.load_config(None, overrides)
+
+
+def test_an_absent_device_is_a_config_error_not_a_silent_cpu_run(tmp_path, capsys):
+    """distribute.devices = ['/gpu:7'] on a machine without it used to train on the CPU without a word
+    (soft placement); now train.py exits 2 in one line naming the device and the ones that exist."""
+    from alexnet_tf import train_command
+    from conftest import run_main
+    status, out, err = run_main(capsys, train_command.main, [
+        "--run-dir", tmp_path / "run", *[a for o in tiny_overrides(**{"distribute.devices": "['/gpu:7']"})
+                                        for a in ("--set", o)]])
+    lines = err.strip().splitlines()
+    assert status == 2 and len(lines) == 1, err
+    assert lines[0].startswith("config error: distribute.devices names '/gpu:7', which this machine does not have; "
+                               "expected some of /cpu:0"), lines[0]
+    assert not (tmp_path / "run" / "checkpoints").exists()
