@@ -581,3 +581,47 @@ def test_paper_model_is_unchanged_by_default():
 def test_weights_module_constants_match_the_model():
     from alexnet_tf.model import cuda_convnet_padding
     assert cuda_convnet_padding(weights.IMAGE_SIZE, 11, 4) == 0   # 227: no cuda-convnet padding
+
+
+@pytest.mark.slow
+def test_neighbours_and_fine_tuning_start_from_the_imported_run(small_v1, tmp_path, capsys):
+    """`neighbours` reads an imported run once its config points at data (the user's ImageNet; here a
+    folder), and train.py fine-tunes from it with train.init_from: with lr 1e-12 one epoch leaves every
+    copied layer at the Caffe weights, and fc8 (3 classes instead of 10) starts afresh."""
+    import shutil
+
+    import keras
+    from PIL import Image
+
+    from alexnet_tf import train_command
+    from alexnet_tf.__main__ import main
+    from alexnet_tf.config import dump, load_config
+    from conftest import run_main
+    specs, imported, _ = small_v1
+    root = tmp_path / "folder"
+    for i, picture in enumerate(images(6, seed=5)):
+        for split in ("train", "val"):
+            os.makedirs(root / split / f"class{i % 3}", exist_ok=True)
+            Image.fromarray(picture.astype(np.uint8)).save(root / split / f"class{i % 3}" / f"{i}.png")
+    data = ["data.source=folder", f"data.path={root}", f"data.cache_dir={tmp_path / 'cache'}", "data.val_examples=0"]
+
+    pointed = tmp_path / "imported"
+    shutil.copytree(imported, pointed)
+    config = load_config(str(pointed / "config.yaml"), data)
+    dump(config, str(pointed / "config.yaml"))
+    assert main(["neighbours", "--run-dir", str(pointed), "--queries", "2", "--k", "2", "--out", str(tmp_path / "nn.png")]) == 0
+    assert (tmp_path / "nn.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    sets = data + ["model.num_classes=3", "train.epochs=1", "data.batch_size=2", "train.lr=1e-12",
+                   "train.weight_decay=0", "train.export=false"]
+    status, out, err = run_main(capsys, train_command.main, [
+        "--config", os.path.join(imported, "config.yaml"), "--run-dir", tmp_path / "tuned",
+        "--set", f"train.init_from={imported}", *[a for o in sets for a in ("--set", o)]])
+    assert status == 0, err[-2000:]
+    assert "; initialised afresh: fc8" in out, out[-2000:]
+    source = keras.saving.load_model(os.path.join(imported, "model.keras"))
+    tuned = keras.saving.load_model(str(tmp_path / "tuned" / "model.keras"))
+    for name in ("conv1_0", "conv3_1", "fc7_0"):
+        for mine, theirs in zip(tuned.get_layer(name).get_weights(), source.get_layer(name).get_weights()):
+            np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-9, err_msg=name)
+    assert tuned.get_layer("fc8").get_weights()[0].shape[-1] == 3
