@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf.serving import decode_image
+from alexnet_tf.serving import MAX_BATCH, decode_image
 
 
 @dataclass
@@ -49,6 +49,7 @@ def parse_label(text, class_names):
 def predict_bytes(classifier, blobs, names, true_labels=None, ten_crop=False, batch_size=64):
     """Predictions for encoded images (list of bytes)."""
     fn = tf.function(classifier.classify_bytes_ten_crop if ten_crop else classifier.classify_bytes)
+    batch_size = min(batch_size, MAX_BATCH // 10 if ten_crop else MAX_BATCH)  # the signatures' per-request cap
     out = []
     for start in range(0, len(blobs), batch_size):
         result = fn(tf.constant(blobs[start:start + batch_size]))

@@ -27,6 +27,10 @@ from alexnet_tf.data import preprocess
 from alexnet_tf.data.decode import ALPHA_BACKGROUND, decode_image  # noqa: F401  (decode_image: predict, retrieval)
 
 TOP_K = 5
+# Images per request of the bytes signatures (the ten-crop one counts each image as its 10 crops): a
+# request's memory grows with its batch (decoded images, the model's activations), so one client cannot
+# take the server down with a huge batch. 256 covers TF Serving's usual batching sizes; split larger ones.
+MAX_BATCH = 256
 
 
 def eval_resize_size(config):
@@ -94,7 +98,12 @@ class Classifier:
             x = self.preprocess(image, crops)
             return tf.ensure_shape(x[0] if crops == "center" else x[:, 0], shape)
 
-        indices = tf.range(tf.shape(image_bytes)[0])
+        count, limit = tf.shape(image_bytes)[0], MAX_BATCH if crops == "center" else MAX_BATCH // 10
+        capped = tf.debugging.Assert(count <= limit, [tf.strings.format(
+            "a request of {} images; the limit is {} per request{} (serving.MAX_BATCH): split it", (
+                count, limit, "" if crops == "center" else " of the ten-crop signature"))])
+        with tf.control_dependencies([capped]):
+            indices = tf.range(count)
         return tf.map_fn(one, (image_bytes, indices), fn_output_signature=tf.TensorSpec(shape, tf.float32))
 
     # === Signatures ===

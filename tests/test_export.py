@@ -4,6 +4,7 @@ evaluation transform against independent references; saved_model_cli; bad input.
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -393,3 +394,17 @@ def test_header_sizes_against_pil_and_decompression_bombs_refused():
         h, w = (int(v) for v in header_size(tf.constant(data)))
         assert f"the image declares {w}x{h} pixels (width x height)" in decode_error(data), name
     assert decode_error(files["PNG"]) is None
+
+
+def test_a_request_above_the_batch_cap_is_refused_and_the_next_served(tiny_run):
+    """The exported bytes signatures take at most serving.MAX_BATCH images per request (the ten-crop one
+    MAX_BATCH // 10): one more is InvalidArgument naming the count and the limit; the limit itself and
+    the next request are served."""
+    loaded = tf.saved_model.load(os.path.join(tiny_run, "export", "1"))
+    png = encode(Image.fromarray(random_rgb(0)), "PNG")
+    for name, limit in (("serving_default", serving.MAX_BATCH), ("ten_crop", serving.MAX_BATCH // 10)):
+        signature = loaded.signatures[name]
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=re.escape(f"a request of {limit + 1} images; the limit is {limit} per request")):
+            signature(image_bytes=tf.constant([png] * (limit + 1)))
+        assert signature(image_bytes=tf.constant([png] * limit))["class_ids"].shape == (limit, 5)

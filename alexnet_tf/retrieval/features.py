@@ -10,6 +10,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from alexnet_tf.serving import MAX_BATCH
+
 FEATURE_LAYER = "fc7"
 
 
@@ -48,7 +50,9 @@ def extract_features(classifier, images, batch_size=256, progress=True):
 def features_of_bytes(classifier, blobs):
     """Last-hidden-layer vectors of encoded images (any sizes), preprocessed as the serving signature does."""
     features = feature_model(classifier.model)
-    return features(classifier.preprocess_bytes(tf.constant(blobs)), training=False).numpy()
+    chunks = [blobs[i:i + MAX_BATCH] for i in range(0, len(blobs), MAX_BATCH)]  # the signatures' per-request cap
+    return np.concatenate([features(classifier.preprocess_bytes(tf.constant(c)), training=False).numpy()
+                           for c in chunks])
 
 
 def cached_features(run, classifier, split, batch_size=256, progress=True, max_images=None, seed=0):
