@@ -57,7 +57,8 @@ def predict_bytes(classifier, blobs, names, true_labels=None, ten_crop=False, ba
             i = start + j
             out.append(Prediction(
                 name=names[i],
-                image=decode_image(blobs[i], classifier.channels, i, classifier.background).numpy(),
+                image=decode_image(blobs[i], classifier.channels, i, classifier.background,
+                                   min_side=classifier.resize_size).numpy(),
                 class_ids=result["class_ids"][j].numpy(),
                 class_names=[s.decode() for s in result["class_names"][j].numpy()],
                 probabilities=result["probabilities"][j].numpy(),

@@ -94,7 +94,7 @@ class Classifier:
 
         def one(args):
             data, index = args
-            image = decode_image(data, c, index, self.background)[None]     # (1, H, W, C)
+            image = decode_image(data, c, index, self.background, min_side=self.resize_size)[None]     # (1, H, W, C)
             x = self.preprocess(image, crops)
             return tf.ensure_shape(x[0] if crops == "center" else x[:, 0], shape)
 

@@ -408,3 +408,25 @@ def test_a_request_above_the_batch_cap_is_refused_and_the_next_served(tiny_run):
                            match=re.escape(f"a request of {limit + 1} images; the limit is {limit} per request")):
             signature(image_bytes=tf.constant([png] * (limit + 1)))
         assert signature(image_bytes=tf.constant([png] * limit))["class_ids"].shape == (limit, 5)
+
+
+@pytest.mark.slow
+def test_a_huge_jpeg_is_decoded_at_a_reduced_dct_scale():
+    """A 4,800 x 3,600 JPEG (above decode.DCT_SCALE_ABOVE pixels) is decoded at 1/8 scale, 600 x 450, when
+    the caller resizes to 256 (the smallest 1/2^k scale whose shorter side is still >= 256), and the
+    256 x 256 result stays within a few grey levels of decoding it whole; a 4,000 x 3,000 JPEG (below
+    the threshold) and the same JPEG without min_side decode at full size."""
+    from alexnet_tf.data import decode
+    y, x = np.mgrid[0:3600, 0:4800]
+    smooth = np.stack([x * 255 // 4800, y * 255 // 3600, (x + y) * 255 // 8400], -1).astype(np.uint8)
+    big = encode(Image.fromarray(smooth), "JPEG", quality=95)
+    assert 4800 * 3600 > decode.DCT_SCALE_ABOVE > 4000 * 3000
+    scaled = decode.decode_image(tf.constant(big), 3, min_side=256)
+    whole = decode.decode_image(tf.constant(big), 3)
+    assert scaled.shape == (450, 600, 3) and whole.shape == (3600, 4800, 3)
+    a = preprocess.resize_central_square(scaled[None], 256)[0].numpy()
+    b = preprocess.resize_central_square(whole[None], 256)[0].numpy()
+    assert np.abs(a - b).mean() < 1.0 and np.percentile(np.abs(a - b), 99) < 4, np.abs(a - b).mean()
+    assert decode.decode_image(tf.constant(big), 3, min_side=500).shape == (900, 1200, 3)  # 1/4: 3600 // 8 < 500
+    below = encode(Image.fromarray(smooth[:3000, :4000]), "JPEG", quality=95)
+    assert decode.decode_image(tf.constant(below), 3, min_side=256).shape == (3000, 4000, 3)

@@ -208,7 +208,7 @@ def eval_decoded(split, config, mean):
     d = config.data
 
     def normalise(data, label):
-        image = decode.decode_image(data, config.model.channels)[None]        # (1, H, W, C) float32
+        image = decode.decode_image(data, config.model.channels, min_side=d.resize)[None]  # (1, H, W, C) float32
         return preprocess.eval_normalise(image, mean, resize_size=d.resize, scale=d.scale)[0], label
 
     return (split.dataset(shuffle=False, seed=config.train.seed, buffer=d.shuffle_buffer)

@@ -40,7 +40,7 @@ def neighbours_command(args):
             with open(path, "rb") as f:
                 blobs.append(f.read())
         queries = features_of_bytes(classifier, blobs)
-        query_images = [decode_image(b, classifier.channels).numpy() for b in blobs]
+        query_images = [decode_image(b, classifier.channels, min_side=classifier.resize_size).numpy() for b in blobs]
         query_labels = [os.path.basename(p) for p in args.images]
     else:
         val_features, val_labels, val_images = cached_features(run, classifier, "val", args.batch_size, max_images=args.max_images)

@@ -117,7 +117,7 @@ def _file_features(run, classifier, split, batch_size, progress, max_images, see
 
     def model_input_and_thumbnail(data, label):
         # one decode per file for both: the serving transform (Classifier.preprocess) and the display copy
-        x = decode_image(data, classifier.channels, 0, classifier.background)[None]
+        x = decode_image(data, classifier.channels, 0, classifier.background, min_side=classifier.resize_size)[None]
         thumb = tf.cast(tf.clip_by_value(tf.round(resize_central_square(x, side)[0]), 0, 255), tf.uint8)
         return classifier.preprocess(x)[0], thumb, label
 
