@@ -167,6 +167,16 @@ def _train(config, run_dir, verbose, callbacks, start, dist, stop):
     # is a checkpoint written. just_saved: the one written after the last step, still to be judged.
     healthy, just_saved = True, None
     model.stop_training = False
+
+    def signalled():
+        """The signal to stop for, or None. Under multi_worker a signal reaches one worker (a preempted
+        VM): every worker learns of it at the same step, so all save that step and leave together,
+        and the rerun resumes from it on every worker (the protocol of TF's PreemptionCheckpointHandler,
+        with the job's own all-gather; one int per worker and step)."""
+        if dist.workers > 1:
+            return next((s for s in dist.all_gather(stop.signum or 0) if s), None)
+        return stop.signum
+
     with dist.placement(model):
         callback_list.on_train_begin()
         while epoch < config.train.epochs and not model.stop_training:
@@ -187,9 +197,10 @@ def _train(config, run_dir, verbose, callbacks, start, dist, stop):
                 if model.stop_training:
                     break
                 step += 1
-                if stop.signum is not None:  # SIGTERM / SIGINT: this step is done; save and leave
+                signum = signalled()
+                if signum is not None:  # SIGTERM / SIGINT: this step is done; save and leave
                     saved = state.save(epoch, step, sums, wall_before + time.time() - start) if healthy else None
-                    raise Interrupted(stop.signum, saved or state.manager.latest_checkpoint)
+                    raise Interrupted(signum, saved or state.manager.latest_checkpoint)
                 if every and state.global_step % every == 0 and step < data.train_steps and healthy:
                     just_saved = state.save(epoch, step, sums, wall_before + time.time() - start)
             if model.stop_training:
@@ -200,8 +211,9 @@ def _train(config, run_dir, verbose, callbacks, start, dist, stop):
             if not model.stop_training:  # after the callbacks: the plateau rule may have changed the learning rate
                 state.save_best(epoch, val_logs["top1_error"])
                 saved = just_saved = state.save(epoch, step, sums, wall_before + time.time() - start) if healthy else None
-                if stop.signum is not None and epoch < config.train.epochs:  # a signal during validation
-                    raise Interrupted(stop.signum, saved or state.manager.latest_checkpoint)
+                signum = signalled() if epoch < config.train.epochs else None
+                if signum is not None:  # a signal during validation
+                    raise Interrupted(signum, saved or state.manager.latest_checkpoint)
         callback_list.on_train_end()
     if nan_guard.failed:
         batch, loss = nan_guard.failed

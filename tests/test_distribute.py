@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import keras
 import numpy as np
@@ -260,3 +261,39 @@ def test_an_absent_device_is_a_config_error_not_a_silent_cpu_run(tmp_path, capsy
     assert lines[0].startswith("config error: distribute.devices names '/gpu:7', which this machine does not have; "
                                "expected some of /cpu:0"), lines[0]
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_multi_worker_signal_to_one_worker_stops_all_at_the_same_step(reference, tmp_path):
+    """SIGTERM to worker 1 only (a preempted VM): both workers learn of it at the same step, both save
+    that step and exit 143 (one line each); the same two commands again resume from that step on both
+    and the job ends as if uninterrupted."""
+    procs, envs = start_workers(tmp_path, driver_args={1: ["--print-steps"]})
+    try:
+        deadline = time.time() + 240
+        while "global step 2" not in log(tmp_path, 1):
+            assert time.time() < deadline and procs[1].poll() is None, log(tmp_path, 1)[-3000:]
+            time.sleep(0.05)
+        procs[1].send_signal(signal.SIGTERM)
+        statuses = [p.wait(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+    assert statuses == [128 + signal.SIGTERM] * 2, [log(tmp_path, i)[-2000:] for i in (0, 1)]
+    chief = tf.train.latest_checkpoint(str(tmp_path / "w0" / "checkpoints" / "last"))
+    worker = tf.train.latest_checkpoint(str(tmp_path / "w1" / "checkpoints" / "worker-1"))
+    step = chief.rsplit("-", 1)[1]
+    assert worker.endswith(f"ckpt-{step}") and int(step) < 8, (chief, worker)
+    for i, saved in enumerate((chief, worker)):
+        assert log(tmp_path, i).strip().splitlines()[-1] == f"SIGTERM: stopped after saving {saved}; rerun the same command to resume"
+    for i in (0, 1):
+        os.rename(tmp_path / f"worker{i}.log", tmp_path / f"worker{i}-signalled.log")
+    procs = []
+    for i in (0, 1):
+        with open(tmp_path / f"worker{i}.log", "w") as out:
+            procs.append(subprocess.Popen(worker_command(tmp_path, i), cwd=ROOT, env=envs[i], stdout=out,
+                                          stderr=subprocess.STDOUT))
+    wait_all(procs, tmp_path)
+    assert f"ckpt-{step}" in log(tmp_path, 0).split("resuming from")[1].splitlines()[0]
+    assert_job_matches(tmp_path, reference)
