@@ -168,12 +168,15 @@ def _train(config, run_dir, verbose, callbacks, start, dist, stop):
     healthy, just_saved = True, None
     model.stop_training = False
 
-    def signalled():
+    def signalled(epoch_end=False):
         """The signal to stop for, or None. Under multi_worker a signal reaches one worker (a preempted
         VM): every worker learns of it at the same step, so all save that step and leave together,
         and the rerun resumes from it on every worker (the protocol of TF's PreemptionCheckpointHandler,
-        with the job's own all-gather; one int per worker and step)."""
+        with the job's own all-gather of one int per worker, every SIGNAL_CHECK_STEPS global steps and
+        at each epoch end)."""
         if dist.workers > 1:
+            if not epoch_end and state.global_step % SIGNAL_CHECK_STEPS:
+                return None
             return next((s for s in dist.all_gather(stop.signum or 0) if s), None)
         return stop.signum
 
@@ -211,7 +214,7 @@ def _train(config, run_dir, verbose, callbacks, start, dist, stop):
             if not model.stop_training:  # after the callbacks: the plateau rule may have changed the learning rate
                 state.save_best(epoch, val_logs["top1_error"])
                 saved = just_saved = state.save(epoch, step, sums, wall_before + time.time() - start) if healthy else None
-                signum = signalled() if epoch < config.train.epochs else None
+                signum = signalled(epoch_end=True) if epoch < config.train.epochs else None
                 if signum is not None:  # a signal during validation
                     raise Interrupted(signum, saved or state.manager.latest_checkpoint)
         callback_list.on_train_end()
@@ -344,6 +347,12 @@ def _plain_copy(model, config):
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the last checkpoint written before the loss exploded."""
+
+
+# multi_worker: how often the workers all-gather their signal flags. One all-gather costs 5.7 ms on
+# 2 local processes (AMD EPYC, docs/distribute.md), 4 % of the default run's 0.13 s step if done every
+# step; every 10 steps it is 0.4 %, and a signalled job still stops within 10 steps (seconds).
+SIGNAL_CHECK_STEPS = 10
 
 
 class Interrupted(RuntimeError):

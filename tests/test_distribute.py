@@ -264,11 +264,16 @@ def test_an_absent_device_is_a_config_error_not_a_silent_cpu_run(tmp_path, capsy
 
 
 @pytest.mark.slow
-def test_multi_worker_signal_to_one_worker_stops_all_at_the_same_step(reference, tmp_path):
-    """SIGTERM to worker 1 only (a preempted VM): both workers learn of it at the same step, both save
-    that step and exit 143 (one line each); the same two commands again resume from that step on both
-    and the job ends as if uninterrupted."""
-    procs, envs = start_workers(tmp_path, driver_args={1: ["--print-steps"]})
+def test_multi_worker_signal_to_one_worker_stops_all_at_the_same_step(tmp_path):
+    """SIGTERM to worker 1 only (a preempted VM): both workers learn of it at the same step (they compare
+    flags every training.SIGNAL_CHECK_STEPS steps and at epoch ends), both save that step and exit 143
+    (one line each); the same two commands again resume from that step on both and the job ends as the
+    one-device run does. 6 epochs of 4 steps, so that the signal lands well before the last check."""
+    from alexnet_tf.training import train
+    epochs = ["train.epochs=6"]
+    train(config(*epochs), str(tmp_path / "default"), verbose=0)
+    reference = final_weights(str(tmp_path / "default"))
+    procs, envs = start_workers(tmp_path, extra=epochs, driver_args={1: ["--print-steps"]})
     try:
         deadline = time.time() + 240
         while "global step 2" not in log(tmp_path, 1):
@@ -284,7 +289,7 @@ def test_multi_worker_signal_to_one_worker_stops_all_at_the_same_step(reference,
     chief = tf.train.latest_checkpoint(str(tmp_path / "w0" / "checkpoints" / "last"))
     worker = tf.train.latest_checkpoint(str(tmp_path / "w1" / "checkpoints" / "worker-1"))
     step = chief.rsplit("-", 1)[1]
-    assert worker.endswith(f"ckpt-{step}") and int(step) < 8, (chief, worker)
+    assert worker.endswith(f"ckpt-{step}") and int(step) < 24, (chief, worker)
     for i, saved in enumerate((chief, worker)):
         assert log(tmp_path, i).strip().splitlines()[-1] == f"SIGTERM: stopped after saving {saved}; rerun the same command to resume"
     for i in (0, 1):
@@ -292,7 +297,7 @@ def test_multi_worker_signal_to_one_worker_stops_all_at_the_same_step(reference,
     procs = []
     for i in (0, 1):
         with open(tmp_path / f"worker{i}.log", "w") as out:
-            procs.append(subprocess.Popen(worker_command(tmp_path, i), cwd=ROOT, env=envs[i], stdout=out,
+            procs.append(subprocess.Popen(worker_command(tmp_path, i, *epochs), cwd=ROOT, env=envs[i], stdout=out,
                                           stderr=subprocess.STDOUT))
     wait_all(procs, tmp_path)
     assert f"ckpt-{step}" in log(tmp_path, 0).split("resuming from")[1].splitlines()[0]
