@@ -15,21 +15,16 @@ import struct
 import numpy as np
 import pytest
 
+from alexnet_tf import serving
 from alexnet_tf.caffe import importer, weights
 from alexnet_tf.caffe.proto import CaffeFileError
 
 TOLERANCE = 1e-4
 
 # === A protobuf wire-format writer (varint keys, length-delimited fields, packed floats) ===
-
-
-def varint(n):
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+# Its varint is the SavedModel warm-up writer's (serving.py): a writer shared with other code, still
+# independent of the caffemodel reader under test (alexnet_tf/caffe/proto.py).
+varint = serving._varint
 
 
 def key(field, wire):
