@@ -5,6 +5,7 @@ import io
 import json
 import os
 import re
+import struct
 import subprocess
 import sys
 
@@ -430,3 +431,26 @@ def test_a_huge_jpeg_is_decoded_at_a_reduced_dct_scale():
     assert decode.decode_image(tf.constant(big), 3, min_side=500).shape == (900, 1200, 3)  # 1/4: 3600 // 8 < 500
     below = encode(Image.fromarray(smooth[:3000, :4000]), "JPEG", quality=95)
     assert decode.decode_image(tf.constant(below), 3, min_side=256).shape == (3000, 4000, 3)
+
+
+def test_jpegs_decoded_downscaled_may_declare_up_to_400_megapixels():
+    """With min_side (every evaluation decoder) a JPEG may declare up to decode.MAX_JPEG_PIXELS (a 200 MP
+    phone photo decodes at 1/8 scale); without it, and for the other formats, MAX_PIXELS holds. A small
+    JPEG's header patched to 15,000 x 15,000 (225 MP) passes the size check with min_side (what the
+    decoder then makes of its 28 x 28 data does not matter here) and is refused by it without; 25,000 x 20,000 is refused by both."""
+    from alexnet_tf.data import decode
+    jpeg = encode(Image.fromarray(random_rgb(0)), "JPEG")
+    sof = jpeg.index(b"\xff\xc0") + 5
+
+    def declaring(h, w):
+        return tf.constant(jpeg[:sof] + struct.pack(">HH", h, w) + jpeg[sof + 4:])
+
+    assert decode.MAX_PIXELS < 15000 * 15000 < decode.MAX_JPEG_PIXELS < 25000 * 20000
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"the limit is {decode.MAX_PIXELS} pixels"):
+        decode.decode_image(declaring(15000, 15000), 3)
+    try:  # libjpeg may fill the missing data in (at 1/8 scale) or fail: either way not at the size check
+        decode.decode_image(declaring(15000, 15000), 3, min_side=256)
+    except tf.errors.InvalidArgumentError as e:
+        assert "declares" not in str(e)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"the limit is {decode.MAX_JPEG_PIXELS} pixels"):
+        decode.decode_image(declaring(25000, 20000), 3, min_side=256)

@@ -76,6 +76,9 @@ _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"RIFF")  # RIFF: WebP
 # warning threshold of 89,478,485). Larger headers are refused before any pixel is decoded: a
 # 60 kB PNG can declare 65535x65535 (4.3 gigapixels, 17 GB as RGBA) and a GIF or BMP as much.
 MAX_PIXELS = 178_956_970
+# JPEGs that the evaluation decoder downscales in the DCT domain (`min_side`, DCT_SCALE_ABOVE) may
+# declare up to this many: phone cameras reach 200 MP, and at 1/8 scale 400 MP decode to 6.25 MP.
+MAX_JPEG_PIXELS = 400_000_000
 
 
 def header_size(data):
@@ -147,7 +150,8 @@ def decode_image(data, channels, index=0, background=ALPHA_BACKGROUND, min_side=
     Raises InvalidArgumentError naming the element when the bytes are not one of these formats, or
     when the header declares more than MAX_PIXELS pixels (checked before decoding).
     `min_side`: the side the caller resizes the shorter side to; a JPEG above DCT_SCALE_ABOVE pixels is
-    then decoded at the smallest scale 1/2^k (k <= 3) whose shorter side is still >= min_side.
+    then decoded at the smallest scale 1/2^k (k <= 3) whose shorter side is still >= min_side, and a
+    JPEG may declare up to MAX_JPEG_PIXELS.
     """
     if channels not in (1, 3):
         raise ValueError(f"channels={channels}; expected 1 (grey) or 3 (RGB)")
@@ -158,9 +162,13 @@ def decode_image(data, channels, index=0, background=ALPHA_BACKGROUND, min_side=
                           (index, tf.strings.length(data)))])
     with tf.control_dependencies([check]):
         height, width = header_size(data)
-    bomb = tf.debugging.Assert(height * width <= MAX_PIXELS, [
+    limit = tf.constant(MAX_PIXELS, tf.int64)
+    if min_side:  # downscaled while decoded: larger JPEGs fit (MAX_JPEG_PIXELS)
+        is_jpeg = tf.strings.substr(data, 0, 3) == b"\xff\xd8\xff"
+        limit = tf.where(is_jpeg, tf.constant(MAX_JPEG_PIXELS, tf.int64), limit)
+    bomb = tf.debugging.Assert(height * width <= limit, [
         tf.strings.format("image_bytes[{}] declares {}x{} pixels (width x height); the limit is {} pixels",
-                          (index, width, height, MAX_PIXELS))])
+                          (index, width, height, limit))])
     with tf.control_dependencies([bomb]):
         def full():
             return tf.io.decode_image(data, channels=0, expand_animations=False)  # (H, W, 1|2|3|4) uint8
