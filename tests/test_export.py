@@ -429,6 +429,13 @@ def test_a_huge_jpeg_is_decoded_at_a_reduced_dct_scale():
     b = preprocess.resize_central_square(whole[None], 256)[0].numpy()
     assert np.abs(a - b).mean() < 1.0 and np.percentile(np.abs(a - b), 99) < 4, np.abs(a - b).mean()
     assert decode.decode_image(tf.constant(big), 3, min_side=500).shape == (900, 1200, 3)  # 1/4: 3600 // 8 < 500
+    # the training decoder: the central square at 1/8 scale, and load_image's 256 x 256 against the full decode
+    assert decode.decode_square(tf.constant(big), min_side=256).shape == (450, 450, 3)
+    assert decode.decode_square(tf.constant(big)).shape == (3600, 3600, 3)
+    trained = decode.load_image(tf.constant(big), 256).numpy().astype(float)
+    full = tf.image.resize(decode.decode_square(tf.constant(big)), [256, 256], antialias=True).numpy()
+    assert np.abs(trained - full).mean() < 1.0, np.abs(trained - full).mean()
+    assert decode.decode_error(big) is None
     below = encode(Image.fromarray(smooth[:3000, :4000]), "JPEG", quality=95)
     assert decode.decode_image(tf.constant(below), 3, min_side=256).shape == (3000, 4000, 3)
 

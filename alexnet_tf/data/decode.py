@@ -18,17 +18,32 @@ def central_square(height, width):
     return (height - side) // 2, (width - side) // 2, side
 
 
-def decode_square(data):
+def decode_square(data, min_side=None):
     """Encoded bytes -> the central square of the image, uint8 (side, side, 3), side = the shorter side.
 
     JPEGs are decoded with `decode_and_crop_jpeg`, so libjpeg skips the rows outside the
     square (the fused decode-and-crop); anything else is decoded whole and sliced. More than
     MAX_PIXELS declared in the header fails (the pre-scan reports it; ignore_errors drops it).
+    `min_side` (the training resize): a JPEG above DCT_SCALE_ABOVE pixels is decoded at the smallest
+    scale 1/2^k whose shorter side stays >= min_side and then cropped, and may declare up to
+    MAX_JPEG_PIXELS, as in `decode_image`: a huge photo in a folder dataset costs its reduced size.
     """
-    def jpeg():
-        shape = tf.io.extract_jpeg_shape(data)
-        top, left, side = central_square(shape[0], shape[1])
+    height, width = header_size(data)  # a decompression bomb is refused before decoding, as in decode_image
+
+    def cropped():
+        top, left, side = central_square(tf.cast(height, tf.int32), tf.cast(width, tf.int32))
         return tf.io.decode_and_crop_jpeg(data, tf.stack([top, left, side, side]), channels=3)
+
+    def scaled(ratio):
+        image = tf.io.decode_jpeg(data, channels=3, ratio=ratio)
+        top, left, side = central_square(tf.shape(image)[0], tf.shape(image)[1])
+        return image[top:top + side, left:left + side]
+
+    def jpeg():
+        if not min_side:
+            return cropped()
+        return tf.switch_case(_jpeg_scale_index(data, height, width, min_side),
+                              [cropped, *[lambda r=r: scaled(r) for r in (2, 4, 8)]])
 
     def other():
         image = tf.io.decode_image(data, channels=3, expand_animations=False)  # uint8; first GIF frame
@@ -36,10 +51,10 @@ def decode_square(data):
         top, left, side = central_square(shape[0], shape[1])
         return image[top:top + side, left:left + side]
 
-    height, width = header_size(data)  # a decompression bomb is refused before decoding, as in decode_image
-    bomb = tf.debugging.Assert(height * width <= MAX_PIXELS, [
+    limit = _pixel_limit(data, min_side)
+    bomb = tf.debugging.Assert(height * width <= limit, [
         tf.strings.format("the image declares {}x{} pixels (width x height); the limit is {} pixels",
-                          (width, height, MAX_PIXELS))])
+                          (width, height, limit))])
     with tf.control_dependencies([bomb]):
         image = tf.cond(tf.io.is_jpeg(data), jpeg, other)
     image.set_shape([None, None, 3])
@@ -53,7 +68,7 @@ def load_image(data, size):
     resize-then-crop (the scale factor is size / shorter side either way) up to a sub-pixel shift
     and the outermost pixels, and it decodes less. Bilinear with antialiasing when shrinking.
     """
-    square = decode_square(data)
+    square = decode_square(data, min_side=size)
 
     def resize():
         image = tf.image.resize(square, [size, size], method="bilinear", antialias=True)
@@ -132,6 +147,15 @@ def header_size(data):
 DCT_SCALE_ABOVE = 4096 * 4096
 
 
+def _pixel_limit(data, min_side):
+    """MAX_PIXELS, or MAX_JPEG_PIXELS for a JPEG that is decoded downscaled (min_side given)."""
+    limit = tf.constant(MAX_PIXELS, tf.int64)
+    if min_side:
+        is_jpeg = tf.strings.substr(data, 0, 3) == b"\xff\xd8\xff"
+        limit = tf.where(is_jpeg, tf.constant(MAX_JPEG_PIXELS, tf.int64), limit)
+    return limit
+
+
 def _jpeg_scale_index(data, height, width, min_side):
     """0, 1, 2, 3 for decoding `data` at scale 1, 1/2, 1/4, 1/8 (see DCT_SCALE_ABOVE)."""
     is_jpeg = tf.strings.substr(data, 0, 3) == b"\xff\xd8\xff"
@@ -162,10 +186,7 @@ def decode_image(data, channels, index=0, background=ALPHA_BACKGROUND, min_side=
                           (index, tf.strings.length(data)))])
     with tf.control_dependencies([check]):
         height, width = header_size(data)
-    limit = tf.constant(MAX_PIXELS, tf.int64)
-    if min_side:  # downscaled while decoded: larger JPEGs fit (MAX_JPEG_PIXELS)
-        is_jpeg = tf.strings.substr(data, 0, 3) == b"\xff\xd8\xff"
-        limit = tf.where(is_jpeg, tf.constant(MAX_JPEG_PIXELS, tf.int64), limit)
+    limit = _pixel_limit(data, min_side)
     bomb = tf.debugging.Assert(height * width <= limit, [
         tf.strings.format("image_bytes[{}] declares {}x{} pixels (width x height); the limit is {} pixels",
                           (index, width, height, limit))])
@@ -198,7 +219,7 @@ def decode_error(data):
     if len(data) == 0:
         return "empty file"
     try:
-        decode_square(tf.constant(data))
+        decode_square(tf.constant(data), min_side=1)  # as training decodes it (min_side), at the cheapest scale
     except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
         message = e.message.strip().splitlines()[-1]
         message = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", message)  # TF's op-location prefix
@@ -215,7 +236,7 @@ def find_undecodable(keys_and_bytes, count, progress=None):
     """
     def decode(index, data):
         # A value that depends on the pixels, so the decode cannot be pruned from the graph.
-        return index, tf.reduce_max(decode_square(data))
+        return index, tf.reduce_max(decode_square(data, min_side=1))  # see decode_error
 
     decoded = (keys_and_bytes
                .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
