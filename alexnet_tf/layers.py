@@ -86,17 +86,23 @@ class LocalResponseNormalization(keras.layers.Layer):
 
     def call(self, inputs):
         x = ops.cast(inputs, "float32")
-        y = self._normalize(x) if self.output_channels is None else self._normalize_slice(x)
-        return ops.cast(y, self.compute_dtype)
+        return ops.cast(self._normalize(x), self.compute_dtype)
 
     def _normalize(self, x):
-        """The formula in float32, with its gradient written out (half the ops of autodiff):
+        """The formula in float32, with its gradient written out (half the ops of autodiff), for the
+        output channels [s0, s1) (all C by default; band is (C, S), S = s1 - s0):
 
-            d = k + alpha_eff * band(x**2);  y = x * d**-beta
-            dL/dx = g * d**-beta - 2 * alpha_eff * beta * x * band(g * y / d)   (band is symmetric)
+            d = k + alpha_eff * x**2 @ band;  y = x[..., s0:s1] * d**-beta
+            dL/dx = pad(g * d**-beta) - 2 * alpha_eff * beta * x * (g * y / d) @ band^T
+
+        pad places its S channels at s0:s1 of C (zero elsewhere); with every channel it is the
+        identity and band^T = band (symmetric), which is the paper model's path.
         """
         band = tf.constant(self._band)
         k, alpha, beta, name = self.k, self.alpha_eff, self.beta, self.name
+        channels = self._band.shape[0]
+        whole = self.output_channels is None
+        start, stop = (0, channels) if whole else self.output_channels
 
         @tf.custom_gradient
         def lrn(x):
@@ -106,37 +112,14 @@ class LocalResponseNormalization(keras.layers.Layer):
                 scale = r * tf.sqrt(r)
             else:
                 scale = tf.pow(d, -beta)
-            y = x * scale
+            y = (x if whole else x[..., start:stop]) * scale
 
             def grad(g):
                 with tf.name_scope(name), tf.name_scope("backward"):  # the profiler's op names (alexnet_tf.profile)
-                    return g * scale - (2.0 * alpha * beta) * x * tf.matmul(g * y / d, band)
-
-            return y, grad
-
-        return lrn(x)
-
-    def _normalize_slice(self, x):
-        """`_normalize` for output_channels = (s0, s1): band is (C, S), the output x[..., s0:s1] * d**-beta.
-
-            d = k + alpha_eff * x**2 @ band;  y = x[..., s0:s1] * d**-beta
-            dL/dx = g * d**-beta (placed in channels s0:s1, zero elsewhere) - 2 * alpha_eff * beta * x * (g * y / d) @ band^T
-        """
-        band = tf.constant(self._band)
-        k, alpha, beta, name = self.k, self.alpha_eff, self.beta, self.name
-        start, stop = self.output_channels
-        channels = self._band.shape[0]
-
-        @tf.custom_gradient
-        def lrn(x):
-            d = k + alpha * tf.matmul(tf.square(x), band)                      # (..., S)
-            scale = tf.pow(d, -beta)
-            y = x[..., start:stop] * scale
-
-            def grad(g):
-                with tf.name_scope(name), tf.name_scope("backward"):
-                    own = tf.pad(g * scale, [[0, 0]] * (len(x.shape) - 1) + [[start, channels - stop]])
-                    return own - (2.0 * alpha * beta) * x * tf.matmul(g * y / d, band, transpose_b=True)
+                    own = g * scale
+                    if not whole:
+                        own = tf.pad(own, [[0, 0]] * (len(x.shape) - 1) + [[start, channels - stop]])
+                    return own - (2.0 * alpha * beta) * x * tf.matmul(g * y / d, band, transpose_b=not whole)
 
             return y, grad
 

@@ -151,15 +151,13 @@ def _pixel_limit(data, min_side):
     """MAX_PIXELS, or MAX_JPEG_PIXELS for a JPEG that is decoded downscaled (min_side given)."""
     limit = tf.constant(MAX_PIXELS, tf.int64)
     if min_side:
-        is_jpeg = tf.strings.substr(data, 0, 3) == b"\xff\xd8\xff"
-        limit = tf.where(is_jpeg, tf.constant(MAX_JPEG_PIXELS, tf.int64), limit)
+        limit = tf.where(tf.io.is_jpeg(data), tf.constant(MAX_JPEG_PIXELS, tf.int64), limit)
     return limit
 
 
 def _jpeg_scale_index(data, height, width, min_side):
     """0, 1, 2, 3 for decoding `data` at scale 1, 1/2, 1/4, 1/8 (see DCT_SCALE_ABOVE)."""
-    is_jpeg = tf.strings.substr(data, 0, 3) == b"\xff\xd8\xff"
-    large = is_jpeg & (height * width > DCT_SCALE_ABOVE)
+    large = tf.io.is_jpeg(data) & (height * width > DCT_SCALE_ABOVE)
     short = tf.minimum(height, width)
     return sum(tf.cast(large & (short // k >= min_side), tf.int32) for k in (2, 4, 8))
 
