@@ -16,6 +16,7 @@
   profile   where a traced training step's time goes, by op type and by layer (train.profile_steps)
   speed     training/inference images/s, FLOPs and utilisation of the paper and default models (optional: PyTorch)
   ablate    the paper's ablation claims re-measured over seeds (resumable); writes REPRODUCTION.md
+  init-study    the paper's initialisation vs Caffe's and He's at the paper's geometry on Fashion-MNIST (resumable)
   import-caffe  BVLC Caffe's bvlc_alexnet.caffemodel as a run directory (docs/caffe.md)
 """
 
@@ -44,6 +45,7 @@ HANDLERS = {
     "speed": "alexnet_tf.perf.speed:main",
     "profile": "alexnet_tf.perf.profile:main",
     "ablate": "alexnet_tf.ablation:main",
+    "init-study": "alexnet_tf.ablation.init_study:main",
     "import-caffe": "alexnet_tf.caffe.importer:main",
 }
 
@@ -183,6 +185,15 @@ def main(argv=None):
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override applied to every arm; repeatable")
     p.add_argument("--report-only", action="store_true", help="train nothing: measure finished runs and write the report")
+    p = sub.add_parser("init-study", help="three initialisations at the paper's geometry on Fashion-MNIST (resumable)")
+    p.add_argument("--runs-dir", default=os.path.join("runs", "init_study"), help="one run directory per initialisation")
+    p.add_argument("--config", default=None, help="default: configs/init_paper_geometry.yaml")
+    p.add_argument("--inits", help="comma-separated subset: paper,caffe,he_normal (default: all three)")
+    p.add_argument("--ten-crop-batches", type=int, default=8,
+                   help="test batches of 128 evaluated with the paper's 10 crops after training (0 = skip)")
+    p.add_argument("--out", default=os.path.join("docs", "init_study.png"), help="the learning-curve figure")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override applied to every run; repeatable")
     p = sub.add_parser("import-caffe", help="BVLC Caffe's bvlc_alexnet.caffemodel as a run directory (docs/caffe.md)")
     p.add_argument("--caffemodel", required=True, help="e.g. bvlc_alexnet.caffemodel (either layer format)")
     p.add_argument("--prototxt", help="net definition, e.g. deploy.prototxt (default: the one inside the caffemodel)")

@@ -40,6 +40,8 @@ class ModelConfig:
     fc_units: int = _spec(4096, lo=2, doc="units in fc6 and fc7 (split evenly over the towers)")
     activation: str = _spec("relu", choices=("relu", "tanh"), doc="§3.1")
     lrn: bool = _spec(True, doc="local response normalisation after conv1 and conv2 (§3.3)")
+    lrn_constant: bool = _spec(False, doc="replace each LRN layer by its constant factor k^-beta (what LRN becomes when "
+                                          "alpha * sum a^2 << k): an ablation that separates normalisation from rescaling")
     lrn_convention: str = _spec("paper", choices=("paper", "caffe"),
                                 doc="paper: k=2, alpha as written; caffe: k=1, alpha/n (Caffe, PyTorch)")
     lrn_across_towers: bool = _spec(False, doc="false: each tower normalises its own channels (the paper's towers on their GPUs); "
@@ -75,6 +77,9 @@ class DataConfig:
     scale: float = _spec(1.0, lo=0.0, lo_open=True,
                          doc="factor applied after mean subtraction; 1 = the paper's raw 0..255 pixel values, 1/255 = [0, 1] range")
     random_crop: int = _spec(0, lo=0, doc="in-memory sources: pad by this many pixels and take a random crop of the original size (0 = off)")
+    upscale: int = _spec(0, lo=0, doc="in-memory sources: bilinearly rescale every image to upscale x upscale, then train on random "
+                                      "model.image_size crops and evaluate the centre crop, as §2/§4.1 do with 256 and 224 "
+                                      "(Fashion-MNIST at the paper's geometry); 0 = the arrays' own size")
     flip: bool = _spec(True, doc="random horizontal flips at training time (§4.1)")
     lighting: bool = _spec(False, doc="PCA lighting (§4.1): add sum_i alpha_i sqrt(lambda_i) p_i to every pixel, alpha_i drawn once per image and presentation")
     lighting_std: float = _spec(0.1, lo=0.0, doc="standard deviation of alpha_i (§4.1: 0.1)")
@@ -278,13 +283,23 @@ def _check_cross(cfg):
                               f"images of data.source = {d.source}" + (f" left after data.val_examples = {d.val_examples}"
                                                                          if d.val_examples else "")
                               + f"; expected 0 (all) to {available}")
+    if d.upscale:
+        if available is None:
+            raise ConfigError(f"config error: data.upscale = {d.upscale} rescales in-memory images; for data.source = {d.source} "
+                              "set data.resize instead")
+        if d.upscale < m.image_size:
+            raise ConfigError(f"config error: data.upscale = {d.upscale} is smaller than model.image_size = {m.image_size}; "
+                              "expected an image at least as large as the crop")
+        if d.random_crop:
+            raise ConfigError(f"config error: data.random_crop = {d.random_crop} and data.upscale = {d.upscale} both crop; "
+                              "expected one of them (upscale crops model.image_size out of the rescaled image)")
     if d.lighting and m.channels != 3:
         raise ConfigError(f"config error: data.lighting = true needs RGB images (model.channels = 3); got {m.channels}")
     _check_distribute(cfg)
-    if cfg.data.source == "fashion_mnist" and (cfg.model.image_size, cfg.model.channels, cfg.model.num_classes) != (28, 1, 10):
+    if d.source == "fashion_mnist" and ((m.channels, m.num_classes) != (1, 10) or (m.image_size != 28 and not d.upscale)):
         raise ConfigError(
-            f"config error: data.source = fashion_mnist needs model.image_size=28, model.channels=1, "
-            f"model.num_classes=10; got {cfg.model.image_size}, {cfg.model.channels}, {cfg.model.num_classes}")
+            f"config error: data.source = fashion_mnist needs model.image_size=28 (or data.upscale >= model.image_size), "
+            f"model.channels=1, model.num_classes=10; got {m.image_size}, {m.channels}, {m.num_classes}")
     from alexnet_tf.config_checks import check  # TF_CONFIG, memory, batch size (imported here: it imports this module)
     check(cfg)
 

@@ -76,9 +76,10 @@ def main(args):
 
     run = load_run(args.run_dir, args.checkpoint, overrides=args.set)
     config = run.config
-    if args.ten_crop and config.data.source not in FILE_SOURCES:
+    if args.ten_crop and config.data.source not in FILE_SOURCES and config.data.upscale <= config.model.image_size:
         raise SystemExit(f"error: --ten-crop needs images larger than the crop; data.source = {config.data.source} "
-                         "gives model.image_size images (use a file source: imagenet, folder, tfds)")
+                         "gives model.image_size images (use a file source: imagenet, folder, tfds, or data.upscale > "
+                         "model.image_size)")
     batches, size = eval_images(config, run.mean, run.class_names, args.split)
     results = evaluate(run.model, batches, config.model.image_size, ten_crop=args.ten_crop, steps=args.steps, total=size)
     results["weights"], results["split"] = run.source, args.split

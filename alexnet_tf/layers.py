@@ -66,6 +66,12 @@ class LocalResponseNormalization(keras.layers.Layer):
         """The coefficient that multiplies the sum of squares in the formula above."""
         return self.alpha if self.convention == "paper" else self.alpha / self.size
 
+    @property
+    def constant_factor(self):
+        """k^-beta: b / a when alpha_eff * sum a^2 << k (2^-0.75 = 0.595 for the paper's constants);
+        `model.lrn_constant` puts this factor where the layer was."""
+        return self.k ** -self.beta
+
     def window_sum_of_squares(self, a):
         """sum_{j=max(0,i-n//2)}^{min(C-1,i+n//2)} a[..., j]**2 for every output channel i of a built
         layer's input `a`, in float64 numpy: the sum in the formula above, for inspecting a trained model."""

@@ -43,6 +43,7 @@ def alexnet(
     fc_units=4096,
     activation="relu",
     lrn=True,
+    lrn_constant=False,
     lrn_convention="paper",
     lrn_across_towers=False,
     pool="overlapping",
@@ -97,6 +98,9 @@ def alexnet(
         if not lrn:
             return h
         i = layer[-1]
+        if lrn_constant:  # the ablation: the factor LRN tends to when alpha * sum a^2 << k, without the normaliser
+            factor = LocalResponseNormalization(convention=lrn_convention).constant_factor
+            return [layers.Rescaling(factor, name=f"lrn{i}_{t}")(h[t]) for t in T]
         if not lrn_across_towers or len(h) == 1:
             return [LocalResponseNormalization(convention=lrn_convention, name=f"lrn{i}_{t}")(h[t]) for t in T]
         both, c = layers.Concatenate(name=f"concat_lrn{i}")(h), h[0].shape[-1]  # (B, H, W, towers * c)
@@ -166,7 +170,7 @@ def build_model(config, tower_devices=None):
     return alexnet(
         m.num_classes, m.image_size, m.channels, towers=m.towers, geometry=m.geometry,
         conv1_kernel=m.conv1_kernel, width=m.width,
-        fc_units=m.fc_units, activation=m.activation, lrn=m.lrn, lrn_convention=m.lrn_convention,
+        fc_units=m.fc_units, activation=m.activation, lrn=m.lrn, lrn_constant=m.lrn_constant, lrn_convention=m.lrn_convention,
         lrn_across_towers=m.lrn_across_towers, pool=m.pool, dropout=m.dropout, conv6=m.conv6,
         remove_conv=tuple(m.remove_conv),
         weight_init=m.weight_init, weight_std=m.weight_std, hidden_bias=m.hidden_bias,

@@ -37,12 +37,14 @@ def eval_resize_size(config):
     """The side images are rescaled to (shorter side) before the crop: §2's 256 for 224 crops.
 
     File sources (the ImageNet input pipeline) use their `data.resize`; in-memory sources hold
-    images of the model's size: Fashion-MNIST (small geometry) resizes straight to the model's
-    input, the ImageNet geometry rescales to 256/224 of the crop, as in the paper.
+    images of the model's size (or data.upscale's): Fashion-MNIST (small geometry) resizes straight to
+    the model's input, the ImageNet geometry rescales to 256/224 of the crop, as in the paper.
     """
     m, d = config.model, config.data
     if d.source in ("imagenet", "folder", "tfds"):  # file sources
         return d.resize
+    if d.upscale:  # in-memory images rescaled to data.upscale for training
+        return d.upscale
     if m.geometry == "imagenet":
         return round(m.image_size * 256 / 224)
     return m.image_size

@@ -306,3 +306,76 @@ def test_val_examples_holds_out_training_images_and_keeps_the_test_split():
             alexnet_tf.load_config(None, fm + [bad])
     with pytest.raises(ConfigError, match="data.val_examples = 10 subsets in-memory data; expected 0 for data.source = folder"):
         alexnet_tf.load_config(None, ["data.source=folder", "data.path=/tmp", "data.val_examples=10"])
+
+
+def numpy_bilinear(image, size):
+    """Bilinear rescaling with half-pixel centres, by hand: output pixel i samples the input at
+    (i + 0.5) * h / size - 0.5, clamped to the edge pixels; (h, w, C) -> (size, size, C)."""
+    h, w = image.shape[:2]
+
+    def taps(n_in):
+        pos = np.clip((np.arange(size) + 0.5) * n_in / size - 0.5, 0, n_in - 1)
+        lo = np.floor(pos).astype(int)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, pos - lo
+
+    r0, r1, fr = taps(h)
+    c0, c1, fc = taps(w)
+    x = image.astype(np.float64)
+    rows = x[r0] * (1 - fr)[:, None, None] + x[r1] * fr[:, None, None]
+    return rows[:, c0] * (1 - fc)[None, :, None] + rows[:, c1] * fc[None, :, None]
+
+
+def test_upscale_is_bilinear_and_the_mean_image_commutes_with_it():
+    from alexnet_tf.data import preprocess
+    x = np.random.default_rng(0).integers(0, 256, (5, 7, 9, 2)).astype(np.uint8)
+    up = preprocess.upscale(x, 20).numpy()
+    assert up.shape == (5, 20, 20, 2) and up.dtype == np.float32
+    for i in range(5):
+        np.testing.assert_allclose(up[i], numpy_bilinear(x[i], 20), atol=1e-3)
+    # linear: the rescaled mean image is the mean of the rescaled images (what data.upscale relies on)
+    mean_then_up = preprocess.upscale(x.astype(np.float64).mean(0)[None], 20).numpy()[0]
+    np.testing.assert_allclose(mean_then_up, up.astype(np.float64).mean(0), atol=1e-3)
+
+
+def test_upscaled_pipeline_crops_the_rescaled_images():
+    """data.upscale = 36, model.image_size = 28: validation batches are the centre 28x28 of the images
+    rescaled to 36 minus the rescaled mean; training batches are 28x28 windows of the rescaled images."""
+    import alexnet_tf
+    from alexnet_tf.config import ConfigError
+    from alexnet_tf.data import make_datasets, synthetic
+    from conftest import tiny_overrides
+
+    cfg = alexnet_tf.load_config(None, tiny_overrides(**{"data.upscale": 36, "data.flip": False, "train.deterministic": True}))
+    data = make_datasets(cfg)
+    arrays = synthetic.load(28, 1, 10, 64, 0)
+    (x, _), (xv, yv) = arrays["train"], arrays["val"]
+    mean = numpy_bilinear(x.astype(np.float64).mean(0), 36)
+    assert data.mean.shape == (36, 36, 1)
+    np.testing.assert_allclose(data.mean, mean, atol=1e-3)
+    vx, vy = next(iter(data.val))
+    expected = np.stack([numpy_bilinear(i, 36) for i in xv[:16]]) - mean
+    np.testing.assert_allclose(vx, expected[:, 4:32, 4:32], atol=1e-3)
+    np.testing.assert_array_equal(vy, yv[:16])
+    # every training image is a 28x28 window of one rescaled training image (mean subtracted), not always the centre
+    rescaled = np.stack([numpy_bilinear(i, 36) for i in x]) - mean
+    tx, ty = next(iter(data.train))
+    offsets = set()
+    for image in tx.numpy():
+        hits = [(n, t, l) for n in range(len(x)) for t in range(9) for l in range(9)
+                if np.abs(rescaled[n, t:t + 28, l:l + 28] - image).max() < 1e-2]
+        assert hits, "a training image that is no window of a rescaled training image"
+        offsets.add(hits[0][1:])
+    assert tx.shape == (16, 28, 28, 1) and len(offsets) > 1
+    for bad, fragment in (({"data.upscale": 20}, "data.upscale = 20 is smaller than model.image_size = 28"),
+                          ({"data.upscale": 36, "data.random_crop": 2}, "data.random_crop = 2 and data.upscale = 36 both crop")):
+        with pytest.raises(ConfigError, match=re.escape(fragment)):
+            alexnet_tf.load_config(None, tiny_overrides(**bad))
+    with pytest.raises(ConfigError, match="data.upscale = 256 rescales in-memory images; for data.source = folder"):
+        alexnet_tf.load_config(None, ["data.source=folder", "data.path=/tmp", "data.upscale=256"])
+    # Fashion-MNIST at the paper's geometry: 224 crops of 256 (configs/init_paper_geometry.yaml)
+    alexnet_tf.load_config(None, ["data.source=fashion_mnist", "model.channels=1", "model.num_classes=10",
+                                  "data.upscale=256", "model.image_size=224"])
+    with pytest.raises(ConfigError, match=re.escape("needs model.image_size=28 (or data.upscale >= model.image_size)")):
+        alexnet_tf.load_config(None, ["data.source=fashion_mnist", "model.channels=1", "model.num_classes=10",
+                                      "model.image_size=224"])

@@ -1,5 +1,6 @@
 """The architecture against the paper's numbers, counted by hand."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -105,6 +106,27 @@ def test_variants_change_the_layers_they_name():
     assert model.get_layer("dropout6_1").rate == 0.2
     # Non-overlapping 2x2/2 pools on a 28x28 image: 28 -> 14 -> 7 -> 3.
     assert model.get_layer("pool5_0").output.shape[1:3] == (3, 3)
+
+
+def test_lrn_constant_puts_k_to_the_minus_beta_where_the_lrn_layers_were():
+    """model.lrn_constant: each LRN layer becomes b = a * k^-beta (2^-0.75 with the paper's constants,
+    1 with Caffe's k = 1); the rest of the network, its weights and their count stay as they were."""
+    base = alexnet_tf.load_config(None, tiny_overrides())
+    const = alexnet_tf.load_config(None, tiny_overrides(**{"model.lrn_constant": True}))
+    a, b = alexnet_tf.build_model(base), alexnet_tf.build_model(const)
+    assert a.count_params() == b.count_params() and [l.name for l in a.layers] == [l.name for l in b.layers]
+    b.set_weights(a.get_weights())
+    x = np.random.default_rng(0).normal(0, 30, (2, 28, 28, 1)).astype("float32")
+    for name in ("lrn1_0", "lrn2_1"):
+        inp = keras.Model(b.input, b.get_layer(name).input).predict(x, verbose=0)
+        out = keras.Model(b.input, b.get_layer(name).output).predict(x, verbose=0)
+        np.testing.assert_allclose(out, inp * 2.0 ** -0.75, rtol=1e-6)
+    # with small activations (alpha * sum a^2 << k) the real LRN is that factor too: the two nets agree
+    small = x * 1e-3
+    np.testing.assert_allclose(a.predict(small, verbose=0), b.predict(small, verbose=0), rtol=1e-3, atol=1e-6)
+    caffe = alexnet_tf.build_model(alexnet_tf.load_config(None, tiny_overrides(**{
+        "model.lrn_constant": True, "model.lrn_convention": "caffe"})))
+    assert caffe.get_layer("lrn1_0").scale == 1.0
 
 
 @pytest.mark.parametrize("size, pooled", [(28, 2), (32, 3)])

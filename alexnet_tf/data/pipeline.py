@@ -92,20 +92,24 @@ def make_datasets(config):
 
 
 def _array_datasets(config):
-    d = config.data
+    d, m = config.data, config.model
     arrays, class_names = load_arrays(config)
     (x_train, y_train), (x_val, y_val) = arrays["train"], arrays["val"]
-    mean = preprocess.mean_of(x_train, d.mean)
+    mean = _upscaled_mean(preprocess.mean_of(x_train, d.mean), d.upscale)
     lighting = None
     if d.lighting:
         acc = stats_lib.Accumulator()
         for i in range(0, len(x_train), 1024):
             acc.add(x_train[i:i + 1024])
         lighting = stats_lib.lighting_basis(acc.result(), d.pca)
+    # data.upscale: rescaled images, random model.image_size crops (§4.1); else data.random_crop's pad-and-crop
+    crop = "random" if d.random_crop or d.upscale else None
+    size = m.image_size if d.upscale else x_train.shape[1]
 
     def train_batch(xy, seed):
-        x = augment(xy[0], seed, mean, scale=d.scale, pad=d.random_crop, crop="random" if d.random_crop else None,
-                    size=x_train.shape[1], flip=d.flip, lighting=lighting, lighting_std=d.lighting_std)
+        images = preprocess.upscale(xy[0], d.upscale) if d.upscale else xy[0]
+        x = augment(images, seed, mean, scale=d.scale, pad=d.random_crop, crop=crop, size=size, flip=d.flip,
+                    lighting=lighting, lighting_std=d.lighting_std)
         return x, xy[1]
 
     train = (tf.data.Dataset.from_tensor_slices((x_train, y_train))
@@ -117,14 +121,20 @@ def _array_datasets(config):
              .prefetch(tf.data.AUTOTUNE)
              .with_options(_options(config)))
 
-    def evaluation(x, y):  # in the arrays' order, whatever train.deterministic says
-        return _evaluation(tf.data.Dataset.from_tensor_slices((x, y)), d.batch_size, mean, d.scale)
+    def evaluation(x, y):  # in the arrays' order, whatever train.deterministic says; the centre crop
+        return _evaluation(tf.data.Dataset.from_tensor_slices((x, y)), d.batch_size, mean, d.scale, d.upscale,
+                           m.image_size if d.upscale else None)
 
     test = arrays.get("test")
     train_steps, val_steps = _steps(config, len(x_train), len(x_val))
     return Data(train, evaluation(x_val, y_val), train_steps, val_steps, len(x_train), len(x_val), mean,
                 tuple(class_names), test=None if test is None else evaluation(*test),
                 test_size=0 if test is None else len(test[0]))
+
+
+def _upscaled_mean(mean, upscale):
+    """The mean image at data.upscale's size (exact: bilinear rescaling is linear), or as it is."""
+    return preprocess.upscale(mean[None], upscale)[0].numpy() if upscale else mean
 
 
 def _file_datasets(config):
@@ -158,11 +168,12 @@ def _file_datasets(config):
                 stats_file=stats_file, skipped=tuple(skipped))
 
 
-def _evaluation(images, batch_size, mean, scale):
-    """Batched (normalised images, labels) of a one-pass in-memory dataset of (image, label)."""
-    return (images.batch(batch_size)
-            .map(lambda x, y: (normalize_for_eval(x, mean, scale), y), num_parallel_calls=tf.data.AUTOTUNE)
-            .prefetch(tf.data.AUTOTUNE))
+def _evaluation(images, batch_size, mean, scale, upscale=0, crop=None):
+    """Batched (normalised images, labels) of a one-pass in-memory dataset of (image, label), rescaled to
+    `upscale` (data.upscale, 0 = as they are) and centre-cropped to `crop` (None = whole)."""
+    def normalise(x, y):
+        return normalize_for_eval(preprocess.upscale(x, upscale) if upscale else x, mean, scale, crop), y
+    return images.batch(batch_size).map(normalise, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def _steps(config, train_size, val_size):
@@ -251,7 +262,7 @@ def eval_images(config, mean, class_names, split="val"):
 
     split "val": the validation split; "test": the test split that data.val_examples set apart
     (in-memory sources only). File sources give data.resize x data.resize images (the 10 crops are
-    taken from them); in-memory sources their arrays. `mean` and `class_names` are a run's
+    taken from them); in-memory sources their arrays, rescaled to data.upscale if set. `mean` and `class_names` are a run's
     (mean.npy, classes.json).
     """
     d = config.data
@@ -264,4 +275,4 @@ def eval_images(config, mean, class_names, split="val"):
         return batches, val.size
     arrays, _ = load_arrays(config)
     x, y = arrays[split]
-    return _evaluation(tf.data.Dataset.from_tensor_slices((x, y)), d.batch_size, mean, d.scale), len(x)
+    return _evaluation(tf.data.Dataset.from_tensor_slices((x, y)), d.batch_size, mean, d.scale, d.upscale), len(x)

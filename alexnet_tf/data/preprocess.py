@@ -56,6 +56,15 @@ def center_crop(images, size):
     return images[:, top:top + size, left:left + size, :]
 
 
+def upscale(images, size):
+    """Bilinear rescaling of (B, h, w, C) images to (B, size, size, C) float32 on the same 0..255 scale.
+
+    Linear in the pixels, so upscale(mean of images) = mean of upscale(images): the mean image can be
+    computed at the arrays' size and rescaled (data.upscale).
+    """
+    return tf.image.resize(tf.cast(images, tf.float32), [size, size], method="bilinear")
+
+
 def pad(images, amount):
     """Zero-pad height and width by `amount` on every side (zero = the mean after subtraction)."""
     return tf.pad(images, [[0, 0], [amount, amount], [amount, amount], [0, 0]])
