@@ -14,52 +14,98 @@ from alexnet_tf.__main__ import main as cli
 from alexnet_tf.config import parse_override
 
 
-# === The verdict on hand-made numbers ===
+# === The statistics against published values and hand calculations ===
 
-def test_difference_and_standard_error_by_hand():
-    # means 2 and 4, sample stds 1 and 2 -> d = 2, SE = sqrt(1/3 + 4/3)
-    diff, se = stats.difference([1, 2, 3], [2, 4, 6])
-    assert diff == pytest.approx(2.0) and se == pytest.approx(math.sqrt(5 / 3))
-    diff, se = stats.difference([0.1], [0.2, 0.3])
-    assert diff == pytest.approx(0.15) and math.isnan(se)  # one seed: no noise estimate
+@pytest.mark.parametrize("df, t975, t95", [  # two-tailed t tables (e.g. NIST/SEMATECH e-Handbook, Table 1.3.6.7.2)
+    (1, 12.706, 6.314), (2, 4.303, 2.920), (3, 3.182, 2.353), (4, 2.776, 2.132), (5, 2.571, 2.015),
+    (10, 2.228, 1.812), (30, 2.042, 1.697), (100, 1.984, 1.660)])
+def test_t_quantiles_are_the_tables(df, t975, t95):
+    assert stats.t_quantile(0.975, df) == pytest.approx(t975, abs=6e-4)
+    assert stats.t_quantile(0.95, df) == pytest.approx(t95, abs=6e-4)
+    assert stats.t_sf2(t975, df) == pytest.approx(0.05, abs=2e-4)
 
 
-@pytest.mark.parametrize("a, b, expected, verdict", [
-    ([0.100, 0.102, 0.098], [0.120, 0.122, 0.118], +1, "agrees"),            # +2 pp, SE 0.16 pp
-    ([0.100, 0.102, 0.098], [0.120, 0.122, 0.118], -1, "does not agree"),    # the paper predicted the other sign
-    ([0.100, 0.102, 0.098], [0.095, 0.097, 0.093], +1, "does not agree"),    # -0.5 pp, 3 SE below zero
-    ([0.100, 0.102, 0.098], [0.101, 0.099, 0.103], +1, "inconclusive"),      # +0.1 pp < 2 x 0.16 pp
-    ([0.100, 0.110, 0.090], [0.115, 0.125, 0.105], +1, "inconclusive"),      # +1.5 pp but SE 0.82 pp: 1.8 SE
-    ([0.100], [0.150], +1, "inconclusive (1 seed)"),
-    ([0.100, 0.100, 0.100], [0.100, 0.100, 0.100], +1, "inconclusive"),      # no difference at all
-    ([300, 320, 310], [900, 1000, 950], +1, "agrees"),                         # steps: tanh slower
+def test_t_tail_in_closed_form():
+    # df = 1 is the Cauchy distribution: P(|T| > t) = 1 - 2 atan(t) / pi; df = 2: 1 - t / sqrt(2 + t^2)
+    for t in (0.3, 1.0, 2.5, 10.0):
+        assert stats.t_sf2(t, 1) == pytest.approx(1 - 2 * math.atan(t) / math.pi, rel=1e-10)
+        assert stats.t_sf2(t, 2) == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-10)
+    assert stats.t_sf2(0.0, 4) == pytest.approx(1.0) and stats.t_sf2(math.inf, 4) == 0.0
+
+
+def test_welch_by_hand():
+    # a: mean 2, s^2 1; b: mean 5.5, s^2 29/3 -> se^2 = 1/3 + 29/12 = 2.75, df = 2.75^2 / ((1/3)^2/2 + (29/12)^2/3)
+    w = stats.welch([1, 2, 3], [2, 4, 7, 9])
+    df = 2.75 ** 2 / ((1 / 3) ** 2 / 2 + (29 / 12) ** 2 / 3)
+    assert (w.diff, w.se, w.df) == pytest.approx((3.5, math.sqrt(2.75), df))
+    assert w.t == pytest.approx(3.5 / math.sqrt(2.75))
+    assert w.p == pytest.approx(stats.t_sf2(w.t, df))
+    half = stats.t_quantile(0.975, df) * math.sqrt(2.75)
+    assert (w.low, w.high) == pytest.approx((3.5 - half, 3.5 + half))
+    one = stats.welch([0.1], [0.2, 0.3])
+    assert one.diff == pytest.approx(0.15) and math.isnan(one.p)  # one seed: no noise estimate
+
+
+def test_paired_test_uses_the_per_seed_differences():
+    a, b = [10.0, 12.0, 11.0, 15.0], [10.5, 12.4, 11.7, 15.4]   # d = 0.5, 0.4, 0.7, 0.4: mean 0.5, sd 0.1414
+    p = stats.paired(a, b)
+    sd = np.std([0.5, 0.4, 0.7, 0.4], ddof=1)
+    assert (p.diff, p.se, p.df) == pytest.approx((0.5, sd / 2, 3.0))
+    assert p.p == pytest.approx(stats.t_sf2(0.5 / (sd / 2), 3)) and p.p < 0.01
+    assert stats.welch(a, b).p > 0.5   # the seeds' shared noise hides the same shift from an unpaired test
+    # compare() pairs by seed, in any order, on the seeds both arms have
+    c = stats.compare(a, [0, 1, 2, 3], b[::-1] + [99.0], [3, 2, 1, 0, 7])
+    assert c.kind == "paired" and c.diff == pytest.approx(0.5)
+    assert stats.compare(a, [0, 1, 2, 3], b, [4, 5, 6, 7]).kind == "welch"
+
+
+def test_holm_by_hand():
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1, then running maxima; nan is not a test
+    assert stats.holm([0.01, 0.04, 0.03, math.nan, 0.005])[:3] == pytest.approx([0.03, 0.06, 0.06])
+    assert stats.holm([0.01, 0.04, 0.03, math.nan, 0.005])[4] == pytest.approx(0.02)
+    assert math.isnan(stats.holm([0.01, math.nan])[1]) and stats.holm([0.6, 0.7]) == [1.0, 1.0]
+
+
+def _test(diff, low, high, p=0.01):
+    return stats.Test("paired", diff, 1.0, 4, diff, p, low, high, 5, 5)
+
+
+@pytest.mark.parametrize("test, holm_p, expected, paper, verdict", [
+    (_test(0.02, 0.01, 0.03), 0.02, +1, 0.014, "agrees"),
+    (_test(0.02, 0.01, 0.03), 0.02, -1, None, "does not agree"),
+    (_test(-0.005, -0.008, -0.002), 0.04, +1, 0.004, "does not agree"),
+    (_test(0.002, -0.003, 0.007), 0.30, +1, 0.014, "smaller than the paper's effect"),   # the interval ends below 1.4 pp
+    (_test(0.002, -0.003, 0.007), 0.30, +1, 0.004, "inconclusive"),                      # 0.4 pp is inside it
+    (_test(0.002, -0.003, 0.007), 0.30, +1, None, "inconclusive"),                       # no number to compare with
+    (_test(0.03, 0.02, 0.04, p=0.001), 0.08, +1, 0.014, "inconclusive"),  # beyond the paper's, but not after Holm
+    (_test(-0.3, -0.5, -0.1), 0.2, -1, -math.log(2), "smaller than the paper's effect"),  # steps: x0.74, paper x0.5
+    (_test(0.01, math.nan, math.nan, p=math.nan), math.nan, +1, 0.014, "inconclusive (no noise estimate)"),
 ])
-def test_verdict_on_hand_made_numbers(a, b, expected, verdict):
-    diff, se = stats.difference(a, b)
-    assert stats.verdict(diff, se, expected, len(a), len(b)) == verdict
+def test_verdict_rule(test, holm_p, expected, paper, verdict):
+    assert stats.verdict(test, holm_p, expected, paper) == verdict
 
 
-def test_verdict_boundary_is_two_standard_errors():
-    assert stats.verdict(2.0, 1.0, +1, 3, 3) == "agrees"
-    assert stats.verdict(1.999, 1.0, +1, 3, 3) == "inconclusive"
-    assert stats.verdict(-2.0, 1.0, +1, 3, 3) == "does not agree"
+def test_seeds_needed_for_an_interval():
+    # sd of differences 1 pp, half-width 1 pp: t_{0.975, n-1} / sqrt(n) <= 1 first at n = 7 (2.447 / 2.646)
+    assert stats.seeds_needed(1.0, 1.0) == 7
+    assert stats.seeds_needed(1.0, 0.01) is None
 
 
 def _fake_arm(name, values, metric="val_top1_error"):
     runs = [{metric: v, "censored": {study.THRESHOLD: False, study.CONVERGED: False}} for v in values]
-    return {"arm": study.ARM_BY_NAME[name], "runs": runs}
+    return {"arm": study.ARM_BY_NAME[name], "runs": runs, "seeds": list(range(len(values)))}
 
 
 def test_claim_row_formats_the_numbers_it_was_given():
-    results = {"base": _fake_arm("base", [0.100, 0.102, 0.098]), "no_lrn": _fake_arm("no_lrn", [0.120, 0.122, 0.118])}
-    claim = next(c for c in study.CLAIMS if c.key == "2")
-    row, numbers = report.claim_row(claim, results)
+    results = {"base": _fake_arm("base", [0.100, 0.102, 0.098]), "no_lrn": _fake_arm("no_lrn", [0.121, 0.122, 0.118])}
+    (only,) = report.analyse(results).values()   # claims whose arms are not in the study have no row
+    row = only["row"]
     assert row[0] == "2" and "§3.3" in row[1] and "-1.4 % top-1" in row[2]
-    assert row[3] == "base: 10.00 ± 0.20 % (3 seeds)<br>no_lrn: 12.00 ± 0.20 % (3 seeds)"
-    assert row[4] == "+2.00 ± 0.16 pp (paper +1.4 pp)" and row[5] == "agrees"
-    assert numbers["diff"] == pytest.approx(0.02) and numbers["se"] == pytest.approx(0.002 * math.sqrt(2 / 3))
-    # claims whose arms are not in the study have no row
-    assert report.claim_row(next(c for c in study.CLAIMS if c.key == "4"), results) is None
+    assert row[3] == "base: 10.00 ± 0.20 % (3 seeds)<br>no_lrn: 12.03 ± 0.21 % (3 seeds)"
+    t = stats.paired([0.100, 0.102, 0.098], [0.121, 0.122, 0.118])
+    assert row[4] == f"+2.03 [{100 * t.low:+.2f}, {100 * t.high:+.2f}] pp (paper +1.4 pp)"
+    assert row[5] == f"paired t(2.0) = {t.t:+.2f}, p = {t.p:.3f} / {t.p:.3f}"   # one claim: Holm changes nothing
+    assert row[6] == "agrees" and only["test"].diff == pytest.approx(0.061 / 3)
 
 
 def test_claim_one_reports_the_ratio_and_marks_runs_that_never_reached_the_threshold():
@@ -68,20 +114,22 @@ def test_claim_one_reports_the_ratio_and_marks_runs_that_never_reached_the_thres
     tanh = _fake_arm("tanh", [900, 1872, 1872], "steps_to_threshold")
     for run in tanh["runs"][1:]:
         run["censored"] = {t: True, study.CONVERGED: True}  # never reached: the whole run (1872 steps) counted
-    row, _ = report.claim_row(study.CLAIMS[0], {"base": relu, "tanh": tanh})
+    row = report.analyse({"base": relu, "tanh": tanh})["1"]["row"]
     assert "tanh: >1548 ± 561 steps (3 seeds, 2 not reached)" in row[3]
-    assert row[4] == "+1328 ± 324 steps (ratio x>7.04; paper x6)"   # 1548 / 220
-    assert row[5] == "agrees"
+    ratio = math.exp(np.mean(np.log([900 / 200, 1872 / 220, 1872 / 240])))  # the geometric mean of the paired ratios
+    assert row[4].startswith(f"tanh / base: x{ratio:.2f} [x") and row[4].endswith("(paper x6)")
+    assert row[6].endswith("(some runs never reached the threshold: their whole run counted)")
 
 
 def test_every_claim_agrees_on_numbers_shaped_like_the_papers():
     """Hand-written per-arm numbers that behave as the paper says (with a little seed noise): every
     claim's verdict must be 'agrees', which pins down the sign convention of each claim."""
-    noise = np.array([-1, 0, 1])
+    noise = np.array([-1, 0, 1, 2, -2])
     paper_like = {  # arm: (val top-1 error, val - train gap, steps to THRESHOLD, steps to CONVERGED)
         "base": (0.100, 0.020, 200, 1000),
         "tanh": (0.110, 0.020, 1200, 1800),      # §3.1: slower to the threshold
         "no_lrn": (0.114, 0.020, 200, 1000),     # §3.3: +1.4 pp
+        "lrn_constant": (0.114, 0.020, 200, 1000),  # the gain was the normalisation
         "pool_2x2": (0.104, 0.030, 200, 1000),   # §3.4: +0.4 pp and overfits more
         "one_tower": (0.117, 0.020, 200, 1000),  # §3.2: +1.7 pp
         "no_dropout": (0.105, 0.080, 150, 500),  # §4.2: overfits much more, converges in half the steps
@@ -89,15 +137,17 @@ def test_every_claim_agrees_on_numbers_shaped_like_the_papers():
         "no_conv3": (0.120, 0.020, 200, 1000),
         "no_conv4": (0.120, 0.020, 200, 1000),
     }
+    rng = np.random.default_rng(0)
     results = {}
     for name, (err, gap, steps, converged) in paper_like.items():
-        runs = [{"val_top1_error": err + 0.0005 * n, "gap": gap + 0.0005 * n, "steps_to_threshold": steps + 5 * n,
-                 "steps_to_converged": converged + 5 * n, "censored": {study.THRESHOLD: False, study.CONVERGED: False}}
-                for n in noise]
-        results[name] = {"arm": study.ARM_BY_NAME[name], "runs": runs}
-    verdicts = {c.key: report.claim_row(c, results)[1]["verdict"] for c in study.CLAIMS}
+        jitter = rng.normal(0, 1, len(noise))  # per-arm noise on top of the seeds' shared noise
+        runs = [{"val_top1_error": err + 0.0005 * (n + j), "gap": gap + 0.0005 * (n + j),
+                 "steps_to_threshold": steps + 5 * (n + j), "steps_to_converged": converged + 5 * (n + j),
+                 "censored": {study.THRESHOLD: False, study.CONVERGED: False}} for n, j in zip(noise, jitter)]
+        results[name] = {"arm": study.ARM_BY_NAME[name], "runs": runs, "seeds": list(range(len(noise)))}
+    verdicts = {k: a["verdict"] for k, a in report.analyse(results).items()}
     assert verdicts == {c.key: "agrees" for c in study.CLAIMS}
-    assert sorted(verdicts) == ["1", "2", "3a", "3b", "4", "5a", "5b", "6a", "6b", "6c"]
+    assert sorted(verdicts) == ["1", "2", "2b", "3a", "3b", "4", "5a", "5b", "6a", "6b", "6c"]
 
 
 # === Reading the training-error curve ===
@@ -115,8 +165,18 @@ def test_windowed_recovers_the_mean_error_of_each_window():
         expected.append(errors[start:s].mean())
         previous = s
     np.testing.assert_allclose(measure.windowed(steps, np.array(running), spe), expected, rtol=1e-12)
-    assert measure.steps_to(steps, np.array(expected), min(expected)) == steps[int(np.argmin(expected))]
-    assert measure.steps_to(steps, np.array(expected), -1.0) is None
+
+
+def test_steps_to_a_threshold_from_every_step():
+    """train.log_every = 1: the first step whose trailing 20-step mean error is <= the threshold, by hand."""
+    errors = np.concatenate([np.full(30, 0.5), np.full(30, 0.1)])  # 50 % for 30 steps, then 10 %
+    steps = np.arange(1, 61)
+    # the mean of steps s-19..s is (0.5 * (30 - (s - 20)) + 0.1 * (s - 30)) / 20 for 30 < s <= 50: <= 0.3 from s = 40
+    assert measure.steps_to(steps, errors, 0.3) == 40
+    assert measure.steps_to(steps, errors, 0.5) == 20   # only full windows count: not step 1
+    assert measure.steps_to(steps, errors, 0.05) is None
+    # windows of 5 logged steps: each step takes its window's mean; the same crossing here
+    assert measure.steps_to(steps[4::5], errors[4::5], 0.3) == 40
 
 
 def _write_segment(log_dir, stamp, batch_steps, epoch_steps, value):
@@ -233,13 +293,14 @@ def test_tiny_study_table_from_real_runs_then_resume(tmp_path, capsys):
         assert m["epochs_completed"] == 2
     # the claims table: LRN (the only claim both arms answer) and PCA lighting, with the six columns
     rows = _rows(text, report.TABLE_HEADER)
-    assert [r[0] for r in rows] == ["2", "7"] and all(len(r) == 6 for r in rows)
+    assert [r[0] for r in rows] == ["2", "7"] and all(len(r) == 7 for r in rows)
     lrn = rows[0]
     assert lrn[3] == (f"base: {100 * metrics['base']['val_top1_error']:.2f} % (1 seed)<br>"
                       f"no_lrn: {100 * metrics['no_lrn']['val_top1_error']:.2f} % (1 seed)")
     diff = metrics["no_lrn"]["val_top1_error"] - metrics["base"]["val_top1_error"]
-    assert lrn[4] == f"{100 * diff:+.2f} pp (paper +1.4 pp)" and lrn[5] == "inconclusive (1 seed)"
-    assert "colour" in rows[1][5] and "tests/test_data.py" in rows[1][5]
+    assert lrn[4] == f"{100 * diff:+.2f} pp (paper +1.4 pp)" and lrn[5] == "welch: no noise estimate"
+    assert lrn[6] == "inconclusive (1 seed)"
+    assert "colour" in rows[1][6] and "tests/test_data.py" in rows[1][6]
 
     # per arm: the same numbers, and the error on the training images checked against the saved model
     per_arm = {r[0]: r for r in _rows(text, next(l for l in text.splitlines() if l.startswith("| arm |")))}

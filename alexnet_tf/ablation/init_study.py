@@ -9,7 +9,7 @@ figure. The printed table is what docs/init_study.md records.
 "Learns" is read off the training error the optimiser sees, per step (train.log_every = 1; the exact
 per-batch values recovered from Keras's running epoch means, measure.windowed):
 
-    smoothed(s) = mean of the batch errors of steps s - SMOOTH + 1 .. s
+    smoothed(s) = mean of the batch errors of steps s - SMOOTH + 1 .. s       (SMOOTH = 20, measure.py)
     steps to learn = the first s with smoothed(s) <= LEARNS (or none within the run)
 
 Chance is 90 % (10 classes); LEARNS = 80 % is far enough below it that a 20-step mean of 128-image
@@ -25,7 +25,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from alexnet_tf.ablation.measure import steps_per_epoch, training_error_curve, write_json
+from alexnet_tf.ablation.measure import SMOOTH, smoothed, steps_per_epoch, steps_to, training_error_curve, write_json
 from alexnet_tf.ablation.runner import _train
 from alexnet_tf.ablation.study import ROOT
 from alexnet_tf.config import load_config
@@ -37,24 +37,7 @@ INITS = (
     ("he_normal", "He-normal weights, biases 0, pixels x 1/255", (
         "model.weight_init=he_normal", "model.hidden_bias=0.0", "data.scale=0.00392156862745098")),
 )
-SMOOTH = 20
 LEARNS = 0.80
-
-
-def smoothed(errors, window=SMOOTH):
-    """Trailing moving average: out[i] = mean(errors[max(0, i - window + 1) .. i])."""
-    e = np.asarray(errors, float)
-    c = np.concatenate([[0.0], np.cumsum(e)])
-    i = np.arange(1, len(e) + 1)
-    lo = np.maximum(0, i - window)
-    return (c[i] - c[lo]) / (i - lo)
-
-
-def steps_to_learn(steps, errors, level=LEARNS, window=SMOOTH):
-    """The first step whose trailing `window`-step mean training error is <= level, or None."""
-    s = smoothed(errors, window)
-    hit = np.nonzero(s[window - 1:] <= level)[0]  # only full windows count
-    return int(steps[hit[0] + window - 1]) if len(hit) else None
 
 
 def summarise(run_dir):
@@ -75,7 +58,7 @@ def summarise(run_dir):
     return {
         "steps": [int(s) for s in steps], "train_errors": [float(e) for e in errors],
         "val_steps": [int((s + 1) * spe) for s in val_steps], "val_errors": [float(e) for e in val_errors],
-        "steps_to_learn": steps_to_learn(np.asarray(steps), errors),
+        "steps_to_learn": steps_to(steps, errors, LEARNS),
         "final_train_error": float(np.mean(errors[-SMOOTH:])) if len(errors) else float("nan"),
         "val_top1_error": metrics["val_top1_error"], "test_top1_error": metrics.get("test_top1_error"),
         "test_images": metrics.get("test_images"), "wall_seconds": metrics.get("wall_seconds"),

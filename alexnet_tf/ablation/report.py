@@ -13,11 +13,12 @@ from string import Template
 import numpy as np
 
 from alexnet_tf.ablation.plots import make_figures
-from alexnet_tf.ablation.stats import difference, mean_std, seed_values, verdict
+from alexnet_tf.ablation.stats import compare, holm, mean_std, seed_values, verdict
 from alexnet_tf.ablation.study import BUDGETS, CLAIMS, CONVERGED, LIGHTING_ROW, ROOT, SENSITIVITY, THRESHOLD
 
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "report_template.md")
-TABLE_HEADER = "| # | claim | paper | ours: mean ± std over seeds | measured difference | verdict |"
+TABLE_HEADER = ("| # | claim | paper | ours: mean ± sd over seeds | difference [95 % interval] | "
+                "test: t (df), p raw / Holm | verdict |")
 DISCUSSION_BEGIN = "<!-- discussion: kept when the report is regenerated -->"
 DISCUSSION_END = "<!-- end of discussion -->"
 
@@ -78,38 +79,80 @@ def _table(rows):
 
 # === Tables ===
 
-def claim_row(claim, results):
-    """(cells of the table row, numbers) for one claim; None if its arms are not part of this study."""
-    if claim.a not in results or claim.b not in results:
+def paper_effect(claim):
+    """The paper's difference in the units of the claim's test, or None: a fraction of top-1 error for
+    errors ('+1.4' pp -> 0.014), log(steps ratio b / a) for steps ('x6' for tanh / ReLU -> log 6;
+    'x2' for dropout / none, expected -1 -> log 1/2)."""
+    if not claim.paper_value:
         return None
-    ra, rb = results[claim.a], results[claim.b]
-    va, vb = seed_values(ra, claim.metric), seed_values(rb, claim.metric)
-    threshold = {"steps_to_threshold": THRESHOLD, "steps_to_converged": CONVERGED}.get(claim.metric)
-    cens = lambda r: sum(run["censored"][threshold] for run in r["runs"]) if threshold else 0
-    cells = [f"{claim.a}: {_fmt(claim.metric, *mean_std(va), cens(ra))}",
-             f"{claim.b}: {_fmt(claim.metric, *mean_std(vb), cens(rb))}"]
-    if not va or not vb:
-        return [claim.key, f"{claim.text} ({claim.section})", claim.paper, "<br>".join(cells), "n/a", "missing runs"], None
-    diff, se = difference(va, vb)
     if claim.metric.startswith("steps"):
-        # the ratio slow / fast as the paper states it (x6 for tanh / ReLU, x2 for dropout / none)
-        slow, fast = (rb, ra) if claim.expected > 0 else (ra, rb)
-        ratio = _ratio([run[claim.metric] for run in slow["runs"]], [run[claim.metric] for run in fast["runs"]],
-                       cens(slow) > 0, cens(fast) > 0)
-        measured = f"{diff:+.0f}" + ("" if math.isnan(se) else f" ± {se:.0f}") + f" steps (ratio {ratio}" + \
-            (f"; paper {claim.paper_value})" if claim.paper_value else ")")
-    else:
-        measured = f"{100 * diff:+.2f}" + ("" if math.isnan(se) else f" ± {100 * se:.2f}") + " pp" + \
-            (f" (paper {claim.paper_value} pp)" if claim.paper_value else "")
-    v = verdict(diff, se, claim.expected, len(va), len(vb))
-    row = [claim.key, f"{claim.text} ({claim.section})", claim.paper, "<br>".join(cells), measured, v]
-    return row, {"diff": diff, "se": se, "verdict": v}
+        return claim.expected * math.log(float(claim.paper_value.removeprefix("x")))
+    return float(claim.paper_value) / 100
+
+
+def claim_values(claim, result):
+    """(per-seed values the test compares, seeds): steps as log steps (their ratio is the paper's measure)."""
+    values = seed_values(result, claim.metric)
+    if claim.metric.startswith("steps"):
+        values = [math.log(v) for v in values]
+    return values, list(result["seeds"])
+
+
+def _difference_cell(claim, test):
+    if claim.metric.startswith("steps"):  # exp of the mean log difference: the ratio b / a (geometric means)
+        cell = f"x{math.exp(test.diff):.2f}" + ("" if math.isnan(test.low) else
+                                                f" [x{math.exp(test.low):.2f}, x{math.exp(test.high):.2f}]")
+        if claim.paper_value:
+            paper = math.exp(paper_effect(claim))
+            cell += f" (paper x{paper:.2f})" if paper < 1 else f" (paper {claim.paper_value})"
+        return f"{claim.b} / {claim.a}: {cell}"
+    cell = f"{100 * test.diff:+.2f}" + ("" if math.isnan(test.low) else f" [{100 * test.low:+.2f}, {100 * test.high:+.2f}]")
+    return cell + " pp" + (f" (paper {claim.paper_value} pp)" if claim.paper_value else "")
+
+
+def _test_cell(test, holm_p):
+    if math.isnan(test.p):
+        return f"{test.kind}: no noise estimate"
+    return f"{test.kind} t({test.df:.1f}) = {test.t:+.2f}, p = {test.p:.3f} / {holm_p:.3f}"
+
+
+def analyse(results):
+    """{claim key: {"claim", "row", "test", "holm", "verdict"}} for the claims whose arms are in `results`.
+
+    Each claim's test (paired over the seeds both arms finished, else Welch), then Holm's correction over
+    every claim that has a p-value, then the verdict rule (stats.verdict)."""
+    tests = {}
+    for claim in CLAIMS:
+        if claim.a not in results or claim.b not in results:
+            continue
+        (va, sa), (vb, sb) = claim_values(claim, results[claim.a]), claim_values(claim, results[claim.b])
+        tests[claim.key] = (claim, compare(va, sa, vb, sb) if va and vb else None)
+    keys = [k for k, (_, t) in tests.items() if t is not None]
+    adjusted = dict(zip(keys, holm([tests[k][1].p for k in keys])))
+    out = {}
+    for key, (claim, test) in tests.items():
+        ra, rb = results[claim.a], results[claim.b]
+        threshold = {"steps_to_threshold": THRESHOLD, "steps_to_converged": CONVERGED}.get(claim.metric)
+        cens = lambda r: sum(run["censored"][threshold] for run in r["runs"]) if threshold else 0  # noqa: E731
+        cells = [f"{claim.a}: {_fmt(claim.metric, *mean_std(seed_values(ra, claim.metric)), cens(ra))}",
+                 f"{claim.b}: {_fmt(claim.metric, *mean_std(seed_values(rb, claim.metric)), cens(rb))}"]
+        head = [claim.key, f"{claim.text} ({claim.section})", claim.paper, "<br>".join(cells)]
+        if test is None:
+            out[key] = {"claim": claim, "row": head + ["n/a", "n/a", "missing runs"], "test": None, "holm": math.nan,
+                        "verdict": "missing runs"}
+            continue
+        v = verdict(test, adjusted[key], claim.expected, paper_effect(claim))
+        if cens(ra) or cens(rb):
+            v += " (some runs never reached the threshold: their whole run counted)"
+        out[key] = {"claim": claim, "row": head + [_difference_cell(claim, test), _test_cell(test, adjusted[key]), v],
+                    "test": test, "holm": adjusted[key], "verdict": v}
+    return out
 
 
 def _claims_table(results):
-    rows = [row for row, _ in (r for r in (claim_row(c, results) for c in CLAIMS) if r is not None)]
-    lighting = [LIGHTING_ROW[0], f"{LIGHTING_ROW[2]} ({LIGHTING_ROW[1]})", LIGHTING_ROW[3], "-", "-", LIGHTING_ROW[4]]
-    return "\n".join([TABLE_HEADER, "|---|---|---|---|---|---|", _table(rows + [lighting])])
+    rows = [a["row"] for a in analyse(results).values()]
+    lighting = [LIGHTING_ROW[0], f"{LIGHTING_ROW[2]} ({LIGHTING_ROW[1]})", LIGHTING_ROW[3], "-", "-", "-", LIGHTING_ROW[4]]
+    return "\n".join([TABLE_HEADER, "|---|---|---|---|---|---|---|", _table(rows + [lighting])])
 
 
 def _arms_table(results):
