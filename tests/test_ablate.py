@@ -361,3 +361,36 @@ def _check_png(path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert width >= 400 and height >= 300
+
+
+@pytest.mark.slow
+def test_init_study_on_a_tiny_geometry_then_resume(tmp_path, capsys):
+    """`init-study` end to end on a small upscaled geometry: three runs that differ only in their
+    initialisation, a per-step curve of every step, the test split once (centre) and its first batch
+    with 10 crops, a figure, and a rerun that trains nothing."""
+    runs, fig = tmp_path / "runs", tmp_path / "init.png"
+    args = ["init-study", "--runs-dir", str(runs), "--out", str(fig), "--ten-crop-batches", "1"]
+    for o in ("model.image_size=67", "data.upscale=72", "model.width=0.125", "model.fc_units=32", "train.epochs=2",
+              "train.steps_per_epoch=3", "data.val_examples=300", "train.val_steps=1"):
+        args += ["--set", o]
+    assert cli(args) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((runs / "summary.json").read_text())
+    assert list(summary) == ["paper", "caffe", "he_normal"]
+    for name, s in summary.items():
+        config = alexnet_tf.load_config(str(runs / name / "config.yaml"))
+        assert (config.model.weight_init, config.model.hidden_bias) == {
+            "paper": ("normal", 1.0), "caffe": ("normal", 0.1), "he_normal": ("he_normal", 0.0)}[name]
+        assert config.data.upscale == 72 and config.model.image_size == 67
+        assert s["steps"] == list(range(1, 7))               # every one of the 2 x 3 steps
+        metrics = json.loads((runs / name / "metrics.json").read_text())
+        assert s["test_top1_error"] == metrics["test_top1_error"] and s["test_images"] == 10000
+        ten = json.loads((runs / name / "evaluation_test.json").read_text())
+        assert ten["images"] == 128 and s["ten_crop"] == ten["ten_crop"]
+        assert f"| {name} | not within 6 |" in out           # 80 % training error is out of reach in 6 steps
+    _check_png(fig)
+    stamps = {n: os.path.getmtime(runs / n / "metrics.json") for n in summary}
+    assert cli(args) == 0 and "training in" not in capsys.readouterr().out
+    assert {n: os.path.getmtime(runs / n / "metrics.json") for n in summary} == stamps
+    with pytest.raises(SystemExit, match="unknown init\\(s\\) xavier; expected some of paper, caffe, he_normal"):
+        cli(["init-study", "--inits", "paper,xavier", "--runs-dir", str(runs)])
