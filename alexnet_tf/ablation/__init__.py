@@ -6,12 +6,13 @@ subprocess (one at a time); a run whose metrics.json exists is skipped, an inter
 from its last checkpoint (train.py does that). Then every finished run is measured (val
 error from metrics.json; training error on the training images without augmentation or dropout;
 training-error curve from TensorBoard) and REPRODUCTION.md is written: one row per claim, with
-the paper's number, each arm's mean ± std over seeds, the measured difference ± its standard
-error and a verdict (see `stats.verdict`).
+the paper's number, each arm's mean ± sd over seeds, the difference paired by seed with its 95 %
+interval, t, df and p (raw and Holm-corrected across the claims) and a verdict (`stats.verdict`).
 
-Modules: study (arms, budgets, thresholds, claims, the plan), stats (mean ± std, difference,
-verdict), measure (one finished run), runner (training and collecting), report (REPRODUCTION.md,
-its prose in report_template.md), plots (the figures).
+Modules: study (arms, budgets, thresholds, claims, the plan), stats (the t distribution, paired and
+Welch tests, Holm, the verdict), measure (one finished run), runner (training and collecting), report
+(REPRODUCTION.md, its prose in report_template.md), plots (the figures); init_study (`python -m
+alexnet_tf init-study`: three initialisations at the paper's geometry, docs/init_study.md).
 """
 
 from alexnet_tf.ablation.runner import StudyInterrupted, run_study

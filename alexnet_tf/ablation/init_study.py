@@ -122,9 +122,9 @@ def main(args):
         raise SystemExit(f"error: unknown init(s) {', '.join(unknown)}; expected some of {', '.join(names)}")
     for name, _, overrides in INITS:  # every config is checked before the first heavy run
         load_config(config_path, list(args.set) + list(overrides))
-    with open("/proc/cpuinfo") as f:
-        cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "?")
-    print(f"init study: {', '.join(chosen)} in {runs_dir} ({os.path.relpath(config_path)}); CPU {cpu}, {os.cpu_count()} cores")
+    from alexnet_tf.machine import cpu_model
+    print(f"init study: {', '.join(chosen)} in {runs_dir} ({os.path.relpath(config_path)}); CPU {cpu_model()}, "
+          f"{os.cpu_count()} cores")
     summaries = {}
     for name, what, overrides in INITS:
         if name not in chosen:
