@@ -20,13 +20,11 @@ import json
 import os
 import subprocess
 import sys
-import time
-from types import SimpleNamespace
 
 import numpy as np
 
 from alexnet_tf.ablation.measure import SMOOTH, smoothed, steps_per_epoch, steps_to, training_error_curve, write_json
-from alexnet_tf.ablation.runner import _train
+from alexnet_tf.ablation.runner import train_subprocess
 from alexnet_tf.ablation.study import ROOT
 from alexnet_tf.config import load_config
 
@@ -130,14 +128,12 @@ def main(args):
         if name not in chosen:
             continue
         run_dir = os.path.join(runs_dir, name)
-        p = SimpleNamespace(run_dir=run_dir, overrides=list(args.set) + list(overrides))
         if not os.path.isfile(os.path.join(run_dir, "metrics.json")):
             print(f"{name} ({what}): training in {run_dir} (tail -f train.log there)", flush=True)
-            t0 = time.time()
-            rc, wall, _, last = _train(p, config_path, print)
+            rc, wall, _, last = train_subprocess(run_dir, list(args.set) + list(overrides), config_path)
             if rc != 0:
                 raise SystemExit(f"error: {name}: train.py ended with status {rc}: {last}; run the same command to resume")
-            print(f"{name}: trained in {wall / 60:.1f} min ({time.time() - t0:.0f} s)", flush=True)
+            print(f"{name}: trained in {wall / 60:.1f} min", flush=True)
         if args.ten_crop_batches and not os.path.isfile(os.path.join(run_dir, "evaluation_test.json")):
             cmd = [sys.executable, "-m", "alexnet_tf", "evaluate", "--run-dir", run_dir, "--split", "test", "--ten-crop",
                    "--steps", str(args.ten_crop_batches)]

@@ -96,21 +96,22 @@ def _alive(pid):
     return True
 
 
-def _train(p, config_path, log):
-    """Train one (arm, seed) with train.py in a subprocess; returns (returncode, wall, cpu, last line)."""
-    os.makedirs(p.run_dir, exist_ok=True)
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config", config_path, "--run-dir", p.run_dir]
-    for o in p.overrides:
+def train_subprocess(run_dir, overrides, config_path):
+    """Train one run with train.py in a subprocess (output appended to RUN/train.log; a rerun resumes
+    from its last checkpoint); returns (returncode, wall, cpu, last line)."""
+    os.makedirs(run_dir, exist_ok=True)
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config", config_path, "--run-dir", run_dir]
+    for o in overrides:
         cmd += ["--set", o]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     before, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.time()
-    with open(os.path.join(p.run_dir, "train.log"), "a") as out:
+    with open(os.path.join(run_dir, "train.log"), "a") as out:
         out.write(f"$ {' '.join(cmd)}\n")
         out.flush()
         rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    with open(os.path.join(p.run_dir, "train.log")) as f:
+    with open(os.path.join(run_dir, "train.log")) as f:
         lines = [l.strip() for l in f if l.strip()]
     return rc, time.time() - t0, cpu, (lines[-1] if lines else "")
 
@@ -152,7 +153,7 @@ def _train_all(planned, todo, status, config_path, log):
             log(f"{tag}: skipped ({'metrics.json exists' if status[p.run_dir] == 'done' else 'failed before, see ablation.json'})")
             continue
         log(f"{tag}: training in {p.run_dir} (tail -f train.log there), expected {minutes(estimates[p.run_dir])}")
-        rc, wall, cpu, last = _train(p, config_path, log)
+        rc, wall, cpu, last = train_subprocess(p.run_dir, p.overrides, config_path)
         record = read_json(os.path.join(p.run_dir, "ablation.json"))
         record.setdefault("attempts", []).append({"what": "train.py", "returncode": rc, "wall_seconds": wall,
                                                   "cpu_seconds": cpu})
