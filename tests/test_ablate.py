@@ -108,6 +108,21 @@ def test_claim_row_formats_the_numbers_it_was_given():
     assert row[6] == "agrees" and only["test"].diff == pytest.approx(0.061 / 3)
 
 
+def test_seeds_table_sizes_each_claim_from_its_per_seed_differences():
+    # claim 2's per-seed differences +1, +2, +3 pp: sd 1 pp; the target is half the paper's 1.4 pp. One claim
+    # tested: a 95 % interval, t_{0.975, n-1} / sqrt(n) <= 0.7 first at n = 11 (2.228 / 3.317 = 0.672; n = 10:
+    # 2.262 / 3.162 = 0.715)
+    results = {"base": _fake_arm("base", [0.10, 0.11, 0.12]), "no_lrn": _fake_arm("no_lrn", [0.11, 0.13, 0.15])}
+    lines = report._seeds_table(report.analyse(results)).splitlines()
+    assert "interval at 95.00 %" in lines[0]
+    assert lines[2] == "| 2 | 3 | 1.00 pp | 0.70 pp: half the paper's effect | 11 |"
+    # two claims tested (2 and 2b): Bonferroni's 97.5 % interval, so more seeds for the same half-width
+    results["lrn_constant"] = _fake_arm("lrn_constant", [0.11, 0.13, 0.15])
+    lines = report._seeds_table(report.analyse(results)).splitlines()
+    assert "interval at 97.50 %" in lines[0] and len(lines) == 4
+    assert int(lines[2].split("|")[-2]) == stats.seeds_needed(0.01, 0.007, 0.975) > 11
+
+
 def test_claim_one_reports_the_ratio_and_marks_runs_that_never_reached_the_threshold():
     t = study.THRESHOLD
     relu = _fake_arm("base", [200, 220, 240], "steps_to_threshold")
@@ -308,9 +323,10 @@ def test_tiny_study_table_from_real_runs_then_resume(tmp_path, capsys):
     assert per_arm["base"][2] == f"{100 * metrics['base']['val_top1_error']:.2f}"
     assert per_arm["base"][3] == f"{100 * metrics['base']['val_top5_error']:.2f}"
     train_error = _training_error_by_hand(str(runs / "base" / "seed0"))
-    assert per_arm["base"][4] == f"{100 * train_error:.2f}"
-    assert per_arm["base"][5] == f"{100 * (metrics['base']['val_top1_error'] - train_error):.2f}"
-    assert per_arm["base"][6] == ">8"  # 20 % training error is out of reach in 2 epochs x 4 steps: the whole run, a bound
+    assert per_arm["base"][4] == f"{100 * metrics['base']['test_top1_error']:.2f}"  # the test split, once
+    assert per_arm["base"][5] == f"{100 * train_error:.2f}"
+    assert per_arm["base"][6] == f"{100 * (metrics['base']['val_top1_error'] - train_error):.2f}"
+    assert per_arm["base"][7] == ">8"  # 20 % training error is out of reach in 2 epochs x 4 steps: the whole run, a bound
     assert "on the 256 validation images" in text  # tiny budget: val_steps 2 of batch 128
     lrn = json.loads((runs / "base" / "seed0" / "ablation.json").read_text())["clean"]["lrn"]
     assert set(lrn) == {"lrn1", "lrn2"} and all(0 < mean <= p99 for mean, p99 in lrn.values())

@@ -164,6 +164,8 @@ def measure_run(run_dir):
     return {
         "val_top1_error": metrics["val_top1_error"],
         "val_top5_error": metrics["val_top5_error"],
+        # the test split, evaluated once after training; reported beside the claims, never compared by them
+        "test_top1_error": metrics.get("test_top1_error"),
         "train_top1_error": study["clean"]["train_top1_error"],
         "gap": metrics["val_top1_error"] - study["clean"]["train_top1_error"],
         "lrn": study["clean"].get("lrn", {}),

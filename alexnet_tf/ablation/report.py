@@ -13,7 +13,7 @@ from string import Template
 import numpy as np
 
 from alexnet_tf.ablation.plots import make_figures
-from alexnet_tf.ablation.stats import compare, holm, mean_std, seed_values, verdict
+from alexnet_tf.ablation.stats import ALPHA, compare, holm, mean_std, seed_values, seeds_needed, verdict
 from alexnet_tf.ablation.study import BUDGETS, CLAIMS, CONVERGED, LIGHTING_ROW, ROOT, SENSITIVITY, THRESHOLD
 
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "report_template.md")
@@ -22,7 +22,7 @@ TABLE_HEADER = ("| # | claim | paper | ours: mean ± sd over seeds | difference 
 DISCUSSION_BEGIN = "<!-- discussion: kept when the report is regenerated -->"
 DISCUSSION_END = "<!-- end of discussion -->"
 
-UNITS = {"val_top1_error": "%", "val_top5_error": "%", "train_top1_error": "%", "gap": "pp",
+UNITS = {"val_top1_error": "%", "val_top5_error": "%", "test_top1_error": "%", "train_top1_error": "%", "gap": "pp",
          "steps_to_threshold": "steps", "steps_to_converged": "steps"}
 
 
@@ -157,12 +157,12 @@ def _claims_table(results):
 
 def _arms_table(results):
     """One row per arm (mean ± std over seeds), then a line per failed run."""
-    lines = ["| arm | change | val top-1 error | val top-5 error | training-image error | gap (pp) | "
+    lines = ["| arm | change | val top-1 error | val top-5 error | test top-1 error | training-image error | gap (pp) | "
              f"steps to {_percent(THRESHOLD)} | steps to {_percent(CONVERGED)} | wall per run |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         def cell(metric, r=r):
-            m, s, n = mean_std(seed_values(r, metric))
+            m, s, n = mean_std([v for v in seed_values(r, metric) if v is not None])  # None: no test split
             threshold = {"steps_to_threshold": THRESHOLD, "steps_to_converged": CONVERGED}.get(metric)
             censored = threshold is not None and any(run["censored"][threshold] for run in r["runs"])
             return "-" if n == 0 else _number(metric, m, s, censored)
@@ -171,11 +171,41 @@ def _arms_table(results):
             f" ({len(r['failed'])} failed, {r['missing']} not run)"
         wall_runs = [run["wall_seconds"] for run in r["runs"]]
         lines.append(f"| {name}{status} | {change} | {cell('val_top1_error')} | {cell('val_top5_error')} | "
-                     f"{cell('train_top1_error')} | {cell('gap')} | {cell('steps_to_threshold')} | "
+                     f"{cell('test_top1_error')} | {cell('train_top1_error')} | {cell('gap')} | {cell('steps_to_threshold')} | "
                      f"{cell('steps_to_converged')} | {minutes(np.mean(wall_runs)) if wall_runs else '-'} |")
     for name, r in results.items():
         for seed, why in r["failed"]:
             lines.append(f"\n{name} seed {seed} failed: {why}")
+    return "\n".join(lines)
+
+
+def _seeds_table(analysis):
+    """Per claim, the seeds a decisive verdict needs at the spread of its per-seed differences so far.
+
+    With a paper number P: an interval at the Bonferroni confidence 1 - ALPHA/m (m claims tested; Holm's
+    first step, so at least as strict as Holm) of half-width h <= |P|/2 cannot hold both 0 and P: it
+    either excludes 0 (Holm p < ALPHA: agrees / does not agree) or lies within |P| of 0 (the 95 %
+    interval, narrower, is then on the near side of P: smaller than the paper's effect). Without a
+    number the target is the difference observed so far: about even odds of rejecting 0 if it is real.
+    """
+    tested = [a for a in analysis.values() if a["test"] is not None and not math.isnan(a["test"].p)]
+    confidence = 1 - ALPHA / max(1, len(tested))
+    lines = [f"| # | paired seeds so far | sd of the per-seed differences | target half-width | "
+             f"seeds needed (interval at {100 * confidence:.2f} %) |", "|---|---|---|---|---|"]
+    for a in tested:
+        claim, test = a["claim"], a["test"]
+        if test.kind != "paired":
+            lines.append(f"| {claim.key} | {test.n_a} / {test.n_b} (unpaired) | - | - | - |")
+            continue
+        sd = test.se * math.sqrt(test.n_a)
+        paper = paper_effect(claim)
+        target = abs(paper) / 2 if paper is not None else abs(test.diff)
+        n = seeds_needed(sd, target, confidence) if target > 0 else None
+        steps = claim.metric.startswith("steps")
+        unit = (lambda v: f"{v:.3f} (log steps)") if steps else (lambda v: f"{100 * v:.2f} pp")  # noqa: E731
+        why = "half the paper's effect" if paper is not None else "the difference so far"
+        lines.append(f"| {claim.key} | {test.n_a} | {unit(sd)} | {unit(target)}: {why} | "
+                     f"{n if n is not None else 'more than 1000'} |")
     return "\n".join(lines)
 
 
@@ -243,7 +273,7 @@ def write_report(results, planned, out, config_path, budget, seeds, command):
     if not runs:
         parts.append(_block("not_run"))
     parts.append(_block("claims", claims_table=_claims_table(results), val_images=_val_images(results),
-                        arms_table=_arms_table(results)))
+                        arms_table=_arms_table(results), seeds_table=_seeds_table(analyse(results))))
     parts.append(_block("threshold", threshold=_percent(THRESHOLD), converged=_percent(CONVERGED),
                         sensitivity_table=_sensitivity_table(results)))
     base = results.get("base")
