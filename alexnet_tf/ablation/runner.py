@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+from alexnet_tf import machine
 from alexnet_tf.ablation.measure import measure_run, read_json, write_json
 from alexnet_tf.ablation.report import minutes, write_report
 from alexnet_tf.ablation.study import BASE_CONFIG, DEFAULT_SEEDS, ROOT, plan
@@ -26,22 +27,30 @@ def _status(p):
     return "todo"
 
 
-# Speed on a quiet 2-core machine (the lead's measurement): 1,250 training images/s for the base
-# arm of the full budget. Time scales with multiply-adds per image; evaluation is ~1/3 of a step.
-BASE_TRAIN_RATE = 1250
+# Training images/s of the full budget's base arm on a quiet 2-core machine, by the widest vector ISA
+# (oneDNN on): 1,250 on the AVX-512 Xeon (the lead's measurement), 700 on the AVX2-only EPYC (its base
+# seed 0 took 7.5 min, 2026-12-03). Time scales with multiply-adds per image; evaluation is ~1/3 of a step.
+BASE_TRAIN_RATES = {"AVX-512": 1250, "AVX2": 700}
 BASE_MULTIPLY_ADDS = 19_536_128
 RUN_OVERHEAD_SECONDS = 20  # start-up, data, final save (the study's runs skip the SavedModel export)
 
 
-def estimate_seconds(config, val_images=10000):
-    """Expected wall time of one run on a quiet 2-core machine, from the model's multiply-adds."""
+def base_train_rate(isa=None):
+    """BASE_TRAIN_RATES for this CPU (`isa`: machine.isa()'s list); a CPU without AVX2 gets the AVX2 rate."""
+    isa = machine.isa() if isa is None else isa
+    return BASE_TRAIN_RATES["AVX-512" if "AVX-512" in isa else "AVX2"]
+
+
+def estimate_seconds(config, val_images=10000, rate=None):
+    """Expected wall time of one run on a quiet 2-core machine, from the model's multiply-adds at `rate`
+    base-arm training images/s (base_train_rate() when None)."""
     import keras
 
     from alexnet_tf.model import build_model
     from alexnet_tf.perf.speed import multiply_adds
 
     keras.backend.clear_session()
-    per_image = multiply_adds(build_model(config)) / BASE_MULTIPLY_ADDS / BASE_TRAIN_RATE  # seconds per training image
+    per_image = multiply_adds(build_model(config)) / BASE_MULTIPLY_ADDS / (rate or base_train_rate())  # seconds per training image
     d, t = config.data, config.train
     train_images = {"fashion_mnist": 60000, "synthetic": d.synthetic_size}.get(d.source, 60000)
     train_images = d.train_examples or train_images
@@ -145,7 +154,8 @@ def _train_all(planned, todo, status, config_path, log):
             by_arm[p.arm.name] = estimate_seconds(p.config)
     estimates = {p.run_dir: by_arm[p.arm.name] for p in todo}
     log(f"expected total: {minutes(sum(estimates.values()))} for {len(todo)} runs "
-        f"(from multiply-adds at {BASE_TRAIN_RATE} img/s for the base arm on a quiet 2-core machine; slower under load)")
+        f"(from multiply-adds at {base_train_rate()} img/s for the base arm on a quiet 2-core {'/'.join(machine.isa()) or 'x86'} "
+        "machine; slower under load)")
     started, spent, spent_estimate = time.time(), 0.0, 0.0
     for i, p in enumerate(planned, 1):
         tag = f"[{i:>{len(str(len(planned)))}}/{len(planned)}] {p.arm.name} seed {p.seed}"
