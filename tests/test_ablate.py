@@ -360,6 +360,12 @@ def test_tiny_study_table_from_real_runs_then_resume(tmp_path, capsys):
     resumed = json.loads((runs / "no_lrn" / "seed0" / "metrics.json").read_text())
     assert resumed["epochs_completed"] == 2 and resumed["val_top1_error"] == pytest.approx(metrics["no_lrn"]["val_top1_error"])
     assert os.path.getmtime(runs / "base" / "seed0" / "metrics.json") == stamps["base"]
+    assert "in progress" not in out.read_text()
+
+    # a report of a study not yet finished says so: 2 seeds planned, 1 finished per arm
+    assert cli(args[:-5] + ["2", "--out", str(out), "--runs-dir", str(runs), "--report-only"]) == 0
+    assert ("**The study is in progress**: 2 of 4 runs have finished; every arm has at least 1 seed of its "
+            "2 seeds.") in out.read_text()
 
 
 def _training_error_by_hand(run_dir):

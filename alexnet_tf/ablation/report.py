@@ -272,6 +272,11 @@ def write_report(results, planned, out, config_path, budget, seeds, command):
                     cpu=minutes(sum(run["cpu_seconds"] for run in runs)), **_hardware())]
     if not runs:
         parts.append(_block("not_run"))
+    elif len(runs) < len(planned):
+        least = min(len(r["runs"]) for r in results.values())
+        parts.append(_block("in_progress", finished=len(runs), planned=len(planned),
+                            seeds=f"{seeds} seed{'s' if seeds != 1 else ''}",
+                            least_seeds=f"{least} seed{'s' if least != 1 else ''}"))
     parts.append(_block("claims", claims_table=_claims_table(results), val_images=_val_images(results),
                         arms_table=_arms_table(results), seeds_table=_seeds_table(analyse(results))))
     parts.append(_block("threshold", threshold=_percent(THRESHOLD), converged=_percent(CONVERGED),
