@@ -34,22 +34,30 @@ class TensorBoard(keras.callbacks.TensorBoard):
 
 
 class DivideLROnPlateau(keras.callbacks.Callback):
-    """Divide the learning rate by 10 when validation top-1 error stops improving (§5).
+    """Divide the learning rate by 10 when validation top-1 error stops improving (§5), or, with
+    `at_epochs` (train.lr_drop_epochs), after each of those epochs whatever the validation error does.
 
     Unlike keras.callbacks.ReduceLROnPlateau, the state (best error, epochs waited, reductions
     so far) lives in tf.Variables so the checkpoint saves and restores it, and the number of
-    reductions is capped (the paper: three times).
+    reductions is capped (the paper: three times). Fixed epochs make the learning-rate history the
+    same for every run of a comparison: when the plateau rule fires depends on the noise of each
+    run's validation error, which then dominates the spread of short runs (docs/ablation.md).
     """
 
-    def __init__(self, patience=2, max_reductions=3, min_delta=0.0, monitor="val_top1_error", factor=0.1):
+    def __init__(self, patience=2, max_reductions=3, min_delta=0.0, monitor="val_top1_error", factor=0.1,
+                 at_epochs=()):
         super().__init__()
         self.patience, self.max_reductions, self.min_delta = patience, max_reductions, min_delta
-        self.monitor, self.factor = monitor, factor
+        self.monitor, self.factor, self.at_epochs = monitor, factor, tuple(at_epochs)
         self.best = tf.Variable(math.inf, dtype=tf.float64, trainable=False, name="plateau_best")
         self.wait = tf.Variable(0, dtype=tf.int64, trainable=False, name="plateau_wait")
         self.reductions = tf.Variable(0, dtype=tf.int64, trainable=False, name="plateau_reductions")
 
     def on_epoch_end(self, epoch, logs=None):
+        if self.at_epochs:
+            if epoch + 1 in self.at_epochs:
+                self._divide(epoch, "a fixed drop (train.lr_drop_epochs)", len(self.at_epochs))
+            return
         logs = logs if logs is not None else {}
         current = logs.get(self.monitor)
         if current is None:
@@ -60,14 +68,16 @@ class DivideLROnPlateau(keras.callbacks.Callback):
         else:
             self.wait.assign_add(1)
             if self.wait.numpy() >= self.patience and self.reductions.numpy() < self.max_reductions:
-                lr = self.model.optimizer.learning_rate
-                new_lr = float(lr.numpy()) * self.factor
-                lr.assign(new_lr)
-                self.reductions.assign_add(1)
+                self._divide(epoch, f"{self.monitor} has not improved for {self.patience} epochs", self.max_reductions)
                 self.wait.assign(0)
-                print(f"\nepoch {epoch + 1}: {self.monitor} has not improved for {self.patience} epochs; "
-                      f"learning rate divided by {1 / self.factor:g} to {new_lr:.3g} "
-                      f"(reduction {int(self.reductions.numpy())} of {self.max_reductions})")
+
+    def _divide(self, epoch, why, of):
+        lr = self.model.optimizer.learning_rate
+        new_lr = float(lr.numpy()) * self.factor
+        lr.assign(new_lr)
+        self.reductions.assign_add(1)
+        print(f"\nepoch {epoch + 1}: {why}; learning rate divided by {1 / self.factor:g} to {new_lr:.3g} "
+              f"(reduction {int(self.reductions.numpy())} of {of})")
 
 
 # TensorBoard shows an image at its own size and never enlarges it: at one pixel per weight a 5x5

@@ -111,6 +111,8 @@ class TrainConfig:
     lr_patience: int = _spec(2, lo=0, doc="epochs without a new best val top-1 error before lr /= 10")
     lr_max_reductions: int = _spec(3, lo=0, doc="how often lr is divided by 10 at most (§5: three times)")
     lr_min_delta: float = _spec(0.0, lo=0.0, doc="improvement in val top-1 error that counts as progress")
+    lr_drop_epochs: list = _spec([], doc="divide lr by 10 after each of these epochs instead of on plateaus (the "
+                                 "ablation study: the same lr history for every run); [] = the paper's plateau rule")
     seed: int = _spec(0, lo=0, hi=2**32 - 1, doc="seed for initialisation, dropout, shuffling and augmentation")
     precision: str = _spec("float32", choices=("float32", "mixed_bfloat16", "mixed_float16", "auto"),
                            doc="auto = mixed_bfloat16 on GPUs with compute capability >= 8, on CPUs with AMX, and on CPUs with "
@@ -246,6 +248,11 @@ def _check_cross(cfg):
                       and steps[0] <= steps[1]):
         raise ConfigError(f"config error: train.profile_steps = {steps!r}; expected [] or [first, last] with "
                           "1 <= first <= last (global training steps)")
+    drops = cfg.train.lr_drop_epochs
+    if not (all(isinstance(e, int) and not isinstance(e, bool) and e >= 1 for e in drops)
+            and all(a < b for a, b in zip(drops, drops[1:]))):
+        raise ConfigError(f"config error: train.lr_drop_epochs = {drops!r}; expected [] or increasing epochs >= 1 "
+                          "(the lr is divided by 10 after each)")
     if cfg.model.fc_units % cfg.model.towers:
         raise ConfigError(f"config error: model.fc_units = {cfg.model.fc_units} is not divisible by "
                           f"model.towers = {cfg.model.towers}; expected a multiple of the tower count")

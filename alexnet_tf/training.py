@@ -118,7 +118,7 @@ def _train(config, run_dir, verbose, callbacks, start, dist, stop):
 
     # === Resume ===
     plateau = cb.DivideLROnPlateau(config.train.lr_patience, config.train.lr_max_reductions,
-                                   config.train.lr_min_delta)
+                                   config.train.lr_min_delta, at_epochs=config.train.lr_drop_epochs)
     state = TrainState(model, train_iterator, plateau,
                        run_dir_lib.checkpoint_dir(run_dir, "last" if chief else f"worker-{dist.worker}"),
                        run_dir_lib.checkpoint_dir(run_dir, "best") if chief else None, configured_lr=config.train.lr)

@@ -28,6 +28,8 @@ def run_train(*args, cwd=ROOT):
     ("model.dropout=1.5", "model.dropout = 1.5 (float); expected a number in [0.0, 0.95]"),
     ("model.remove_conv=[1]", "model.remove_conv = [1]"),
     ("train.profile_steps=[5,2]", "train.profile_steps = [5, 2]; expected [] or [first, last] with 1 <= first <= last"),
+    ("train.lr_drop_epochs=[8,8]", "train.lr_drop_epochs = [8, 8]; expected [] or increasing epochs >= 1"),
+    ("train.lr_drop_epochs=[0]", "train.lr_drop_epochs = [0]; expected [] or increasing epochs >= 1"),
     ("data.batch_size", "is not of the form section.key=value"),
     ("train.lr=nan", "train.lr = 'nan' (str); expected a number in (0.0, inf)"),
     ("train.lr=.inf", "train.lr = inf (float); expected a number in (0.0, inf)"),

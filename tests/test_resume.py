@@ -341,6 +341,26 @@ def test_one_training_process_per_run_directory(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_fixed_lr_drops_survive_a_resume(tmp_path, capsys):
+    """train.lr_drop_epochs: the drop after epoch 1 is in the checkpoint, the one after epoch 2 happens
+    in the resumed run, and none follows epoch 3."""
+    import json
+    config = alexnet_tf.load_config(None, OVERRIDES + ["train.epochs=1", "train.lr_drop_epochs=[1,2]"])
+    config_file = tmp_path / "config.yaml"
+    dump(config, str(config_file))
+    run_dir = tmp_path / "run"
+    status, out, err = train_py(capsys, config_file, run_dir)
+    assert status == 0, err[-2000:]
+    assert "epoch 1: a fixed drop (train.lr_drop_epochs); learning rate divided by 10" in out
+    assert json.load(open(run_dir / "metrics.json"))["learning_rate"] == pytest.approx(config.train.lr / 10)
+    status, out, err = train_py(capsys, config_file, run_dir, "train.epochs=3")
+    assert status == 0 and "resuming from" in out, err[-2000:]
+    assert "epoch 2: a fixed drop (train.lr_drop_epochs)" in out and "epoch 3:" not in out
+    metrics = json.load(open(run_dir / "metrics.json"))
+    assert metrics["epochs_completed"] == 3 and metrics["learning_rate"] == pytest.approx(config.train.lr / 100)
+
+
+@pytest.mark.slow
 def test_a_changed_learning_rate_on_resume_is_applied(tmp_path, capsys):
     """The restored optimizer holds the old rate; a rerun with another train.lr must train at the new
     one (and say so), not record it in config.yaml and ignore it."""

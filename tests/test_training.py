@@ -65,6 +65,21 @@ def test_lr_divided_by_10_on_plateau_at_most_three_times():
     assert int(cb.reductions.numpy()) == 3
 
 
+def test_lr_divided_by_10_after_fixed_epochs_whatever_the_validation_error():
+    cb = DivideLROnPlateau(patience=1, max_reductions=1, at_epochs=[8, 10])
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.05), "mse")
+    cb.set_model(model)
+    errors = [0.5, 0.6, 0.7, 0.8, 0.1, 0.1, 0.1, 0.1, 0.09, 0.08, 0.07, 0.06]  # plateaus, then improving
+    lrs = []
+    for epoch, e in enumerate(errors):
+        cb.on_epoch_end(epoch, {"val_top1_error": e})
+        lrs.append(float(cb.model.optimizer.learning_rate.numpy()))
+    # epochs 1-8 at 0.05 (no plateau drop, although patience 1 would fire at epoch 2), then 9-10, then 11-12
+    np.testing.assert_allclose(lrs, [0.05] * 7 + [0.005] * 2 + [0.0005] * 3, rtol=1e-6)
+    assert int(cb.reductions.numpy()) == 2
+
+
 def test_filter_grid_layout():
     rng = np.random.default_rng(0)
     towers = [rng.normal(size=(11, 11, 3, 48)), rng.normal(size=(11, 11, 3, 48))]
