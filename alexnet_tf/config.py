@@ -111,8 +111,9 @@ class TrainConfig:
     lr_patience: int = _spec(2, lo=0, doc="epochs without a new best val top-1 error before lr /= 10")
     lr_max_reductions: int = _spec(3, lo=0, doc="how often lr is divided by 10 at most (§5: three times)")
     lr_min_delta: float = _spec(0.0, lo=0.0, doc="improvement in val top-1 error that counts as progress")
-    lr_drop_epochs: list = _spec([], doc="divide lr by 10 after each of these epochs instead of on plateaus (the "
-                                 "ablation study: the same lr history for every run); [] = the paper's plateau rule")
+    lr_drop_epochs: list = _spec([], doc="divide lr by 10 after each of these epochs instead of on plateaus (lr_patience, "
+                                 "lr_max_reductions and lr_min_delta then unused; the ablation study: the same lr history "
+                                 "for every run); [] = the paper's plateau rule")
     seed: int = _spec(0, lo=0, hi=2**32 - 1, doc="seed for initialisation, dropout, shuffling and augmentation")
     precision: str = _spec("float32", choices=("float32", "mixed_bfloat16", "mixed_float16", "auto"),
                            doc="auto = mixed_bfloat16 on GPUs with compute capability >= 8, on CPUs with AMX, and on CPUs with "
