@@ -75,7 +75,8 @@ def test_lr_divided_by_10_after_fixed_epochs_whatever_the_validation_error():
     for epoch, e in enumerate(errors):
         cb.on_epoch_end(epoch, {"val_top1_error": e})
         lrs.append(float(cb.model.optimizer.learning_rate.numpy()))
-    # epochs 1-8 at 0.05 (no plateau drop, although patience 1 would fire at epoch 2), then 9-10, then 11-12
+    # the rate after each epoch's end: epochs 1-8 train at 0.05 (no plateau drop, although patience 1 would
+    # fire after epoch 2), 9-10 at 0.005, 11-12 at 0.0005
     np.testing.assert_allclose(lrs, [0.05] * 7 + [0.005] * 2 + [0.0005] * 3, rtol=1e-6)
     assert int(cb.reductions.numpy()) == 2
 

@@ -149,8 +149,8 @@ def analyse(results):
     return out
 
 
-def _claims_table(results):
-    rows = [a["row"] for a in analyse(results).values()]
+def _claims_table(analysis):
+    rows = [a["row"] for a in analysis.values()]
     lighting = [LIGHTING_ROW[0], f"{LIGHTING_ROW[2]} ({LIGHTING_ROW[1]})", LIGHTING_ROW[3], "-", "-", "-", LIGHTING_ROW[4]]
     return "\n".join([TABLE_HEADER, "|---|---|---|---|---|---|---|", _table(rows + [lighting])])
 
@@ -277,8 +277,9 @@ def write_report(results, planned, out, config_path, budget, seeds, command):
         parts.append(_block("in_progress", finished=len(runs), planned=len(planned),
                             seeds=f"{seeds} seed{'s' if seeds != 1 else ''}",
                             least_seeds=f"{least} seed{'s' if least != 1 else ''}"))
-    parts.append(_block("claims", claims_table=_claims_table(results), val_images=_val_images(results),
-                        arms_table=_arms_table(results), seeds_table=_seeds_table(analyse(results))))
+    analysis = analyse(results)  # the claims' tests, read by the claims table and the seeds table
+    parts.append(_block("claims", claims_table=_claims_table(analysis), val_images=_val_images(results),
+                        arms_table=_arms_table(results), seeds_table=_seeds_table(analysis)))
     parts.append(_block("threshold", threshold=_percent(THRESHOLD), converged=_percent(CONVERGED),
                         sensitivity_table=_sensitivity_table(results)))
     base = results.get("base")
