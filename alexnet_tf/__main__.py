@@ -181,6 +181,9 @@ def main(argv=None):
                    "base,tanh,no_lrn,pool_2x2,one_tower,no_dropout,no_conv2,no_conv3,no_conv4")
     p.add_argument("--out", default="REPRODUCTION.md", help="the report; figures go to docs/ablation/ next to it")
     p.add_argument("--runs-dir", default=os.path.join("runs", "ablation"), help="one run directory per arm and seed")
+    p.add_argument("--results", default=None,
+                   help="one small JSON record per finished run, all the report reads; a run with a record is not trained "
+                        "again (default: RUNS_DIR/results; keep it in git to carry a long study across machines)")
     p.add_argument("--config", default=None, help="base config (default: configs/ablation_fashion_mnist.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override applied to every arm; repeatable")

@@ -4,6 +4,7 @@ import json
 import math
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -351,8 +352,18 @@ def test_tiny_study_table_from_real_runs_then_resume(tmp_path, capsys):
     assert {arm: os.path.getmtime(runs / arm / "seed0" / "metrics.json") for arm in metrics} == stamps
     assert _rows(out.read_text(), report.TABLE_HEADER) == rows
 
-    # a run killed after its last checkpoint (no metrics.json yet) is resumed, not retrained
+    # each finished run has its record: its config, its machine and the numbers the report read
+    records = {arm: json.loads((runs / "results" / arm / "seed0.json").read_text()) for arm in metrics}
+    for arm, r in records.items():
+        assert r["config"]["train"]["seed"] == 0 and r["machine"].startswith(alexnet_tf.machine.cpu_model())
+        assert r["measured"]["val_top1_error"] == metrics[arm]["val_top1_error"] and r["failed"] is None
+        assert r["measured"]["curve"][0] == list(range(1, 9))      # every one of the 2 x 4 steps
+        assert len(r["measured"]["epoch_curves"]["validation"][1]) == 2
+    assert "`runs/results/base/seed0.json`" in text
+
+    # a run killed after its last checkpoint (no metrics.json, so no record yet) is resumed, not retrained
     (runs / "no_lrn" / "seed0" / "metrics.json").unlink()
+    (runs / "results" / "no_lrn" / "seed0.json").unlink()
     assert cli(args) == 0
     printed = capsys.readouterr().out
     assert "[1/2] base seed 0: skipped" in printed and "[2/2] no_lrn seed 0: done in" in printed
@@ -366,6 +377,25 @@ def test_tiny_study_table_from_real_runs_then_resume(tmp_path, capsys):
     assert cli(args[:-5] + ["2", "--out", str(out), "--runs-dir", str(runs), "--report-only"]) == 0
     assert ("**The study is in progress**: 2 of 4 runs have finished; every arm has at least 1 seed of its "
             "2 seeds.") in out.read_text()
+
+    # the records alone rewrite the same report, word for word: the run directories (checkpoints, logs,
+    # models) are gone
+    assert cli(args + ["--report-only"]) == 0
+    before = out.read_text()
+    for arm in metrics:
+        shutil.rmtree(runs / arm)
+    (tmp_path / "docs" / "ablation" / "curves.png").unlink()
+    assert cli(args + ["--report-only"]) == 0
+    assert out.read_text() == before and "in progress" not in before
+    _check_png(tmp_path / "docs" / "ablation" / "curves.png")
+    # a record of another config than the study's (here: another seed) is refused in one line
+    path = runs / "results" / "base" / "seed0.json"
+    record = json.loads(path.read_text())
+    record["config"]["train"]["seed"] = 5
+    path.write_text(json.dumps(record))
+    assert cli(args + ["--report-only"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "records a run with another config" in err[0] and "seed0.json" in err[0]
 
 
 def _training_error_by_hand(run_dir):

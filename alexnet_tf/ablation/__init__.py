@@ -2,16 +2,17 @@
 
 One base config (configs/ablation_fashion_mnist.yaml) and arms that are `--set` overrides of it.
 Every (arm, seed) is its own run directory RUNS/<arm>/seed<k>, trained by `train.py` in a
-subprocess (one at a time); a run whose metrics.json exists is skipped, an interrupted one resumes
-from its last checkpoint (train.py does that). Then every finished run is measured (val
+subprocess (one at a time); a run with a record (records.py: RESULTS/<arm>/seed<k>.json, a few tens
+of KB that can be committed) or a metrics.json is skipped, an interrupted one resumes from its last
+checkpoint (train.py does that). Every finished run is measured once into its record (val
 error from metrics.json; training error on the training images without augmentation or dropout;
 training-error curve from TensorBoard) and REPRODUCTION.md is written: one row per claim, with
 the paper's number, each arm's mean ± sd over seeds, the difference paired by seed with its 95 %
 interval, t, df and p (raw and Holm-corrected across the claims) and a verdict (`stats.verdict`).
 
 Modules: study (arms, budgets, thresholds, claims, the plan), stats (the t distribution, paired and
-Welch tests, Holm, the verdict), measure (one finished run), runner (training and collecting), report
-(REPRODUCTION.md, its prose in report_template.md), plots (the figures); init_study (`python -m
+Welch tests, Holm, the verdict), measure (one finished run), records (its durable record), runner
+(training and collecting), report (REPRODUCTION.md, its prose in report_template.md), plots (the figures); init_study (`python -m
 alexnet_tf init-study`: three initialisations at the paper's geometry, docs/init_study.md).
 """
 
@@ -26,6 +27,6 @@ def main(args):
     command = "python -m alexnet_tf ablate" + "".join(f" {a}" for a in args.argv if a != "--report-only")
     try:
         run_study(args.config or BASE_CONFIG, args.budget, args.seeds, args.runs_dir, args.out, arms=arms, extra=args.set,
-                  train=not args.report_only, command=command)
+                  train=not args.report_only, command=command, results_dir=args.results)
     except StudyInterrupted as e:
         raise SystemExit(f"error: {e}") from None

@@ -180,6 +180,8 @@ def measure_run(run_dir):
         "wall_seconds": sum(a["wall_seconds"] for a in attempts) or metrics["wall_seconds"],
         "cpu_seconds": sum(a["cpu_seconds"] for a in attempts),
         "curve": (steps, errors),
+        # per-epoch top-1 error as Keras logged it (epoch index from 0): the report's figures
+        "epoch_curves": {split: tblogs.read_scalars(run_dir, split, "epoch_top1_error") for split in ("train", "validation")},
     }
 
 

@@ -8,7 +8,6 @@ import numpy as np
 
 from alexnet_tf.ablation.stats import mean_std, seed_values
 from alexnet_tf.ablation.study import THRESHOLD
-from alexnet_tf.tblogs import read_scalars
 
 
 def make_figures(results, fig_dir):
@@ -49,7 +48,7 @@ def make_figures(results, fig_dir):
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         for n, r in present:
             for ax, split in zip(axes, ("train", "validation")):
-                curves = [read_scalars(d, split, "epoch_top1_error") for d in r["run_dirs"]]
+                curves = [run["epoch_curves"][split] for run in r["runs"]]
                 length = min(len(s) for s, _ in curves)
                 mean = np.mean([v[:length] for _, v in curves], axis=0)
                 ax.plot(np.arange(1, length + 1), mean, marker=".", lw=1.2 if n != "base" else 2.4, label=n)
@@ -80,9 +79,9 @@ def make_figures(results, fig_dir):
     if all(results.get(a, {}).get("runs") for a in ("base", "no_dropout")):  # §4.2: the gap opening up
         fig, ax = plt.subplots(figsize=(6, 4))
         for name, color in (("base", "tab:blue"), ("no_dropout", "tab:orange")):
-            for i, d in enumerate(results[name]["run_dirs"]):
+            for i, run in enumerate(results[name]["runs"]):
                 for split, style in (("train", "--"), ("validation", "-")):
-                    steps, values = read_scalars(d, split, "epoch_top1_error")
+                    steps, values = run["epoch_curves"][split]
                     ax.plot(steps + 1, values, style, color=color, lw=1,
                             label=f"{'dropout 0.5' if name == 'base' else 'no dropout'}, {split}" if i == 0 else None)
         ax.set(xlabel="epoch", ylabel="top-1 error", title="dropout (§4.2): training error as trained (dashed) vs validation (solid)")

@@ -244,14 +244,13 @@ def _kept_discussion(out):
     return ""
 
 
-def _hardware():
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
-    except OSError:
-        model = ""
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
-    return {"cores": os.cpu_count(), "cpu_model": f" ({model})" if model else "", "load": f"{load:.1f}"}
+def _machines(results):
+    """'AMD EPYC (AVX2), 2 cores, oneDNN on: 12 runs; ...': who trained the finished runs (their records say)."""
+    counts = {}
+    for r in results.values():
+        for m in r["machines"]:
+            counts[m] = counts.get(m, 0) + 1
+    return "; ".join(f"{m}: {n} run{'s' if n != 1 else ''}" for m, n in counts.items()) or "-"
 
 
 def write_report(results, planned, out, config_path, budget, seeds, command):
@@ -269,7 +268,7 @@ def write_report(results, planned, out, config_path, budget, seeds, command):
                     seeds=f"{seeds} seed{'s' if seeds != 1 else ''}",
                     seed_range="0" if seeds == 1 else f"0..{seeds - 1}",
                     finished=len(runs), planned=len(planned), wall=minutes(sum(run["wall_seconds"] for run in runs)),
-                    cpu=minutes(sum(run["cpu_seconds"] for run in runs)), **_hardware())]
+                    cpu=minutes(sum(run["cpu_seconds"] for run in runs)), machines=_machines(results))]
     if not runs:
         parts.append(_block("not_run"))
     elif len(runs) < len(planned):
@@ -292,8 +291,8 @@ def write_report(results, planned, out, config_path, budget, seeds, command):
     parts.append(_block("tail", discussion_begin=DISCUSSION_BEGIN, discussion_end=DISCUSSION_END,
                         discussion=keep or _block("no_discussion").rstrip("\n")))
     for name, r in results.items():
-        dirs = ", ".join(f"`{os.path.relpath(d, out_dir)}`" for d in r["run_dirs"]) or "-"
-        parts.append(f"- {name}: {dirs}\n")
+        files = ", ".join(f"`{os.path.relpath(path, out_dir)}`" for path in r["records"]) or "-"
+        parts.append(f"- {name}: {files}\n")
     os.makedirs(out_dir, exist_ok=True)
     with open(out, "w") as f:
         f.write("".join(parts))

@@ -9,13 +9,18 @@ import time
 
 from alexnet_tf import machine
 from alexnet_tf.ablation.measure import measure_run, read_json, write_json
+from alexnet_tf.ablation.records import read_record, record_path, write_record
 from alexnet_tf.ablation.report import minutes, write_report
 from alexnet_tf.ablation.study import BASE_CONFIG, DEFAULT_SEEDS, ROOT, plan
 from alexnet_tf.config import ConfigError, load_config
 
 
-def _status(p):
-    """'done', 'failed', 'todo'; a run directory holding another config is an error (one line)."""
+def _status(p, results_dir):
+    """'done', 'failed', 'todo'. A record in `results_dir` settles it; else the run directory does. A record or
+    run directory holding another config is an error (one line)."""
+    record = read_record(record_path(results_dir, p.arm.name, p.seed), p.config)
+    if record is not None:
+        return "failed" if record["failed"] else "done"
     saved = os.path.join(p.run_dir, "config.yaml")
     if os.path.isfile(saved) and load_config(saved).to_dict() != p.config.to_dict():
         raise ConfigError(f"config error: {p.run_dir} holds a run with another config than this study's "
@@ -126,27 +131,29 @@ def train_subprocess(run_dir, overrides, config_path):
 
 
 def run_study(config_path=BASE_CONFIG, budget="full", seeds=None, runs_dir="runs/ablation", out="REPRODUCTION.md",
-              arms=None, extra=(), train=True, command=None, log=print):
-    """Train what is missing, measure every finished run, write the report. Returns the per-arm results."""
+              arms=None, extra=(), train=True, command=None, log=print, results_dir=None):
+    """Train what is missing, record and measure every finished run, write the report. Returns the per-arm
+    results. `results_dir` (default RUNS_DIR/results) holds the records (records.py): the study's durable part."""
     seeds = DEFAULT_SEEDS[budget] if seeds is None else seeds
     runs_dir = os.path.abspath(runs_dir)
+    results_dir = os.path.abspath(results_dir or os.path.join(runs_dir, "results"))
     config_path = os.path.abspath(config_path)
     planned = plan(config_path, budget, seeds, runs_dir, arms, extra)
-    status = {p.run_dir: _status(p) for p in planned}
+    status = {p.run_dir: _status(p, results_dir) for p in planned}
     todo = [p for p in planned if status[p.run_dir] == "todo"]
     n_arms = len({p.arm.name for p in planned})
     log(f"ablation study: {n_arms} arms x {seeds} seed{'s' if seeds != 1 else ''} = {len(planned)} runs in {runs_dir} "
         f"({os.path.relpath(config_path)}, budget {budget}); {len(planned) - len(todo)} finished or failed, {len(todo)} to train")
     if train and todo:
         with StudyLock(runs_dir):
-            _train_all(planned, todo, status, config_path, log)
-    results = collect(planned)
+            _train_all(planned, todo, status, config_path, results_dir, log)
+    results = collect(planned, results_dir)
     write_report(results, planned, out, config_path, budget, seeds, command or "python -m alexnet_tf ablate")
     log(f"wrote {out}")
     return results
 
 
-def _train_all(planned, todo, status, config_path, log):
+def _train_all(planned, todo, status, config_path, results_dir, log):
     """Train the runs in `todo` in plan order, printing progress and the time left."""
     by_arm = {}  # every seed of an arm costs the same
     for p in todo:
@@ -160,7 +167,7 @@ def _train_all(planned, todo, status, config_path, log):
     for i, p in enumerate(planned, 1):
         tag = f"[{i:>{len(str(len(planned)))}}/{len(planned)}] {p.arm.name} seed {p.seed}"
         if status[p.run_dir] != "todo":
-            log(f"{tag}: skipped ({'metrics.json exists' if status[p.run_dir] == 'done' else 'failed before, see ablation.json'})")
+            log(f"{tag}: skipped ({'finished' if status[p.run_dir] == 'done' else 'failed'} before)")
             continue
         log(f"{tag}: training in {p.run_dir} (tail -f train.log there), expected {minutes(estimates[p.run_dir])}")
         rc, wall, cpu, last = train_subprocess(p.run_dir, p.overrides, config_path)
@@ -173,11 +180,13 @@ def _train_all(planned, todo, status, config_path, log):
         if rc == 2:  # a config error: the same for every seed, stop here
             raise ConfigError(f"config error: {p.arm.name} seed {p.seed} was refused by train.py: {last}")
         if rc == 1:
+            write_record(record_path(results_dir, p.arm.name, p.seed), p.config, failed=last, run_dir=p.run_dir)
             log(f"{tag}: FAILED: {last}")
             continue
         if rc != 0:  # killed by a signal: the next invocation resumes it from its checkpoint
             raise StudyInterrupted(f"{tag}: train.py ended with status {rc}; run the same command again to resume")
         m = measure_run(p.run_dir)
+        write_record(record_path(results_dir, p.arm.name, p.seed), p.config, measured=m, run_dir=p.run_dir)
         spent += wall
         spent_estimate += estimates[p.run_dir]
         left = sum(estimates[q.run_dir] for q in todo[todo.index(p) + 1:]) * spent / spent_estimate
@@ -190,19 +199,31 @@ class StudyInterrupted(RuntimeError):
     """A training subprocess was killed; finished runs are kept and the next invocation resumes."""
 
 
-def collect(planned):
-    """{arm name: {"arm": Arm, "runs": [measure_run(...) per finished seed], "failed": [...], "missing": n}}."""
+def collect(planned, results_dir):
+    """{arm name: {"arm": Arm, "runs": [measure_run(...) per finished seed], "seeds": [...], "failed": [(seed, why)],
+    "missing": n, "records": [record path per finished seed], "machines": [who trained each]}}. A finished run
+    without a record (trained before records existed, or by hand) is measured and recorded here."""
     results = {}
     for p in planned:
         r = results.setdefault(p.arm.name, {"arm": p.arm, "runs": [], "seeds": [], "failed": [], "missing": 0,
-                                            "run_dirs": [], "config": p.config})
-        status = _status(p)
-        if status == "done":
-            r["runs"].append(measure_run(p.run_dir))
-            r["seeds"].append(p.seed)
-            r["run_dirs"].append(p.run_dir)
-        elif status == "failed":
-            r["failed"].append((p.seed, read_json(os.path.join(p.run_dir, "ablation.json"))["failed"]))
-        else:
+                                            "records": [], "machines": [], "config": p.config})
+        path = record_path(results_dir, p.arm.name, p.seed)
+        record = read_record(path, p.config)
+        if record is None:
+            status = _status(p, results_dir)
+            if status == "done":
+                write_record(path, p.config, measured=measure_run(p.run_dir), run_dir=p.run_dir)
+            elif status == "failed":
+                write_record(path, p.config, failed=read_json(os.path.join(p.run_dir, "ablation.json"))["failed"],
+                             run_dir=p.run_dir)
+            record = read_record(path, p.config)
+        if record is None:
             r["missing"] += 1
+        elif record["failed"]:
+            r["failed"].append((p.seed, record["failed"]))
+        else:
+            r["runs"].append(record["measured"])
+            r["seeds"].append(p.seed)
+            r["records"].append(path)
+            r["machines"].append(record["machine"])
     return results
