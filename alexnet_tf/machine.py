@@ -83,11 +83,12 @@ def onednn_enabled():
     return bool(_pywrap_util_port.IsMklEnabled())
 
 
-def describe():
-    """One line: 'AMD EPYC (AVX2, AVX-512, AVX512-BF16), 2 cores, oneDNN on'."""
-    flags = isa()
-    return (f"{cpu_model()} ({', '.join(flags) or 'no AVX2'}), {os.cpu_count()} cores, "
-            f"oneDNN {'on' if onednn_enabled() else 'off'}")
+def describe(info=None):
+    """One line: 'AMD EPYC (AVX2, AVX-512, AVX512-BF16), 2 cores, oneDNN on', of this machine or of `info`
+    (a summary() dict, e.g. as a run's metrics.json recorded it)."""
+    info = summary() if info is None else info
+    return (f"{info['cpu']} ({', '.join(info['isa']) or 'no AVX2'}), {info['cores']} cores, "
+            f"oneDNN {'on' if info['onednn'] else 'off'}")
 
 
 def summary():

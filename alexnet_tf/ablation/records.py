@@ -48,9 +48,18 @@ def _plain(config):
     return json.loads(json.dumps(config.to_dict()))
 
 
+def _trained_on(run_dir):
+    """The machine that trained the run, as its metrics.json recorded it (this one when it did not)."""
+    try:
+        with open(os.path.join(run_dir, "metrics.json")) as f:
+            return machine.describe(json.load(f))
+    except (OSError, TypeError, KeyError, json.JSONDecodeError):
+        return machine.describe()
+
+
 def write_record(path, config, measured=None, failed=None, run_dir=None):
     """The record of one finished run (`measured`: measure_run's result) or of one that failed (`failed`: why)."""
-    data = {"version": VERSION, "config": _plain(config), "machine": machine.describe(),
+    data = {"version": VERSION, "config": _plain(config), "machine": _trained_on(run_dir),
             "run_dir": run_dir, "failed": failed, "measured": None if measured is None else _encode(measured)}
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
