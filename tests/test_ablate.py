@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import alexnet_tf
-from alexnet_tf.ablation import measure, report, runner, stats, study
+from alexnet_tf.ablation import measure, records, report, runner, stats, study
 from alexnet_tf.__main__ import main as cli
 from alexnet_tf.config import parse_override
 
@@ -287,6 +287,81 @@ def test_bad_arm_budget_and_mismatched_run_directory_are_one_line_errors(tmp_pat
     assert len(err) == 1 and "holds a run with another config" in err[0]
 
 
+# === Records: what a study keeps of a finished run, and when it is refused ===
+
+def _base_plan(tmp_path):
+    (p,) = study.plan(study.BASE_CONFIG, "tiny", 1, str(tmp_path), ["base"])
+    return p, str(tmp_path / "results"), records.record_path(str(tmp_path / "results"), "base", 0)
+
+
+def _fake_measured(val):
+    """A measure_run-shaped result (the fields a record stores), for records written without training."""
+    return {"val_top1_error": val, "curve": ([1, 2], [0.9, 0.8]),
+            "epoch_curves": {"train": ([0], [0.85]), "validation": ([0], [0.8])},
+            "reached": {t: None for t in study.SENSITIVITY}, "censored": {t: True for t in study.SENSITIVITY}}
+
+
+def test_a_diverged_run_is_recorded_as_failed_and_not_trained_again(tmp_path, capsys):
+    p, results, path = _base_plan(tmp_path)
+    why = "training stopped: loss became nan at batch 2 of epoch 1; no checkpoint. Lower train.lr or check the data."
+    assert why.startswith(runner.DIVERGED)
+    records.write_record(path, p.config, "some machine", failed=why)
+    out = tmp_path / "R.md"
+    assert cli(["ablate", "--budget", "tiny", "--arms", "base", "--seeds", "1", "--runs-dir", str(tmp_path),
+                "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "1 finished or failed, 0 to train" in printed and not os.path.isdir(p.run_dir)
+    text = out.read_text()
+    assert f"base seed 0 failed: {why}" in text and "`results/base/seed0.json`" in text
+
+
+def test_stale_or_disagreeing_records_are_one_line_errors(tmp_path, capsys):
+    p, results, path = _base_plan(tmp_path)
+    args = ["ablate", "--budget", "tiny", "--arms", "base", "--seeds", "1", "--runs-dir", str(tmp_path), "--report-only"]
+    # a record whose run directory holds another val error: the run was trained again after it was recorded
+    records.write_record(path, p.config, "some machine", measured=_fake_measured(0.1))
+    assert records.read_record(path, p.config)["measured"]["reached"][study.THRESHOLD] is None  # float keys back
+    os.makedirs(p.run_dir)
+    with open(os.path.join(p.run_dir, "metrics.json"), "w") as f:
+        json.dump({"val_top1_error": 0.2}, f)
+    assert cli(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "disagree (val top-1 error 10.0000% vs 20.0000%)" in err[0]
+    # a record measured under another smoothing window, with no run directory to measure it again from
+    shutil.rmtree(p.run_dir)
+    data = json.loads(open(path).read())
+    data["measurement"]["smooth"] = measure.SMOOTH + 1
+    with open(path, "w") as f:
+        json.dump(data, f)
+    assert records.read_record(path, p.config)["stale"]
+    assert cli(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "measured under other values" in err[0] and "is gone" in err[0]
+    # not a record at all
+    with open(path, "w") as f:
+        f.write("{")
+    assert cli(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a study record" in err[0]
+
+
+def test_a_run_is_not_recorded_while_another_study_is_still_measuring_it(tmp_path):
+    p, _, _ = _base_plan(tmp_path)
+    os.makedirs(p.run_dir)
+    lock = tmp_path / ".lock"
+    lock.write_text(str(os.getppid()))  # alive and not this process: another study holds the runs directory
+    assert not runner._measured_by_its_study(p.run_dir)
+    with open(os.path.join(p.run_dir, "ablation.json"), "w") as f:
+        json.dump({"attempts": [{"what": "train.py", "returncode": 0}]}, f)
+    assert not runner._measured_by_its_study(p.run_dir)    # trained, clean evaluation not yet written
+    with open(os.path.join(p.run_dir, "ablation.json"), "w") as f:
+        json.dump({"attempts": [{"what": "train.py", "returncode": 0}], "clean": {}}, f)
+    assert runner._measured_by_its_study(p.run_dir)
+    lock.write_text(str(os.getpid()))                      # this process's own study
+    os.remove(os.path.join(p.run_dir, "ablation.json"))
+    assert runner._measured_by_its_study(p.run_dir)
+
+
 # === A real study on a tiny budget: two arms, one seed, a few steps ===
 
 def _rows(text, header):
@@ -360,6 +435,19 @@ def test_tiny_study_table_from_real_runs_then_resume(tmp_path, capsys):
         assert r["measured"]["curve"][0] == list(range(1, 9))      # every one of the 2 x 4 steps
         assert len(r["measured"]["epoch_curves"]["validation"][1]) == 2
     assert "`runs/results/base/seed0.json`" in text
+    # what the report reads from the records is what measure_run reads from the run directories
+    planned = study.plan(study.BASE_CONFIG, "tiny", 1, str(runs), ["base", "no_lrn"])
+    collected = runner.collect(planned, str(runs / "results"))
+    for p in planned:
+        fresh, kept = measure.measure_run(p.run_dir), collected[p.arm.name]["runs"][0]
+        assert set(kept) == set(fresh)
+        for key in set(fresh) - {"curve", "epoch_curves"}:
+            assert kept[key] == fresh[key], key
+        assert np.array_equal(kept["curve"][0], fresh["curve"][0])
+        assert np.allclose(kept["curve"][1], fresh["curve"][1], atol=5e-7)
+        for split in ("train", "validation"):
+            assert np.array_equal(kept["epoch_curves"][split][0], fresh["epoch_curves"][split][0])
+            assert np.allclose(kept["epoch_curves"][split][1], fresh["epoch_curves"][split][1], atol=5e-7)
 
     # a run killed after its last checkpoint (no metrics.json, so no record yet) is resumed, not retrained
     (runs / "no_lrn" / "seed0" / "metrics.json").unlink()

@@ -5,7 +5,10 @@ report reads of a finished run (measure_run's numbers, its per-step training-err
 per-epoch errors) fits in a record of a few tens of KB that can be committed, so a study spread over
 several sessions or machines loses at most the run in progress: a run whose record exists is not
 trained again, and the report is written from the records alone. Each record holds the run's config
-(one written under another config is refused, as a run directory is) and the machine that trained it.
+(one written under another config is refused, as a run directory is), the machine that trained it and
+the values its numbers were measured under (`measurement()`: a record measured under others is stale,
+measured again from its run directory, or refused when that is gone). A run that diverged is recorded
+as failed, with train.py's message, and not trained again.
 """
 
 import json
@@ -14,9 +17,18 @@ import os
 import numpy as np
 
 from alexnet_tf import machine
+from alexnet_tf.ablation.measure import CLEAN_VERSION, SMOOTH
+from alexnet_tf.ablation.study import CONVERGED, SENSITIVITY, THRESHOLD
 from alexnet_tf.config import ConfigError
 
-VERSION = 1  # of the record's layout; a record of another version is measured again from its run directory
+VERSION = 1  # of the record's layout
+
+
+def measurement():
+    """What a record's numbers depend on besides the run: a record measured under other values is stale (it is
+    measured again from its run directory, or refused when that is gone)."""
+    return {"layout": VERSION, "clean_version": CLEAN_VERSION, "smooth": SMOOTH,
+            "thresholds": sorted({*SENSITIVITY, THRESHOLD, CONVERGED})}
 
 
 def record_path(results_dir, arm, seed):
@@ -54,19 +66,19 @@ def _plain(config):
     return json.loads(json.dumps(config.to_dict()))
 
 
-def _trained_on(run_dir):
-    """The machine that trained the run, as its metrics.json recorded it (this one when it did not)."""
+def trained_on(run_dir):
+    """The machine that trained a finished run, as its metrics.json recorded it ('unknown' when it did not)."""
     try:
         with open(os.path.join(run_dir, "metrics.json")) as f:
             return machine.describe(json.load(f))
     except (OSError, TypeError, KeyError, json.JSONDecodeError):
-        return machine.describe()
+        return "unknown"
 
 
-def write_record(path, config, measured=None, failed=None, run_dir=None):
-    """The record of one finished run (`measured`: measure_run's result) or of one that failed (`failed`: why)."""
-    data = {"version": VERSION, "config": _plain(config), "machine": _trained_on(run_dir),
-            "run_dir": run_dir, "failed": failed, "measured": None if measured is None else _encode(measured)}
+def write_record(path, config, trained_on, measured=None, failed=None):
+    """The record of one finished run (`measured`: measure_run's result) or of one that diverged (`failed`: why)."""
+    data = {"measurement": measurement(), "config": _plain(config), "machine": trained_on, "failed": failed,
+            "measured": None if measured is None else _encode(measured)}
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -76,20 +88,21 @@ def write_record(path, config, measured=None, failed=None, run_dir=None):
 
 
 def read_record(path, config):
-    """The record at `path` ({"measured": ..., "failed": ..., "machine": ...}), None when there is none or it
-    has another layout version; a record written under another config than `config` is a one-line error."""
+    """The record at `path` ({"measured": ... or None, "failed": why or None, "machine": ..., "stale": bool}), None
+    when there is none; "stale" when it was measured under another `measurement()`. A record written under
+    another config than `config` is a one-line error."""
     if not os.path.isfile(path):
         return None
     try:
         with open(path) as f:
             data = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"config error: {path} is not a study record ({e}); remove it to measure the run again") from None
-    if data.get("version") != VERSION:
-        return None
-    if data["config"] != _plain(config):
+        stored = data["config"]
+    except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"config error: {path} is not a study record ({e!r}); remove it to measure or train the run again") from None
+    if stored != _plain(config):
         raise ConfigError(f"config error: {path} records a run with another config than this study's (a different "
                           "budget, --config or --set?); use another --results directory")
-    if data["measured"] is not None:
+    data["stale"] = data.get("measurement") != measurement()
+    if data["measured"] is not None and not data["stale"]:
         data["measured"] = _decode(data["measured"])
     return data

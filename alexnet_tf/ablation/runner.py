@@ -9,27 +9,46 @@ import time
 
 from alexnet_tf import machine
 from alexnet_tf.ablation.measure import measure_run, read_json, write_json
-from alexnet_tf.ablation.records import read_record, record_path, write_record
+from alexnet_tf.ablation.records import measurement, read_record, record_path, trained_on, write_record
 from alexnet_tf.ablation.report import minutes, write_report
 from alexnet_tf.ablation.study import BASE_CONFIG, DEFAULT_SEEDS, ROOT, plan
 from alexnet_tf.config import ConfigError, load_config
 
 
 def _status(p, results_dir):
-    """'done', 'failed', 'todo'. A record in `results_dir` settles it; else the run directory does. A record or
-    run directory holding another config is an error (one line)."""
-    record = read_record(record_path(results_dir, p.arm.name, p.seed), p.config)
-    if record is not None:
-        return "failed" if record["failed"] else "done"
+    """'done', 'failed' (diverged) or 'todo'. A record in `results_dir` settles it; a stale one (measured under
+    other values) or none leaves it to the run directory. One-line errors: a record or run directory holding
+    another config, a record that disagrees with its run directory, a stale record whose run directory is gone."""
+    path = record_path(results_dir, p.arm.name, p.seed)
+    record = read_record(path, p.config)
+    metrics = read_json(os.path.join(p.run_dir, "metrics.json"))
+    if record is not None and record["failed"]:
+        return "failed"
+    if record is not None and not record["stale"]:
+        if metrics and metrics["val_top1_error"] != record["measured"]["val_top1_error"]:
+            raise ConfigError(f"config error: {path} and {p.run_dir} disagree (val top-1 error "
+                              f"{record['measured']['val_top1_error']:.4%} vs {metrics['val_top1_error']:.4%}): the run was "
+                              "trained again after it was recorded; remove the record to record the new run")
+        return "done"
+    if record is not None and not metrics:
+        raise ConfigError(f"config error: {path} was measured under other values ({record.get('measurement')} instead "
+                          f"of {measurement()}) and its run directory {p.run_dir} is gone; measure it where its run "
+                          "directory is, or remove the record to train the run again")
     saved = os.path.join(p.run_dir, "config.yaml")
     if os.path.isfile(saved) and load_config(saved).to_dict() != p.config.to_dict():
         raise ConfigError(f"config error: {p.run_dir} holds a run with another config than this study's "
                           f"{p.arm.name} arm (a different budget, --config or --set?); use another --runs-dir")
-    if os.path.isfile(os.path.join(p.run_dir, "metrics.json")):
+    if metrics:
         return "done"
     if read_json(os.path.join(p.run_dir, "ablation.json")).get("failed"):
         return "failed"
     return "todo"
+
+
+# The first words of training.TrainingDiverged's message (train.py exits 1 with it; tests/test_training.py
+# checks the words). Only a diverged run is recorded as failed and never retried: train.py's other exits with
+# status 1 (no data, an unreadable checkpoint, a full disk) are the machine's, and stop the study instead.
+DIVERGED = "training stopped: loss became"
 
 
 # Training images/s of the full budget's base arm on a quiet 2-core machine, by the widest vector ISA
@@ -145,7 +164,7 @@ def run_study(config_path=BASE_CONFIG, budget="full", seeds=None, runs_dir="runs
     log(f"ablation study: {n_arms} arms x {seeds} seed{'s' if seeds != 1 else ''} = {len(planned)} runs in {runs_dir} "
         f"({os.path.relpath(config_path)}, budget {budget}); {len(planned) - len(todo)} finished or failed, {len(todo)} to train")
     if train and todo:
-        with StudyLock(runs_dir):
+        with StudyLock(runs_dir), StudyLock(results_dir):  # two studies on one results directory would train the same runs
             _train_all(planned, todo, status, config_path, results_dir, log)
     results = collect(planned, results_dir)
     write_report(results, planned, out, config_path, budget, seeds, command or "python -m alexnet_tf ablate")
@@ -174,19 +193,20 @@ def _train_all(planned, todo, status, config_path, results_dir, log):
         record = read_json(os.path.join(p.run_dir, "ablation.json"))
         record.setdefault("attempts", []).append({"what": "train.py", "returncode": rc, "wall_seconds": wall,
                                                   "cpu_seconds": cpu})
-        if rc == 1:  # diverged (NaN) or no data: recorded, not retried by the next invocation
+        diverged = rc == 1 and last.startswith(DIVERGED)
+        if diverged:  # recorded, not retried by the next invocation: the arm diverges at this seed
             record["failed"] = last
         write_json(os.path.join(p.run_dir, "ablation.json"), record)
         if rc == 2:  # a config error: the same for every seed, stop here
             raise ConfigError(f"config error: {p.arm.name} seed {p.seed} was refused by train.py: {last}")
-        if rc == 1:
-            write_record(record_path(results_dir, p.arm.name, p.seed), p.config, failed=last, run_dir=p.run_dir)
+        if diverged:
+            write_record(record_path(results_dir, p.arm.name, p.seed), p.config, machine.describe(), failed=last)
             log(f"{tag}: FAILED: {last}")
             continue
-        if rc != 0:  # killed by a signal: the next invocation resumes it from its checkpoint
-            raise StudyInterrupted(f"{tag}: train.py ended with status {rc}; run the same command again to resume")
+        if rc != 0:  # killed by a signal, or the machine's fault: the next invocation resumes it from its checkpoint
+            raise StudyInterrupted(f"{tag}: train.py ended with status {rc} ({last}); run the same command again to resume")
         m = measure_run(p.run_dir)
-        write_record(record_path(results_dir, p.arm.name, p.seed), p.config, measured=m, run_dir=p.run_dir)
+        write_record(record_path(results_dir, p.arm.name, p.seed), p.config, trained_on(p.run_dir), measured=m)
         spent += wall
         spent_estimate += estimates[p.run_dir]
         left = sum(estimates[q.run_dir] for q in todo[todo.index(p) + 1:]) * spent / spent_estimate
@@ -201,29 +221,47 @@ class StudyInterrupted(RuntimeError):
 
 def collect(planned, results_dir):
     """{arm name: {"arm": Arm, "runs": [measure_run(...) per finished seed], "seeds": [...], "failed": [(seed, why)],
-    "missing": n, "records": [record path per finished seed], "machines": [who trained each]}}. A finished run
-    without a record (trained before records existed, or by hand) is measured and recorded here."""
+    "missing": n, "records": [record path per finished or failed seed], "machines": [who trained each finished
+    seed]}}. A finished run without a current record (trained before records existed, by hand, or measured
+    under other values) is measured and recorded here, unless its study is still measuring it."""
     results = {}
     for p in planned:
         r = results.setdefault(p.arm.name, {"arm": p.arm, "runs": [], "seeds": [], "failed": [], "missing": 0,
                                             "records": [], "machines": [], "config": p.config})
         path = record_path(results_dir, p.arm.name, p.seed)
         record = read_record(path, p.config)
-        if record is None:
+        if record is None or (record["stale"] and not record["failed"]):
             status = _status(p, results_dir)
-            if status == "done":
-                write_record(path, p.config, measured=measure_run(p.run_dir), run_dir=p.run_dir)
+            if status == "done" and _measured_by_its_study(p.run_dir):
+                write_record(path, p.config, trained_on(p.run_dir), measured=measure_run(p.run_dir))
             elif status == "failed":
-                write_record(path, p.config, failed=read_json(os.path.join(p.run_dir, "ablation.json"))["failed"],
-                             run_dir=p.run_dir)
+                write_record(path, p.config, trained_on(p.run_dir),
+                             failed=read_json(os.path.join(p.run_dir, "ablation.json"))["failed"])
             record = read_record(path, p.config)
-        if record is None:
+        if record is None or (record["stale"] and not record["failed"]):
             r["missing"] += 1
         elif record["failed"]:
             r["failed"].append((p.seed, record["failed"]))
+            r["records"].append(path)
         else:
             r["runs"].append(record["measured"])
             r["seeds"].append(p.seed)
             r["records"].append(path)
             r["machines"].append(record["machine"])
     return results
+
+
+def _measured_by_its_study(run_dir):
+    """False while another process's study holds the runs directory's lock and has not yet measured this run:
+    it appends the train.py attempt and the clean evaluation to RUN/ablation.json after train.py wrote
+    metrics.json, and a record made in between would miss both (and race its writes)."""
+    lock = os.path.join(os.path.dirname(os.path.dirname(run_dir)), ".lock")
+    try:
+        with open(lock) as f:
+            pid = int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return True
+    if not pid or pid == os.getpid() or not _alive(pid):
+        return True
+    study = read_json(os.path.join(run_dir, "ablation.json"))
+    return "clean" in study and any(a["what"] == "train.py" and a["returncode"] == 0 for a in study.get("attempts", []))
