@@ -178,7 +178,7 @@ def main(argv=None):
                    help="full: the config as written (~2 h on 2 cores); tiny: a few steps of a tiny model (~2 min)")
     p.add_argument("--seeds", type=int, help="seeds per arm, 0..N-1 (default: 3 full, 1 tiny)")
     p.add_argument("--arms", help="comma-separated subset of the arms (default: all): "
-                   "base,tanh,no_lrn,pool_2x2,one_tower,no_dropout,no_conv2,no_conv3,no_conv4")
+                   "base,tanh,no_lrn,lrn_constant,pool_2x2,one_tower,no_dropout,no_conv2,no_conv3")
     p.add_argument("--out", default="REPRODUCTION.md", help="the report; figures go to docs/ablation/ next to it")
     p.add_argument("--runs-dir", default=os.path.join("runs", "ablation"), help="one run directory per arm and seed")
     p.add_argument("--results", default=None,
