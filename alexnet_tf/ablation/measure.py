@@ -192,8 +192,9 @@ def read_json(path):
         return json.load(f)
 
 
-def write_json(path, data):
+def write_json(path, data, indent=1):
+    """Atomically (a kill mid-write leaves the old file): write path.tmp, then rename it over path."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
+        json.dump(data, f, indent=indent)
     os.replace(tmp, path)

@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from alexnet_tf import machine
-from alexnet_tf.ablation.measure import CLEAN_VERSION, SMOOTH
+from alexnet_tf.ablation.measure import CLEAN_VERSION, SMOOTH, write_json
 from alexnet_tf.ablation.study import CONVERGED, SENSITIVITY, THRESHOLD
 from alexnet_tf.config import ConfigError
 
@@ -80,11 +80,7 @@ def write_record(path, config, trained_on, measured=None, failed=None):
     data = {"measurement": measurement(), "config": _plain(config), "machine": trained_on, "failed": failed,
             "measured": None if measured is None else _encode(measured)}
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, separators=(",", ":"))  # one line: ~1,900 steps of curve per run
-        f.write("\n")
-    os.replace(tmp, path)
+    write_json(path, data, indent=None)  # one line: ~1,900 steps of curve per run
 
 
 def read_record(path, config):

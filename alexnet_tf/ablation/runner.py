@@ -102,14 +102,21 @@ class StudyLock:
     def __init__(self, runs_dir):
         self.path = os.path.join(runs_dir, ".lock")
 
-    def __enter__(self):
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        if os.path.isfile(self.path):
+    def holder(self):
+        """The pid of another live process holding the lock, else None."""
+        try:
             with open(self.path) as f:
                 pid = int(f.read().strip() or 0)
-            if pid and pid != os.getpid() and _alive(pid):
-                raise ConfigError(f"config error: another ablation study (pid {pid}) is using {os.path.dirname(self.path)}; "
-                                  "wait for it or use another --runs-dir")
+        except (OSError, ValueError):
+            return None
+        return pid if pid and pid != os.getpid() and _alive(pid) else None
+
+    def __enter__(self):
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        pid = self.holder()
+        if pid:
+            raise ConfigError(f"config error: another ablation study (pid {pid}) is using {os.path.dirname(self.path)}; "
+                              "wait for it or use another --runs-dir")
         with open(self.path, "w") as f:
             f.write(str(os.getpid()))
         return self
@@ -230,7 +237,7 @@ def collect(planned, results_dir):
                                             "records": [], "machines": [], "config": p.config})
         path = record_path(results_dir, p.arm.name, p.seed)
         record = read_record(path, p.config)
-        if record is None or (record["stale"] and not record["failed"]):
+        if not _usable(record):
             status = _status(p, results_dir)
             if status == "done" and _measured_by_its_study(p.run_dir):
                 write_record(path, p.config, trained_on(p.run_dir), measured=measure_run(p.run_dir))
@@ -238,7 +245,7 @@ def collect(planned, results_dir):
                 write_record(path, p.config, trained_on(p.run_dir),
                              failed=read_json(os.path.join(p.run_dir, "ablation.json"))["failed"])
             record = read_record(path, p.config)
-        if record is None or (record["stale"] and not record["failed"]):
+        if not _usable(record):
             r["missing"] += 1
         elif record["failed"]:
             r["failed"].append((p.seed, record["failed"]))
@@ -251,17 +258,16 @@ def collect(planned, results_dir):
     return results
 
 
+def _usable(record):
+    """A record the report can read: a failed run's (its failure does not depend on the measurement) or a current one."""
+    return record is not None and bool(record["failed"] or not record["stale"])
+
+
 def _measured_by_its_study(run_dir):
     """False while another process's study holds the runs directory's lock and has not yet measured this run:
     it appends the train.py attempt and the clean evaluation to RUN/ablation.json after train.py wrote
     metrics.json, and a record made in between would miss both (and race its writes)."""
-    lock = os.path.join(os.path.dirname(os.path.dirname(run_dir)), ".lock")
-    try:
-        with open(lock) as f:
-            pid = int(f.read().strip() or 0)
-    except (OSError, ValueError):
-        return True
-    if not pid or pid == os.getpid() or not _alive(pid):
+    if StudyLock(os.path.dirname(os.path.dirname(run_dir))).holder() is None:
         return True
     study = read_json(os.path.join(run_dir, "ablation.json"))
     return "clean" in study and any(a["what"] == "train.py" and a["returncode"] == 0 for a in study.get("attempts", []))
