@@ -85,12 +85,26 @@ def onednn_enabled():
 
 def describe(info=None):
     """One line: 'AMD EPYC (AVX2, AVX-512, AVX512-BF16), 2 cores, oneDNN on', of this machine or of `info`
-    (a summary() dict, e.g. as a run's metrics.json recorded it)."""
+    (a summary() dict, e.g. as a run's metrics.json recorded it); ', 1 intra-op thread' when TensorFlow was
+    told to use fewer threads than cores (TF_NUM_INTRAOP_THREADS, e.g. by `ablate --jobs 2`)."""
     info = summary() if info is None else info
-    return (f"{info['cpu']} ({', '.join(info['isa']) or 'no AVX2'}), {info['cores']} cores, "
+    threads = info.get("intra_op_threads")  # absent from metrics.json written before 2026-12-03
+    fewer = f", {threads} intra-op thread{'s' if threads != 1 else ''}" if threads and threads != info["cores"] else ""
+    return (f"{info['cpu']} ({', '.join(info['isa']) or 'no AVX2'}), {info['cores']} cores{fewer}, "
             f"oneDNN {'on' if info['onednn'] else 'off'}")
+
+
+def intra_op_threads():
+    """The intra-op threads TensorFlow runs an op on in this process: TF_NUM_INTRAOP_THREADS when set to a
+    positive number (TensorFlow reads it at start-up), else one per core."""
+    try:
+        n = int(os.environ.get("TF_NUM_INTRAOP_THREADS", ""))
+    except ValueError:
+        n = 0
+    return n if n > 0 else os.cpu_count()
 
 
 def summary():
     """The same as a dict, for metrics.json and benchmark JSON."""
-    return {"cpu": cpu_model(), "isa": isa(), "cores": os.cpu_count(), "onednn": onednn_enabled()}
+    return {"cpu": cpu_model(), "isa": isa(), "cores": os.cpu_count(), "onednn": onednn_enabled(),
+            "intra_op_threads": intra_op_threads()}

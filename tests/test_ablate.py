@@ -386,6 +386,62 @@ def test_a_run_is_not_recorded_while_another_study_is_still_measuring_it(tmp_pat
     assert runner._measured_by_its_study(p.run_dir)
 
 
+def test_jobs_at_once_a_failed_run_lets_the_others_finish_then_stops_the_study(tmp_path, monkeypatch):
+    """Two runs at once (real child processes, reaped by wait4): the first is killed by a signal after 0.2 s,
+    the second ends normally after 1 s and is recorded before the study stops; the third is not started."""
+    planned = study.plan(study.BASE_CONFIG, "tiny", 3, str(tmp_path), ["base"])
+    results = str(tmp_path / "results")
+    scripts = iter(["sleep 0.2; kill -9 $$", "sleep 1; echo finished", "echo never"])
+
+    def fake_start(run_dir, overrides, config_path, threads=None):
+        assert threads == max(1, os.cpu_count() // 2)
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "train.log"), "w") as out:
+            proc = runner.subprocess.Popen(["sh", "-c", next(scripts)], stdout=out)
+        return runner.Training(proc, run_dir, runner.time.time())
+
+    monkeypatch.setattr(runner, "start_training", fake_start)
+    monkeypatch.setattr(runner, "estimate_seconds", lambda config: 60.0)
+    monkeypatch.setattr(runner, "measure_run", lambda run_dir: dict(_fake_measured(0.25), train_top1_error=0.2))
+    monkeypatch.setattr(runner, "trained_on", lambda run_dir: "a test machine")
+    printed = []
+    status = {p.run_dir: "todo" for p in planned}
+    with pytest.raises(runner.StudyInterrupted, match=r"base seed 0: train.py ended with status -9"):
+        runner._train_all(planned, planned, status, study.BASE_CONFIG, results, printed.append, jobs=2)
+    assert "2 at a time" in printed[0]
+    assert any("waiting for the 1 run(s) in progress to finish" in line for line in printed)
+    assert any(line.startswith("[2/3] base seed 1: done in") for line in printed)
+    assert not any("[3/3]" in line for line in printed)
+    assert not os.path.exists(records.record_path(results, "base", 0))
+    kept = records.read_record(records.record_path(results, "base", 1), planned[1].config)
+    assert kept["measured"]["val_top1_error"] == 0.25 and kept["machine"] == "a test machine"
+    first, second = (json.loads(open(os.path.join(p.run_dir, "ablation.json")).read())["attempts"][0]
+                     for p in planned[:2])
+    assert first["returncode"] == -9 and second["returncode"] == 0
+    assert second["started"] < first["started"] + first["wall_seconds"]  # they ran at the same time
+    assert 1.0 <= second["wall_seconds"] < 5 and first["wall_seconds"] < 1.0
+
+
+def test_jobs_beyond_the_cores_is_a_one_line_error(tmp_path, capsys):
+    for jobs in ("0", str(os.cpu_count() + 1)):
+        assert cli(["ablate", "--budget", "tiny", "--jobs", jobs, "--runs-dir", str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"--jobs {jobs}: expected 1 to {os.cpu_count()}" in err[0]
+    assert not os.listdir(tmp_path)
+
+
+def test_machine_line_names_fewer_intra_op_threads_than_cores(monkeypatch):
+    info = {"cpu": "AMD EPYC", "isa": ["AVX2"], "cores": 2, "onednn": True}
+    assert alexnet_tf.machine.describe(info) == "AMD EPYC (AVX2), 2 cores, oneDNN on"  # metrics.json before the key
+    assert alexnet_tf.machine.describe(dict(info, intra_op_threads=2)) == "AMD EPYC (AVX2), 2 cores, oneDNN on"
+    assert alexnet_tf.machine.describe(dict(info, intra_op_threads=1)) == "AMD EPYC (AVX2), 2 cores, 1 intra-op thread, oneDNN on"
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "1")
+    assert alexnet_tf.machine.intra_op_threads() == 1
+    for unset in ("0", "-3", "two"):
+        monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", unset)
+        assert alexnet_tf.machine.intra_op_threads() == os.cpu_count()
+
+
 # === A real study on a tiny budget: two arms, one seed, a few steps ===
 
 def _rows(text, header):
@@ -403,14 +459,17 @@ def _rows(text, header):
 def test_tiny_study_table_from_real_runs_then_resume(tmp_path, capsys):
     runs, out = tmp_path / "runs", tmp_path / "REPRODUCTION.md"
     args = ["ablate", "--budget", "tiny", "--arms", "base,no_lrn", "--seeds", "1", "--out", str(out), "--runs-dir", str(runs)]
-    assert cli(args) == 0
+    assert cli(args + ["--jobs", "2"]) == 0  # both at once, one intra-op thread each (the resume below: one at a time)
     printed = capsys.readouterr().out
     assert "2 arms x 1 seed = 2 runs" in printed and "expected total:" in printed and printed.count(": done in") == 2
+    assert "2 at a time, 1 intra-op thread each" in printed
     text = out.read_text()
 
     metrics = {arm: json.loads((runs / arm / "seed0" / "metrics.json").read_text()) for arm in ("base", "no_lrn")}
     for m in metrics.values():
-        assert m["epochs_completed"] == 2
+        assert m["epochs_completed"] == 2 and m["intra_op_threads"] == 1  # train.py saw TF_NUM_INTRAOP_THREADS=1
+    attempts = [json.loads((runs / arm / "seed0" / "ablation.json").read_text())["attempts"][0] for arm in metrics]
+    assert attempts[1]["started"] < attempts[0]["started"] + attempts[0]["wall_seconds"]  # trained at the same time
     # the claims table: LRN (the only claim both arms answer) and PCA lighting, with the six columns
     rows = _rows(text, report.TABLE_HEADER)
     assert [r[0] for r in rows] == ["2", "7"] and all(len(r) == 7 for r in rows)
@@ -455,6 +514,7 @@ def test_tiny_study_table_from_real_runs_then_resume(tmp_path, capsys):
     records = {arm: json.loads((runs / "results" / arm / "seed0.json").read_text()) for arm in metrics}
     for arm, r in records.items():
         assert r["config"]["train"]["seed"] == 0 and r["machine"].startswith(alexnet_tf.machine.cpu_model())
+        assert "1 intra-op thread" in r["machine"]
         assert r["measured"]["val_top1_error"] == metrics[arm]["val_top1_error"] and r["failed"] is None
         assert r["measured"]["curve"][0] == list(range(1, 9))      # every one of the 2 x 4 steps
         assert len(r["measured"]["epoch_curves"]["validation"][1]) == 2

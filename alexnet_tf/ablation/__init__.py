@@ -2,7 +2,7 @@
 
 One base config (configs/ablation_fashion_mnist.yaml) and arms that are `--set` overrides of it.
 Every (arm, seed) is its own run directory RUNS/<arm>/seed<k>, trained by `train.py` in a
-subprocess (one at a time); a run with a record (records.py: RESULTS/<arm>/seed<k>.json, a few tens
+subprocess (one at a time, or --jobs N at once); a run with a record (records.py: RESULTS/<arm>/seed<k>.json, a few tens
 of KB that can be committed) or a metrics.json is skipped, an interrupted one resumes from its last
 checkpoint (train.py does that). Every finished run is measured once into its record (val
 error from metrics.json; training error on the training images without augmentation or dropout;
@@ -16,8 +16,11 @@ Welch tests, Holm, the verdict), measure (one finished run), records (its durabl
 alexnet_tf init-study`: three initialisations at the paper's geometry, docs/init_study.md).
 """
 
+import os
+
 from alexnet_tf.ablation.runner import StudyInterrupted, run_study
 from alexnet_tf.ablation.study import BASE_CONFIG
+from alexnet_tf.config import ConfigError
 
 
 def main(args):
@@ -25,8 +28,12 @@ def main(args):
     arms = [a.strip() for a in args.arms.split(",")] if args.arms else None
     # the command that trains the runs (--report-only only rewrites the report of the same runs)
     command = "python -m alexnet_tf ablate" + "".join(f" {a}" for a in args.argv if a != "--report-only")
+    if not 1 <= args.jobs <= (os.cpu_count() or 1):
+        raise ConfigError(f"config error: --jobs {args.jobs}: expected 1 to {os.cpu_count() or 1} (this machine's "
+                          "cores): each run needs a core of its own")
     try:
         run_study(args.config or BASE_CONFIG, args.budget, args.seeds, args.runs_dir, args.out, arms=arms, extra=args.set,
-                  train=not args.report_only, command=command, results_dir=args.results)
+                  train=not args.report_only, command=command, results_dir=args.results,
+                  jobs=args.jobs)
     except StudyInterrupted as e:
         raise SystemExit(f"error: {e}") from None
