@@ -94,11 +94,11 @@ def describe(info=None):
             f"oneDNN {'on' if info['onednn'] else 'off'}")
 
 
-def intra_op_threads():
-    """The intra-op threads TensorFlow runs an op on in this process: TF_NUM_INTRAOP_THREADS when set to a
-    positive number (TensorFlow reads it at start-up), else one per core."""
+def intra_op_threads(environ=None):
+    """The intra-op threads TensorFlow runs an op on in this process (or in one started with `environ`):
+    TF_NUM_INTRAOP_THREADS when set to a positive number (TensorFlow reads it at start-up), else one per core."""
     try:
-        n = int(os.environ.get("TF_NUM_INTRAOP_THREADS", ""))
+        n = int((os.environ if environ is None else environ).get("TF_NUM_INTRAOP_THREADS", ""))
     except ValueError:
         n = 0
     return n if n > 0 else os.cpu_count()

@@ -386,24 +386,33 @@ def test_a_run_is_not_recorded_while_another_study_is_still_measuring_it(tmp_pat
     assert runner._measured_by_its_study(p.run_dir)
 
 
+def _fake_children(monkeypatch, scripts, measure):
+    """runner.start_training starting `sh -c SCRIPT` children in turn (real processes, reaped by the study's
+    threads) and runner.measure_run replaced by `measure`; returns the list of started Trainings."""
+    scripts, started = iter(scripts), []
+
+    def fake_start(run_dir, overrides, config_path, threads=None, ended=None):
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "train.log"), "w") as out:
+            proc = runner.subprocess.Popen(["sh", "-c", next(scripts)], stdout=out)
+        started.append(runner.Training(proc, run_dir, runner.time.time(), ended))
+        started[-1].threads = threads
+        return started[-1]
+
+    monkeypatch.setattr(runner, "start_training", fake_start)
+    monkeypatch.setattr(runner, "estimate_seconds", lambda config: 60.0)
+    monkeypatch.setattr(runner, "measure_run", measure)
+    monkeypatch.setattr(runner, "trained_on", lambda run_dir: "a test machine")
+    return started
+
+
 def test_jobs_at_once_a_failed_run_lets_the_others_finish_then_stops_the_study(tmp_path, monkeypatch):
     """Two runs at once (real child processes, reaped by wait4): the first is killed by a signal after 0.2 s,
     the second ends normally after 1 s and is recorded before the study stops; the third is not started."""
     planned = study.plan(study.BASE_CONFIG, "tiny", 3, str(tmp_path), ["base"])
     results = str(tmp_path / "results")
-    scripts = iter(["sleep 0.2; kill -9 $$", "sleep 1; echo finished", "echo never"])
-
-    def fake_start(run_dir, overrides, config_path, threads=None):
-        assert threads == max(1, os.cpu_count() // 2)
-        os.makedirs(run_dir, exist_ok=True)
-        with open(os.path.join(run_dir, "train.log"), "w") as out:
-            proc = runner.subprocess.Popen(["sh", "-c", next(scripts)], stdout=out)
-        return runner.Training(proc, run_dir, runner.time.time())
-
-    monkeypatch.setattr(runner, "start_training", fake_start)
-    monkeypatch.setattr(runner, "estimate_seconds", lambda config: 60.0)
-    monkeypatch.setattr(runner, "measure_run", lambda run_dir: dict(_fake_measured(0.25), train_top1_error=0.2))
-    monkeypatch.setattr(runner, "trained_on", lambda run_dir: "a test machine")
+    started = _fake_children(monkeypatch, ["sleep 0.2; kill -9 $$", "sleep 1; echo finished", "echo never"],
+                             lambda run_dir: dict(_fake_measured(0.25), train_top1_error=0.2))
     printed = []
     status = {p.run_dir: "todo" for p in planned}
     with pytest.raises(runner.StudyInterrupted, match=r"base seed 0: train.py ended with status -9"):
@@ -411,7 +420,8 @@ def test_jobs_at_once_a_failed_run_lets_the_others_finish_then_stops_the_study(t
     assert "2 at a time" in printed[0]
     assert any("waiting for the 1 run(s) in progress to finish" in line for line in printed)
     assert any(line.startswith("[2/3] base seed 1: done in") for line in printed)
-    assert not any("[3/3]" in line for line in printed)
+    assert not any("[3/3]" in line for line in printed) and len(started) == 2
+    assert all(t.threads == max(1, runner.usable_cores() // 2) for t in started)
     assert not os.path.exists(records.record_path(results, "base", 0))
     kept = records.read_record(records.record_path(results, "base", 1), planned[1].config)
     assert kept["measured"]["val_top1_error"] == 0.25 and kept["machine"] == "a test machine"
@@ -422,11 +432,47 @@ def test_jobs_at_once_a_failed_run_lets_the_others_finish_then_stops_the_study(t
     assert 1.0 <= second["wall_seconds"] < 5 and first["wall_seconds"] < 1.0
 
 
+def test_jobs_a_run_ending_while_another_is_measured_keeps_its_own_wall_and_the_core_stays_busy(tmp_path, monkeypatch):
+    planned = study.plan(study.BASE_CONFIG, "tiny", 3, str(tmp_path), ["base"])
+    measured_at = []
+
+    def slow_measure(run_dir):  # the parent's clean evaluation of a run takes 2 s here
+        runner.time.sleep(2)
+        measured_at.append(runner.time.time())
+        return dict(_fake_measured(0.25), train_top1_error=0.2)
+
+    started = _fake_children(monkeypatch, ["sleep 0.3", "sleep 1", "sleep 0.2"], slow_measure)
+    status = {p.run_dir: "todo" for p in planned}
+    runner._train_all(planned, planned, status, study.BASE_CONFIG, str(tmp_path / "results"), lambda line: None, jobs=2)
+    attempts = [json.loads(open(os.path.join(p.run_dir, "ablation.json")).read())["attempts"][0] for p in planned]
+    # seed 1 exits at ~1 s while seed 0 is being measured (0.3-2.3 s): its wall is its own, not the wait
+    assert 1.0 <= attempts[1]["wall_seconds"] < 1.8
+    # seed 2 started as soon as seed 0 ended, before seed 0's measurement was over
+    assert started[2].started < measured_at[0] - 1
+    assert all(records.read_record(records.record_path(str(tmp_path / "results"), "base", p.seed), p.config)
+               ["measured"] for p in planned)
+
+
+def test_jobs_an_error_of_the_study_itself_stops_the_runs_in_progress(tmp_path, monkeypatch):
+    planned = study.plan(study.BASE_CONFIG, "tiny", 2, str(tmp_path), ["base"])
+
+    def full_disk(run_dir):
+        raise OSError(28, "No space left on device")
+
+    started = _fake_children(monkeypatch, ["true", "sleep 60"], full_disk)
+    status = {p.run_dir: "todo" for p in planned}
+    t0 = runner.time.time()
+    with pytest.raises(OSError, match="No space left"):
+        runner._train_all(planned, planned, status, study.BASE_CONFIG, str(tmp_path / "results"), lambda line: None, jobs=2)
+    assert runner.time.time() - t0 < 30 and started[1].proc.returncode == -15  # terminated and reaped, not orphaned
+
+
 def test_jobs_beyond_the_cores_is_a_one_line_error(tmp_path, capsys):
-    for jobs in ("0", str(os.cpu_count() + 1)):
+    cores = runner.usable_cores()
+    for jobs in ("0", str(cores + 1)):
         assert cli(["ablate", "--budget", "tiny", "--jobs", jobs, "--runs-dir", str(tmp_path)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and f"--jobs {jobs}: expected 1 to {os.cpu_count()}" in err[0]
+        assert len(err) == 1 and f"--jobs {jobs}: expected 1 to {cores}" in err[0]
     assert not os.listdir(tmp_path)
 
 

@@ -16,9 +16,7 @@ Welch tests, Holm, the verdict), measure (one finished run), records (its durabl
 alexnet_tf init-study`: three initialisations at the paper's geometry, docs/init_study.md).
 """
 
-import os
-
-from alexnet_tf.ablation.runner import StudyInterrupted, run_study
+from alexnet_tf.ablation.runner import StudyInterrupted, run_study, usable_cores
 from alexnet_tf.ablation.study import BASE_CONFIG
 from alexnet_tf.config import ConfigError
 
@@ -28,9 +26,10 @@ def main(args):
     arms = [a.strip() for a in args.arms.split(",")] if args.arms else None
     # the command that trains the runs (--report-only only rewrites the report of the same runs)
     command = "python -m alexnet_tf ablate" + "".join(f" {a}" for a in args.argv if a != "--report-only")
-    if not 1 <= args.jobs <= (os.cpu_count() or 1):
-        raise ConfigError(f"config error: --jobs {args.jobs}: expected 1 to {os.cpu_count() or 1} (this machine's "
-                          "cores): each run needs a core of its own")
+    cores = usable_cores()
+    if not 1 <= args.jobs <= cores:
+        raise ConfigError(f"config error: --jobs {args.jobs}: expected 1 to {cores} (the cores this process may use): "
+                          "each run needs a core of its own")
     try:
         run_study(args.config or BASE_CONFIG, args.budget, args.seeds, args.runs_dir, args.out, arms=arms, extra=args.set,
                   train=not args.report_only, command=command, results_dir=args.results,

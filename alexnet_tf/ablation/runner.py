@@ -2,8 +2,10 @@
 once, resumable), measure every finished run, write the report."""
 
 import os
+import queue
 import subprocess
 import sys
+import threading
 import time
 
 from alexnet_tf import machine
@@ -136,48 +138,64 @@ def _alive(pid):
 
 
 class Training:
-    """One train.py subprocess (start_training) until wait_any reaps it."""
+    """One train.py subprocess (start_training). A thread of its own reaps it with wait4 the moment it exits,
+    so its wall and CPU seconds are its own even while the study measures another run or others train."""
 
-    def __init__(self, proc, run_dir, started):
-        self.proc, self.run_dir, self.started = proc, run_dir, started
+    def __init__(self, proc, run_dir, started, ended):
+        self.proc, self.run_dir, self.started, self.result = proc, run_dir, started, None
+        threading.Thread(target=self._reap, args=(ended,), daemon=True).start()
+
+    def _reap(self, ended):
+        _, status, usage = os.wait4(self.proc.pid, 0)
+        self.proc.returncode = os.waitstatus_to_exitcode(status)  # negative: killed by that signal
+        self.result = (self.proc.returncode, time.time() - self.started, usage.ru_utime + usage.ru_stime)
+        ended.put(self)
+
+    def last_line(self):
+        with open(os.path.join(self.run_dir, "train.log")) as f:
+            lines = [line.strip() for line in f if line.strip()]
+        return lines[-1] if lines else ""
 
 
-def start_training(run_dir, overrides, config_path, threads=None):
-    """Start train.py on one run (output appended to RUN/train.log; a rerun resumes from its last checkpoint).
-    `threads`: TensorFlow's intra-op threads for the child (TF_NUM_INTRAOP_THREADS, one inter-op thread), when
-    several runs share the cores; None leaves TensorFlow's default (every core) or what the user set."""
+def start_training(run_dir, overrides, config_path, threads=None, ended=None):
+    """Start train.py on one run (output appended to RUN/train.log; a rerun resumes from its last checkpoint);
+    it is put on the queue `ended` when it exits. `threads`: TensorFlow's intra-op threads for the child
+    (TF_NUM_INTRAOP_THREADS, one inter-op thread) when several runs share the cores; None leaves TensorFlow's
+    default (every core). What the user set in the environment wins either way."""
     os.makedirs(run_dir, exist_ok=True)
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config", config_path, "--run-dir", run_dir]
     for o in overrides:
         cmd += ["--set", o]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    if threads:
-        env.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
-        env.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    env = dict(child_env(threads), TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     with open(os.path.join(run_dir, "train.log"), "a") as out:
         out.write(f"$ {' '.join(cmd)}\n")
         out.flush()
+        # started from this (the main) thread: PR_SET_PDEATHSIG fires when the thread that forked the child ends
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
-    return Training(proc, run_dir, time.time())
+    return Training(proc, run_dir, time.time(), queue.Queue() if ended is None else ended)
 
 
-def wait_any(trainings, poll=0.5):
-    """Wait until one of `trainings` ends; returns (training, returncode, wall, cpu, last line of its train.log).
-    Each child is reaped with wait4, so its CPU seconds are its own even while others run."""
-    while True:
-        for t in trainings:
-            pid, status, usage = os.wait4(t.proc.pid, os.WNOHANG)
-            if pid:
-                t.proc.returncode = rc = os.waitstatus_to_exitcode(status)  # negative: killed by that signal
-                with open(os.path.join(t.run_dir, "train.log")) as f:
-                    lines = [line.strip() for line in f if line.strip()]
-                return t, rc, time.time() - t.started, usage.ru_utime + usage.ru_stime, (lines[-1] if lines else "")
-        time.sleep(poll)
+def child_env(threads=None):
+    """The environment of a train.py child that runs on `threads` intra-op threads (None: TensorFlow's default)."""
+    env = dict(os.environ)
+    if threads:
+        env.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
+        env.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    return env
+
+
+def wait_any(ended):
+    """The next training to exit from the queue `ended`: (training, returncode, wall, cpu, last line of its
+    train.log)."""
+    t = ended.get()
+    return (t, *t.result, t.last_line())
 
 
 def train_subprocess(run_dir, overrides, config_path):
     """Train one run with train.py in a subprocess and wait for it; returns (returncode, wall, cpu, last line)."""
-    return wait_any([start_training(run_dir, overrides, config_path)])[1:]
+    ended = queue.Queue()
+    start_training(run_dir, overrides, config_path, ended=ended)
+    return wait_any(ended)[1:]
 
 
 def run_study(config_path=BASE_CONFIG, budget="full", seeds=None, runs_dir="runs/ablation", out="REPRODUCTION.md",
@@ -205,56 +223,81 @@ def run_study(config_path=BASE_CONFIG, budget="full", seeds=None, runs_dir="runs
     return results
 
 
+def usable_cores():
+    """The cores this process may run on (its CPU affinity, where the OS tells), for --jobs."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _train_all(planned, todo, status, config_path, results_dir, log, jobs=1):
     """Train the runs in `todo` in plan order, `jobs` at a time, printing progress and the time left. A run
     that stops the study (a config error, a killed or failed train.py) lets the others in progress finish
-    and be recorded first."""
+    and be recorded first; an error of the study itself (or Ctrl-C) stops them, to resume from their
+    checkpoints, before the locks are released."""
     by_arm = {}  # every seed of an arm costs the same
     for p in todo:
         if p.arm.name not in by_arm:
             by_arm[p.arm.name] = estimate_seconds(p.config)
     estimates = {p.run_dir: by_arm[p.arm.name] for p in todo}
-    threads = max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None
+    threads = max(1, usable_cores() // jobs) if jobs > 1 else None
+    each = machine.intra_op_threads(child_env(threads))  # what each child runs on (the user's setting wins)
     log(f"expected total: {minutes(sum(estimates.values()))} for {len(todo)} runs one at a time "
         f"(from multiply-adds at {base_train_rate()} img/s for the base arm on a quiet 2-core {'/'.join(machine.isa()) or 'x86'} "
-        "machine; slower under load)" + (f"; {jobs} at a time, {threads} intra-op thread{'s' if threads != 1 else ''} each"
+        "machine; slower under load)" + (f"; {jobs} at a time, {each} intra-op thread{'s' if each != 1 else ''} each"
                                          if threads else ""))
-    started, done_estimate = time.time(), 0.0
-    queue, running, stop = list(enumerate(planned, 1)), {}, None
+    started, spent, spent_estimate = time.time(), 0.0, 0.0
+    waiting, running, ended, stop = list(enumerate(planned, 1)), {}, queue.Queue(), None
     width = len(str(len(planned)))
-    while True:
-        while queue and stop is None and len(running) < jobs:
-            i, p = queue.pop(0)
+
+    def fill():
+        while waiting and stop is None and len(running) < jobs:
+            i, p = waiting.pop(0)
             tag = f"[{i:>{width}}/{len(planned)}] {p.arm.name} seed {p.seed}"
             if status[p.run_dir] != "todo":
                 log(f"{tag}: skipped ({'finished' if status[p.run_dir] == 'done' else 'failed'} before)")
                 continue
             log(f"{tag}: training in {p.run_dir} (tail -f train.log there), expected {minutes(estimates[p.run_dir])}")
-            running[start_training(p.run_dir, p.overrides, config_path, threads)] = (p, tag)
-        if not running:
-            break
-        t, rc, wall, cpu, last = wait_any(list(running))
-        p, tag = running.pop(t)
-        try:
-            m = _finish(p, tag, rc, wall, cpu, last, t.started, results_dir, log)
-        except (ConfigError, StudyInterrupted) as e:
-            stop = stop or e
-            if running:
-                log(f"{tag}: {e}; waiting for the {len(running)} run(s) in progress to finish")
-            continue
-        if m is None:  # diverged: recorded as failed
-            continue
-        done_estimate += estimates[p.run_dir]
-        left = sum(estimates[q.run_dir] for _, q in queue if status[q.run_dir] == "todo")
-        left += sum(estimates[q.run_dir] for q, _ in running.values())
-        log(f"{tag}: done in {minutes(wall)}: val top-1 error {m['val_top1_error']:.2%}, "
-            f"training images {m['train_top1_error']:.2%}; elapsed {minutes(time.time() - started)}, "
-            f"remaining ~{minutes(left * (time.time() - started) / done_estimate)}")
+            running[start_training(p.run_dir, p.overrides, config_path, threads, ended)] = (p, tag)
+
+    try:
+        while True:
+            fill()
+            if not running:
+                break
+            t, rc, wall, cpu, last = wait_any(ended)
+            p, tag = running.pop(t)
+            if rc == 0:
+                fill()  # the freed core trains the next run while this one is measured
+            try:
+                m = _finish(p, tag, rc, wall, cpu, last, t.started, results_dir, log, threads)
+            except (ConfigError, StudyInterrupted) as e:
+                stop = stop or e
+                if running:
+                    log(f"{tag}: {e}; waiting for the {len(running)} run(s) in progress to finish")
+                continue
+            if m is None:  # diverged: recorded as failed
+                continue
+            spent += wall
+            spent_estimate += estimates[p.run_dir]
+            # estimate-seconds still to train, at this study's measured seconds per estimate-second, `jobs` at once
+            left = sum(estimates[q.run_dir] for _, q in waiting if status[q.run_dir] == "todo")
+            left += sum(estimates[q.run_dir] for q, _ in running.values())
+            remaining = left * spent / spent_estimate / min(jobs, max(1, len(running) + len(waiting)))
+            log(f"{tag}: done in {minutes(wall)}: val top-1 error {m['val_top1_error']:.2%}, "
+                f"training images {m['train_top1_error']:.2%}; elapsed {minutes(time.time() - started)}"
+                + ("" if stop else f", remaining ~{minutes(remaining)}"))
+    finally:
+        for t in running:  # only after an error of the study itself: stop the children, which resume later
+            t.proc.terminate()
+        while running:
+            running.pop(wait_any(ended)[0])
     if stop is not None:
         raise stop
 
 
-def _finish(p, tag, rc, wall, cpu, last, started, results_dir, log):
+def _finish(p, tag, rc, wall, cpu, last, started, results_dir, log, threads=None):
     """Record one ended train.py: its measure_run numbers, or None when it diverged (recorded as failed).
     ConfigError (rc 2, the same for every seed) or StudyInterrupted (killed, or the machine's fault: the next
     invocation resumes it from its checkpoint) when it stops the study."""
@@ -268,7 +311,8 @@ def _finish(p, tag, rc, wall, cpu, last, started, results_dir, log):
     if rc == 2:
         raise ConfigError(f"config error: {p.arm.name} seed {p.seed} was refused by train.py: {last}")
     if diverged:
-        write_record(record_path(results_dir, p.arm.name, p.seed), p.config, machine.describe(), failed=last)
+        info = dict(machine.summary(), intra_op_threads=machine.intra_op_threads(child_env(threads)))  # the child's
+        write_record(record_path(results_dir, p.arm.name, p.seed), p.config, machine.describe(info), failed=last)
         log(f"{tag}: FAILED: {last}")
         return None
     if rc != 0:
