@@ -179,6 +179,9 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, help="seeds per arm, 0..N-1 (default: 3 full, 1 tiny)")
     p.add_argument("--arms", help="comma-separated subset of the arms (default: all): "
                    "base,tanh,no_lrn,lrn_constant,pool_2x2,one_tower,no_dropout,no_conv2,no_conv3")
+    p.add_argument("--more-seeds", action="append", default=[], metavar="ARM[,ARM...]=N",
+                   help="these arms get seeds 0..N-1 instead of --seeds (the second stage: more seeds for the claims "
+                        "the first left undecided); repeatable")
     p.add_argument("--out", default="REPRODUCTION.md", help="the report; figures go to docs/ablation/ next to it")
     p.add_argument("--runs-dir", default=os.path.join("runs", "ablation"), help="one run directory per arm and seed")
     p.add_argument("--results", default=None,

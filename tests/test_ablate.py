@@ -283,6 +283,40 @@ def test_full_plan_arms_differ_from_the_base_exactly_by_their_overrides(tmp_path
     assert all(c.a in study.ARM_BY_NAME and c.b in study.ARM_BY_NAME for c in study.CLAIMS)
 
 
+def test_second_stage_gives_only_the_named_arms_more_seeds(tmp_path):
+    more = alexnet_tf.ablation.parse_more_seeds(["base,no_lrn=5", "pool_2x2=4"])
+    assert more == {"base": 5, "no_lrn": 5, "pool_2x2": 4}
+    planned = study.plan(study.BASE_CONFIG, "full", 3, str(tmp_path), more=more)
+    # hand count: 9 arms x seeds 0-2, then seed 3 of base, no_lrn, pool_2x2 and seed 4 of base, no_lrn
+    assert len(planned) == len(study.ARMS) * 3 + 3 + 2
+    tail = [(p.arm.name, p.seed) for p in planned[len(study.ARMS) * 3:]]
+    assert tail == [("base", 3), ("no_lrn", 3), ("pool_2x2", 3), ("base", 4), ("no_lrn", 4)]
+    assert [p.seed for p in planned] == sorted(p.seed for p in planned)
+    assert all(p.config.train.seed == p.seed for p in planned)
+    assert study.seeds_text(3, more) == "3 seeds per arm, 4 for pool_2x2, 5 for base and no_lrn"
+
+
+@pytest.mark.parametrize("value, message", [
+    ("base=x", "--more-seeds 'base=x'; expected ARM[,ARM...]=N"),
+    ("base", "--more-seeds 'base'; expected ARM[,ARM...]=N"),
+    ("relu6=12", "--more-seeds names arm(s) relu6 that the study does not run"),
+    ("base=2", "--more-seeds base=2: fewer than --seeds 3"),
+])
+def test_bad_more_seeds_is_a_one_line_error(tmp_path, capsys, value, message):
+    assert cli(["ablate", "--seeds", "3", "--more-seeds", value, "--runs-dir", str(tmp_path), "--report-only"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_claim_row_means_are_over_the_seeds_the_test_pairs():
+    # the base has 5 seeds (a second stage), tanh 3: the row's base mean is over seeds 0-2, as the test's
+    base = _fake_arm("base", [0.100, 0.102, 0.098, 0.200, 0.200])
+    no_lrn = _fake_arm("no_lrn", [0.121, 0.122, 0.118])
+    (only,) = report.analyse({"base": base, "no_lrn": no_lrn}).values()
+    assert only["row"][3] == "base: 10.00 ± 0.20 % (3 seeds)<br>no_lrn: 12.03 ± 0.21 % (3 seeds)"
+    assert only["test"].n_a == 3 and only["test"].diff == pytest.approx(0.061 / 3)
+
+
 @pytest.mark.slow
 def test_full_budget_estimate_matches_the_measured_base_runs(tmp_path):
     planned = study.plan(study.BASE_CONFIG, "full", 3, str(tmp_path))
@@ -507,7 +541,7 @@ def test_tiny_study_table_from_real_runs_then_resume(tmp_path, capsys):
     args = ["ablate", "--budget", "tiny", "--arms", "base,no_lrn", "--seeds", "1", "--out", str(out), "--runs-dir", str(runs)]
     assert cli(args + ["--jobs", "2"]) == 0  # both at once, one intra-op thread each (the resume below: one at a time)
     printed = capsys.readouterr().out
-    assert "2 arms x 1 seed = 2 runs" in printed and "expected total:" in printed and printed.count(": done in") == 2
+    assert "2 arms, 1 seed per arm = 2 runs" in printed and "expected total:" in printed and printed.count(": done in") == 2
     assert "2 at a time, 1 intra-op thread each" in printed
     text = out.read_text()
 
@@ -593,8 +627,8 @@ def test_tiny_study_table_from_real_runs_then_resume(tmp_path, capsys):
 
     # a report of a study not yet finished says so: 2 seeds planned, 1 finished per arm
     assert cli(args[:-5] + ["2", "--out", str(out), "--runs-dir", str(runs), "--report-only"]) == 0
-    assert ("**The study is in progress**: 2 of 4 runs have finished; every arm has at least 1 seed of its "
-            "2 seeds.") in out.read_text()
+    assert ("**The study is in progress**: 2 of 4 runs have finished; every arm has at least 1 seed (planned: "
+            "2 seeds per arm).") in out.read_text()
 
     # the records alone rewrite the same report, word for word: the run directories (checkpoints, logs,
     # models) are gone

@@ -21,11 +21,24 @@ from alexnet_tf.ablation.study import BASE_CONFIG
 from alexnet_tf.config import ConfigError
 
 
+def parse_more_seeds(values):
+    """['base,no_lrn=20', 'pool_2x2=35'] -> {'base': 20, 'no_lrn': 20, 'pool_2x2': 35} (`--more-seeds`)."""
+    more = {}
+    for value in values or ():
+        arms, sep, n = value.rpartition("=")
+        if not sep or not arms or not n.strip().isdigit():
+            raise ConfigError(f"config error: --more-seeds {value!r}; expected ARM[,ARM...]=N, e.g. base,no_lrn=20")
+        for arm in arms.split(","):
+            more[arm.strip()] = int(n)
+    return more
+
+
 def main(args):
     """`python -m alexnet_tf ablate` (arguments parsed in __main__)."""
     arms = [a.strip() for a in args.arms.split(",")] if args.arms else None
     # the command that trains the runs (--report-only only rewrites the report of the same runs)
     command = "python -m alexnet_tf ablate" + "".join(f" {a}" for a in args.argv if a != "--report-only")
+    more = parse_more_seeds(args.more_seeds)
     cores = usable_cores()
     if not 1 <= args.jobs <= cores:
         raise ConfigError(f"config error: --jobs {args.jobs}: expected 1 to {cores} (the cores this process may use): "
@@ -33,6 +46,6 @@ def main(args):
     try:
         run_study(args.config or BASE_CONFIG, args.budget, args.seeds, args.runs_dir, args.out, arms=arms, extra=args.set,
                   train=not args.report_only, command=command, results_dir=args.results,
-                  jobs=args.jobs)
+                  jobs=args.jobs, more=more)
     except StudyInterrupted as e:
         raise SystemExit(f"error: {e}") from None

@@ -14,7 +14,7 @@ import numpy as np
 
 from alexnet_tf.ablation.plots import make_figures
 from alexnet_tf.ablation.stats import ALPHA, compare, holm, mean_std, seed_values, seeds_needed, verdict
-from alexnet_tf.ablation.study import BUDGETS, CLAIMS, CONVERGED, LIGHTING_ROW, ROOT, SENSITIVITY, THRESHOLD
+from alexnet_tf.ablation.study import BUDGETS, CLAIMS, CONVERGED, LIGHTING_ROW, ROOT, SENSITIVITY, THRESHOLD, seeds_text
 
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "report_template.md")
 TABLE_HEADER = ("| # | claim | paper | ours: mean ± sd over seeds | difference [95 % interval] | "
@@ -116,6 +116,12 @@ def _test_cell(test, holm_p):
     return f"{test.kind} t({test.df:.1f}) = {test.t:+.2f}, p = {test.p:.3f} / {holm_p:.3f}"
 
 
+def _on_seeds(result, seeds):
+    """`result` (runner.collect) with only its runs of `seeds`."""
+    keep = [i for i, s in enumerate(result["seeds"]) if s in set(seeds)]
+    return {**result, "runs": [result["runs"][i] for i in keep], "seeds": [result["seeds"][i] for i in keep]}
+
+
 def analyse(results):
     """{claim key: {"claim", "row", "test", "holm", "verdict"}} for the claims whose arms are in `results`.
 
@@ -134,6 +140,8 @@ def analyse(results):
         ra, rb = results[claim.a], results[claim.b]
         threshold = {"steps_to_threshold": THRESHOLD, "steps_to_converged": CONVERGED}.get(claim.metric)
         cens = lambda r: sum(run["censored"][threshold] for run in r["runs"]) if threshold else 0  # noqa: E731
+        if test is not None and test.kind == "paired":  # the means of the seeds the test pairs (arms may have more)
+            ra, rb = _on_seeds(ra, rb["seeds"]), _on_seeds(rb, ra["seeds"])
         cells = [f"{claim.a}: {_fmt(claim.metric, *mean_std(seed_values(ra, claim.metric)), cens(ra))}",
                  f"{claim.b}: {_fmt(claim.metric, *mean_std(seed_values(rb, claim.metric)), cens(rb))}"]
         head = [claim.key, f"{claim.text} ({claim.section})", claim.paper, "<br>".join(cells)]
@@ -253,8 +261,9 @@ def _machines(results):
     return "; ".join(f"{m}: {n} run{'s' if n != 1 else ''}" for m, n in counts.items()) or "-"
 
 
-def write_report(results, planned, out, config_path, budget, seeds, command):
+def write_report(results, planned, out, config_path, budget, seeds, command, more=None):
     """REPRODUCTION.md: the claims table, per-arm numbers, threshold sensitivity, figures, time and command.
+    `more` ({arm: n}): the arms with more than `seeds` seeds (study.seeds_per_arm).
 
     Text between the DISCUSSION markers of an existing file is kept (written by hand after a run).
     """
@@ -265,16 +274,15 @@ def write_report(results, planned, out, config_path, budget, seeds, command):
     overrides = BUDGETS[budget]
     parts = [_block("head", command=command, config=os.path.relpath(config_path, ROOT), budget=budget,
                     budget_overrides=f": `{' '.join('--set ' + o for o in overrides)}`" if overrides else "",
-                    seeds=f"{seeds} seed{'s' if seeds != 1 else ''}",
-                    seed_range="0" if seeds == 1 else f"0..{seeds - 1}",
+                    seeds=seeds_text(seeds, more),
+                    seed_range=("0" if seeds == 1 else f"0..{seeds - 1}") if not more else "0..n-1 for an arm of n seeds",
                     finished=len(runs), planned=len(planned), wall=minutes(sum(run["wall_seconds"] for run in runs)),
                     cpu=minutes(sum(run["cpu_seconds"] for run in runs)), machines=_machines(results))]
     if not runs:
         parts.append(_block("not_run"))
     elif len(runs) < len(planned):
         least = min(len(r["runs"]) for r in results.values())
-        parts.append(_block("in_progress", finished=len(runs), planned=len(planned),
-                            seeds=f"{seeds} seed{'s' if seeds != 1 else ''}",
+        parts.append(_block("in_progress", finished=len(runs), planned=len(planned), seeds=seeds_text(seeds, more),
                             least_seeds=f"{least} seed{'s' if least != 1 else ''}"))
     analysis = analyse(results)  # the claims' tests, read by the claims table and the seeds table
     parts.append(_block("claims", claims_table=_claims_table(analysis), val_images=_val_images(results),

@@ -12,7 +12,7 @@ from alexnet_tf import machine
 from alexnet_tf.ablation.measure import measure_run, read_json, write_json
 from alexnet_tf.ablation.records import measurement, read_record, record_path, trained_on, write_record
 from alexnet_tf.ablation.report import minutes, write_report
-from alexnet_tf.ablation.study import BASE_CONFIG, DEFAULT_SEEDS, ROOT, plan
+from alexnet_tf.ablation.study import BASE_CONFIG, DEFAULT_SEEDS, ROOT, plan, seeds_text
 from alexnet_tf.config import ConfigError, load_config
 
 
@@ -199,26 +199,27 @@ def train_subprocess(run_dir, overrides, config_path):
 
 
 def run_study(config_path=BASE_CONFIG, budget="full", seeds=None, runs_dir="runs/ablation", out="REPRODUCTION.md",
-              arms=None, extra=(), train=True, command=None, log=print, results_dir=None, jobs=1):
+              arms=None, extra=(), train=True, command=None, log=print, results_dir=None, jobs=1, more=None):
     """Train what is missing, record and measure every finished run, write the report. Returns the per-arm
     results. `results_dir` (default RUNS_DIR/results) holds the records (records.py): the study's durable part.
     `jobs` runs train at once, each on cores // jobs intra-op threads (docs/ablation.md: 2 one-thread runs
-    finish ~1.4x sooner than one after the other on 2 cores)."""
+    finish ~1.4x sooner than one after the other on 2 cores). `more` ({arm: n}) gives some arms more seeds
+    (study.seeds_per_arm: the second stage)."""
     seeds = DEFAULT_SEEDS[budget] if seeds is None else seeds
     runs_dir = os.path.abspath(runs_dir)
     results_dir = os.path.abspath(results_dir or os.path.join(runs_dir, "results"))
     config_path = os.path.abspath(config_path)
-    planned = plan(config_path, budget, seeds, runs_dir, arms, extra)
+    planned = plan(config_path, budget, seeds, runs_dir, arms, extra, more)
     status = {p.run_dir: _status(p, results_dir) for p in planned}
     todo = [p for p in planned if status[p.run_dir] == "todo"]
     n_arms = len({p.arm.name for p in planned})
-    log(f"ablation study: {n_arms} arms x {seeds} seed{'s' if seeds != 1 else ''} = {len(planned)} runs in {runs_dir} "
+    log(f"ablation study: {n_arms} arms, {seeds_text(seeds, more)} = {len(planned)} runs in {runs_dir} "
         f"({os.path.relpath(config_path)}, budget {budget}); {len(planned) - len(todo)} finished or failed, {len(todo)} to train")
     if train and todo:
         with StudyLock(runs_dir), StudyLock(results_dir):  # two studies on one results directory would train the same runs
             _train_all(planned, todo, status, config_path, results_dir, log, jobs)
     results = collect(planned, results_dir)
-    write_report(results, planned, out, config_path, budget, seeds, command or "python -m alexnet_tf ablate")
+    write_report(results, planned, out, config_path, budget, seeds, command or "python -m alexnet_tf ablate", more)
     log(f"wrote {out}")
     return results
 

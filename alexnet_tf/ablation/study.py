@@ -116,17 +116,50 @@ class Planned:
     config: object
 
 
-def plan(config_path, budget, seeds, runs_dir, arms=None, extra=()):
-    """The (arm, seed) runs, seed-major (after the first sweep every arm has a seed), configs resolved."""
+def seeds_per_arm(names, seeds, more=None):
+    """{arm: number of seeds}: `seeds` each, except the arms `more` ({arm: n}, n >= seeds) gives more.
+
+    More seeds for some arms only is the study's second stage: the arms of the claims its first stage left
+    undecided get as many seeds as the spread of their per-seed differences asks (docs/ablation.md)."""
+    more = dict(more or {})
+    unknown = [n for n in more if n not in names]
+    if unknown:
+        raise ConfigError(f"config error: --more-seeds names arm(s) {', '.join(unknown)} that the study does not "
+                          f"run; expected some of {', '.join(names)}")
+    fewer = [f"{n}={k}" for n, k in more.items() if k < seeds]
+    if fewer:
+        raise ConfigError(f"config error: --more-seeds {', '.join(fewer)}: fewer than --seeds {seeds}; "
+                          "expected at least as many seeds as every arm has")
+    return {n: more.get(n, seeds) for n in names}
+
+
+def seeds_text(seeds, more=None):
+    """'10 seeds per arm' or '10 seeds per arm, 20 for base and no_lrn, 35 for pool_2x2'."""
+    text = f"{seeds} seed{'s' if seeds != 1 else ''} per arm"
+    groups = {}
+    for name, n in (more or {}).items():
+        if n != seeds:
+            groups.setdefault(n, []).append(name)
+    for n, names in sorted(groups.items()):
+        text += f", {n} for {' and '.join(names) if len(names) < 3 else ', '.join(names[:-1]) + ' and ' + names[-1]}"
+    return text
+
+
+def plan(config_path, budget, seeds, runs_dir, arms=None, extra=(), more=None):
+    """The (arm, seed) runs, seed-major (after the first sweep every arm has a seed), configs resolved.
+    `more` ({arm: n}) gives those arms seeds 0..n-1 instead of 0..seeds-1 (seeds_per_arm)."""
     if budget not in BUDGETS:
         raise ConfigError(f"config error: budget {budget!r}; expected one of {', '.join(BUDGETS)}")
     names = list(arms) if arms else [a.name for a in ARMS]
     unknown = [n for n in names if n not in ARM_BY_NAME]
     if unknown:
         raise ConfigError(f"config error: unknown arm(s) {', '.join(unknown)}; expected some of {', '.join(ARM_BY_NAME)}")
+    counts = seeds_per_arm(names, seeds, more)
     out = []
-    for seed in range(seeds):
+    for seed in range(max(counts.values(), default=0)):
         for name in names:
+            if seed >= counts[name]:
+                continue
             arm = ARM_BY_NAME[name]
             overrides = list(BUDGETS[budget]) + list(extra) + list(arm.overrides) + [f"train.seed={seed}"]
             run_dir = os.path.join(runs_dir, arm.name, f"seed{seed}")
