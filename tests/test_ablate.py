@@ -301,6 +301,8 @@ def test_second_stage_gives_only_the_named_arms_more_seeds(tmp_path):
     ("base", "--more-seeds 'base'; expected ARM[,ARM...]=N"),
     ("relu6=12", "--more-seeds names arm(s) relu6 that the study does not run"),
     ("base=2", "--more-seeds base=2: fewer than --seeds 3"),
+    ("base,,no_lrn=12", "--more-seeds 'base,,no_lrn=12'; expected ARM[,ARM...]=N"),
+    ("base=\u00b2", "expected ARM[,ARM...]=N"),
 ])
 def test_bad_more_seeds_is_a_one_line_error(tmp_path, capsys, value, message):
     assert cli(["ablate", "--seeds", "3", "--more-seeds", value, "--runs-dir", str(tmp_path), "--report-only"]) == 2
@@ -308,8 +310,29 @@ def test_bad_more_seeds_is_a_one_line_error(tmp_path, capsys, value, message):
     assert len(err) == 1 and message in err[0], err
 
 
+def test_more_seeds_reaches_the_plan_and_the_report(tmp_path, capsys):
+    out = tmp_path / "REPRODUCTION.md"
+    args = ["ablate", "--seeds", "2", "--arms", "base,no_lrn", "--more-seeds", "no_lrn=4", "--runs-dir", str(tmp_path),
+            "--out", str(out), "--report-only"]
+    assert cli(args) == 0
+    assert "2 arms, 2 seeds per arm, 4 for no_lrn = 6 runs" in capsys.readouterr().out  # 2 + 4, counted by hand
+    assert "2 seeds per arm, 4 for no_lrn (`train.seed` = 0..n-1 for an arm of n seeds" in out.read_text()
+    assert cli(args[:-1] + ["--more-seeds", "no_lrn=5", "--report-only"]) == 2  # no_lrn named twice
+    assert "names no_lrn twice" in capsys.readouterr().err
+
+
+def test_sensitivity_ratio_is_over_the_seeds_both_arms_have():
+    def arm(name, steps):
+        runs = [{"reached": {t: s for t in study.SENSITIVITY}, "total_steps": 2000} for s in steps]
+        return {"arm": study.ARM_BY_NAME[name], "runs": runs, "seeds": list(range(len(steps)))}
+    # tanh seeds 0-1 at 600 steps; base seeds 0-1 at 100, seeds 2-3 (a second stage) at 300: x6, not x3
+    table = report._sensitivity_table({"base": arm("base", [100, 100, 300, 300]), "tanh": arm("tanh", [600, 600])})
+    row = [line for line in table.splitlines() if line.startswith("| tanh")][0]
+    assert row.count("x6.00") == len(study.SENSITIVITY), row
+
+
 def test_claim_row_means_are_over_the_seeds_the_test_pairs():
-    # the base has 5 seeds (a second stage), tanh 3: the row's base mean is over seeds 0-2, as the test's
+    # the base has 5 seeds (a second stage), no_lrn 3: the row's base mean is over seeds 0-2, as the test's
     base = _fake_arm("base", [0.100, 0.102, 0.098, 0.200, 0.200])
     no_lrn = _fake_arm("no_lrn", [0.121, 0.122, 0.118])
     (only,) = report.analyse({"base": base, "no_lrn": no_lrn}).values()

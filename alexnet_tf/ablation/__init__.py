@@ -26,10 +26,13 @@ def parse_more_seeds(values):
     more = {}
     for value in values or ():
         arms, sep, n = value.rpartition("=")
-        if not sep or not arms or not n.strip().isdigit():
+        names = [a.strip() for a in arms.split(",")]
+        if not sep or not all(names) or not (n.strip().isascii() and n.strip().isdigit()):
             raise ConfigError(f"config error: --more-seeds {value!r}; expected ARM[,ARM...]=N, e.g. base,no_lrn=20")
-        for arm in arms.split(","):
-            more[arm.strip()] = int(n)
+        for arm in names:
+            if arm in more:
+                raise ConfigError(f"config error: --more-seeds names {arm} twice; expected each arm once")
+            more[arm] = int(n)
     return more
 
 

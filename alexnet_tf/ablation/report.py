@@ -225,10 +225,13 @@ def _sensitivity_table(results):
     for label, slow, fast in pairs:
         if slow not in results or fast not in results or not results[slow]["runs"] or not results[fast]["runs"]:
             continue
+        arms = (results[slow], results[fast])
+        if len(set(arms[0]["seeds"]) & set(arms[1]["seeds"])) >= 2:  # the seeds the claim's paired test uses
+            arms = (_on_seeds(arms[0], arms[1]["seeds"]), _on_seeds(arms[1], arms[0]["seeds"]))
         cells = []
         for t in SENSITIVITY:
-            steps = [[run["reached"][t] or run["total_steps"] for run in results[arm]["runs"]] for arm in (slow, fast)]
-            censored = [any(run["reached"][t] is None for run in results[arm]["runs"]) for arm in (slow, fast)]
+            steps = [[run["reached"][t] or run["total_steps"] for run in r["runs"]] for r in arms]
+            censored = [any(run["reached"][t] is None for run in r["runs"]) for r in arms]
             cells.append(_ratio(*steps, *censored))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -275,7 +278,8 @@ def write_report(results, planned, out, config_path, budget, seeds, command, mor
     parts = [_block("head", command=command, config=os.path.relpath(config_path, ROOT), budget=budget,
                     budget_overrides=f": `{' '.join('--set ' + o for o in overrides)}`" if overrides else "",
                     seeds=seeds_text(seeds, more),
-                    seed_range=("0" if seeds == 1 else f"0..{seeds - 1}") if not more else "0..n-1 for an arm of n seeds",
+                    seed_range=("0" if seeds == 1 else f"0..{seeds - 1}") if seeds_text(seeds, more) == seeds_text(seeds)
+                    else "0..n-1 for an arm of n seeds",
                     finished=len(runs), planned=len(planned), wall=minutes(sum(run["wall_seconds"] for run in runs)),
                     cpu=minutes(sum(run["cpu_seconds"] for run in runs)), machines=_machines(results))]
     if not runs:

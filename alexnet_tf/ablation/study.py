@@ -119,8 +119,8 @@ class Planned:
 def seeds_per_arm(names, seeds, more=None):
     """{arm: number of seeds}: `seeds` each, except the arms `more` ({arm: n}, n >= seeds) gives more.
 
-    More seeds for some arms only is the study's second stage: the arms of the claims its first stage left
-    undecided get as many seeds as the spread of their per-seed differences asks (docs/ablation.md)."""
+    More seeds for some arms only is the study's second stage: the arms of the claims whose per-seed
+    differences spread more than the first stage's seeds can resolve (docs/ablation.md)."""
     more = dict(more or {})
     unknown = [n for n in more if n not in names]
     if unknown:
@@ -137,7 +137,8 @@ def seeds_text(seeds, more=None):
     """'10 seeds per arm' or '10 seeds per arm, 20 for base and no_lrn, 35 for pool_2x2'."""
     text = f"{seeds} seed{'s' if seeds != 1 else ''} per arm"
     groups = {}
-    for name, n in (more or {}).items():
+    for name, n in sorted((more or {}).items(), key=lambda item: [a.name for a in ARMS].index(item[0])
+                          if item[0] in ARM_BY_NAME else len(ARMS)):  # in the study's order
         if n != seeds:
             groups.setdefault(n, []).append(name)
     for n, names in sorted(groups.items()):
