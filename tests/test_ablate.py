@@ -120,8 +120,39 @@ def test_seeds_table_sizes_each_claim_from_its_per_seed_differences():
     # two claims tested (2 and 2b): Bonferroni's 97.5 % interval, so more seeds for the same half-width
     results["lrn_constant"] = _fake_arm("lrn_constant", [0.11, 0.13, 0.15])
     lines = report._seeds_table(report.analyse(results)).splitlines()
-    assert "interval at 97.50 %" in lines[0] and len(lines) == 4
-    assert int(lines[2].split("|")[-2]) == stats.seeds_needed(0.01, 0.007, 0.975) > 11
+    assert "interval at 97.50 %" in lines[0] and len(lines) == 6 and lines[4] == ""
+    n = stats.seeds_needed(0.01, 0.007, 0.975)
+    assert int(lines[2].split("|")[-2]) == n > 11
+    # the second stage: every arm of a claim short of seeds gets what its claims need
+    assert lines[5] == f"A second stage by this rule (at most 20 seeds per arm): `--more-seeds base,no_lrn,lrn_constant={n}`."
+
+
+def test_second_stage_uses_the_noise_only_and_stops_at_its_cap():
+    # claim 5a (the gap, no number in the paper): per-seed differences 0.1, 0.3, 0.2, 0.4 pp, sd 0.129 pp.
+    # Its target is RESOLVE (0.2 pp) whatever the difference: t_{0.975, n-1} * 0.129 / sqrt(n) <= 0.2 pp
+    # first at n = 5 (3.182 * 0.129 / 2 = 0.205 at n = 4; 2.776 * 0.129 / 2.236 = 0.160 at n = 5). Claim 5b's
+    # steps are all equal (no spread, no test), so one claim is tested: a 95 % interval.
+    def arm(name, gaps):
+        r = _fake_arm(name, gaps, "gap")
+        for run in r["runs"]:
+            run["steps_to_converged"] = 1000
+        return r
+    base = arm("base", [0.020, 0.021, 0.022, 0.023])
+    drop = arm("no_dropout", [0.021, 0.024, 0.024, 0.027])
+    needs, _ = report.seeds_needed_per_claim(report.analyse({"base": base, "no_dropout": drop}))
+    claim, test, sd, target, n = needs["5a"]
+    assert target == study.RESOLVE and sd == pytest.approx(0.00129, abs=1e-5) and n == 5
+    assert report.stage_two(report.analyse({"base": base, "no_dropout": drop})) == {"base": 5, "no_dropout": 5}
+    # the same spread around a larger difference asks for the same seeds (the difference is not used)
+    shifted = arm("no_dropout", [v + 0.01 for v in [0.021, 0.024, 0.024, 0.027]])
+    assert report.stage_two(report.analyse({"base": base, "no_dropout": shifted})) == {"base": 5, "no_dropout": 5}
+    # more than the cap asks for gets the cap; a claim that has its seeds adds none
+    assert report.stage_two(report.analyse({"base": base, "no_dropout": drop}), most=4) == {"base": 4, "no_dropout": 4}
+    wide = arm("no_dropout", [0.021, 0.030, 0.015, 0.035])
+    assert report.stage_two(report.analyse({"base": base, "no_dropout": wide})) == {"base": 20, "no_dropout": 20}
+    six_base = arm("base", [0.020, 0.021, 0.022, 0.023, 0.020, 0.021])
+    six_drop = arm("no_dropout", [0.021, 0.024, 0.024, 0.027, 0.021, 0.024])
+    assert report.stage_two(report.analyse({"base": six_base, "no_dropout": six_drop})) == {}
 
 
 def test_claim_one_reports_the_ratio_and_marks_runs_that_never_reached_the_threshold():

@@ -14,7 +14,8 @@ import numpy as np
 
 from alexnet_tf.ablation.plots import make_figures
 from alexnet_tf.ablation.stats import ALPHA, compare, holm, mean_std, seed_values, seeds_needed, verdict
-from alexnet_tf.ablation.study import BUDGETS, CLAIMS, CONVERGED, LIGHTING_ROW, ROOT, SENSITIVITY, THRESHOLD, seeds_text
+from alexnet_tf.ablation.study import (BUDGETS, CLAIMS, CONVERGED, LIGHTING_ROW, RESOLVE, ROOT, SENSITIVITY, STAGE_TWO_MOST,
+                                       THRESHOLD, seeds_text)
 
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "report_template.md")
 TABLE_HEADER = ("| # | claim | paper | ours: mean ± sd over seeds | difference [95 % interval] | "
@@ -187,33 +188,70 @@ def _arms_table(results):
     return "\n".join(lines)
 
 
-def _seeds_table(analysis):
-    """Per claim, the seeds a decisive verdict needs at the spread of its per-seed differences so far.
+def seeds_needed_per_claim(analysis):
+    """{claim key: (claim, test, sd of the per-seed differences, target half-width, seeds needed or None)} for
+    the claims with a paired test.
 
-    With a paper number P: an interval at the Bonferroni confidence 1 - ALPHA/m (m claims tested; Holm's
-    first step, so at least as strict as Holm) of half-width h <= |P|/2 cannot hold both 0 and P: it
-    either excludes 0 (Holm p < ALPHA: agrees / does not agree) or lies within |P| of 0 (the 95 %
-    interval, narrower, is then on the near side of P: smaller than the paper's effect). Without a
-    number the target is the difference observed so far: about even odds of rejecting 0 if it is real.
+    With a paper number P the target is |P|/2: an interval at the Bonferroni confidence 1 - ALPHA/m (m
+    claims tested; Holm's first step, so at least as strict as Holm) of half-width h <= |P|/2 cannot hold
+    both 0 and P: it either excludes 0 (Holm p < ALPHA: agrees / does not agree) or lies within |P| of 0
+    (the 95 % interval, narrower, is then on the near side of P: smaller than the paper's effect). Without
+    a number the target is study.RESOLVE, fixed in advance. The difference itself is never used, so more
+    seeds chosen from this table depend on the noise only.
     """
     tested = [a for a in analysis.values() if a["test"] is not None and not math.isnan(a["test"].p)]
     confidence = 1 - ALPHA / max(1, len(tested))
-    lines = [f"| # | paired seeds so far | sd of the per-seed differences | target half-width | "
-             f"seeds needed (interval at {100 * confidence:.2f} %) |", "|---|---|---|---|---|"]
+    out = {}
     for a in tested:
         claim, test = a["claim"], a["test"]
         if test.kind != "paired":
-            lines.append(f"| {claim.key} | {test.n_a} / {test.n_b} (unpaired) | - | - | - |")
+            out[claim.key] = (claim, test, None, None, None)
             continue
         sd = test.se * math.sqrt(test.n_a)
         paper = paper_effect(claim)
-        target = abs(paper) / 2 if paper is not None else abs(test.diff)
-        n = seeds_needed(sd, target, confidence) if target > 0 else None
+        target = abs(paper) / 2 if paper is not None else RESOLVE
+        out[claim.key] = (claim, test, sd, target, seeds_needed(sd, target, confidence))
+    return out, confidence
+
+
+def stage_two(analysis, most=STAGE_TWO_MOST):
+    """{arm: seeds} for a second stage (`--more-seeds`): each arm of a claim that needs more seeds than it has
+    gets the most any of its claims needs, at most `most` (the base, in every claim, takes the largest)."""
+    needs, _ = seeds_needed_per_claim(analysis)
+    out = {}
+    for claim, test, _sd, _target, n in needs.values():
+        if test.kind != "paired" or (n is not None and n <= test.n_a):
+            continue
+        want = most if n is None else min(n, most)
+        for arm in (claim.a, claim.b):
+            out[arm] = max(out.get(arm, 0), want)
+    return out
+
+
+def _seeds_table(analysis):
+    """Per claim, the seeds a decisive verdict needs at the spread of its per-seed differences so far
+    (seeds_needed_per_claim), then the second stage that rule asks for."""
+    needs, confidence = seeds_needed_per_claim(analysis)
+    lines = [f"| # | paired seeds so far | sd of the per-seed differences | target half-width | "
+             f"seeds needed (interval at {100 * confidence:.2f} %) |", "|---|---|---|---|---|"]
+    for claim, test, sd, target, n in needs.values():
+        if test.kind != "paired":
+            lines.append(f"| {claim.key} | {test.n_a} / {test.n_b} (unpaired) | - | - | - |")
+            continue
         steps = claim.metric.startswith("steps")
         unit = (lambda v: f"{v:.3f} (log steps)") if steps else (lambda v: f"{100 * v:.2f} pp")  # noqa: E731
-        why = "half the paper's effect" if paper is not None else "the difference so far"
+        why = "half the paper's effect" if claim.paper_value else "fixed in advance (no number in the paper)"
         lines.append(f"| {claim.key} | {test.n_a} | {unit(sd)} | {unit(target)}: {why} | "
                      f"{n if n is not None else 'more than 1000'} |")
+    more = stage_two(analysis)
+    if more:
+        groups = {}
+        for arm, n in more.items():
+            groups.setdefault(n, []).append(arm)
+        flags = " ".join(f"--more-seeds {','.join(arms)}={n}" for n, arms in sorted(groups.items()))
+        lines.append(f"\nA second stage by this rule (at most {STAGE_TWO_MOST} seeds per arm): `{flags}`.")
+    else:
+        lines.append("\nEvery claim has the seeds this rule asks for.")
     return "\n".join(lines)
 
 
