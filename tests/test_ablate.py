@@ -541,6 +541,23 @@ def test_jobs_a_run_ending_while_another_is_measured_keeps_its_own_wall_and_the_
                ["measured"] for p in planned)
 
 
+def test_expected_time_of_a_run_follows_the_studys_measured_pace(tmp_path, monkeypatch):
+    """Before any run has finished the printed expectation is the multiply-add estimate (one run alone, quiet
+    machine); after, that estimate times this study's measured wall per estimated second (load, --jobs)."""
+    planned = study.plan(study.BASE_CONFIG, "tiny", 3, str(tmp_path), ["base"])
+    _fake_children(monkeypatch, ["sleep 0.6", "sleep 0.1", "sleep 0.1"], lambda run_dir: dict(_fake_measured(0.25), train_top1_error=0.2))
+    monkeypatch.setattr(runner, "estimate_seconds", lambda config: 60.0)
+    monkeypatch.setattr(runner, "minutes", lambda seconds: f"{seconds:.4f} s")
+    printed, status = [], {p.run_dir: "todo" for p in planned}
+    runner._train_all(planned, planned, status, study.BASE_CONFIG, str(tmp_path / "results"), printed.append, jobs=1)
+    starts = [line.split("expected ", 1)[1] for line in printed if ": training in " in line]
+    assert starts[:2] == ["~60.0000 s alone on a quiet machine"] * 2  # seed 1 starts before seed 0 is measured
+    wall0 = json.loads(open(os.path.join(planned[0].run_dir, "ablation.json")).read())["attempts"][0]["wall_seconds"]
+    assert 0.6 <= wall0 < 3
+    # 60 s estimated x (wall0 / 60 s measured per estimated second) = wall0
+    assert starts[2] == f"~{60.0 * (wall0 / 60.0):.4f} s at this study's pace"
+
+
 def test_jobs_an_error_of_the_study_itself_stops_the_runs_in_progress(tmp_path, monkeypatch):
     planned = study.plan(study.BASE_CONFIG, "tiny", 2, str(tmp_path), ["base"])
 

@@ -259,7 +259,12 @@ def _train_all(planned, todo, status, config_path, results_dir, log, jobs=1):
             if status[p.run_dir] != "todo":
                 log(f"{tag}: skipped ({'finished' if status[p.run_dir] == 'done' else 'failed'} before)")
                 continue
-            log(f"{tag}: training in {p.run_dir} (tail -f train.log there), expected {minutes(estimates[p.run_dir])}")
+            # the multiply-add estimate is for one run alone on a quiet machine; once a run has finished, scale it by
+            # this study's measured pace (which includes load and the runs sharing the cores under --jobs)
+            pace = spent / spent_estimate if spent_estimate else None
+            expected = (f"~{minutes(estimates[p.run_dir] * pace)} at this study's pace" if pace
+                        else f"~{minutes(estimates[p.run_dir])} alone on a quiet machine")
+            log(f"{tag}: training in {p.run_dir} (tail -f train.log there), expected {expected}")
             running[start_training(p.run_dir, p.overrides, config_path, threads, ended)] = (p, tag)
 
     try:
