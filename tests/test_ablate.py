@@ -125,6 +125,12 @@ def test_seeds_table_sizes_each_claim_from_its_per_seed_differences():
     assert int(lines[2].split("|")[-2]) == n > 11
     # the second stage: every arm of a claim short of seeds gets what its claims need
     assert lines[5] == f"A second stage by this rule (at most 20 seeds per arm): `--more-seeds base,no_lrn,lrn_constant={n}`."
+    # once a second stage has run (the study's --more-seeds), the table asks for no third: it names the claims
+    # still short of the seeds the rule now asks for, with their counts
+    lines = report._seeds_table(report.analyse(results), more={"base": 3, "no_lrn": 3}).splitlines()
+    assert lines[5] == ("The second stage has run (`--more-seeds base,no_lrn=3`); the study takes one, so these counts"
+                        f" are final. Still short of the seeds this rule asks for: 2 (3 paired seeds; {n} at its spread now),"
+                        f" 2b (3 paired seeds; {n} at its spread now).")
 
 
 def test_second_stage_uses_the_noise_only_and_stops_at_its_cap():

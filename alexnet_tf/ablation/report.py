@@ -228,9 +228,11 @@ def stage_two(analysis, most=STAGE_TWO_MOST):
     return out
 
 
-def _seeds_table(analysis):
+def _seeds_table(analysis, more=None):
     """Per claim, the seeds a decisive verdict needs at the spread of its per-seed differences so far
-    (seeds_needed_per_claim), then the second stage that rule asks for."""
+    (seeds_needed_per_claim), then the second stage that rule asks for. `more` ({arm: n}, the study's
+    --more-seeds): the second stage has run, and the study takes one (docs/ablation.md), so instead of
+    asking for a third the table names the claims still short of the seeds the rule would now ask."""
     needs, confidence = seeds_needed_per_claim(analysis)
     lines = [f"| # | paired seeds so far | sd of the per-seed differences | target half-width | "
              f"seeds needed (interval at {100 * confidence:.2f} %) |", "|---|---|---|---|---|"]
@@ -243,16 +245,30 @@ def _seeds_table(analysis):
         why = "half the paper's effect" if claim.paper_value else "fixed in advance (no number in the paper)"
         lines.append(f"| {claim.key} | {test.n_a} | {unit(sd)} | {unit(target)}: {why} | "
                      f"{n if n is not None else 'more than 1000'} |")
-    more = stage_two(analysis)
     if more:
-        groups = {}
-        for arm, n in more.items():
-            groups.setdefault(n, []).append(arm)
-        flags = " ".join(f"--more-seeds {','.join(arms)}={n}" for n, arms in sorted(groups.items()))
+        flags = _more_seeds_flags(more)
+        short = [f"{claim.key} ({test.n_a} paired seeds; {n if n is not None else 'more than 1000'} at its spread now)"
+                 for claim, test, _sd, _target, n in needs.values()
+                 if test.kind == "paired" and (n is None or n > test.n_a)]
+        lines.append(f"\nThe second stage has run (`{flags}`); the study takes one, so these counts are final. "
+                     + ("Still short of the seeds this rule asks for: " + ", ".join(short) + "." if short
+                        else "Every claim now has the seeds this rule asks for."))
+        return "\n".join(lines)
+    want = stage_two(analysis)
+    if want:
+        flags = _more_seeds_flags(want)
         lines.append(f"\nA second stage by this rule (at most {STAGE_TWO_MOST} seeds per arm): `{flags}`.")
     else:
         lines.append("\nEvery claim has the seeds this rule asks for.")
     return "\n".join(lines)
+
+
+def _more_seeds_flags(more):
+    """{arm: n} -> '--more-seeds a,b=n ...', the arms grouped by their count in ascending order."""
+    groups = {}
+    for arm, n in more.items():
+        groups.setdefault(n, []).append(arm)
+    return " ".join(f"--more-seeds {','.join(arms)}={n}" for n, arms in sorted(groups.items()))
 
 
 def _sensitivity_table(results):
@@ -328,7 +344,7 @@ def write_report(results, planned, out, config_path, budget, seeds, command, mor
                             least_seeds=f"{least} seed{'s' if least != 1 else ''}"))
     analysis = analyse(results)  # the claims' tests, read by the claims table and the seeds table
     parts.append(_block("claims", claims_table=_claims_table(analysis), val_images=_val_images(results),
-                        arms_table=_arms_table(results), seeds_table=_seeds_table(analysis)))
+                        arms_table=_arms_table(results), seeds_table=_seeds_table(analysis, more)))
     parts.append(_block("threshold", threshold=_percent(THRESHOLD), converged=_percent(CONVERGED),
                         sensitivity_table=_sensitivity_table(results)))
     base = results.get("base")
