@@ -148,6 +148,21 @@ def test_missing_folder_is_one_line(tmp_path, capsys):
     assert "train/<class>/<image>" in lines[0]
 
 
+def test_a_folder_smaller_than_one_batch_is_one_line(folder, tmp_path, capsys):
+    """9 good training images and a batch of 10: no step fits (batches drop their remainder); exit 2, one line."""
+    from alexnet_tf import train_command
+    root, _ = folder
+    args = ["--run-dir", tmp_path / "run"]
+    for k, v in {"data.source": "folder", "data.path": root, "data.cache_dir": tmp_path / "cache", "data.resize": RESIZE,
+                 "data.batch_size": 10, "model.image_size": 32, "model.geometry": "small", "model.num_classes": 2,
+                 "model.channels": 3, "model.width": 0.125, "model.fc_units": 16, "data.val_examples": 0}.items():
+        args += ["--set", f"{k}={v}"]
+    status, _, err = run_main(capsys, train_command.main, args)
+    assert status == 2, err[-3000:]
+    assert our_lines(err)[-1] == (f"config error: data.batch_size = 10 is larger than the 9 training images of "
+                                  f"data.source = folder in {root}; expected 1 to 9")
+
+
 def test_deterministic_mode_repeats_the_same_batches(folder, tmp_path):
     root, _ = folder
     first = [make_datasets(config(root, tmp_path, **{"train.deterministic": True, "data.lighting": True}))

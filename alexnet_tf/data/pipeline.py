@@ -179,8 +179,10 @@ def _evaluation(images, batch_size, mean, scale, upscale=0, crop=None):
 def _steps(config, train_size, val_size):
     d, t = config.data, config.train
     train_steps = train_size // d.batch_size
-    if train_steps == 0:
-        raise ValueError(f"data.batch_size = {d.batch_size} is larger than the training set ({train_size} images)")
+    if train_steps == 0:  # batches drop their remainder: an epoch of no steps would train nothing
+        where = f" in {d.path}" if d.source == "folder" else ""
+        raise ConfigError(f"config error: data.batch_size = {d.batch_size} is larger than the {train_size} training "
+                          f"images of data.source = {d.source}{where}; expected 1 to {max(train_size, 1)}")
     if t.steps_per_epoch:
         train_steps = min(train_steps, t.steps_per_epoch)
     val_steps = -(-val_size // d.batch_size)
