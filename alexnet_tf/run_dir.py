@@ -64,12 +64,16 @@ def _require(path, what):
     return path
 
 
-def _write_json(path, value, indent=None):
-    with open(path, "w") as f:
+def write_json(path, value, indent=None):
+    """Atomically (a kill mid-write leaves the old file): write path.tmp, then rename it over path."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
         json.dump(value, f, indent=indent)
+    os.replace(tmp, path)
 
 
-def _read_json(path):
+def read_json(path):
+    """The JSON document at `path`."""
     with open(path) as f:
         return json.load(f)
 
@@ -171,21 +175,21 @@ def write_config(config, run_dir):
 def read_precision(run_dir):
     """The recorded {"precision", "bf16_matmul_speedup"?} of a run, or None before its first start."""
     path = os.path.join(run_dir, PRECISION)
-    return _read_json(path) if os.path.isfile(path) else None
+    return read_json(path) if os.path.isfile(path) else None
 
 
 def write_precision(run_dir, recorded):
-    _write_json(os.path.join(run_dir, PRECISION), recorded)
+    write_json(os.path.join(run_dir, PRECISION), recorded)
 
 
 def write_data(run_dir, data):
     """What the run's data depended on, from a `data.Data`: mean.npy, classes.json, stats.npz (a copy,
     file sources) and data.json (sizes, stats file, skipped files)."""
     np.save(os.path.join(run_dir, MEAN), data.mean)
-    _write_json(os.path.join(run_dir, CLASSES), list(data.class_names))
+    write_json(os.path.join(run_dir, CLASSES), list(data.class_names))
     if data.stats_file:
         shutil.copyfile(data.stats_file, os.path.join(run_dir, STATS))
-    _write_json(os.path.join(run_dir, DATA), {"train_size": data.train_size, "val_size": data.val_size,
+    write_json(os.path.join(run_dir, DATA), {"train_size": data.train_size, "val_size": data.val_size,
                                               "test_size": data.test_size, "stats_file": data.stats_file,
                                               "skipped": list(data.skipped)}, indent=1)
 
@@ -193,7 +197,7 @@ def write_data(run_dir, data):
 def write_final(run_dir, model, metrics):
     """The end of a run: model.keras (weights and optimizer), then metrics.json."""
     model.save(os.path.join(run_dir, MODEL))
-    _write_json(os.path.join(run_dir, METRICS), metrics, indent=2)
+    write_json(os.path.join(run_dir, METRICS), metrics, indent=2)
 
 
 # === Reading (every tool) ===
@@ -205,11 +209,11 @@ def read_config(run_dir, overrides=()):
 
 def read_data(run_dir):
     """data.json: {"train_size", "val_size", "test_size", "stats_file", "skipped"}."""
-    return _read_json(_require(os.path.join(run_dir, DATA), "the data record data.json"))
+    return read_json(_require(os.path.join(run_dir, DATA), "the data record data.json"))
 
 
 def read_metrics(run_dir):
-    return _read_json(_require(os.path.join(run_dir, METRICS), "the final metrics metrics.json"))
+    return read_json(_require(os.path.join(run_dir, METRICS), "the final metrics metrics.json"))
 
 
 @dataclass
@@ -253,7 +257,7 @@ def load_run(run_dir, checkpoint=None, overrides=()):
 
     config = read_config(run_dir, overrides)
     mean = np.load(_require(os.path.join(run_dir, MEAN), "the mean image mean.npy"))
-    class_names = tuple(_read_json(_require(os.path.join(run_dir, CLASSES), "the class names classes.json")))
+    class_names = tuple(read_json(_require(os.path.join(run_dir, CLASSES), "the class names classes.json")))
     final = os.path.join(run_dir, MODEL)
     if checkpoint is None and os.path.isfile(final):
         model, source = keras.saving.load_model(final, compile=False), final  # weights and layers; no optimizer needed

@@ -1,16 +1,22 @@
 """The ablation study (alexnet_tf/ablation/): verdict rule, curve reading, plan, and a tiny real study."""
 
+import contextlib
+import io
 import json
 import math
 import os
+import pathlib
 import re
 import shutil
+import subprocess
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
 
 import alexnet_tf
-from alexnet_tf.ablation import measure, records, report, runner, stats, study
+from alexnet_tf.ablation import analysis, measure, processes, records, report, runner, stats, study
+from alexnet_tf.ablation.results import ArmResult, ArmRuns
 from alexnet_tf.__main__ import main as cli
 from alexnet_tf.config import parse_override
 
@@ -83,7 +89,7 @@ def _test(diff, low, high, p=0.01):
     (_test(0.01, math.nan, math.nan, p=math.nan), math.nan, +1, 0.014, "inconclusive (no noise estimate)"),
 ])
 def test_verdict_rule(test, holm_p, expected, paper, verdict):
-    assert stats.verdict(test, holm_p, expected, paper) == verdict
+    assert report.VERDICTS[stats.verdict(test, holm_p, expected, paper)] == verdict
 
 
 def test_seeds_needed_for_an_interval():
@@ -92,21 +98,31 @@ def test_seeds_needed_for_an_interval():
     assert stats.seeds_needed(1.0, 0.01) is None
 
 
-def _fake_arm(name, values, metric="val_top1_error"):
-    runs = [{metric: v, "censored": {study.THRESHOLD: False, study.CONVERGED: False}} for v in values]
-    return {"arm": study.ARM_BY_NAME[name], "runs": runs, "seeds": list(range(len(values)))}
+def _result(seed=0, **measured):
+    """An ArmResult with the given fields; the others are a run that reached every threshold at step 1."""
+    defaults = dict(machine="a test machine", val_top1_error=0.1, val_top5_error=0.01, test_top1_error=0.1,
+                    train_top1_error=0.08, gap=0.02, lrn={}, steps_per_epoch=8, total_steps=16, val_images=256,
+                    reached={t: 1 for t in study.SENSITIVITY}, steps_to_threshold=1, steps_to_converged=1,
+                    censored={t: False for t in study.SENSITIVITY}, wall_seconds=60.0, cpu_seconds=60.0,
+                    curve=(np.array([1, 2]), np.array([0.9, 0.8])),
+                    epoch_curves={"train": (np.array([0]), np.array([0.85])), "validation": (np.array([0]), np.array([0.8]))})
+    return ArmResult(seed=seed, **dict(defaults, **measured))
+
+
+def _fake_arm(name, values, metric="val_top1_error", **measured):
+    return ArmRuns(study.ARM_BY_NAME[name], [_result(seed, **{metric: v}, **measured) for seed, v in enumerate(values)])
 
 
 def test_claim_row_formats_the_numbers_it_was_given():
     results = {"base": _fake_arm("base", [0.100, 0.102, 0.098]), "no_lrn": _fake_arm("no_lrn", [0.121, 0.122, 0.118])}
-    (only,) = report.analyse(results).values()   # claims whose arms are not in the study have no row
-    row = only["row"]
+    (only,) = analysis.analyse(results).values()   # claims whose arms are not in the study have no row
+    row = report.claim_row(only)
     assert row[0] == "2" and "§3.3" in row[1] and "-1.4 % top-1" in row[2]
     assert row[3] == "base: 10.00 ± 0.20 % (3 seeds)<br>no_lrn: 12.03 ± 0.21 % (3 seeds)"
     t = stats.paired([0.100, 0.102, 0.098], [0.121, 0.122, 0.118])
     assert row[4] == f"+2.03 [{100 * t.low:+.2f}, {100 * t.high:+.2f}] pp (paper +1.4 pp)"
     assert row[5] == f"paired t(2.0) = {t.t:+.2f}, p = {t.p:.3f} / {t.p:.3f}"   # one claim: Holm changes nothing
-    assert row[6] == "agrees" and only["test"].diff == pytest.approx(0.061 / 3)
+    assert row[6] == "agrees" and only.test.diff == pytest.approx(0.061 / 3)
 
 
 def test_seeds_table_sizes_each_claim_from_its_per_seed_differences():
@@ -114,12 +130,12 @@ def test_seeds_table_sizes_each_claim_from_its_per_seed_differences():
     # tested: a 95 % interval, t_{0.975, n-1} / sqrt(n) <= 0.7 first at n = 11 (2.228 / 3.317 = 0.672; n = 10:
     # 2.262 / 3.162 = 0.715)
     results = {"base": _fake_arm("base", [0.10, 0.11, 0.12]), "no_lrn": _fake_arm("no_lrn", [0.11, 0.13, 0.15])}
-    lines = report._seeds_table(report.analyse(results)).splitlines()
+    lines = report._seeds_table(analysis.analyse(results)).splitlines()
     assert "interval at 95.00 %" in lines[0]
     assert lines[2] == "| 2 | 3 | 1.00 pp | 0.70 pp: half the paper's effect | 11 |"
     # two claims tested (2 and 2b): Bonferroni's 97.5 % interval, so more seeds for the same half-width
     results["lrn_constant"] = _fake_arm("lrn_constant", [0.11, 0.13, 0.15])
-    lines = report._seeds_table(report.analyse(results)).splitlines()
+    lines = report._seeds_table(analysis.analyse(results)).splitlines()
     assert "interval at 97.50 %" in lines[0] and len(lines) == 6 and lines[4] == ""
     n = stats.seeds_needed(0.01, 0.007, 0.975)
     assert int(lines[2].split("|")[-2]) == n > 11
@@ -127,7 +143,7 @@ def test_seeds_table_sizes_each_claim_from_its_per_seed_differences():
     assert lines[5] == f"A second stage by this rule (at most 20 seeds per arm): `--more-seeds base,no_lrn,lrn_constant={n}`."
     # once a second stage has run (the study's --more-seeds), the table asks for no third: it names the claims
     # still short of the seeds the rule now asks for, with their counts
-    lines = report._seeds_table(report.analyse(results), more={"base": 3, "no_lrn": 3}).splitlines()
+    lines = report._seeds_table(analysis.analyse(results), more={"base": 3, "no_lrn": 3}).splitlines()
     assert lines[5] == ("The second stage has run (`--more-seeds base,no_lrn=3`); the study takes one, so these counts"
                         f" are final. Still short of the seeds this rule asks for: 2 (3 paired seeds; {n} at its spread now),"
                         f" 2b (3 paired seeds; {n} at its spread now).")
@@ -139,35 +155,32 @@ def test_second_stage_uses_the_noise_only_and_stops_at_its_cap():
     # first at n = 5 (3.182 * 0.129 / 2 = 0.205 at n = 4; 2.776 * 0.129 / 2.236 = 0.160 at n = 5). Claim 5b's
     # steps are all equal (no spread, no test), so one claim is tested: a 95 % interval.
     def arm(name, gaps):
-        r = _fake_arm(name, gaps, "gap")
-        for run in r["runs"]:
-            run["steps_to_converged"] = 1000
-        return r
+        return _fake_arm(name, gaps, "gap", steps_to_converged=1000)
     base = arm("base", [0.020, 0.021, 0.022, 0.023])
     drop = arm("no_dropout", [0.021, 0.024, 0.024, 0.027])
-    needs, _ = report.seeds_needed_per_claim(report.analyse({"base": base, "no_dropout": drop}))
-    claim, test, sd, target, n = needs["5a"]
-    assert target == study.RESOLVE and sd == pytest.approx(0.00129, abs=1e-5) and n == 5
-    assert report.stage_two(report.analyse({"base": base, "no_dropout": drop})) == {"base": 5, "no_dropout": 5}
+    needs, _ = analysis.seeds_needed_per_claim(analysis.analyse({"base": base, "no_dropout": drop}))
+    need = needs["5a"]
+    assert need.target == study.RESOLVE and need.sd == pytest.approx(0.00129, abs=1e-5) and need.n == 5
+    assert analysis.stage_two(analysis.analyse({"base": base, "no_dropout": drop})) == {"base": 5, "no_dropout": 5}
     # the same spread around a larger difference asks for the same seeds (the difference is not used)
     shifted = arm("no_dropout", [v + 0.01 for v in [0.021, 0.024, 0.024, 0.027]])
-    assert report.stage_two(report.analyse({"base": base, "no_dropout": shifted})) == {"base": 5, "no_dropout": 5}
+    assert analysis.stage_two(analysis.analyse({"base": base, "no_dropout": shifted})) == {"base": 5, "no_dropout": 5}
     # more than the cap asks for gets the cap; a claim that has its seeds adds none
-    assert report.stage_two(report.analyse({"base": base, "no_dropout": drop}), most=4) == {"base": 4, "no_dropout": 4}
+    assert analysis.stage_two(analysis.analyse({"base": base, "no_dropout": drop}), most=4) == {"base": 4, "no_dropout": 4}
     wide = arm("no_dropout", [0.021, 0.030, 0.015, 0.035])
-    assert report.stage_two(report.analyse({"base": base, "no_dropout": wide})) == {"base": 20, "no_dropout": 20}
+    assert analysis.stage_two(analysis.analyse({"base": base, "no_dropout": wide})) == {"base": 20, "no_dropout": 20}
     six_base = arm("base", [0.020, 0.021, 0.022, 0.023, 0.020, 0.021])
     six_drop = arm("no_dropout", [0.021, 0.024, 0.024, 0.027, 0.021, 0.024])
-    assert report.stage_two(report.analyse({"base": six_base, "no_dropout": six_drop})) == {}
+    assert analysis.stage_two(analysis.analyse({"base": six_base, "no_dropout": six_drop})) == {}
 
 
 def test_claim_one_reports_the_ratio_and_marks_runs_that_never_reached_the_threshold():
     t = study.THRESHOLD
     relu = _fake_arm("base", [200, 220, 240], "steps_to_threshold")
     tanh = _fake_arm("tanh", [900, 1872, 1872], "steps_to_threshold")
-    for run in tanh["runs"][1:]:
-        run["censored"] = {t: True, study.CONVERGED: True}  # never reached: the whole run (1872 steps) counted
-    row = report.analyse({"base": relu, "tanh": tanh})["1"]["row"]
+    for i in (1, 2):  # never reached: the whole run (1872 steps) counted
+        tanh.runs[i] = replace(tanh.runs[i], censored={t: True, study.CONVERGED: True})
+    row = report.claim_row(analysis.analyse({"base": relu, "tanh": tanh})["1"])
     assert "tanh: >1548 ± 561 steps (3 seeds, 2 not reached)" in row[3]
     ratio = math.exp(np.mean(np.log([900 / 200, 1872 / 220, 1872 / 240])))  # the geometric mean of the paired ratios
     assert row[4].startswith(f"tanh / base: x{ratio:.2f} [x") and row[4].endswith("(paper x6)")
@@ -193,11 +206,11 @@ def test_every_claim_agrees_on_numbers_shaped_like_the_papers():
     results = {}
     for name, (err, gap, steps, converged) in paper_like.items():
         jitter = rng.normal(0, 1, len(noise))  # per-arm noise on top of the seeds' shared noise
-        runs = [{"val_top1_error": err + 0.0005 * (n + j), "gap": gap + 0.0005 * (n + j),
-                 "steps_to_threshold": steps + 5 * (n + j), "steps_to_converged": converged + 5 * (n + j),
-                 "censored": {study.THRESHOLD: False, study.CONVERGED: False}} for n, j in zip(noise, jitter)]
-        results[name] = {"arm": study.ARM_BY_NAME[name], "runs": runs, "seeds": list(range(len(noise)))}
-    verdicts = {k: a["verdict"] for k, a in report.analyse(results).items()}
+        runs = [_result(seed, val_top1_error=err + 0.0005 * (n + j), gap=gap + 0.0005 * (n + j),
+                        steps_to_threshold=steps + 5 * (n + j), steps_to_converged=converged + 5 * (n + j))
+                for seed, (n, j) in enumerate(zip(noise, jitter))]
+        results[name] = ArmRuns(study.ARM_BY_NAME[name], runs)
+    verdicts = {k: report.verdict_text(a) for k, a in analysis.analyse(results).items()}
     assert verdicts == {c.key: "agrees" for c in study.CLAIMS}
     assert sorted(verdicts) == ["1", "2", "2b", "3a", "3b", "4", "5a", "5b", "6a", "6b"]
 
@@ -330,7 +343,7 @@ def test_second_stage_gives_only_the_named_arms_more_seeds(tmp_path):
     assert tail == [("base", 3), ("no_lrn", 3), ("pool_2x2", 3), ("base", 4), ("no_lrn", 4)]
     assert [p.seed for p in planned] == sorted(p.seed for p in planned)
     assert all(p.config.train.seed == p.seed for p in planned)
-    assert study.seeds_text(3, more) == "3 seeds per arm, 4 for pool_2x2, 5 for base and no_lrn"
+    assert report.seeds_text(3, more) == "3 seeds per arm, 4 for pool_2x2, 5 for base and no_lrn"
 
 
 @pytest.mark.parametrize("value, message", [
@@ -360,8 +373,8 @@ def test_more_seeds_reaches_the_plan_and_the_report(tmp_path, capsys):
 
 def test_sensitivity_ratio_is_over_the_seeds_both_arms_have():
     def arm(name, steps):
-        runs = [{"reached": {t: s for t in study.SENSITIVITY}, "total_steps": 2000} for s in steps]
-        return {"arm": study.ARM_BY_NAME[name], "runs": runs, "seeds": list(range(len(steps)))}
+        runs = [_result(seed, reached={t: s for t in study.SENSITIVITY}, total_steps=2000) for seed, s in enumerate(steps)]
+        return ArmRuns(study.ARM_BY_NAME[name], runs)
     # tanh seeds 0-1 at 600 steps; base seeds 0-1 at 100, seeds 2-3 (a second stage) at 300: x6, not x3
     table = report._sensitivity_table({"base": arm("base", [100, 100, 300, 300]), "tanh": arm("tanh", [600, 600])})
     row = [line for line in table.splitlines() if line.startswith("| tanh")][0]
@@ -372,20 +385,20 @@ def test_claim_row_means_are_over_the_seeds_the_test_pairs():
     # the base has 5 seeds (a second stage), no_lrn 3: the row's base mean is over seeds 0-2, as the test's
     base = _fake_arm("base", [0.100, 0.102, 0.098, 0.200, 0.200])
     no_lrn = _fake_arm("no_lrn", [0.121, 0.122, 0.118])
-    (only,) = report.analyse({"base": base, "no_lrn": no_lrn}).values()
-    assert only["row"][3] == "base: 10.00 ± 0.20 % (3 seeds)<br>no_lrn: 12.03 ± 0.21 % (3 seeds)"
-    assert only["test"].n_a == 3 and only["test"].diff == pytest.approx(0.061 / 3)
+    (only,) = analysis.analyse({"base": base, "no_lrn": no_lrn}).values()
+    assert report.claim_row(only)[3] == "base: 10.00 ± 0.20 % (3 seeds)<br>no_lrn: 12.03 ± 0.21 % (3 seeds)"
+    assert only.test.n_a == 3 and only.test.diff == pytest.approx(0.061 / 3)
 
 
 @pytest.mark.slow
 def test_full_budget_estimate_matches_the_measured_base_runs(tmp_path):
     planned = study.plan(study.BASE_CONFIG, "full", 3, str(tmp_path))
-    # at the AVX-512 rate: 3 seeds ~1 h 40 min, as the 2026-11-28 study took (1 h 42 min for 27 runs)
+    # at the AVX-512 rate: 3 seeds ~1 h 40 min, as the 27-run plateau-rule study took (docs/ablation.md: 1 h 42 min)
     per_arm = {p.arm.name: runner.estimate_seconds(p.config, rate=1250) for p in planned if p.seed == 0}
     total = 3 * sum(per_arm.values())
     assert 80 * 60 < total < 130 * 60, total
     assert 3 * 60 < per_arm["base"] < 6 * 60, per_arm
-    # the AVX2-only EPYC: its base seed 0 took 7.5 min (2026-12-03)
+    # the AVX2-only EPYC: its base seed 0 took 7.5 min (docs/ablation.md)
     assert runner.base_train_rate(["AVX2"]) == 700 and runner.base_train_rate(["AVX2", "AVX-512"]) == 1250
     base = runner.estimate_seconds(planned[0].config, rate=runner.base_train_rate(["AVX2"]))
     assert 6 * 60 < base < 8.5 * 60, base
@@ -412,18 +425,17 @@ def _base_plan(tmp_path):
     return p, str(tmp_path / "results"), records.record_path(str(tmp_path / "results"), "base", 0)
 
 
-def _fake_measured(val):
-    """A measure_run-shaped result (the fields a record stores), for records written without training."""
-    return {"val_top1_error": val, "curve": ([1, 2], [0.9, 0.8]),
-            "epoch_curves": {"train": ([0], [0.85]), "validation": ([0], [0.8])},
-            "reached": {t: None for t in study.SENSITIVITY}, "censored": {t: True for t in study.SENSITIVITY}}
+def _fake_measured(val, seed=0):
+    """A measured ArmResult that never reached a threshold, for records written without training."""
+    return _result(seed, val_top1_error=val, reached={t: None for t in study.SENSITIVITY},
+                   censored={t: True for t in study.SENSITIVITY})
 
 
 def test_a_diverged_run_is_recorded_as_failed_and_not_trained_again(tmp_path, capsys):
     p, results, path = _base_plan(tmp_path)
     why = "training stopped: loss became nan at batch 2 of epoch 1; no checkpoint. Lower train.lr or check the data."
     assert why.startswith(runner.DIVERGED)
-    records.write_record(path, p.config, "some machine", failed=why)
+    records.write_failure(path, p.config, "some machine", why)
     out = tmp_path / "R.md"
     assert cli(["ablate", "--budget", "tiny", "--arms", "base", "--seeds", "1", "--runs-dir", str(tmp_path),
                 "--out", str(out)]) == 0
@@ -437,8 +449,8 @@ def test_stale_or_disagreeing_records_are_one_line_errors(tmp_path, capsys):
     p, results, path = _base_plan(tmp_path)
     args = ["ablate", "--budget", "tiny", "--arms", "base", "--seeds", "1", "--runs-dir", str(tmp_path), "--report-only"]
     # a record whose run directory holds another val error: the run was trained again after it was recorded
-    records.write_record(path, p.config, "some machine", measured=_fake_measured(0.1))
-    assert records.read_record(path, p.config)["measured"]["reached"][study.THRESHOLD] is None  # float keys back
+    records.write_result(path, p.config, replace(_fake_measured(0.1), machine="some machine"))
+    assert records.read_record(path, p.config).result.reached[study.THRESHOLD] is None  # float keys back
     os.makedirs(p.run_dir)
     with open(os.path.join(p.run_dir, "metrics.json"), "w") as f:
         json.dump({"val_top1_error": 0.2}, f)
@@ -451,7 +463,7 @@ def test_stale_or_disagreeing_records_are_one_line_errors(tmp_path, capsys):
     data["measurement"]["smooth"] = measure.SMOOTH + 1
     with open(path, "w") as f:
         json.dump(data, f)
-    assert records.read_record(path, p.config)["stale"]
+    assert records.read_record(path, p.config).stale
     assert cli(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "measured under other values" in err[0] and "is gone" in err[0]
@@ -482,21 +494,20 @@ def test_a_run_is_not_recorded_while_another_study_is_still_measuring_it(tmp_pat
 
 def _fake_children(monkeypatch, scripts, measure):
     """runner.start_training starting `sh -c SCRIPT` children in turn (real processes, reaped by the study's
-    threads) and runner.measure_run replaced by `measure`; returns the list of started Trainings."""
+    threads) and runner.measure_finished replaced by `measure`; returns the list of started Trainings."""
     scripts, started = iter(scripts), []
 
     def fake_start(run_dir, overrides, config_path, threads=None, ended=None):
         os.makedirs(run_dir, exist_ok=True)
         with open(os.path.join(run_dir, "train.log"), "w") as out:
-            proc = runner.subprocess.Popen(["sh", "-c", next(scripts)], stdout=out)
-        started.append(runner.Training(proc, run_dir, runner.time.time(), ended))
+            proc = subprocess.Popen(["sh", "-c", next(scripts)], stdout=out)
+        started.append(processes.Training(proc, run_dir, runner.time.time(), ended))
         started[-1].threads = threads
         return started[-1]
 
     monkeypatch.setattr(runner, "start_training", fake_start)
     monkeypatch.setattr(runner, "estimate_seconds", lambda config: 60.0)
-    monkeypatch.setattr(runner, "measure_run", measure)
-    monkeypatch.setattr(runner, "trained_on", lambda run_dir: "a test machine")
+    monkeypatch.setattr(runner, "measure_finished", measure)
     return started
 
 
@@ -506,7 +517,7 @@ def test_jobs_at_once_a_failed_run_lets_the_others_finish_then_stops_the_study(t
     planned = study.plan(study.BASE_CONFIG, "tiny", 3, str(tmp_path), ["base"])
     results = str(tmp_path / "results")
     started = _fake_children(monkeypatch, ["sleep 0.2; kill -9 $$", "sleep 1; echo finished", "echo never"],
-                             lambda run_dir: dict(_fake_measured(0.25), train_top1_error=0.2))
+                             lambda run_dir: replace(_fake_measured(0.25), train_top1_error=0.2))
     printed = []
     status = {p.run_dir: "todo" for p in planned}
     with pytest.raises(runner.StudyInterrupted, match=r"base seed 0: train.py ended with status -9"):
@@ -518,7 +529,7 @@ def test_jobs_at_once_a_failed_run_lets_the_others_finish_then_stops_the_study(t
     assert all(t.threads == max(1, runner.usable_cores() // 2) for t in started)
     assert not os.path.exists(records.record_path(results, "base", 0))
     kept = records.read_record(records.record_path(results, "base", 1), planned[1].config)
-    assert kept["measured"]["val_top1_error"] == 0.25 and kept["machine"] == "a test machine"
+    assert kept.result.val_top1_error == 0.25 and kept.machine == "a test machine"
     first, second = (json.loads(open(os.path.join(p.run_dir, "ablation.json")).read())["attempts"][0]
                      for p in planned[:2])
     assert first["returncode"] == -9 and second["returncode"] == 0
@@ -533,7 +544,7 @@ def test_jobs_a_run_ending_while_another_is_measured_keeps_its_own_wall_and_the_
     def slow_measure(run_dir):  # the parent's clean evaluation of a run takes 2 s here
         runner.time.sleep(2)
         measured_at.append(runner.time.time())
-        return dict(_fake_measured(0.25), train_top1_error=0.2)
+        return replace(_fake_measured(0.25), train_top1_error=0.2)
 
     started = _fake_children(monkeypatch, ["sleep 0.3", "sleep 1", "sleep 0.2"], slow_measure)
     status = {p.run_dir: "todo" for p in planned}
@@ -544,14 +555,14 @@ def test_jobs_a_run_ending_while_another_is_measured_keeps_its_own_wall_and_the_
     # seed 2 started as soon as seed 0 ended, before seed 0's measurement was over
     assert started[2].started < measured_at[0] - 1
     assert all(records.read_record(records.record_path(str(tmp_path / "results"), "base", p.seed), p.config)
-               ["measured"] for p in planned)
+               .result for p in planned)
 
 
 def test_expected_time_of_a_run_follows_the_studys_measured_pace(tmp_path, monkeypatch):
     """Before any run has finished the printed expectation is the multiply-add estimate (one run alone, quiet
     machine); after, that estimate times this study's measured wall per estimated second (load, --jobs)."""
     planned = study.plan(study.BASE_CONFIG, "tiny", 3, str(tmp_path), ["base"])
-    _fake_children(monkeypatch, ["sleep 0.6", "sleep 0.1", "sleep 0.1"], lambda run_dir: dict(_fake_measured(0.25), train_top1_error=0.2))
+    _fake_children(monkeypatch, ["sleep 0.6", "sleep 0.1", "sleep 0.1"], lambda run_dir: replace(_fake_measured(0.25), train_top1_error=0.2))
     monkeypatch.setattr(runner, "estimate_seconds", lambda config: 60.0)
     monkeypatch.setattr(runner, "minutes", lambda seconds: f"{seconds:.4f} s")
     printed, status = [], {p.run_dir: "todo" for p in planned}
@@ -612,21 +623,53 @@ def _rows(text, header):
     return rows
 
 
+def _tiny_args(runs, out):
+    return ["ablate", "--budget", "tiny", "--arms", "base,no_lrn", "--seeds", "1", "--out", str(out), "--runs-dir", str(runs)]
+
+
+class TinyStudy:
+    """A finished tiny study in `root`: runs/<arm>/seed0, runs/results, REPRODUCTION.md, docs/ablation/."""
+
+    def __init__(self, root):
+        self.root, self.runs, self.out = root, root / "runs", root / "REPRODUCTION.md"
+        self.args = _tiny_args(self.runs, self.out)
+
+    def metrics(self):
+        return {arm: json.loads((self.runs / arm / "seed0" / "metrics.json").read_text()) for arm in ("base", "no_lrn")}
+
+    def copy(self, tmp_path):
+        """The study copied to tmp_path/study, for a test that changes it (copy2: the files keep their times)."""
+        return TinyStudy(pathlib.Path(shutil.copytree(self.root, tmp_path / "study")))
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    """Two arms, one seed, a few steps, trained for real once per module, both at once (--jobs 2, one intra-op
+    thread each); `printed` is what that first invocation printed and `text` the report it wrote."""
+    study_ = TinyStudy(tmp_path_factory.mktemp("tiny") / "study")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert cli(study_.args + ["--jobs", "2"]) == 0
+    study_.printed, study_.text = printed.getvalue(), study_.out.read_text()
+    return study_
+
+
 @pytest.mark.slow
-def test_tiny_study_table_from_real_runs_then_resume(tmp_path, capsys):
-    runs, out = tmp_path / "runs", tmp_path / "REPRODUCTION.md"
-    args = ["ablate", "--budget", "tiny", "--arms", "base,no_lrn", "--seeds", "1", "--out", str(out), "--runs-dir", str(runs)]
-    assert cli(args + ["--jobs", "2"]) == 0  # both at once, one intra-op thread each (the resume below: one at a time)
-    printed = capsys.readouterr().out
+def test_tiny_study_trains_both_arms_at_once(tiny_study):
+    printed = tiny_study.printed
     assert "2 arms, 1 seed per arm = 2 runs" in printed and "expected total:" in printed and printed.count(": done in") == 2
     assert "2 at a time, 1 intra-op thread each" in printed
-    text = out.read_text()
-
-    metrics = {arm: json.loads((runs / arm / "seed0" / "metrics.json").read_text()) for arm in ("base", "no_lrn")}
+    metrics = tiny_study.metrics()
     for m in metrics.values():
         assert m["epochs_completed"] == 2 and m["intra_op_threads"] == 1  # train.py saw TF_NUM_INTRAOP_THREADS=1
+    runs = tiny_study.runs
     attempts = [json.loads((runs / arm / "seed0" / "ablation.json").read_text())["attempts"][0] for arm in metrics]
     assert attempts[1]["started"] < attempts[0]["started"] + attempts[0]["wall_seconds"]  # trained at the same time
+
+
+@pytest.mark.slow
+def test_tiny_study_report_from_real_runs(tiny_study):
+    text, metrics, runs = tiny_study.text, tiny_study.metrics(), tiny_study.runs
     # the claims table: LRN (the only claim both arms answer) and PCA lighting, with the six columns
     rows = _rows(text, report.TABLE_HEADER)
     assert [r[0] for r in rows] == ["2", "7"] and all(len(r) == 7 for r in rows)
@@ -656,73 +699,102 @@ def test_tiny_study_table_from_real_runs_then_resume(tmp_path, capsys):
     assert "python -m alexnet_tf ablate --budget tiny --arms base,no_lrn" in text
     for png in ("curves.png", "val_error_per_arm.png"):
         assert f"(docs/ablation/{png})" in text
-        _check_png(tmp_path / "docs" / "ablation" / png)
-    assert not (tmp_path / "docs" / "ablation" / "fig1_relu_tanh.png").exists()  # no tanh arm in this study
+        _check_png(tiny_study.root / "docs" / "ablation" / png)
+    assert not (tiny_study.root / "docs" / "ablation" / "fig1_relu_tanh.png").exists()  # no tanh arm in this study
 
-    # a second invocation trains nothing
-    stamps = {arm: os.path.getmtime(runs / arm / "seed0" / "metrics.json") for arm in metrics}
-    assert cli(args) == 0
+
+@pytest.mark.slow
+def test_tiny_study_second_invocation_trains_nothing(tiny_study, capsys):
+    runs = tiny_study.runs
+    stamps = {arm: os.path.getmtime(runs / arm / "seed0" / "metrics.json") for arm in ("base", "no_lrn")}
+    assert cli(tiny_study.args) == 0
     printed = capsys.readouterr().out
     assert "0 to train" in printed and ": done in" not in printed
-    assert {arm: os.path.getmtime(runs / arm / "seed0" / "metrics.json") for arm in metrics} == stamps
-    assert _rows(out.read_text(), report.TABLE_HEADER) == rows
+    assert {arm: os.path.getmtime(runs / arm / "seed0" / "metrics.json") for arm in stamps} == stamps
+    assert _rows(tiny_study.out.read_text(), report.TABLE_HEADER) == _rows(tiny_study.text, report.TABLE_HEADER)
 
-    # each finished run has its record: its config, its machine and the numbers the report read
-    records = {arm: json.loads((runs / "results" / arm / "seed0.json").read_text()) for arm in metrics}
-    for arm, r in records.items():
+
+@pytest.mark.slow
+def test_tiny_study_records_hold_config_machine_and_numbers(tiny_study):
+    metrics, runs = tiny_study.metrics(), tiny_study.runs
+    recorded = {arm: json.loads((runs / "results" / arm / "seed0.json").read_text()) for arm in metrics}
+    for arm, r in recorded.items():
         assert r["config"]["train"]["seed"] == 0 and r["machine"].startswith(alexnet_tf.machine.cpu_model())
         assert "1 intra-op thread" in r["machine"]
         assert r["measured"]["val_top1_error"] == metrics[arm]["val_top1_error"] and r["failed"] is None
         assert r["measured"]["curve"][0] == list(range(1, 9))      # every one of the 2 x 4 steps
         assert len(r["measured"]["epoch_curves"]["validation"][1]) == 2
-    assert "`runs/results/base/seed0.json`" in text
-    # what the report reads from the records is what measure_run reads from the run directories
+    assert "`runs/results/base/seed0.json`" in tiny_study.text
+
+
+@pytest.mark.slow
+def test_tiny_study_reads_from_the_records_what_the_run_directories_hold(tiny_study):
+    runs = tiny_study.runs
     planned = study.plan(study.BASE_CONFIG, "tiny", 1, str(runs), ["base", "no_lrn"])
     collected = runner.collect(planned, str(runs / "results"))
     for p in planned:
-        fresh, kept = measure.measure_run(p.run_dir), collected[p.arm.name]["runs"][0]
-        assert set(kept) == set(fresh)
-        for key in set(fresh) - {"curve", "epoch_curves"}:
-            assert kept[key] == fresh[key], key
-        assert np.array_equal(kept["curve"][0], fresh["curve"][0])
-        assert np.allclose(kept["curve"][1], fresh["curve"][1], atol=5e-7)
+        fresh, kept = records.measure_finished(p.run_dir), collected[p.arm.name].runs[0]
+        assert type(kept) is type(fresh) is ArmResult
+        for name in {f.name for f in fields(ArmResult)} - {"curve", "epoch_curves"}:
+            assert getattr(kept, name) == getattr(fresh, name), name
+        assert np.array_equal(kept.curve[0], fresh.curve[0])
+        assert np.allclose(kept.curve[1], fresh.curve[1], atol=5e-7)
         for split in ("train", "validation"):
-            assert np.array_equal(kept["epoch_curves"][split][0], fresh["epoch_curves"][split][0])
-            assert np.allclose(kept["epoch_curves"][split][1], fresh["epoch_curves"][split][1], atol=5e-7)
+            assert np.array_equal(kept.epoch_curves[split][0], fresh.epoch_curves[split][0])
+            assert np.allclose(kept.epoch_curves[split][1], fresh.epoch_curves[split][1], atol=5e-7)
 
-    # a run killed after its last checkpoint (no metrics.json, so no record yet) is resumed, not retrained
+
+@pytest.mark.slow
+def test_tiny_study_resumes_a_run_killed_after_its_last_checkpoint(tiny_study, tmp_path, capsys):
+    # killed after its last checkpoint: no metrics.json, so no record yet
+    copy = tiny_study.copy(tmp_path)
+    runs, metrics = copy.runs, copy.metrics()
+    base_stamp = os.path.getmtime(runs / "base" / "seed0" / "metrics.json")
     (runs / "no_lrn" / "seed0" / "metrics.json").unlink()
     (runs / "results" / "no_lrn" / "seed0.json").unlink()
-    assert cli(args) == 0
+    assert cli(copy.args) == 0
     printed = capsys.readouterr().out
     assert "[1/2] base seed 0: skipped" in printed and "[2/2] no_lrn seed 0: done in" in printed
     assert "resuming from" in (runs / "no_lrn" / "seed0" / "train.log").read_text()
     resumed = json.loads((runs / "no_lrn" / "seed0" / "metrics.json").read_text())
     assert resumed["epochs_completed"] == 2 and resumed["val_top1_error"] == pytest.approx(metrics["no_lrn"]["val_top1_error"])
-    assert os.path.getmtime(runs / "base" / "seed0" / "metrics.json") == stamps["base"]
-    assert "in progress" not in out.read_text()
+    assert os.path.getmtime(runs / "base" / "seed0" / "metrics.json") == base_stamp
+    assert "in progress" not in copy.out.read_text()
 
-    # a report of a study not yet finished says so: 2 seeds planned, 1 finished per arm
-    assert cli(args[:-5] + ["2", "--out", str(out), "--runs-dir", str(runs), "--report-only"]) == 0
+
+@pytest.mark.slow
+def test_tiny_study_report_of_an_unfinished_study_says_so(tiny_study, tmp_path):
+    # 2 seeds planned, 1 finished per arm
+    copy = tiny_study.copy(tmp_path)
+    args = copy.args[:copy.args.index("--seeds") + 1] + ["2", "--out", str(copy.out), "--runs-dir", str(copy.runs)]
+    assert cli(args + ["--report-only"]) == 0
     assert ("**The study is in progress**: 2 of 4 runs have finished; every arm has at least 1 seed (planned: "
-            "2 seeds per arm).") in out.read_text()
+            "2 seeds per arm).") in copy.out.read_text()
 
-    # the records alone rewrite the same report, word for word: the run directories (checkpoints, logs,
-    # models) are gone
-    assert cli(args + ["--report-only"]) == 0
-    before = out.read_text()
-    for arm in metrics:
-        shutil.rmtree(runs / arm)
-    (tmp_path / "docs" / "ablation" / "curves.png").unlink()
-    assert cli(args + ["--report-only"]) == 0
-    assert out.read_text() == before and "in progress" not in before
-    _check_png(tmp_path / "docs" / "ablation" / "curves.png")
-    # a record of another config than the study's (here: another seed) is refused in one line
-    path = runs / "results" / "base" / "seed0.json"
+
+@pytest.mark.slow
+def test_tiny_study_records_alone_rewrite_the_same_report(tiny_study, tmp_path):
+    # word for word, once the run directories (checkpoints, logs, models) are gone
+    copy = tiny_study.copy(tmp_path)
+    assert cli(copy.args + ["--report-only"]) == 0
+    before = copy.out.read_text()
+    for arm in ("base", "no_lrn"):
+        shutil.rmtree(copy.runs / arm)
+    (copy.root / "docs" / "ablation" / "curves.png").unlink()
+    assert cli(copy.args + ["--report-only"]) == 0
+    assert copy.out.read_text() == before and "in progress" not in before
+    _check_png(copy.root / "docs" / "ablation" / "curves.png")
+
+
+@pytest.mark.slow
+def test_tiny_study_refuses_a_record_of_another_config(tiny_study, tmp_path, capsys):
+    # here: another seed, in one line
+    copy = tiny_study.copy(tmp_path)
+    path = copy.runs / "results" / "base" / "seed0.json"
     record = json.loads(path.read_text())
     record["config"]["train"]["seed"] = 5
     path.write_text(json.dumps(record))
-    assert cli(args + ["--report-only"]) == 2
+    assert cli(copy.args + ["--report-only"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "records a run with another config" in err[0] and "seed0.json" in err[0]
 

@@ -1,4 +1,4 @@
-"""The paper's initialisation at the paper's geometry: `python -m alexnet_tf init-study` (issue 16).
+"""The paper's initialisation at the paper's geometry: `python -m alexnet_tf init-study`.
 
 Three runs of configs/init_paper_geometry.yaml (Fashion-MNIST rescaled to 256, random 224 crops, the
 full two-tower network and recipe) that differ only in their initialisation (INITS). Each is trained
@@ -16,17 +16,17 @@ Chance is 90 % (10 classes); LEARNS = 80 % is far enough below it that a 20-step
 batches (standard error ~0.8 pp at 90 %) does not reach it by luck.
 """
 
-import json
 import os
 import subprocess
 import sys
 
 import numpy as np
 
-from alexnet_tf.ablation.measure import SMOOTH, smoothed, steps_per_epoch, steps_to, training_error_curve, write_json
-from alexnet_tf.ablation.runner import train_subprocess
+from alexnet_tf.ablation.measure import SMOOTH, smoothed, steps_per_epoch, steps_to, training_error_curve
+from alexnet_tf.ablation.processes import train_subprocess
 from alexnet_tf.ablation.study import ROOT
 from alexnet_tf.config import load_config
+from alexnet_tf.run_dir import read_json, read_metrics, write_json
 
 CONFIG = os.path.join(ROOT, "configs", "init_paper_geometry.yaml")
 INITS = (
@@ -45,14 +45,10 @@ def summarise(run_dir):
     config = load_config(os.path.join(run_dir, "config.yaml"))
     spe = steps_per_epoch(config, run_dir)
     steps, errors = training_error_curve(run_dir, spe)
-    with open(os.path.join(run_dir, "metrics.json")) as f:
-        metrics = json.load(f)
+    metrics = read_metrics(run_dir)
     val_steps, val_errors = tblogs.read_scalars(run_dir, "validation", "epoch_top1_error")
-    ten = {}
     path = os.path.join(run_dir, "evaluation_test.json")
-    if os.path.isfile(path):
-        with open(path) as f:
-            ten = json.load(f)
+    ten = read_json(path) if os.path.isfile(path) else {}
     return {
         "steps": [int(s) for s in steps], "train_errors": [float(e) for e in errors],
         "val_steps": [int((s + 1) * spe) for s in val_steps], "val_errors": [float(e) for e in val_errors],
@@ -110,8 +106,20 @@ def table(summaries):
     return "\n".join(rows)
 
 
+def add_arguments(p):
+    """The `init-study` command's arguments."""
+    p.add_argument("--runs-dir", default=os.path.join("runs", "init_study"), help="one run directory per initialisation")
+    p.add_argument("--config", default=None, help="default: configs/init_paper_geometry.yaml")
+    p.add_argument("--inits", help="comma-separated subset: paper,caffe,he_normal (default: all three)")
+    p.add_argument("--ten-crop-batches", type=int, default=8,
+                   help="test batches of 128 evaluated with the paper's 10 crops after training (0 = skip)")
+    p.add_argument("--out", default=os.path.join("docs", "init_study.png"), help="the learning-curve figure")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override applied to every run; repeatable")
+
+
 def main(args):
-    """`python -m alexnet_tf init-study` (arguments parsed in __main__)."""
+    """`python -m alexnet_tf init-study` (arguments: add_arguments)."""
     runs_dir, config_path = os.path.abspath(args.runs_dir), os.path.abspath(args.config or CONFIG)
     names = [n for n, _, _ in INITS]
     chosen = args.inits.split(",") if args.inits else names
@@ -143,7 +151,7 @@ def main(args):
             if rc != 0:
                 raise SystemExit(f"error: {name}: the 10-crop evaluation ended with status {rc}; see {run_dir}/evaluate.log")
         summaries[name] = summarise(run_dir)
-    write_json(os.path.join(runs_dir, "summary.json"), summaries)
+    write_json(os.path.join(runs_dir, "summary.json"), summaries, indent=1)
     plot(summaries, args.out)
     print(table(summaries))
     print(f"wrote {args.out} and {os.path.join(runs_dir, 'summary.json')}")

@@ -1,15 +1,15 @@
 """Measuring one finished run: the training-error curve from its TensorBoard logs, the error on
 its own training images without augmentation or dropout, and the numbers the claims compare."""
 
-import json
 import os
-import time
 
 import numpy as np
 
-from alexnet_tf import tblogs
+from alexnet_tf import machine, tblogs
+from alexnet_tf.ablation.results import ArmResult
 from alexnet_tf.ablation.study import CONVERGED, SENSITIVITY, THRESHOLD
 from alexnet_tf.config import load_config
+from alexnet_tf.run_dir import read_data, read_metrics
 
 
 def batch_curve(run_dir, steps_per_epoch, tag="batch_top1_error"):
@@ -95,7 +95,7 @@ def training_error_curve(run_dir, steps_per_epoch):
 
 def clean_evaluation(run_dir):
     """What the run's final model does on its own training images, without augmentation or dropout,
-    and how strongly its LRN layers normalise. Cached in RUN/ablation.json.
+    and how strongly its LRN layers normalise (cached in RUN/ablation.json by records.measure_finished).
 
     Returns {"train_top1_error": ..., "lrn": {"lrn1": (mean, p99), "lrn2": (mean, p99)}}: the mean and
     99th percentile over positions and channels of alpha_eff * sum_window a² / k at the layer's input
@@ -132,69 +132,52 @@ def clean_evaluation(run_dir):
 
 def steps_per_epoch(config, run_dir):
     """Training steps per epoch of a run, as training.train computed them."""
-    with open(os.path.join(run_dir, "data.json")) as f:
-        train_size = json.load(f)["train_size"]
-    steps = train_size // config.data.batch_size
+    steps = read_data(run_dir)["train_size"] // config.data.batch_size
     return min(steps, config.train.steps_per_epoch) if config.train.steps_per_epoch else steps
 
 
-CLEAN_VERSION = 2  # of clean_evaluation's cached result in RUN/ablation.json; a change recomputes it
+CLEAN_VERSION = 2  # of clean_evaluation's result as RUN/ablation.json caches it (records.py); a change recomputes it
 
 
-def measure_run(run_dir):
-    """The numbers of one finished run that the claims compare (see CLAIMS' metrics)."""
+def trained_on(metrics):
+    """The machine that trained a run, as its metrics.json recorded it ('unknown' when it did not)."""
+    try:
+        return machine.describe(metrics)
+    except (TypeError, KeyError):
+        return "unknown"
+
+
+def measure_run(run_dir, clean, attempts):
+    """The numbers of one finished run that the claims compare (see CLAIMS' metrics), as an ArmResult.
+    `clean`: clean_evaluation's result for the run; `attempts`: the study's timed work on it, each
+    {"wall_seconds", "cpu_seconds", ...} (records.measure_finished passes both from RUN/ablation.json)."""
     config = load_config(os.path.join(run_dir, "config.yaml"))
-    with open(os.path.join(run_dir, "metrics.json")) as f:
-        metrics = json.load(f)
-    study = read_json(os.path.join(run_dir, "ablation.json"))
-    if study.get("clean", {}).get("version") != CLEAN_VERSION:
-        t0, c0 = time.time(), time.process_time()
-        study["clean"] = dict(clean_evaluation(run_dir), version=CLEAN_VERSION)
-        study.setdefault("attempts", []).append({"what": "clean evaluation", "wall_seconds": time.time() - t0,
-                                                 "cpu_seconds": time.process_time() - c0})
-        write_json(os.path.join(run_dir, "ablation.json"), study)
+    metrics = read_metrics(run_dir)
     spe = steps_per_epoch(config, run_dir)
-    with open(os.path.join(run_dir, "data.json")) as f:
-        val_size = json.load(f)["val_size"]
-    val_steps = config.train.val_steps
+    val_size, val_steps = read_data(run_dir)["val_size"], config.train.val_steps
     steps, errors = training_error_curve(run_dir, spe)
     total = spe * metrics["epochs_completed"]
     reached = {t: steps_to(steps, errors, t) for t in SENSITIVITY + (THRESHOLD, CONVERGED)}
-    attempts = study.get("attempts", [])
-    return {
-        "val_top1_error": metrics["val_top1_error"],
-        "val_top5_error": metrics["val_top5_error"],
-        # the test split, evaluated once after training; reported beside the claims, never compared by them
-        "test_top1_error": metrics.get("test_top1_error"),
-        "train_top1_error": study["clean"]["train_top1_error"],
-        "gap": metrics["val_top1_error"] - study["clean"]["train_top1_error"],
-        "lrn": study["clean"].get("lrn", {}),
-        "steps_per_epoch": spe,
-        "total_steps": total,
-        "val_images": min(val_size, val_steps * config.data.batch_size) if val_steps else val_size,
-        "reached": reached,
+    return ArmResult(
+        seed=config.train.seed,
+        machine=trained_on(metrics),
+        val_top1_error=metrics["val_top1_error"],
+        val_top5_error=metrics["val_top5_error"],
+        test_top1_error=metrics.get("test_top1_error"),
+        train_top1_error=clean["train_top1_error"],
+        gap=metrics["val_top1_error"] - clean["train_top1_error"],
+        lrn=clean.get("lrn", {}),
+        steps_per_epoch=spe,
+        total_steps=total,
+        val_images=min(val_size, val_steps * config.data.batch_size) if val_steps else val_size,
+        reached=reached,
         # a threshold never reached counts as the whole run (a lower bound; the report marks it ">")
-        "steps_to_threshold": reached[THRESHOLD] or total,
-        "steps_to_converged": reached[CONVERGED] or total,
-        "censored": {t: reached[t] is None for t in reached},
-        "wall_seconds": sum(a["wall_seconds"] for a in attempts) or metrics["wall_seconds"],
-        "cpu_seconds": sum(a["cpu_seconds"] for a in attempts),
-        "curve": (steps, errors),
+        steps_to_threshold=reached[THRESHOLD] or total,
+        steps_to_converged=reached[CONVERGED] or total,
+        censored={t: reached[t] is None for t in reached},
+        wall_seconds=sum(a["wall_seconds"] for a in attempts) or metrics["wall_seconds"],
+        cpu_seconds=sum(a["cpu_seconds"] for a in attempts),
+        curve=(steps, errors),
         # per-epoch top-1 error as Keras logged it (epoch index from 0): the report's figures
-        "epoch_curves": {split: tblogs.read_scalars(run_dir, split, "epoch_top1_error") for split in ("train", "validation")},
-    }
-
-
-def read_json(path):
-    if not os.path.isfile(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
-
-
-def write_json(path, data, indent=1):
-    """Atomically (a kill mid-write leaves the old file): write path.tmp, then rename it over path."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=indent)
-    os.replace(tmp, path)
+        epoch_curves={split: tblogs.read_scalars(run_dir, split, "epoch_top1_error") for split in ("train", "validation")},
+    )

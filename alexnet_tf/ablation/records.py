@@ -1,4 +1,5 @@
-"""The study's durable results: one small JSON record per finished (arm, seed), RESULTS/<arm>/seed<k>.json.
+"""The study's files: one small JSON record per finished (arm, seed), RESULTS/<arm>/seed<k>.json, and the
+study's notes in each run directory, RUN/ablation.json. No other module reads or writes either.
 
 A run directory holds checkpoints, TensorBoard logs and the model (megabytes, kept out of git). All the
 report reads of a finished run (measure_run's numbers, its per-step training-error curve and its
@@ -9,17 +10,23 @@ trained again, and the report is written from the records alone. Each record hol
 the values its numbers were measured under (`measurement()`: a record measured under others is stale,
 measured again from its run directory, or refused when that is gone). A run that diverged is recorded
 as failed, with train.py's message, and not trained again.
+
+RUN/ablation.json holds the study's timed attempts on the run (train.py, the clean evaluation), the
+cached clean evaluation and, for a run that diverged, train.py's message.
 """
 
 import json
 import os
+import time
+from dataclasses import dataclass
 
 import numpy as np
 
-from alexnet_tf import machine
-from alexnet_tf.ablation.measure import CLEAN_VERSION, SMOOTH, write_json
+from alexnet_tf.ablation.measure import CLEAN_VERSION, SMOOTH, clean_evaluation, measure_run
+from alexnet_tf.ablation.results import MEASURED, ArmResult
 from alexnet_tf.ablation.study import CONVERGED, SENSITIVITY, THRESHOLD
 from alexnet_tf.config import ConfigError
+from alexnet_tf.run_dir import read_json, write_json
 
 VERSION = 1  # of the record's layout
 
@@ -35,30 +42,43 @@ def record_path(results_dir, arm, seed):
     return os.path.join(results_dir, arm, f"seed{seed}.json")
 
 
+# === Records: RESULTS/<arm>/seed<k>.json ===
+
+@dataclass(frozen=True)
+class Record:
+    """A record as read back: `result` for a finished run (None when it failed or is stale), `failed`: why it
+    diverged, or None."""
+    result: ArmResult | None
+    failed: str | None
+    machine: str
+    stale: bool          # measured under another `measurement()`: its numbers are not read
+    measurement: dict    # the values it was measured under
+
+
 def _rounded(values):
     """Curve values to 6 decimals (a batch error of 128 images moves in steps of 0.0078): half the record's size,
     read only by the figures (the steps to each threshold are computed before, at full precision)."""
     return [round(float(v), 6) for v in np.asarray(values)]
 
 
-def _encode(measured):
-    """measure_run's dict as JSON: arrays as lists, the threshold-keyed dicts as [[threshold, value], ...]."""
-    out = dict(measured)
-    out["curve"] = [np.asarray(measured["curve"][0]).tolist(), _rounded(measured["curve"][1])]
-    out["epoch_curves"] = {k: [np.asarray(s).tolist(), _rounded(v)] for k, (s, v) in measured["epoch_curves"].items()}
+def _encode(result):
+    """An ArmResult's measured fields as JSON: arrays as lists, the threshold-keyed dicts as [[threshold, value], ...]."""
+    out = {name: getattr(result, name) for name in MEASURED}
+    out["curve"] = [np.asarray(result.curve[0]).tolist(), _rounded(result.curve[1])]
+    out["epoch_curves"] = {k: [np.asarray(s).tolist(), _rounded(v)] for k, (s, v) in result.epoch_curves.items()}
     for key in ("reached", "censored"):
-        out[key] = sorted([float(t), v] for t, v in measured[key].items())
+        out[key] = sorted([float(t), v] for t, v in getattr(result, key).items())
     return out
 
 
-def _decode(stored):
+def _decode(stored, seed, machine):
     out = dict(stored)
     out["curve"] = (np.asarray(stored["curve"][0], dtype=np.int64), np.asarray(stored["curve"][1], dtype=np.float64))
     out["epoch_curves"] = {k: (np.asarray(s, dtype=np.int64), np.asarray(v, dtype=np.float64))
                            for k, (s, v) in stored["epoch_curves"].items()}
     for key in ("reached", "censored"):
         out[key] = {t: v for t, v in stored[key]}
-    return out
+    return ArmResult(seed=seed, machine=machine, **out)
 
 
 def _plain(config):
@@ -66,39 +86,82 @@ def _plain(config):
     return json.loads(json.dumps(config.to_dict()))
 
 
-def trained_on(run_dir):
-    """The machine that trained a finished run, as its metrics.json recorded it ('unknown' when it did not)."""
-    try:
-        with open(os.path.join(run_dir, "metrics.json")) as f:
-            return machine.describe(json.load(f))
-    except (OSError, TypeError, KeyError, json.JSONDecodeError):
-        return "unknown"
-
-
-def write_record(path, config, trained_on, measured=None, failed=None):
-    """The record of one finished run (`measured`: measure_run's result) or of one that diverged (`failed`: why)."""
-    data = {"measurement": measurement(), "config": _plain(config), "machine": trained_on, "failed": failed,
-            "measured": None if measured is None else _encode(measured)}
+def _write(path, config, machine, measured, failed):
+    data = {"measurement": measurement(), "config": _plain(config), "machine": machine, "failed": failed,
+            "measured": measured}
     os.makedirs(os.path.dirname(path), exist_ok=True)
     write_json(path, data, indent=None)  # one line: ~1,900 steps of curve per run
 
 
+def write_result(path, config, result):
+    """The record of one finished run (`result`: measure_run's ArmResult)."""
+    _write(path, config, result.machine, _encode(result), None)
+
+
+def write_failure(path, config, machine, why):
+    """The record of one run that diverged: `why` is train.py's message, `machine` who trained it."""
+    _write(path, config, machine, None, why)
+
+
 def read_record(path, config):
-    """The record at `path` ({"measured": ... or None, "failed": why or None, "machine": ..., "stale": bool}), None
-    when there is none; "stale" when it was measured under another `measurement()`. A record written under
-    another config than `config` is a one-line error."""
+    """The Record at `path`, None when there is none. A record written under another config than `config` is a
+    one-line error."""
     if not os.path.isfile(path):
         return None
     try:
-        with open(path) as f:
-            data = json.load(f)
+        data = read_json(path)
         stored = data["config"]
     except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
         raise ConfigError(f"config error: {path} is not a study record ({e!r}); remove it to measure or train the run again") from None
     if stored != _plain(config):
         raise ConfigError(f"config error: {path} records a run with another config than this study's (a different "
                           "budget, --config or --set?); use another --results directory")
-    data["stale"] = data.get("measurement") != measurement()
-    if data["measured"] is not None and not data["stale"]:
-        data["measured"] = _decode(data["measured"])
-    return data
+    stale = data.get("measurement") != measurement()
+    result = None
+    if data["measured"] is not None and not stale:
+        result = _decode(data["measured"], stored["train"]["seed"], data["machine"])
+    return Record(result, data["failed"], data["machine"], stale, data.get("measurement"))
+
+
+# === The study's notes in a run directory: RUN/ablation.json ===
+
+def _notes_path(run_dir):
+    return os.path.join(run_dir, "ablation.json")
+
+
+def _notes(run_dir):
+    path = _notes_path(run_dir)
+    return read_json(path) if os.path.isfile(path) else {}
+
+
+def add_attempt(run_dir, attempt, failed=None):
+    """Note one timed attempt on the run ({"what", "wall_seconds", "cpu_seconds", ...}); `failed`: train.py's
+    message when the run diverged (it is then not trained again)."""
+    notes = _notes(run_dir)
+    notes.setdefault("attempts", []).append(attempt)
+    if failed:
+        notes["failed"] = failed
+    write_json(_notes_path(run_dir), notes, indent=1)
+
+
+def run_failure(run_dir):
+    """train.py's message when the run diverged, else None."""
+    return _notes(run_dir).get("failed")
+
+
+def measured_by_study(run_dir):
+    """Whether the study that trained the run has noted both its successful train.py and its clean evaluation."""
+    notes = _notes(run_dir)
+    return "clean" in notes and any(a["what"] == "train.py" and a["returncode"] == 0 for a in notes.get("attempts", []))
+
+
+def measure_finished(run_dir):
+    """measure_run of a finished run, its clean evaluation computed once (timed, as an attempt) and cached."""
+    notes = _notes(run_dir)
+    if notes.get("clean", {}).get("version") != CLEAN_VERSION:
+        t0, c0 = time.time(), time.process_time()
+        notes["clean"] = dict(clean_evaluation(run_dir), version=CLEAN_VERSION)
+        notes.setdefault("attempts", []).append({"what": "clean evaluation", "wall_seconds": time.time() - t0,
+                                                 "cpu_seconds": time.process_time() - c0})
+        write_json(_notes_path(run_dir), notes, indent=1)
+    return measure_run(run_dir, notes["clean"], notes.get("attempts", []))

@@ -3,17 +3,23 @@ once, resumable), measure every finished run, write the report."""
 
 import os
 import queue
-import subprocess
-import sys
-import threading
 import time
 
 from alexnet_tf import machine
-from alexnet_tf.ablation.measure import measure_run, read_json, write_json
-from alexnet_tf.ablation.records import measurement, read_record, record_path, trained_on, write_record
-from alexnet_tf.ablation.report import minutes, write_report
-from alexnet_tf.ablation.study import BASE_CONFIG, DEFAULT_SEEDS, ROOT, plan, seeds_text
+from alexnet_tf.ablation.processes import StudyLock, child_env, start_training, wait_any
+from alexnet_tf.ablation.records import (add_attempt, measure_finished, measured_by_study, measurement, read_record,
+                                         record_path, run_failure, write_failure, write_result)
+from alexnet_tf.ablation.report import minutes, seeds_text, write_report
+from alexnet_tf.ablation.results import ArmRuns
+from alexnet_tf.ablation.study import BASE_CONFIG, DEFAULT_SEEDS, plan
 from alexnet_tf.config import ConfigError, load_config
+from alexnet_tf.run_dir import read_json
+
+
+def _metrics(run_dir):
+    """The run's metrics.json (train.py writes it last), {} before the run has finished."""
+    path = os.path.join(run_dir, "metrics.json")
+    return read_json(path) if os.path.isfile(path) else {}
 
 
 def _status(p, results_dir):
@@ -22,17 +28,17 @@ def _status(p, results_dir):
     another config, a record that disagrees with its run directory, a stale record whose run directory is gone."""
     path = record_path(results_dir, p.arm.name, p.seed)
     record = read_record(path, p.config)
-    metrics = read_json(os.path.join(p.run_dir, "metrics.json"))
-    if record is not None and record["failed"]:
+    metrics = _metrics(p.run_dir)
+    if record is not None and record.failed:
         return "failed"
-    if record is not None and not record["stale"]:
-        if metrics and metrics["val_top1_error"] != record["measured"]["val_top1_error"]:
+    if record is not None and not record.stale:
+        if metrics and metrics["val_top1_error"] != record.result.val_top1_error:
             raise ConfigError(f"config error: {path} and {p.run_dir} disagree (val top-1 error "
-                              f"{record['measured']['val_top1_error']:.4%} vs {metrics['val_top1_error']:.4%}): the run was "
+                              f"{record.result.val_top1_error:.4%} vs {metrics['val_top1_error']:.4%}): the run was "
                               "trained again after it was recorded; remove the record to record the new run")
         return "done"
     if record is not None and not metrics:
-        raise ConfigError(f"config error: {path} was measured under other values ({record.get('measurement')} instead "
+        raise ConfigError(f"config error: {path} was measured under other values ({record.measurement} instead "
                           f"of {measurement()}) and its run directory {p.run_dir} is gone; measure it where its run "
                           "directory is, or remove the record to train the run again")
     saved = os.path.join(p.run_dir, "config.yaml")
@@ -41,7 +47,7 @@ def _status(p, results_dir):
                           f"{p.arm.name} arm (a different budget, --config or --set?); use another --runs-dir")
     if metrics:
         return "done"
-    if read_json(os.path.join(p.run_dir, "ablation.json")).get("failed"):
+    if run_failure(p.run_dir):
         return "failed"
     return "todo"
 
@@ -52,9 +58,8 @@ def _status(p, results_dir):
 DIVERGED = "training stopped: loss became"
 
 
-# Training images/s of the full budget's base arm on a quiet 2-core machine, by the widest vector ISA
-# (oneDNN on): 1,250 on the AVX-512 Xeon (the lead's measurement), 700 on the AVX2-only EPYC (its base
-# seed 0 took 7.5 min, 2026-12-03). Time scales with multiply-adds per image; evaluation is ~1/3 of a step.
+# Training images/s of the full budget's base arm on a quiet 2-core machine, by the widest vector ISA (oneDNN
+# on; measured: docs/ablation.md). Time scales with multiply-adds per image; evaluation is ~1/3 of a step.
 BASE_TRAIN_RATES = {"AVX-512": 1250, "AVX2": 700}
 BASE_MULTIPLY_ADDS = 19_536_128
 RUN_OVERHEAD_SECONDS = 20  # start-up, data, final save (the study's runs skip the SavedModel export)
@@ -86,122 +91,10 @@ def estimate_seconds(config, val_images=10000, rate=None):
     return RUN_OVERHEAD_SECONDS + t.epochs * per_epoch + train_images * per_image / 3
 
 
-def _die_with_parent():
-    """In the child: get SIGTERM when the study process dies (Linux), so a killed study leaves no orphan
-    training into its run directory; the next invocation resumes the run from its last checkpoint."""
-    try:
-        import ctypes
-        import signal
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-class StudyLock:
-    """RUNS_DIR/.lock holding the study's pid: two studies on one runs directory would train the same runs."""
-
-    def __init__(self, runs_dir):
-        self.path = os.path.join(runs_dir, ".lock")
-
-    def holder(self):
-        """The pid of another live process holding the lock, else None."""
-        try:
-            with open(self.path) as f:
-                pid = int(f.read().strip() or 0)
-        except (OSError, ValueError):
-            return None
-        return pid if pid and pid != os.getpid() and _alive(pid) else None
-
-    def __enter__(self):
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        pid = self.holder()
-        if pid:
-            raise ConfigError(f"config error: another ablation study (pid {pid}) is using {os.path.dirname(self.path)}; "
-                              "wait for it or use another --runs-dir")
-        with open(self.path, "w") as f:
-            f.write(str(os.getpid()))
-        return self
-
-    def __exit__(self, *exc):
-        if os.path.isfile(self.path):
-            os.remove(self.path)
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class Training:
-    """One train.py subprocess (start_training). A thread of its own reaps it with wait4 the moment it exits,
-    so its wall and CPU seconds are its own even while the study measures another run or others train."""
-
-    def __init__(self, proc, run_dir, started, ended):
-        self.proc, self.run_dir, self.started, self.result = proc, run_dir, started, None
-        threading.Thread(target=self._reap, args=(ended,), daemon=True).start()
-
-    def _reap(self, ended):
-        _, status, usage = os.wait4(self.proc.pid, 0)
-        self.proc.returncode = os.waitstatus_to_exitcode(status)  # negative: killed by that signal
-        self.result = (self.proc.returncode, time.time() - self.started, usage.ru_utime + usage.ru_stime)
-        ended.put(self)
-
-    def last_line(self):
-        with open(os.path.join(self.run_dir, "train.log")) as f:
-            lines = [line.strip() for line in f if line.strip()]
-        return lines[-1] if lines else ""
-
-
-def start_training(run_dir, overrides, config_path, threads=None, ended=None):
-    """Start train.py on one run (output appended to RUN/train.log; a rerun resumes from its last checkpoint);
-    it is put on the queue `ended` when it exits. `threads`: TensorFlow's intra-op threads for the child
-    (TF_NUM_INTRAOP_THREADS, one inter-op thread) when several runs share the cores; None leaves TensorFlow's
-    default (every core). What the user set in the environment wins either way."""
-    os.makedirs(run_dir, exist_ok=True)
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config", config_path, "--run-dir", run_dir]
-    for o in overrides:
-        cmd += ["--set", o]
-    env = dict(child_env(threads), TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    with open(os.path.join(run_dir, "train.log"), "a") as out:
-        out.write(f"$ {' '.join(cmd)}\n")
-        out.flush()
-        # started from this (the main) thread: PR_SET_PDEATHSIG fires when the thread that forked the child ends
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
-    return Training(proc, run_dir, time.time(), queue.Queue() if ended is None else ended)
-
-
-def child_env(threads=None):
-    """The environment of a train.py child that runs on `threads` intra-op threads (None: TensorFlow's default)."""
-    env = dict(os.environ)
-    if threads:
-        env.setdefault("TF_NUM_INTRAOP_THREADS", str(threads))
-        env.setdefault("TF_NUM_INTEROP_THREADS", "1")
-    return env
-
-
-def wait_any(ended):
-    """The next training to exit from the queue `ended`: (training, returncode, wall, cpu, last line of its
-    train.log)."""
-    t = ended.get()
-    return (t, *t.result, t.last_line())
-
-
-def train_subprocess(run_dir, overrides, config_path):
-    """Train one run with train.py in a subprocess and wait for it; returns (returncode, wall, cpu, last line)."""
-    ended = queue.Queue()
-    start_training(run_dir, overrides, config_path, ended=ended)
-    return wait_any(ended)[1:]
-
-
 def run_study(config_path=BASE_CONFIG, budget="full", seeds=None, runs_dir="runs/ablation", out="REPRODUCTION.md",
               arms=None, extra=(), train=True, command=None, log=print, results_dir=None, jobs=1, more=None):
-    """Train what is missing, record and measure every finished run, write the report. Returns the per-arm
-    results. `results_dir` (default RUNS_DIR/results) holds the records (records.py): the study's durable part.
+    """Train what is missing, record and measure every finished run, write the report. Returns the results
+    ({arm name: ArmRuns}). `results_dir` (default RUNS_DIR/results) holds the records (records.py): the study's durable part.
     `jobs` runs train at once, each on cores // jobs intra-op threads (docs/ablation.md: 2 one-thread runs
     finish ~1.4x sooner than one after the other on 2 cores). `more` ({arm: n}) gives some arms more seeds
     (study.seeds_per_arm: the second stage)."""
@@ -232,6 +125,14 @@ def usable_cores():
         return os.cpu_count() or 1
 
 
+def _expected_total(estimates, jobs, threads):
+    each = machine.intra_op_threads(child_env(threads))  # what each child runs on (the user's setting wins)
+    return (f"expected total: {minutes(sum(estimates.values()))} for {len(estimates)} runs one at a time "
+            f"(from multiply-adds at {base_train_rate()} img/s for the base arm on a quiet 2-core "
+            f"{'/'.join(machine.isa()) or 'x86'} machine; slower under load)"
+            + (f"; {jobs} at a time, {each} intra-op thread{'s' if each != 1 else ''} each" if threads else ""))
+
+
 def _train_all(planned, todo, status, config_path, results_dir, log, jobs=1):
     """Train the runs in `todo` in plan order, `jobs` at a time, printing progress and the time left. A run
     that stops the study (a config error, a killed or failed train.py) lets the others in progress finish
@@ -243,89 +144,101 @@ def _train_all(planned, todo, status, config_path, results_dir, log, jobs=1):
             by_arm[p.arm.name] = estimate_seconds(p.config)
     estimates = {p.run_dir: by_arm[p.arm.name] for p in todo}
     threads = max(1, usable_cores() // jobs) if jobs > 1 else None
-    each = machine.intra_op_threads(child_env(threads))  # what each child runs on (the user's setting wins)
-    log(f"expected total: {minutes(sum(estimates.values()))} for {len(todo)} runs one at a time "
-        f"(from multiply-adds at {base_train_rate()} img/s for the base arm on a quiet 2-core {'/'.join(machine.isa()) or 'x86'} "
-        "machine; slower under load)" + (f"; {jobs} at a time, {each} intra-op thread{'s' if each != 1 else ''} each"
-                                         if threads else ""))
-    started, spent, spent_estimate = time.time(), 0.0, 0.0
-    waiting, running, ended, stop = list(enumerate(planned, 1)), {}, queue.Queue(), None
-    width = len(str(len(planned)))
-
-    def fill():
-        while waiting and stop is None and len(running) < jobs:
-            i, p = waiting.pop(0)
-            tag = f"[{i:>{width}}/{len(planned)}] {p.arm.name} seed {p.seed}"
-            if status[p.run_dir] != "todo":
-                log(f"{tag}: skipped ({'finished' if status[p.run_dir] == 'done' else 'failed'} before)")
-                continue
-            # the multiply-add estimate is for one run alone on a quiet machine; once a run has finished, scale it by
-            # this study's measured pace (which includes load and the runs sharing the cores under --jobs)
-            pace = spent / spent_estimate if spent_estimate else None
-            expected = (f"~{minutes(estimates[p.run_dir] * pace)} at this study's pace" if pace
-                        else f"~{minutes(estimates[p.run_dir])} alone on a quiet machine")
-            log(f"{tag}: training in {p.run_dir} (tail -f train.log there), expected {expected}")
-            running[start_training(p.run_dir, p.overrides, config_path, threads, ended)] = (p, tag)
-
+    log(_expected_total(estimates, jobs, threads))
+    trainings = _Trainings(planned, status, estimates, config_path, results_dir, log, jobs, threads)
     try:
-        while True:
-            fill()
-            if not running:
-                break
-            t, rc, wall, cpu, last = wait_any(ended)
-            p, tag = running.pop(t)
-            if rc == 0:
-                fill()  # the freed core trains the next run while this one is measured
-            try:
-                m = _finish(p, tag, rc, wall, cpu, last, t.started, results_dir, log, threads)
-            except (ConfigError, StudyInterrupted) as e:
-                stop = stop or e
-                if running:
-                    log(f"{tag}: {e}; waiting for the {len(running)} run(s) in progress to finish")
-                continue
-            if m is None:  # diverged: recorded as failed
-                continue
-            spent += wall
-            spent_estimate += estimates[p.run_dir]
-            # estimate-seconds still to train, at this study's measured seconds per estimate-second, `jobs` at once
-            left = sum(estimates[q.run_dir] for _, q in waiting if status[q.run_dir] == "todo")
-            left += sum(estimates[q.run_dir] for q, _ in running.values())
-            remaining = left * spent / spent_estimate / min(jobs, max(1, len(running) + len(waiting)))
-            log(f"{tag}: done in {minutes(wall)}: val top-1 error {m['val_top1_error']:.2%}, "
-                f"training images {m['train_top1_error']:.2%}; elapsed {minutes(time.time() - started)}"
-                + ("" if stop else f", remaining ~{minutes(remaining)}"))
+        while trainings.fill():
+            trainings.record_next()
     finally:
-        for t in running:  # only after an error of the study itself: stop the children, which resume later
+        trainings.stop_children()
+    if trainings.stop is not None:
+        raise trainings.stop
+
+
+class _Trainings:
+    """The train.py runs of one _train_all: started in plan order, `jobs` at once, each recorded as it ends, and
+    this study's measured pace (wall seconds per estimated second) for the times it prints."""
+
+    def __init__(self, planned, status, estimates, config_path, results_dir, log, jobs, threads):
+        self.planned, self.status, self.estimates, self.config_path = planned, status, estimates, config_path
+        self.results_dir, self.log, self.jobs, self.threads = results_dir, log, jobs, threads
+        self.waiting, self.running, self.ended, self.stop = list(enumerate(planned, 1)), {}, queue.Queue(), None
+        self.started, self.spent, self.spent_estimate = time.time(), 0.0, 0.0
+        self.width = len(str(len(planned)))
+
+    def fill(self):
+        """Start runs until `jobs` train at once (none once a run has stopped the study); True while any trains."""
+        while self.waiting and self.stop is None and len(self.running) < self.jobs:
+            self._start(*self.waiting.pop(0))
+        return bool(self.running)
+
+    def _start(self, i, p):
+        tag = f"[{i:>{self.width}}/{len(self.planned)}] {p.arm.name} seed {p.seed}"
+        if self.status[p.run_dir] != "todo":
+            self.log(f"{tag}: skipped ({'finished' if self.status[p.run_dir] == 'done' else 'failed'} before)")
+            return
+        # the multiply-add estimate is for one run alone on a quiet machine; once a run has finished, scale it by
+        # this study's measured pace (which includes load and the runs sharing the cores under --jobs)
+        pace = self.spent / self.spent_estimate if self.spent_estimate else None
+        expected = (f"~{minutes(self.estimates[p.run_dir] * pace)} at this study's pace" if pace
+                    else f"~{minutes(self.estimates[p.run_dir])} alone on a quiet machine")
+        self.log(f"{tag}: training in {p.run_dir} (tail -f train.log there), expected {expected}")
+        self.running[start_training(p.run_dir, p.overrides, self.config_path, self.threads, self.ended)] = (p, tag)
+
+    def record_next(self):
+        """Wait for the next run to end and record it. One that stops the study lets the others go on."""
+        t, rc, wall, cpu, last = wait_any(self.ended)
+        p, tag = self.running.pop(t)
+        if rc == 0:
+            self.fill()  # the freed core trains the next run while this one is measured
+        try:
+            result = _finish(p, tag, rc, wall, cpu, last, t.started, self.results_dir, self.log, self.threads)
+        except (ConfigError, StudyInterrupted) as e:
+            self.stop = self.stop or e
+            if self.running:
+                self.log(f"{tag}: {e}; waiting for the {len(self.running)} run(s) in progress to finish")
+            return
+        if result is None:  # diverged: recorded as failed
+            return
+        self.spent += wall
+        self.spent_estimate += self.estimates[p.run_dir]
+        self.log(f"{tag}: done in {minutes(wall)}: val top-1 error {result.val_top1_error:.2%}, "
+                 f"training images {result.train_top1_error:.2%}; elapsed {minutes(time.time() - self.started)}"
+                 + ("" if self.stop else f", remaining ~{minutes(self._remaining())}"))
+
+    def _remaining(self):
+        """Estimate-seconds still to train, at this study's measured seconds per estimate-second, `jobs` at once."""
+        left = sum(self.estimates[q.run_dir] for _, q in self.waiting if self.status[q.run_dir] == "todo")
+        left += sum(self.estimates[q.run_dir] for q, _ in self.running.values())
+        return left * self.spent / self.spent_estimate / min(self.jobs, max(1, len(self.running) + len(self.waiting)))
+
+    def stop_children(self):
+        """Stop the runs still in progress, which is only after an error of the study itself (they resume later)."""
+        for t in self.running:
             t.proc.terminate()
-        while running:
-            running.pop(wait_any(ended)[0])
-    if stop is not None:
-        raise stop
+        while self.running:
+            self.running.pop(wait_any(self.ended)[0])
 
 
 def _finish(p, tag, rc, wall, cpu, last, started, results_dir, log, threads=None):
-    """Record one ended train.py: its measure_run numbers, or None when it diverged (recorded as failed).
+    """Record one ended train.py: its measured ArmResult, or None when it diverged (recorded as failed).
     ConfigError (rc 2, the same for every seed) or StudyInterrupted (killed, or the machine's fault: the next
     invocation resumes it from its checkpoint) when it stops the study."""
-    record = read_json(os.path.join(p.run_dir, "ablation.json"))
-    record.setdefault("attempts", []).append({"what": "train.py", "returncode": rc, "started": started,
-                                              "wall_seconds": wall, "cpu_seconds": cpu})
-    diverged = rc == 1 and last.startswith(DIVERGED)
-    if diverged:  # recorded, not retried by the next invocation: the arm diverges at this seed
-        record["failed"] = last
-    write_json(os.path.join(p.run_dir, "ablation.json"), record)
+    diverged = rc == 1 and last.startswith(DIVERGED)  # recorded, not retried by the next invocation
+    add_attempt(p.run_dir, {"what": "train.py", "returncode": rc, "started": started, "wall_seconds": wall,
+                            "cpu_seconds": cpu}, failed=last if diverged else None)
     if rc == 2:
         raise ConfigError(f"config error: {p.arm.name} seed {p.seed} was refused by train.py: {last}")
     if diverged:
         info = dict(machine.summary(), intra_op_threads=machine.intra_op_threads(child_env(threads)))  # the child's
-        write_record(record_path(results_dir, p.arm.name, p.seed), p.config, machine.describe(info), failed=last)
+        write_failure(record_path(results_dir, p.arm.name, p.seed), p.config, machine.describe(info), last)
         log(f"{tag}: FAILED: {last}")
         return None
     if rc != 0:
         raise StudyInterrupted(f"{tag}: train.py ended with status {rc} ({last}); run the same command again to resume")
-    m = measure_run(p.run_dir)
-    write_record(record_path(results_dir, p.arm.name, p.seed), p.config, trained_on(p.run_dir), measured=m)
-    return m
+    result = measure_finished(p.run_dir)
+    write_result(record_path(results_dir, p.arm.name, p.seed), p.config, result)
+    return result
 
 
 class StudyInterrupted(RuntimeError):
@@ -333,40 +246,41 @@ class StudyInterrupted(RuntimeError):
 
 
 def collect(planned, results_dir):
-    """{arm name: {"arm": Arm, "runs": [measure_run(...) per finished seed], "seeds": [...], "failed": [(seed, why)],
-    "missing": n, "records": [record path per finished or failed seed], "machines": [who trained each finished
-    seed]}}. A finished run without a current record (trained before records existed, by hand, or measured
-    under other values) is measured and recorded here, unless its study is still measuring it."""
+    """{arm name: ArmRuns} of the planned runs, from their records. A finished run without a current record
+    (trained before records existed, by hand, or measured under other values) is measured and recorded here,
+    unless its study is still measuring it."""
     results = {}
     for p in planned:
-        r = results.setdefault(p.arm.name, {"arm": p.arm, "runs": [], "seeds": [], "failed": [], "missing": 0,
-                                            "records": [], "machines": [], "config": p.config})
+        arm = results.setdefault(p.arm.name, ArmRuns(p.arm))
         path = record_path(results_dir, p.arm.name, p.seed)
-        record = read_record(path, p.config)
+        record = _current_record(p, path, results_dir)
         if not _usable(record):
-            status = _status(p, results_dir)
-            if status == "done" and _measured_by_its_study(p.run_dir):
-                write_record(path, p.config, trained_on(p.run_dir), measured=measure_run(p.run_dir))
-            elif status == "failed":
-                write_record(path, p.config, trained_on(p.run_dir),
-                             failed=read_json(os.path.join(p.run_dir, "ablation.json"))["failed"])
-            record = read_record(path, p.config)
-        if not _usable(record):
-            r["missing"] += 1
-        elif record["failed"]:
-            r["failed"].append((p.seed, record["failed"]))
-            r["records"].append(path)
+            arm.missing += 1
+        elif record.failed:
+            arm.failed.append((p.seed, record.failed))
+            arm.records.append(path)
         else:
-            r["runs"].append(record["measured"])
-            r["seeds"].append(p.seed)
-            r["records"].append(path)
-            r["machines"].append(record["machine"])
+            arm.runs.append(record.result)
+            arm.records.append(path)
     return results
+
+
+def _current_record(p, path, results_dir):
+    """The run's record, written first from its run directory when it has none the report can read."""
+    record = read_record(path, p.config)
+    if _usable(record):
+        return record
+    status = _status(p, results_dir)
+    if status == "done" and _measured_by_its_study(p.run_dir):
+        write_result(path, p.config, measure_finished(p.run_dir))
+    elif status == "failed":  # diverged: train.py wrote no metrics.json, which would name the machine
+        write_failure(path, p.config, "unknown", run_failure(p.run_dir))
+    return read_record(path, p.config)
 
 
 def _usable(record):
     """A record the report can read: a failed run's (its failure does not depend on the measurement) or a current one."""
-    return record is not None and bool(record["failed"] or not record["stale"])
+    return record is not None and bool(record.failed or not record.stale)
 
 
 def _measured_by_its_study(run_dir):
@@ -375,5 +289,4 @@ def _measured_by_its_study(run_dir):
     metrics.json, and a record made in between would miss both (and race its writes)."""
     if StudyLock(os.path.dirname(os.path.dirname(run_dir))).holder() is None:
         return True
-    study = read_json(os.path.join(run_dir, "ablation.json"))
-    return "clean" in study and any(a["what"] == "train.py" and a["returncode"] == 0 for a in study.get("attempts", []))
+    return measured_by_study(run_dir)

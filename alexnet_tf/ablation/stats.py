@@ -9,6 +9,7 @@ beta function, evaluated by its continued fraction (Lentz's method), as in Numer
 tests/test_ablate.py checks it against published t-table values.
 """
 
+import enum
 import math
 from dataclasses import dataclass
 
@@ -16,11 +17,6 @@ import numpy as np
 
 ALPHA = 0.05        # family-wise error rate of the claims' tests (Holm) and 1 - the intervals' confidence
 CONFIDENCE = 1 - ALPHA
-
-
-def seed_values(result, metric):
-    """The per-seed values of `metric` of one arm's result (see runner.collect)."""
-    return [run[metric] for run in result["runs"]]
 
 
 def mean_std(values):
@@ -159,22 +155,32 @@ def holm(pvalues):
     return out.tolist()
 
 
+class Verdict(enum.Enum):
+    """A claim's verdict (report.VERDICTS words it)."""
+    AGREES = enum.auto()
+    DOES_NOT_AGREE = enum.auto()
+    SMALLER = enum.auto()            # than the paper's effect
+    INCONCLUSIVE = enum.auto()
+    NO_NOISE_ESTIMATE = enum.auto()  # inconclusive: two seeds or more, but no spread
+    ONE_SEED = enum.auto()           # inconclusive: an arm has one seed
+
+
 def verdict(test, holm_p, expected, paper=None):
-    """'agrees' / 'does not agree' / 'smaller than the paper's effect' / 'inconclusive'.
+    """The Verdict of a claim's test.
 
     The rule: the Holm-corrected p < ALPHA decides by the sign of the difference (`expected` = the sign
-    the paper predicts for mean(b) - mean(a)). Otherwise, if the paper gives a number (`paper`, in the
-    units of the difference) and the whole 95 % interval lies on the near side of it (between it and
-    zero or beyond zero), the effect is smaller than the paper's. Else inconclusive. Fewer than two
-    seeds (or no spread): no test, inconclusive.
+    the paper predicts for mean(b) - mean(a)): AGREES or DOES_NOT_AGREE. Otherwise, if the paper gives a
+    number (`paper`, in the units of the difference) and the whole 95 % interval lies on the near side of it
+    (between it and zero or beyond zero), the effect is SMALLER than the paper's. Else INCONCLUSIVE. Fewer
+    than two seeds (or no spread): no test, ONE_SEED or NO_NOISE_ESTIMATE.
     """
     if math.isnan(test.p) or math.isnan(holm_p):
-        return "inconclusive (no noise estimate)" if min(test.n_a, test.n_b) >= 2 else "inconclusive (1 seed)"
+        return Verdict.NO_NOISE_ESTIMATE if min(test.n_a, test.n_b) >= 2 else Verdict.ONE_SEED
     if holm_p < ALPHA:
-        return "agrees" if test.diff * expected > 0 else "does not agree"
+        return Verdict.AGREES if test.diff * expected > 0 else Verdict.DOES_NOT_AGREE
     if paper is not None and expected * test.high < expected * paper and expected * test.low < expected * paper:
-        return "smaller than the paper's effect"
-    return "inconclusive"
+        return Verdict.SMALLER
+    return Verdict.INCONCLUSIVE
 
 
 def seeds_needed(sd_diff, margin, confidence=CONFIDENCE, most=1000):

@@ -31,9 +31,9 @@ ARMS = (
     Arm("no_conv2", "conv2 removed (§7)", ("model.remove_conv=[2]",)),
     # No conv4 arm: conv3 and conv4 are both 3x3 with 384 kernels, and the towers meet at the first conv layer
     # left after conv2, so removing either leaves the same network (conv2 -> one 384-kernel layer reading both
-    # towers -> conv5) and, with this config's zero biases, the same initial weights (tests/test_ablate.py).
-    # It trained bit for bit like no_conv3 (seed 0, 2026-12-03); the paper's biases of 1 would differ only in
-    # that layer's bias (1 when it is named conv4).
+    # towers -> conv5) and, with this config's zero biases, the same initial weights (tests/test_ablate.py; the
+    # two trained bit for bit alike, docs/ablation.md). The paper's biases of 1 would differ only in that layer's
+    # bias (1 when it is named conv4).
     Arm("no_conv3", "conv3 removed (§7); removing conv4 instead is the same network here", ("model.remove_conv=[3]",)),
 )
 ARM_BY_NAME = {a.name: a for a in ARMS}
@@ -137,19 +137,6 @@ def seeds_per_arm(names, seeds, more=None):
         raise ConfigError(f"config error: --more-seeds {', '.join(fewer)}: fewer than --seeds {seeds}; "
                           "expected at least as many seeds as every arm has")
     return {n: more.get(n, seeds) for n in names}
-
-
-def seeds_text(seeds, more=None):
-    """'10 seeds per arm' or '10 seeds per arm, 20 for base and no_lrn, 35 for pool_2x2'."""
-    text = f"{seeds} seed{'s' if seeds != 1 else ''} per arm"
-    groups = {}
-    for name, n in sorted((more or {}).items(), key=lambda item: [a.name for a in ARMS].index(item[0])
-                          if item[0] in ARM_BY_NAME else len(ARMS)):  # in the study's order
-        if n != seeds:
-            groups.setdefault(n, []).append(name)
-    for n, names in sorted(groups.items()):
-        text += f", {n} for {' and '.join(names) if len(names) < 3 else ', '.join(names[:-1]) + ' and ' + names[-1]}"
-    return text
 
 
 def plan(config_path, budget, seeds, runs_dir, arms=None, extra=(), more=None):

@@ -1,0 +1,172 @@
+"""The claims tested on a study's results: each claim's difference and test, Holm's correction across the
+claims and the verdict (ClaimAnalysis), the seeds each claim would need and the second stage they ask for,
+and claims 1 and 5b's step ratios at other thresholds. Numbers only: report.py words them."""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from alexnet_tf.ablation.results import ArmRuns
+from alexnet_tf.ablation.stats import ALPHA, Test, Verdict, compare, holm, seeds_needed, verdict
+from alexnet_tf.ablation.study import CLAIMS, CONVERGED, RESOLVE, SENSITIVITY, STAGE_TWO_MOST, THRESHOLD, Claim
+
+# The threshold each step-count metric is read at.
+STEP_THRESHOLDS = {"steps_to_threshold": THRESHOLD, "steps_to_converged": CONVERGED}
+
+
+def paper_effect(claim):
+    """The paper's difference in the units of the claim's test, or None: a fraction of top-1 error for
+    errors ('+1.4' pp -> 0.014), log(steps ratio b / a) for steps ('x6' for tanh / ReLU -> log 6;
+    'x2' for dropout / none, expected -1 -> log 1/2)."""
+    if not claim.paper_value:
+        return None
+    if claim.metric.startswith("steps"):
+        return claim.expected * math.log(float(claim.paper_value.removeprefix("x")))
+    return float(claim.paper_value) / 100
+
+
+def claim_values(claim, arm):
+    """(per-seed values the test compares, seeds) of one ArmRuns: steps as log steps (their ratio is the
+    paper's measure)."""
+    values = arm.values(claim.metric)
+    if claim.metric.startswith("steps"):
+        values = [math.log(v) for v in values]
+    return values, arm.seeds
+
+
+def censored(arm, metric):
+    """How many of the arm's runs never reached the threshold of a step-count `metric` (0 for other metrics)."""
+    threshold = STEP_THRESHOLDS.get(metric)
+    return sum(run.censored[threshold] for run in arm.runs) if threshold is not None else 0
+
+
+@dataclass(frozen=True)
+class ClaimAnalysis:
+    """One claim tested: the two arms' runs over the seeds the test pairs (all of them for Welch's test or no
+    test), the difference mean(b) - mean(a) with its interval, t, df, p and sizes (`test`: None when an arm has
+    no finished run), the Holm-corrected p and the verdict (None: missing runs)."""
+    claim: Claim
+    a: ArmRuns
+    b: ArmRuns
+    test: Test | None
+    holm_p: float
+    verdict: Verdict | None
+
+    @property
+    def censored(self):
+        """Runs of either arm that never reached the claim's threshold (their whole run counted)."""
+        return censored(self.a, self.claim.metric) + censored(self.b, self.claim.metric)
+
+
+def analyse(results):
+    """{claim key: ClaimAnalysis} for the claims whose arms are in `results` ({arm name: ArmRuns}).
+
+    Each claim's test (paired over the seeds both arms finished, else Welch), then Holm's correction over
+    every claim that has a p-value, then the verdict rule (stats.verdict)."""
+    tests = {}
+    for claim in CLAIMS:
+        if claim.a not in results or claim.b not in results:
+            continue
+        (va, sa), (vb, sb) = claim_values(claim, results[claim.a]), claim_values(claim, results[claim.b])
+        tests[claim.key] = (claim, compare(va, sa, vb, sb) if va and vb else None)
+    keys = [k for k, (_, t) in tests.items() if t is not None]
+    adjusted = dict(zip(keys, holm([tests[k][1].p for k in keys])))
+    out = {}
+    for key, (claim, test) in tests.items():
+        a, b = results[claim.a], results[claim.b]
+        if test is not None and test.kind == "paired":  # the seeds the test pairs (an arm may have more)
+            a, b = a.on_seeds(b.seeds), b.on_seeds(a.seeds)
+        if test is None:
+            out[key] = ClaimAnalysis(claim, a, b, None, math.nan, None)
+            continue
+        out[key] = ClaimAnalysis(claim, a, b, test, adjusted[key],
+                                 verdict(test, adjusted[key], claim.expected, paper_effect(claim)))
+    return out
+
+
+@dataclass(frozen=True)
+class SeedsNeeded:
+    """The seeds one claim needs at the spread of its per-seed differences (sd, target, n: None when its test
+    is unpaired; n None also when more than 1000 would be needed)."""
+    claim: Claim
+    test: Test
+    sd: float | None          # of the per-seed differences
+    target: float | None      # the interval's half-width aimed at
+    n: int | None
+
+    @property
+    def short(self):
+        """A paired claim with fewer seeds than it needs."""
+        return self.test.kind == "paired" and (self.n is None or self.n > self.test.n_a)
+
+
+def seeds_needed_per_claim(analysis):
+    """({claim key: SeedsNeeded}, confidence) for the claims with a test.
+
+    With a paper number P the target is |P|/2: an interval at the Bonferroni confidence 1 - ALPHA/m (m
+    claims tested; Holm's first step, so at least as strict as Holm) of half-width h <= |P|/2 cannot hold
+    both 0 and P: it either excludes 0 (Holm p < ALPHA: agrees / does not agree) or lies within |P| of 0
+    (the 95 % interval, narrower, is then on the near side of P: smaller than the paper's effect). Without
+    a number the target is study.RESOLVE, fixed in advance. The difference itself is never used, so more
+    seeds chosen from this table depend on the noise only.
+    """
+    tested = [a for a in analysis.values() if a.test is not None and not math.isnan(a.test.p)]
+    confidence = 1 - ALPHA / max(1, len(tested))
+    out = {}
+    for a in tested:
+        claim, test = a.claim, a.test
+        if test.kind != "paired":
+            out[claim.key] = SeedsNeeded(claim, test, None, None, None)
+            continue
+        sd = test.se * math.sqrt(test.n_a)
+        paper = paper_effect(claim)
+        target = abs(paper) / 2 if paper is not None else RESOLVE
+        out[claim.key] = SeedsNeeded(claim, test, sd, target, seeds_needed(sd, target, confidence))
+    return out, confidence
+
+
+def stage_two(analysis, most=STAGE_TWO_MOST):
+    """{arm: seeds} for a second stage (`--more-seeds`): each arm of a claim that needs more seeds than it has
+    gets the most any of its claims needs, at most `most` (the base, in every claim, takes the largest)."""
+    needs, _ = seeds_needed_per_claim(analysis)
+    out = {}
+    for need in needs.values():
+        if not need.short:
+            continue
+        want = most if need.n is None else min(need.n, most)
+        for arm in (need.claim.a, need.claim.b):
+            out[arm] = max(out.get(arm, 0), want)
+    return out
+
+
+# Claims 1 and 5b: (the slower arm, the faster arm) whose step ratio the report gives at every SENSITIVITY threshold.
+SENSITIVITY_PAIRS = (("tanh", "base"), ("base", "no_dropout"))
+
+
+@dataclass(frozen=True)
+class StepsRatio:
+    """Mean steps of the slower arm over the faster arm's, to one threshold; a run that never reached it counts
+    as its whole run (a bound)."""
+    ratio: float
+    slow_censored: bool
+    fast_censored: bool
+
+
+def sensitivity(results):
+    """{(slow, fast): [StepsRatio per SENSITIVITY threshold]} for the SENSITIVITY_PAIRS whose arms both have runs,
+    over the seeds the claim's paired test uses."""
+    out = {}
+    for slow, fast in SENSITIVITY_PAIRS:
+        if slow not in results or fast not in results or not results[slow].runs or not results[fast].runs:
+            continue
+        arms = (results[slow], results[fast])
+        if len(set(arms[0].seeds) & set(arms[1].seeds)) >= 2:  # the seeds the claim's paired test uses
+            arms = (arms[0].on_seeds(arms[1].seeds), arms[1].on_seeds(arms[0].seeds))
+        ratios = []
+        for t in SENSITIVITY:
+            steps = [[run.reached[t] or run.total_steps for run in arm.runs] for arm in arms]
+            never = [any(run.reached[t] is None for run in arm.runs) for arm in arms]
+            ratios.append(StepsRatio(np.mean(steps[0]) / np.mean(steps[1]), *never))
+        out[(slow, fast)] = ratios
+    return out
