@@ -4,9 +4,9 @@ import signal
 import sys
 import threading
 
-# multi_worker: how often the workers all-gather their signal flags. One all-gather costs 5.7 ms on
-# 2 local processes (AMD EPYC, docs/distribute.md), 4 % of the default run's 0.13 s step if done every
-# step; every 10 steps it is 0.4 %, and a signalled job still stops within 10 steps (seconds).
+# multi_worker: how often (in global steps) the workers all-gather their signal flags. Every step, the
+# all-gather would cost a visible share of a step; every 10 steps a small one (docs/distribute.md has
+# the measurement), and a signalled job still stops within 10 steps (seconds).
 SIGNAL_CHECK_STEPS = 10
 
 

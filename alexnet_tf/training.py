@@ -42,7 +42,11 @@ def train(config, run_dir, verbose=None, callbacks=()):
     # === Devices and strategy (before anything else initialises TensorFlow) ===
     dist = distribute.setup(config.distribute, config.model.towers)
     with run_dir_lib.lock(run_dir, "chief" if dist.is_chief else f"worker-{dist.worker}"), _StopSignals() as stop:
-        return _train(config, run_dir, verbose, callbacks, start, dist, stop)
+        run = _set_up(config, run_dir, dist, stop, start)
+        _resume(run)
+        _callbacks(run, verbose, callbacks)
+        _loop(run)
+        return _finish(run)
 
 
 @dataclass
@@ -80,13 +84,7 @@ class _Run:
         return self.wall_before + time.time() - self.started
 
 
-def _train(config, run_dir, verbose, callbacks, start, dist, stop):
-    run = _set_up(config, run_dir, dist, stop, start)
-    _resume(run)
-    _callbacks(run, verbose, callbacks)
-    _loop(run)
-    return _finish(run)
-
+# === Config, seed and precision ===
 
 def _set_up(config, run_dir, dist, stop, start):
     """The run directory's config, the seed, op determinism and the precision; then the data, the
