@@ -29,6 +29,8 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
+from alexnet_tf.train_steps import EpochSums
+
 # Recovery checkpoints kept: two, so that after a kill during a write all workers of a multi-worker
 # job still share one step they all completed (`TrainState.restore`).
 KEEP = 2
@@ -46,7 +48,7 @@ class TrainState:
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")        # epochs completed
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")          # steps done in the current epoch
         self.wall_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="wall_seconds")
-        # loss sum, top-1 errors, top-5 errors, examples: the training metrics of the epoch so far
+        # the training metrics of the epoch so far: EpochSums as its 4-vector
         self.sums = tf.Variable(np.zeros(4), dtype=tf.float64, trainable=False, name="epoch_sums")
         self.best_value = tf.Variable(math.inf, dtype=tf.float64, trainable=False, name="checkpoint_best")
         # Keras does not make the dropout layers' seed generators checkpoint dependencies of the model.
@@ -66,15 +68,21 @@ class TrainState:
     def global_step(self):
         return int(self.model.optimizer.iterations.numpy())
 
+    @property
+    def epoch_sums(self):
+        """The training metrics of the epoch so far, as restored (EpochSums)."""
+        return EpochSums.from_vector(self.sums.numpy())
+
     def save(self, epoch, step, sums, wall_seconds):
         """Write a recovery checkpoint numbered by the global step, at `step` steps into epoch
-        `epoch` (0-based; step 0 = the epoch has not started). Returns its path, or None (and writes
-        nothing) if a weight is not finite: the previous checkpoint stays the last good one."""
+        `epoch` (0-based; step 0 = the epoch has not started), with the epoch's `sums` so far
+        (EpochSums, or its 4-vector). Returns its path, or None (and writes nothing) if a weight is
+        not finite: the previous checkpoint stays the last good one."""
         if not weights_finite(self.model):
             return None
         self.epoch.assign(epoch)
         self.step.assign(step)
-        self.sums.assign(sums)
+        self.sums.assign(sums.vector() if isinstance(sums, EpochSums) else sums)
         self.wall_seconds.assign(wall_seconds)
         return _save(self.manager, self.global_step)
 

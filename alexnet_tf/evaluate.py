@@ -25,7 +25,12 @@ def ten_crop_probabilities(model, images, size):
 
 
 def top_k_errors(probabilities, labels, ks=(1, 5)):
-    """{k: fraction of images whose label is not among the k most probable classes}."""
+    """{k: fraction of images whose label is not among the k most probable classes}.
+
+    The classes are ranked by a stable sort, so of tied probabilities the lower class index ranks
+    first: the order of the class_ids the exported SavedModel serves. (The training loop's in-graph
+    rule, `optim.top_k_misses`, counts every class tied with the k-th as within the top k.)
+    """
     probabilities, labels = np.asarray(probabilities), np.asarray(labels)
     ranked = np.argsort(-probabilities, axis=1, kind="stable")
     return {k: float(1.0 - (ranked[:, :k] == labels[:, None]).any(axis=1).mean()) for k in ks}

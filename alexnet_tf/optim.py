@@ -52,15 +52,47 @@ def _is_kernel(variable):
     return variable.path.split("/")[-1] == "kernel"
 
 
+# === Top-k error ===
+#
+# The in-graph rule of the training loop and of the compiled metric (and so of model.evaluate on a
+# model.keras): tf.math.in_top_k, under which classes tied with the k-th largest logit all count as
+# within the top k. `evaluate.top_k_errors` ranks in numpy instead, by a stable sort (a tie goes to
+# the lower class index), the order in which the exported SavedModel serves its class_ids.
+
+
+def top_k_misses(labels, logits, k):
+    """Per example 1.0 if the label is not among the k largest logits (ties count as within), else 0.0."""
+    return 1.0 - ops.cast(ops.in_top_k(labels, logits, k), "float32")
+
+
+def top5_k(num_classes):
+    """The k of the "top-5" error: 5, or every class when there are fewer."""
+    return min(5, num_classes)
+
+
 @keras.saving.register_keras_serializable(package="alexnet_tf")
-class TopKError(keras.metrics.SparseTopKCategoricalAccuracy):
-    """1 - top-k accuracy: the error rates the paper reports."""
+class TopKError(keras.metrics.MeanMetricWrapper):
+    """1 - top-k accuracy: the error rates the paper reports (`top_k_misses`, averaged).
 
-    def __init__(self, k=1, name=None, **kwargs):
-        super().__init__(k=k, name=name or f"top{k}_error", **kwargs)
+    Its saved form is that of keras.metrics.SparseTopKCategoricalAccuracy (name, dtype, k), which
+    model.keras files hold under the registered name alexnet_tf>TopKError.
+    """
 
-    def result(self):
-        return 1.0 - super().result()
+    def __init__(self, k=1, name=None, dtype=None, **kwargs):
+        kwargs.pop("from_sorted_ids", None)  # SparseTopKCategoricalAccuracy's option; never set here
+        super().__init__(fn=_top_k_misses_of, name=name or f"top{k}_error", dtype=dtype, k=k, **kwargs)
+        self.k = k
+        self._direction = "down"
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype, "k": self.k}
+
+
+def _top_k_misses_of(y_true, y_pred, k):
+    """`top_k_misses` on what a compiled metric receives: labels of any integer or float dtype and
+    shape (batch,) or (batch, 1)."""
+    labels = ops.reshape(ops.convert_to_tensor(y_true, dtype="int32"), [-1])
+    return top_k_misses(labels, y_pred, k)
 
 
 def make_optimizer(train):
@@ -70,7 +102,7 @@ def make_optimizer(train):
 
 def compile_model(model, config, **compile_kwargs):
     """Compile with the paper's optimizer, cross-entropy from logits and top-1/top-5 error."""
-    top5 = min(5, model.output.shape[-1])
+    top5 = top5_k(model.output.shape[-1])
     model.compile(
         optimizer=make_optimizer(config.train),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -44,6 +44,27 @@ def test_top_k_errors_by_hand():
     assert errors == pytest.approx({1: 2 / 3, 5: 1 / 3})
 
 
+def test_top_k_tie_rules_by_hand():
+    """Ties, counted by hand. The in-graph rule of the training loop and the compiled metric
+    (optim.top_k_misses, tf.math.in_top_k) counts every class tied with the k-th as within the top k;
+    `top_k_errors` ranks by a stable sort, so a tie goes to the lower class index."""
+    from alexnet_tf.optim import top_k_misses
+    p = np.array([[0.1, 0.5, 0.2, 0.15, 0.05, 0.0, 0.0],     # label 1: first, no tie
+                  [0.2, 0.2, 0.2, 0.2, 0.2, 0.0, 0.0],       # label 4: five-way tie at the top, last of them
+                  [0.0] * 7,                                 # label 6: everything tied, last index
+                  [0.5, 0.3, 0.3, 0.1, 0.05, 0.05, 0.0]],    # label 2: tied with the second, behind it
+                 np.float32)
+    labels = np.array([1, 4, 6, 2])
+    # rows missed, per k:          in-graph (ties within)   stable ranking
+    by_hand = {1: ([0, 0, 0, 1], [0, 1, 1, 1]),
+               2: ([0, 0, 0, 0], [0, 1, 1, 1]),
+               5: ([0, 0, 0, 0], [0, 0, 1, 0])}
+    ranked = top_k_errors(p, labels, ks=tuple(by_hand))
+    for k, (in_graph, stable) in by_hand.items():
+        np.testing.assert_array_equal(top_k_misses(labels, p, k).numpy(), in_graph, err_msg=f"k={k}")
+        assert ranked[k] == pytest.approx(np.mean(stable)), k
+
+
 def test_test_split_of_a_run_without_one_is_a_one_line_error(tiny_run, capsys):
     from alexnet_tf.__main__ import main as cli
     assert cli(["evaluate", "--run-dir", tiny_run, "--split", "test"]) == 2

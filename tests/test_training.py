@@ -49,6 +49,37 @@ def test_top_k_error_against_numpy():
     assert TopKError(5).name == "top5_error" and TopKError(1).name == "top1_error"
 
 
+def test_top_k_error_loads_from_the_form_model_keras_files_hold():
+    """compile_model's metrics as a model.keras file's compile_config lists them (the form of
+    keras.metrics.SparseTopKCategoricalAccuracy under the registered name alexnet_tf>TopKError): they
+    load, compute the error by hand, and save back in the same form."""
+    saved = [{"module": "alexnet_tf.optim", "class_name": "TopKError", "config": {"name": name, "dtype": "float32", "k": k},
+              "registered_name": "alexnet_tf>TopKError"} for name, k in (("top1_error", 1), ("top5_error", 5))]
+    logits = np.array([[0.9, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0], [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]], "float32")
+    labels = np.array([1, 0])  # second place; last place
+    for entry, expected in zip(saved, (1.0, 0.5)):
+        metric = keras.saving.deserialize_keras_object(entry)
+        assert (metric.name, metric.k) == (entry["config"]["name"], entry["config"]["k"])
+        metric.update_state(labels, logits)
+        assert float(metric.result()) == expected
+        assert keras.saving.serialize_keras_object(metric) == entry
+
+
+def test_epoch_sums_means_and_the_checkpoint_vector():
+    """EpochSums against hand arithmetic: the sum of two steps, the means Keras reports (zeros before
+    any example), and the float64 4-vector the compiled steps return and a checkpoint stores."""
+    from alexnet_tf.train_steps import EpochSums
+    first, second = EpochSums(2.5, 3.0, 1.0, 4.0), EpochSums.from_vector(np.array([3.5, 1.0, 0.0, 4.0]))
+    total = first + second
+    assert total == EpochSums(loss=6.0, top1_errors=4.0, top5_errors=1.0, examples=8.0)
+    assert total.logs() == {"loss": 0.75, "top1_error": 0.5, "top5_error": 0.125}
+    assert second.mean_loss == 0.875
+    assert EpochSums().logs() == {"loss": 0.0, "top1_error": 0.0, "top5_error": 0.0}
+    vector = total.vector()
+    assert vector.dtype == np.float64 and vector.tolist() == [6.0, 4.0, 1.0, 8.0]
+    assert EpochSums.from_vector(vector) == total
+
+
 def test_lr_divided_by_10_on_plateau_at_most_three_times():
     cb = DivideLROnPlateau(patience=2, max_reductions=3)
     model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
@@ -316,23 +347,25 @@ def test_init_from_copies_matching_layers_and_keeps_the_rest(tiny_run, tmp_path,
     assert not (tmp_path / "tuned" / "export").exists()  # train.export: false (tiny_overrides)
 
 
-def test_train_py_refuses_to_overwrite_a_model_without_checkpoints(tiny_run, tmp_path):
+def test_train_py_refuses_to_overwrite_a_model_without_checkpoints(tiny_run, tmp_path, capsys, monkeypatch):
     """A directory holding model.keras but no recovery checkpoint (what import-caffe writes): train.py
     would start afresh and overwrite it; it exits 2 in one line pointing at train.init_from, and a
-    train.init_from that names nothing is refused the same way, both before TensorFlow starts."""
+    train.init_from that names nothing is refused the same way, both before TensorFlow starts (here:
+    with any further import of TensorFlow, Keras or the training module made to fail)."""
     import shutil
+    from alexnet_tf import train_command
     imported = tmp_path / "imported"
     imported.mkdir()
     shutil.copy(os.path.join(tiny_run, "model.keras"), imported / "model.keras")
-    refused = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--run-dir", str(imported)],
-                             capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert refused.returncode == 2
-    assert refused.stderr.strip().splitlines() == [
+    for name in ("tensorflow", "keras", "alexnet_tf.training"):
+        monkeypatch.setitem(sys.modules, name, None)
+    status, refused_out, refused_err = run_main(capsys, train_command.main, ["--run-dir", imported])
+    assert status == 2
+    assert refused_err.strip().splitlines() == [
         f"config error: {imported} holds model.keras but no recovery checkpoint, so training would start afresh and "
         f"overwrite it; to fine-tune it use another --run-dir with --set train.init_from={imported}"]
-    missing = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--run-dir", str(tmp_path / "new"),
-                              "--set", f"train.init_from={tmp_path / 'nothing'}"],
-                             capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith(
+    status, _, missing_err = run_main(capsys, train_command.main, ["--run-dir", tmp_path / "new",
+                                                                   "--set", f"train.init_from={tmp_path / 'nothing'}"])
+    assert status == 2 and missing_err.strip().splitlines()[-1].startswith(
         f"config error: train.init_from = '{tmp_path / 'nothing'}': no {tmp_path / 'nothing'}; expected a run directory")
-    assert "tensorflow" not in (refused.stdout + refused.stderr + missing.stderr).lower()
+    assert "tensorflow" not in (refused_out + refused_err + missing_err).lower()
