@@ -12,10 +12,9 @@ from typing import Optional
 
 import yaml
 
-from alexnet_tf import config_checks
 # ConfigError and FILE_SOURCES are defined with the cross-key checks, which import nothing from this
 # module; the rest of the package imports them from here.
-from alexnet_tf.config_checks import FILE_SOURCES, ConfigError  # noqa: F401
+from alexnet_tf.config_checks import FILE_SOURCES, ConfigError, check  # noqa: F401
 
 
 def _spec(default, *, choices=None, lo=None, hi=None, lo_open=False, doc=""):
@@ -299,7 +298,7 @@ def load_config(path=None, overrides=()):
     for item in overrides:
         key, value = parse_override(item) if isinstance(item, str) else item
         _apply(cfg, key, value)
-    config_checks.check(cfg)  # constraints between keys, TF_CONFIG, memory, batch size
+    check(cfg)  # config_checks: constraints between keys, TF_CONFIG, memory, batch size
     return cfg
 
 
