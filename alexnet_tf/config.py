@@ -12,9 +12,9 @@ from typing import Optional
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A config value is unknown, of the wrong type or out of range. The message is one line."""
+# ConfigError and FILE_SOURCES are defined with the cross-key checks, which import nothing from this
+# module; the rest of the package imports them from here.
+from alexnet_tf.config_checks import FILE_SOURCES, ConfigError, check  # noqa: F401
 
 
 def _spec(default, *, choices=None, lo=None, hi=None, lo_open=False, doc=""):
@@ -168,9 +168,6 @@ class Config:
         return dataclasses.asdict(self)
 
 
-# Sources read from image files (decoded, rescaled and cropped in tf.data); the others are in-memory arrays.
-FILE_SOURCES = ("imagenet", "folder", "tfds")
-
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "distribute": DistributeConfig}
 
 
@@ -238,103 +235,6 @@ def _check_value(key, f, value):
     return value
 
 
-def _check_cross(cfg):
-    """Constraints that involve several keys."""
-    bad_remove = [i for i in cfg.model.remove_conv if i not in (2, 3, 4) or isinstance(i, bool)]
-    if bad_remove or len(set(cfg.model.remove_conv)) != len(cfg.model.remove_conv):
-        raise ConfigError(f"config error: model.remove_conv = {cfg.model.remove_conv!r}; "
-                          "expected a list of distinct middle conv layers from 2, 3, 4")
-    steps = cfg.train.profile_steps
-    if steps and not (len(steps) == 2 and all(isinstance(i, int) and not isinstance(i, bool) and i >= 1 for i in steps)
-                      and steps[0] <= steps[1]):
-        raise ConfigError(f"config error: train.profile_steps = {steps!r}; expected [] or [first, last] with "
-                          "1 <= first <= last (global training steps)")
-    drops = cfg.train.lr_drop_epochs
-    if not (all(isinstance(e, int) and not isinstance(e, bool) and e >= 1 for e in drops)
-            and all(a < b for a, b in zip(drops, drops[1:]))):
-        raise ConfigError(f"config error: train.lr_drop_epochs = {drops!r}; expected [] or increasing epochs >= 1 "
-                          "(the lr is divided by 10 after each)")
-    if cfg.model.fc_units % cfg.model.towers:
-        raise ConfigError(f"config error: model.fc_units = {cfg.model.fc_units} is not divisible by "
-                          f"model.towers = {cfg.model.towers}; expected a multiple of the tower count")
-    if cfg.model.geometry == "imagenet" and cfg.model.image_size < 67:
-        raise ConfigError(f"config error: model.image_size = {cfg.model.image_size} is too small for "
-                          "geometry imagenet (conv1 11x11/4 and three 3x3/2 pools need >= 67); use geometry small")
-    d, m = cfg.data, cfg.model
-    if d.source in FILE_SOURCES:
-        if m.channels != 3:
-            raise ConfigError(f"config error: data.source = {d.source} gives RGB images; expected model.channels = 3, got {m.channels}")
-        if d.resize < m.image_size:
-            raise ConfigError(f"config error: data.resize = {d.resize} is smaller than model.image_size = {m.image_size}; "
-                              "expected a rescaled image at least as large as the crop")
-        if d.random_crop:
-            raise ConfigError(f"config error: data.random_crop = {d.random_crop} pads in-memory images; for data.source = {d.source} "
-                              "crops come from data.resize (set data.crop instead)")
-        if d.source == "folder" and not d.path:
-            raise ConfigError("config error: data.source = folder needs data.path = a directory with train/<class>/ and val/<class>/")
-        if d.source == "tfds" and not d.tfds_name:
-            raise ConfigError("config error: data.source = tfds needs data.tfds_name, e.g. imagenette/320px")
-        if d.source == "imagenet" and m.num_classes != 1000:
-            raise ConfigError(f"config error: data.source = imagenet has 1000 classes; got model.num_classes = {m.num_classes}")
-    available = {"fashion_mnist": 60000, "synthetic": d.synthetic_size}.get(d.source)
-    for key in ("val_examples", "train_examples"):
-        if getattr(d, key) and available is None:
-            raise ConfigError(f"config error: data.{key} = {getattr(d, key)} subsets in-memory data; "
-                              f"expected 0 for data.source = {d.source}")
-    if d.val_examples and d.val_examples >= available:
-        raise ConfigError(f"config error: data.val_examples = {d.val_examples} leaves no training images of the {available} "
-                          f"of data.source = {d.source}; expected 0 to {available - 1}")
-    if d.train_examples:
-        available -= d.val_examples
-        if d.train_examples > available:
-            raise ConfigError(f"config error: data.train_examples = {d.train_examples} exceeds the {available} training "
-                              f"images of data.source = {d.source}" + (f" left after data.val_examples = {d.val_examples}"
-                                                                         if d.val_examples else "")
-                              + f"; expected 0 (all) to {available}")
-    if d.upscale:
-        if available is None:
-            raise ConfigError(f"config error: data.upscale = {d.upscale} rescales in-memory images; for data.source = {d.source} "
-                              "set data.resize instead")
-        if d.upscale < m.image_size:
-            raise ConfigError(f"config error: data.upscale = {d.upscale} is smaller than model.image_size = {m.image_size}; "
-                              "expected an image at least as large as the crop")
-        if d.random_crop:
-            raise ConfigError(f"config error: data.random_crop = {d.random_crop} and data.upscale = {d.upscale} both crop; "
-                              "expected one of them (upscale crops model.image_size out of the rescaled image)")
-    if d.lighting and m.channels != 3:
-        raise ConfigError(f"config error: data.lighting = true needs RGB images (model.channels = 3); got {m.channels}")
-    _check_distribute(cfg)
-    if d.source == "fashion_mnist" and ((m.channels, m.num_classes) != (1, 10) or (m.image_size != 28 and not d.upscale)):
-        raise ConfigError(
-            f"config error: data.source = fashion_mnist needs model.image_size=28 (or data.upscale >= model.image_size), "
-            f"model.channels=1, model.num_classes=10; got {m.image_size}, {m.channels}, {m.num_classes}")
-    from alexnet_tf.config_checks import check  # TF_CONFIG, memory, batch size (imported here: it imports this module)
-    check(cfg)
-
-
-def _check_distribute(cfg):
-    dist, towers = cfg.distribute, cfg.model.towers
-    if not all(isinstance(d, str) and d for d in dist.devices) or len(set(dist.devices)) != len(dist.devices):
-        raise ConfigError(f"config error: distribute.devices = {dist.devices!r}; expected a list of distinct device names "
-                          "such as ['/gpu:0', '/gpu:1']")
-    n = len(dist.devices)
-    if dist.strategy == "towers":
-        if towers != 2:
-            raise ConfigError(f"config error: distribute.strategy = towers needs the two-tower model; got model.towers = {towers}")
-        if n not in (0, towers):
-            raise ConfigError(f"config error: distribute.strategy = towers places one tower per device; distribute.devices "
-                              f"has {n} devices, expected {towers} (or [] for the first {towers})")
-    if dist.strategy == "towers" and cfg.train.jit_compile:
-        raise ConfigError("config error: train.jit_compile = true with distribute.strategy = towers; expected false "
-                          "(one XLA cluster cannot keep each tower on its own device)")
-    if dist.strategy == "default" and n > 1:
-        raise ConfigError(f"config error: distribute.strategy = default runs on one device; distribute.devices has {n} "
-                          "(use strategy mirrored or towers)")
-    if dist.strategy == "multi_worker" and n:
-        raise ConfigError(f"config error: distribute.devices = {dist.devices!r} with strategy multi_worker; expected [] "
-                          "(each worker uses all its GPUs, or its CPU)")
-
-
 def _apply(cfg, key, value):
     """Set `section.key` (or a top-level key) on cfg after checking it."""
     parts = key.split(".")
@@ -398,7 +298,7 @@ def load_config(path=None, overrides=()):
     for item in overrides:
         key, value = parse_override(item) if isinstance(item, str) else item
         _apply(cfg, key, value)
-    _check_cross(cfg)
+    check(cfg)  # config_checks: constraints between keys, TF_CONFIG, memory, batch size
     return cfg
 
 

@@ -1,20 +1,34 @@
-"""Config checks that need the environment or arithmetic over several keys (issue 14), run by
-`config.load_config` after the per-key checks. Like config.py this module must not import TensorFlow:
-each check exists so that a run that cannot work stops with one line before TensorFlow starts.
+"""The checks that span several config keys or need the environment, run by `config.load_config` after
+each key's own type and range check. Like config.py this module must not import TensorFlow: each check
+exists so that a run that cannot work stops with one line before TensorFlow starts.
 
+  keys together    lists of layers and steps, the model's shape, data source against model, distribute
   TF_CONFIG        the cluster of distribute.strategy = multi_worker (distribute._multi_worker reads it)
   memory           the model's weights, momentum, gradients and a checkpoint copy against the RAM
   batch size       data.batch_size against the training set, where its size is known without TensorFlow
+
+config.py imports this module (and re-exports ConfigError and FILE_SOURCES); this module imports
+nothing of config.py, so the checks see a config only through its attributes.
 """
 
 import json
 import os
 import re
 
-from alexnet_tf.config import FILE_SOURCES, ConfigError
+from alexnet_tf.architecture import parameter_count
+# PAPER_CONV_CHANNELS, tower_channels: caffe/weights.py imports them from here
+from alexnet_tf.architecture import PAPER_CONV_CHANNELS, tower_channels  # noqa: F401
 
-# The paper's kernels per conv layer (both towers); alexnet_tf.model imports these.
-PAPER_CONV_CHANNELS = (96, 256, 384, 384, 256)
+
+class ConfigError(ValueError):
+    """A config value is unknown, of the wrong type or out of range. The message is one line."""
+
+
+# Sources read from image files (decoded, rescaled and cropped in tf.data); the others are in-memory arrays.
+FILE_SOURCES = ("imagenet", "folder", "tfds")
+# Every copy of Fashion-MNIST holds exactly these (Xiao et al. 2017); data/fashion_mnist.py rejects a
+# file that differs as damaged.
+FASHION_MNIST_SIZES = {"train": 60_000, "val": 10_000}
 
 # Bytes a training run holds per model parameter: float32 (4 bytes; the mixed policies keep float32
 # variables too) x 4 copies: the weights, PaperSGD's momentum, the gradients and the copy a checkpoint
@@ -31,10 +45,148 @@ GiB = 2**30
 
 
 def check(cfg):
-    """Every check of this module, in order: TF_CONFIG, memory, batch size."""
-    check_tf_config(cfg)
-    check_memory(cfg)
-    check_batch_size(cfg)
+    """Every check of this module, in this order; the first that fails raises its ConfigError."""
+    for one_check in (check_remove_conv, check_profile_steps, check_lr_drop_epochs, check_model_shape,
+                      check_file_source, check_in_memory_subsets, check_upscale, check_lighting, check_devices,
+                      check_strategy, check_fashion_mnist_shape, check_tf_config, check_memory, check_batch_size):
+        one_check(cfg)
+
+
+# === Keys together ===
+
+def _positive_ints(values):
+    return all(isinstance(i, int) and not isinstance(i, bool) and i >= 1 for i in values)
+
+
+def check_remove_conv(cfg):
+    """model.remove_conv: distinct layers from 2, 3, 4 (conv1 and conv5 stay: conv5 feeds fc6)."""
+    layers = cfg.model.remove_conv
+    if any(i not in (2, 3, 4) or isinstance(i, bool) for i in layers) or len(set(layers)) != len(layers):
+        raise ConfigError(f"config error: model.remove_conv = {layers!r}; "
+                          "expected a list of distinct middle conv layers from 2, 3, 4")
+
+
+def check_profile_steps(cfg):
+    steps = cfg.train.profile_steps
+    if steps and not (len(steps) == 2 and _positive_ints(steps) and steps[0] <= steps[1]):
+        raise ConfigError(f"config error: train.profile_steps = {steps!r}; expected [] or [first, last] with "
+                          "1 <= first <= last (global training steps)")
+
+
+def check_lr_drop_epochs(cfg):
+    drops = cfg.train.lr_drop_epochs
+    if not (_positive_ints(drops) and all(a < b for a, b in zip(drops, drops[1:]))):
+        raise ConfigError(f"config error: train.lr_drop_epochs = {drops!r}; expected [] or increasing epochs >= 1 "
+                          "(the lr is divided by 10 after each)")
+
+
+def check_model_shape(cfg):
+    """fc6 and fc7 split their units evenly over the towers; the imagenet geometry needs room for its pools."""
+    m = cfg.model
+    if m.fc_units % m.towers:
+        raise ConfigError(f"config error: model.fc_units = {m.fc_units} is not divisible by "
+                          f"model.towers = {m.towers}; expected a multiple of the tower count")
+    if m.geometry == "imagenet" and m.image_size < 67:
+        raise ConfigError(f"config error: model.image_size = {m.image_size} is too small for "
+                          "geometry imagenet (conv1 11x11/4 and three 3x3/2 pools need >= 67); use geometry small")
+
+
+def check_file_source(cfg):
+    """File sources give RGB images rescaled to data.resize, and need their dataset named."""
+    d, m = cfg.data, cfg.model
+    if d.source not in FILE_SOURCES:
+        return
+    if m.channels != 3:
+        raise ConfigError(f"config error: data.source = {d.source} gives RGB images; expected model.channels = 3, got {m.channels}")
+    if d.resize < m.image_size:
+        raise ConfigError(f"config error: data.resize = {d.resize} is smaller than model.image_size = {m.image_size}; "
+                          "expected a rescaled image at least as large as the crop")
+    if d.random_crop:
+        raise ConfigError(f"config error: data.random_crop = {d.random_crop} pads in-memory images; for data.source = {d.source} "
+                          "crops come from data.resize (set data.crop instead)")
+    if d.source == "folder" and not d.path:
+        raise ConfigError("config error: data.source = folder needs data.path = a directory with train/<class>/ and val/<class>/")
+    if d.source == "tfds" and not d.tfds_name:
+        raise ConfigError("config error: data.source = tfds needs data.tfds_name, e.g. imagenette/320px")
+    if d.source == "imagenet" and m.num_classes != 1000:
+        raise ConfigError(f"config error: data.source = imagenet has 1000 classes; got model.num_classes = {m.num_classes}")
+
+
+def check_in_memory_subsets(cfg):
+    """data.val_examples and data.train_examples take subsets of an in-memory training split."""
+    d = cfg.data
+    available = source_training_images(d)
+    for key in ("val_examples", "train_examples"):
+        if getattr(d, key) and available is None:
+            raise ConfigError(f"config error: data.{key} = {getattr(d, key)} subsets in-memory data; "
+                              f"expected 0 for data.source = {d.source}")
+    if d.val_examples and d.val_examples >= available:
+        raise ConfigError(f"config error: data.val_examples = {d.val_examples} leaves no training images of the {available} "
+                          f"of data.source = {d.source}; expected 0 to {available - 1}")
+    if d.train_examples:
+        available -= d.val_examples
+        if d.train_examples > available:
+            raise ConfigError(f"config error: data.train_examples = {d.train_examples} exceeds the {available} training "
+                              f"images of data.source = {d.source}" + (f" left after data.val_examples = {d.val_examples}"
+                                                                         if d.val_examples else "")
+                              + f"; expected 0 (all) to {available}")
+
+
+def check_upscale(cfg):
+    """data.upscale rescales in-memory images to at least the crop, and is the only crop."""
+    d, m = cfg.data, cfg.model
+    if not d.upscale:
+        return
+    if source_training_images(d) is None:
+        raise ConfigError(f"config error: data.upscale = {d.upscale} rescales in-memory images; for data.source = {d.source} "
+                          "set data.resize instead")
+    if d.upscale < m.image_size:
+        raise ConfigError(f"config error: data.upscale = {d.upscale} is smaller than model.image_size = {m.image_size}; "
+                          "expected an image at least as large as the crop")
+    if d.random_crop:
+        raise ConfigError(f"config error: data.random_crop = {d.random_crop} and data.upscale = {d.upscale} both crop; "
+                          "expected one of them (upscale crops model.image_size out of the rescaled image)")
+
+
+def check_lighting(cfg):
+    if cfg.data.lighting and cfg.model.channels != 3:
+        raise ConfigError(f"config error: data.lighting = true needs RGB images (model.channels = 3); got {cfg.model.channels}")
+
+
+def check_devices(cfg):
+    devices = cfg.distribute.devices
+    if not all(isinstance(d, str) and d for d in devices) or len(set(devices)) != len(devices):
+        raise ConfigError(f"config error: distribute.devices = {devices!r}; expected a list of distinct device names "
+                          "such as ['/gpu:0', '/gpu:1']")
+
+
+def check_strategy(cfg):
+    """distribute.strategy against the tower count, the device list and XLA."""
+    dist, towers, n = cfg.distribute, cfg.model.towers, len(cfg.distribute.devices)
+    if dist.strategy == "towers":
+        if towers != 2:
+            raise ConfigError(f"config error: distribute.strategy = towers needs the two-tower model; got model.towers = {towers}")
+        if n not in (0, towers):
+            raise ConfigError(f"config error: distribute.strategy = towers places one tower per device; distribute.devices "
+                              f"has {n} devices, expected {towers} (or [] for the first {towers})")
+        if cfg.train.jit_compile:
+            raise ConfigError("config error: train.jit_compile = true with distribute.strategy = towers; expected false "
+                              "(one XLA cluster cannot keep each tower on its own device)")
+    if dist.strategy == "default" and n > 1:
+        raise ConfigError(f"config error: distribute.strategy = default runs on one device; distribute.devices has {n} "
+                          "(use strategy mirrored or towers)")
+    if dist.strategy == "multi_worker" and n:
+        raise ConfigError(f"config error: distribute.devices = {dist.devices!r} with strategy multi_worker; expected [] "
+                          "(each worker uses all its GPUs, or its CPU)")
+
+
+def check_fashion_mnist_shape(cfg):
+    """Fashion-MNIST's images are 28x28 grey (or rescaled by data.upscale) in 10 classes."""
+    d, m = cfg.data, cfg.model
+    if d.source == "fashion_mnist" and ((m.channels, m.num_classes) != (1, 10) or (m.image_size != 28 and not d.upscale)):
+        raise ConfigError(
+            f"config error: data.source = fashion_mnist needs model.image_size=28 (or data.upscale >= model.image_size), "
+            f"model.channels=1, model.num_classes=10; got {m.image_size}, {m.channels}, {m.num_classes}")
 
 
 # === TF_CONFIG (distribute.strategy = multi_worker) ===
@@ -50,6 +202,18 @@ def check_tf_config(cfg, environ=os.environ):
     text = environ.get("TF_CONFIG")
     if cfg.distribute.strategy != "multi_worker" or not text:
         return
+    tf_config = _parse_tf_config(text)
+    cluster = tf_config.get("cluster")
+    _check_cluster(cluster)
+    for job, addresses in cluster.items():
+        _check_addresses(job, addresses)
+    if len(cluster.get("chief", [])) > 1:  # MultiWorkerMirroredStrategy allows one chief
+        raise ConfigError(f"config error: TF_CONFIG cluster.chief = {_json(cluster['chief'])}; expected at most one address")
+    _check_task(tf_config.get("task"), cluster)
+
+
+def _parse_tf_config(text):
+    """TF_CONFIG's text as a JSON object."""
     expected = f"expected a JSON object such as {TF_CONFIG_EXAMPLE} for distribute.strategy = multi_worker"
     try:
         tf_config = json.loads(text)
@@ -58,7 +222,11 @@ def check_tf_config(cfg, environ=os.environ):
         raise ConfigError(f"config error: TF_CONFIG = {shown} is not JSON ({e}); {expected}") from None
     if not isinstance(tf_config, dict):
         raise ConfigError(f"config error: TF_CONFIG = {_json(tf_config)} is not a JSON object; {expected}")
-    cluster = tf_config.get("cluster")
+    return tf_config
+
+
+def _check_cluster(cluster):
+    """A mapping of TensorFlow's jobs with a non-empty worker list."""
     if not isinstance(cluster, dict):
         raise ConfigError(f"config error: TF_CONFIG cluster = {_json(cluster)}; expected a mapping of jobs to "
                           f'"host:port" lists with a worker list, e.g. {TF_CONFIG_EXAMPLE}')
@@ -70,18 +238,22 @@ def check_tf_config(cfg, environ=os.environ):
     if not isinstance(workers, list) or not workers:
         raise ConfigError(f"config error: TF_CONFIG cluster.worker = {_json(workers)}; expected a non-empty list of "
                           '"host:port" addresses, one per worker process')
-    for job, addresses in cluster.items():
-        if not isinstance(addresses, list):
-            raise ConfigError(f"config error: TF_CONFIG cluster.{job} = {_json(addresses)}; expected a list of "
-                              '"host:port" addresses')
-        for i, address in enumerate(addresses):
-            match = isinstance(address, str) and _ADDRESS.fullmatch(address)
-            if not match or not 1 <= int(match.group(2)) <= 65535:
-                raise ConfigError(f"config error: TF_CONFIG cluster.{job}[{i}] = {_json(address)}; expected "
-                                  '"host:port" with a port in 1..65535, e.g. "host1:12345"')
-    if len(cluster.get("chief", [])) > 1:  # MultiWorkerMirroredStrategy allows one chief
-        raise ConfigError(f"config error: TF_CONFIG cluster.chief = {_json(cluster['chief'])}; expected at most one address")
-    task = tf_config.get("task")
+
+
+def _check_addresses(job, addresses):
+    """One job's list of host:port addresses."""
+    if not isinstance(addresses, list):
+        raise ConfigError(f"config error: TF_CONFIG cluster.{job} = {_json(addresses)}; expected a list of "
+                          '"host:port" addresses')
+    for i, address in enumerate(addresses):
+        match = isinstance(address, str) and _ADDRESS.fullmatch(address)
+        if not match or not 1 <= int(match.group(2)) <= 65535:
+            raise ConfigError(f"config error: TF_CONFIG cluster.{job}[{i}] = {_json(address)}; expected "
+                              '"host:port" with a port in 1..65535, e.g. "host1:12345"')
+
+
+def _check_task(task, cluster):
+    """This process's job (worker or chief, one of the cluster's) and its index in that job's list."""
     kind = task.get("type") if isinstance(task, dict) else None
     if kind not in ("worker", "chief"):
         raise ConfigError(f"config error: TF_CONFIG task.type = {_json(kind)}; expected worker or chief "
@@ -104,73 +276,7 @@ def _json(value):
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-# === Memory: parameters of model.alexnet ===
-
-def tower_channels(towers, width):
-    """Kernels per tower for conv1..conv5 (alexnet_tf.model uses this one).
-
-    towers=2: half of the paper's kernels on each tower. towers=1 is the paper's one-GPU
-    baseline (§3.2): half the kernels in every conv layer except conv5, which keeps all 256
-    (footnote 2: conv5 feeds fc6, which holds most parameters, so it was not halved).
-    """
-    half = [c // 2 for c in PAPER_CONV_CHANNELS]
-    if towers == 1:
-        half[4] = PAPER_CONV_CHANNELS[4]
-    return [max(1, round(c * width)) for c in half]
-
-
-def parameter_count(m):
-    """Trainable + non-trainable parameters of `model.alexnet` for a ModelConfig `m` (= count_params()).
-
-    T = towers, c = tower_channels(T, width), C = channels, s = image_size, k1 = conv1 kernel, p = 3
-    (overlapping) or 2 (pool size, stride 2, valid: n -> (n - p) // 2 + 1):
-
-      conv (k x k, in -> out, per tower)  T * (k*k*in + 1) * out
-      conv1    k1 x k1, C -> c0; output side s (small: 'same', stride 1) or 1 + ceil((s - k1) / 4)
-               (imagenet: cuda-convnet's rounding), then pool
-      conv2    5x5, c0 -> c1 (unless removed), then pool
-      conv3-5  3x3; the first one present reads both towers (in = T * its input's channels), the
-               others their own; conv5 (never removed) -> c4, then pool to side n5
-      conv6    3x3, c4 -> c4 (if model.conv6)
-      fc6      T * (T*n5*n5*c4 + 1) * (fc_units / T)
-      fc7      T * (fc_units + 1) * (fc_units / T)
-      fc8      (fc_units + 1) * num_classes
-    LRN, pooling, dropout, padding and concatenation have no weights. The paper model has 60,965,224.
-    """
-    T, c = m.towers, tower_channels(m.towers, m.width)
-    p = 3 if m.pool == "overlapping" else 2
-
-    def conv(k, cin, cout):
-        return T * (k * k * cin + 1) * cout
-
-    def pool(n):
-        return max(0, (n - p) // 2 + 1)
-
-    if m.geometry == "imagenet":
-        k1 = m.conv1_kernel or 11
-        side = max(0, 1 - (-(m.image_size - k1) // 4))  # 1 + ceil((s - k1) / 4)
-    else:
-        k1, side = m.conv1_kernel or 3, m.image_size
-    total = conv(k1, m.channels, c[0])
-    side, cin = pool(side), c[0]
-    if 2 not in m.remove_conv:
-        total += conv(5, cin, c[1])
-        cin = c[1]
-    side = pool(side)
-    crossed = False
-    for i, cout in ((3, c[2]), (4, c[3]), (5, c[4])):
-        if i in m.remove_conv:
-            continue
-        total += conv(3, cin if crossed else T * cin, cout)
-        cin, crossed = cout, True
-    side = pool(side)
-    if m.conv6:
-        total += conv(3, c[4], c[4])
-    per_tower = m.fc_units // T
-    total += T * (T * side * side * c[4] + 1) * per_tower      # fc6
-    total += T * (m.fc_units + 1) * per_tower                   # fc7
-    return total + (m.fc_units + 1) * m.num_classes             # fc8
-
+# === Memory: parameters of the model (architecture.parameter_count) ===
 
 def physical_ram():
     """Bytes of physical RAM (page size x pages), or None where the OS does not say (Windows).
@@ -200,15 +306,19 @@ def check_memory(cfg):
                           "model.fc_units or model.image_size")
 
 
-# === Batch size against the training set ===
+# === The training set's size, where it is known without TensorFlow ===
+
+def source_training_images(d):
+    """Images in the training split of an in-memory source (a DataConfig `d`), before data.val_examples
+    holds some out: Fashion-MNIST's 60,000, synthetic's data.synthetic_size. None for file sources:
+    TFDS or the folder scan counts those once TensorFlow runs."""
+    return {"fashion_mnist": FASHION_MNIST_SIZES["train"], "synthetic": d.synthetic_size}.get(d.source)
+
 
 def training_set_size(d):
-    """Training images of an in-memory source before TensorFlow loads it, else None (file sources
-    are counted by TFDS or the folder scan): data.train_examples if set, else the source's training
-    split (fashion_mnist 60,000; synthetic data.synthetic_size) minus data.val_examples."""
-    if d.source in FILE_SOURCES:
-        return None
-    available = {"fashion_mnist": 60000, "synthetic": d.synthetic_size}.get(d.source)
+    """Images a run trains on, where known before TensorFlow loads them, else None: data.train_examples
+    if set, else the source's training split (`source_training_images`) minus data.val_examples."""
+    available = source_training_images(d)
     if available is None:
         return None
     return d.train_examples or available - d.val_examples
@@ -226,4 +336,3 @@ def check_batch_size(cfg):
         why = f"data.source = {d.source}" + (f" after data.val_examples = {d.val_examples}" if d.val_examples else "")
     raise ConfigError(f"config error: data.batch_size = {d.batch_size} is larger than the {size} training images "
                       f"({why}); expected 1 to {size}")
-

@@ -88,7 +88,7 @@ def describe(info=None):
     (a summary() dict, e.g. as a run's metrics.json recorded it); ', 1 intra-op thread' when TensorFlow was
     told to use fewer threads than cores (TF_NUM_INTRAOP_THREADS, e.g. by `ablate --jobs 2`)."""
     info = summary() if info is None else info
-    threads = info.get("intra_op_threads")  # absent from metrics.json written before 2026-12-03
+    threads = info.get("intra_op_threads")  # a recorded summary may lack it: the line then names no thread count
     fewer = f", {threads} intra-op thread{'s' if threads != 1 else ''}" if threads and threads != info["cores"] else ""
     return (f"{info['cpu']} ({', '.join(info['isa']) or 'no AVX2'}), {info['cores']} cores{fewer}, "
             f"oneDNN {'on' if info['onednn'] else 'off'}")

@@ -1,4 +1,8 @@
-"""Config loading, overrides and the one-line errors of `train.py` (exit status 2, no traceback)."""
+"""Config loading, overrides and the one-line errors of `train.py` (exit status 2, no traceback).
+
+The errors come before TensorFlow starts, so `train_command.main` runs in this process (conftest.run_main);
+one test starts a process to see that TensorFlow is not imported, and test_package runs the installed
+console script for its exit status."""
 
 import json
 import os
@@ -8,13 +12,9 @@ import sys
 import pytest
 
 import alexnet_tf
+from alexnet_tf import train_command
 from alexnet_tf.config import ConfigError, load_config
-from conftest import ROOT
-
-
-def run_train(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *args],
-                          capture_output=True, text=True, cwd=cwd, timeout=120)
+from conftest import ROOT, run_main
 
 
 @pytest.mark.parametrize("override, fragment", [
@@ -35,15 +35,15 @@ def run_train(*args, cwd=ROOT):
     ("train.lr=.inf", "train.lr = inf (float); expected a number in (0.0, inf)"),
     ("train.seed=4294967296", "train.seed = 4294967296 (int); expected an integer in [0, 4294967295]"),
 ])
-def test_bad_override_exits_2_with_one_line(override, fragment):
-    result = run_train("--set", override)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and fragment in lines[0], result.stderr
-    assert "Traceback" not in result.stderr and result.stdout == ""
+def test_bad_override_exits_2_with_one_line(capsys, override, fragment):
+    status, out, err = run_main(capsys, train_command.main, ["--set", override])
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], err
+    assert "Traceback" not in err and out == ""
 
 
-def test_bad_config_files(tmp_path):
+def test_bad_config_files(capsys, tmp_path):
     bad_key = tmp_path / "bad_key.yaml"
     bad_key.write_text("train:\n  epoch: 3\n")
     bad_yaml = tmp_path / "bad_yaml.yaml"
@@ -53,8 +53,8 @@ def test_bad_config_files(tmp_path):
     for path, fragment in ((bad_key, "unknown key 'train.epoch'"), (bad_yaml, "is not valid YAML"),
                            (binary, "is not a text file (byte 128 is not UTF-8)"),
                            (tmp_path / "missing.yaml", "not found")):
-        result = run_train("--config", str(path))
-        assert result.returncode == 2 and result.stderr.count("\n") == 1 and fragment in result.stderr, result.stderr
+        status, _, err = run_main(capsys, train_command.main, ["--config", path])
+        assert status == 2 and err.count("\n") == 1 and fragment in err, err
 
 
 def test_validation_happens_before_tensorflow_is_imported():
@@ -115,7 +115,7 @@ def test_readme_configuration_reference_matches_the_code():
     assert reference_markdown() in page, "regenerate docs/configuration.md's table: python -m alexnet_tf config-reference"
 
 
-# === Issue 14: inputs that only fail inside TensorFlow, rejected by load_config with one line ===
+# === Inputs that would only fail inside TensorFlow, rejected by load_config with one line ===
 
 TWO_WORKERS = {"cluster": {"worker": ["127.0.0.1:2222", "127.0.0.1:2223"]}, "task": {"type": "worker", "index": 1}}
 MULTI_WORKER = ["distribute.strategy=multi_worker"]
@@ -192,10 +192,40 @@ def test_logical_cpus_has_an_upper_bound():
 # 28x28x1, conv1 5x5/1 'same', width 0.375 -> 18, 48, 72, 72, 48 kernels per tower, pools 28 -> 13 -> 6 -> 2,
 # 2*(25+1)*18 + 2*(25*18+1)*48 + 2*(9*96+1)*72 + 2*(9*72+1)*72 + 2*(9*72+1)*48
 # + 2*(2*2*2*48+1)*512 + 2*(1024+1)*512 + (1024+1)*10 = 1,778,642.
-@pytest.mark.parametrize("config, count", [("alexnet_imagenet.yaml", 60_965_224), ("fashion_mnist.yaml", 1_778_642)])
-def test_parameter_count_without_tensorflow(config, count):
-    from alexnet_tf.config_checks import parameter_count
-    assert parameter_count(load_config(os.path.join(ROOT, "configs", config)).model) == count
+# One tower (§3.2): conv1-4 halved, conv5 kept at 256, the same classifier (as test_model's variant count).
+ONE_TOWER = ((363 + 1) * 48 + (5 * 5 * 48 + 1) * 128 + (9 * 128 + 1) * 192 + (9 * 192 + 1) * 192
+             + (9 * 192 + 1) * 256 + (9216 + 1) * 4096 + (4096 + 1) * 4096 + (4096 + 1) * 1000)
+
+
+@pytest.mark.parametrize("config, overrides, count", [
+    ("alexnet_imagenet.yaml", [], 60_965_224),
+    ("fashion_mnist.yaml", [], 1_778_642),
+    ("alexnet_imagenet.yaml", ["model.towers=1"], ONE_TOWER),
+    # 1 CNN*: a sixth 3x3 conv layer, 128 kernels per tower over its own tower's 128 maps
+    ("alexnet_imagenet.yaml", ["model.conv6=true"], 60_965_224 + 2 * (9 * 128 + 1) * 128),
+    # without conv3 the towers meet at conv4: conv3 (2 x 128 maps in) and conv4 (192 in) go, and conv4
+    # comes back reading both towers' 2 x 128 maps
+    ("alexnet_imagenet.yaml", ["model.remove_conv=[3]"],
+     60_965_224 - (9 * 256 + 1) * 384 - (9 * 192 + 1) * 384 + (9 * 256 + 1) * 384),
+])
+def test_parameter_count_without_tensorflow(config, overrides, count):
+    from alexnet_tf.architecture import parameter_count
+    assert parameter_count(load_config(os.path.join(ROOT, "configs", config), overrides).model) == count
+
+
+@pytest.mark.parametrize("towers, width, kernels", [
+    (2, 1.0, [48, 128, 192, 192, 128]),      # §3.5: half of 96, 256, 384, 384, 256 on each GPU
+    (1, 1.0, [48, 128, 192, 192, 256]),      # §3.2, footnote 2: the one-tower net keeps conv5's 256
+    (2, 0.375, [18, 48, 72, 72, 48]),        # the default run (configs/fashion_mnist.yaml)
+    (2, 0.5, [24, 64, 96, 96, 64]),
+    (1, 0.3, [14, 38, 58, 58, 77]),          # 14.4, 38.4, 57.6, 57.6, 76.8 rounded
+    (2, 100.0, [4800, 12800, 19200, 19200, 12800]),
+    (1, 0.001, [1, 1, 1, 1, 1]),             # never fewer than one kernel
+])
+def test_tower_channels_by_hand(towers, width, kernels):
+    from alexnet_tf.architecture import PAPER_CONV_CHANNELS, tower_channels
+    assert PAPER_CONV_CHANNELS == (96, 256, 384, 384, 256)
+    assert tower_channels(towers, width) == kernels
 
 
 @pytest.mark.parametrize("config, overrides", [
@@ -209,12 +239,9 @@ def test_parameter_count_without_tensorflow(config, count):
     ("fashion_mnist.yaml", ["model.towers=1", "model.conv1_kernel=0", "model.remove_conv=[2, 3, 4]"]),
 ])
 def test_parameter_count_matches_the_keras_model(config, overrides):
-    from alexnet_tf import config_checks, model
+    from alexnet_tf import architecture, model
     cfg = load_config(os.path.join(ROOT, "configs", config), overrides)
-    assert config_checks.PAPER_CONV_CHANNELS == model.PAPER_CONV_CHANNELS
-    for towers, width in ((1, 0.3), (2, 0.375), (2, 100.0), (1, 0.001)):
-        assert config_checks.tower_channels(towers, width) == model.tower_channels(towers, width)
-    assert config_checks.parameter_count(cfg.model) == model.build_model(cfg).count_params()
+    assert architecture.parameter_count(cfg.model) == model.build_model(cfg).count_params()
 
 
 def test_model_larger_than_the_ram_is_a_config_error(monkeypatch):
@@ -270,12 +297,11 @@ def test_batch_size_is_checked_where_the_training_set_size_is_known():
     (None, "model.fc_units=100000000", "GiB of RAM; expected a smaller model.width"),
     (None, "data.batch_size=60000", "data.batch_size = 60000 is larger than the 55000 training images"),
 ])
-def test_issue_14_inputs_exit_2_with_one_line_before_tensorflow(tf_config, override, fragment):
-    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+def test_environment_and_size_checks_exit_2_with_one_line(capsys, monkeypatch, tf_config, override, fragment):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
     if tf_config is not None:
-        env["TF_CONFIG"] = tf_config
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--set", override],
-                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
-    assert result.returncode == 2 and result.stdout == ""  # the resolved config is printed only after validation
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and fragment in lines[0], result.stderr
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    status, out, err = run_main(capsys, train_command.main, ["--set", override])
+    assert status == 2 and out == ""  # the resolved config is printed only after validation
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], err

@@ -84,20 +84,24 @@ def test_importing_the_package_does_not_import_tensorflow_until_keras_is():
 
 
 @pytest.mark.slow
-def test_console_script_and_version(tmp_path):
+def test_console_script_and_version(capsys, tmp_path):
     script = shutil.which("alexnet-tf", path=os.path.dirname(sys.executable))
     assert script, "alexnet-tf not installed next to this Python: run `pip install -e .` (the Makefile does)"
     top = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
     assert top.returncode == 0 and top.stdout.startswith("usage: alexnet-tf")
     for command in ("evaluate", "export", "ablate", "train"):
         assert re.search(rf"\b{command}\b", top.stdout), command
-    # `alexnet-tf train` is `python train.py`: the same options
+    # `alexnet-tf train` is `python train.py` (train_command.main, run here): the same options
     train = subprocess.run([script, "train", "--help"], capture_output=True, text=True, timeout=60)
-    direct = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), "--help"], capture_output=True, text=True,
-                            timeout=60)
+    from alexnet_tf import train_command
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        train_command.main(["--help"])
+    direct = capsys.readouterr().out
     options = lambda text: sorted(set(re.findall(r"--[a-z-]+", text)))  # noqa: E731
-    assert train.returncode == 0 and options(train.stdout) == options(direct.stdout) == ["--config", "--help",
-                                                                                          "--run-dir", "--set"]
+    assert done.value.code == 0
+    assert train.returncode == 0 and options(train.stdout) == options(direct) == ["--config", "--help",
+                                                                                  "--run-dir", "--set"]
     bad = subprocess.run([script, "train", "--set", "train.lr=abc"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.strip() == "config error: train.lr = 'abc' (str); expected a number in (0.0, inf)"
 

@@ -76,13 +76,14 @@ def estimate_seconds(config, val_images=10000, rate=None):
     base-arm training images/s (base_train_rate() when None)."""
     import keras
 
+    from alexnet_tf.config_checks import FASHION_MNIST_SIZES, source_training_images
     from alexnet_tf.model import build_model
     from alexnet_tf.perf.speed import multiply_adds
 
     keras.backend.clear_session()
     per_image = multiply_adds(build_model(config)) / BASE_MULTIPLY_ADDS / (rate or base_train_rate())  # seconds per training image
     d, t = config.data, config.train
-    train_images = {"fashion_mnist": 60000, "synthetic": d.synthetic_size}.get(d.source, 60000)
+    train_images = source_training_images(d) or FASHION_MNIST_SIZES["train"]  # file sources: unknown before TF; estimated at Fashion-MNIST's
     train_images = d.train_examples or train_images
     steps = train_images // d.batch_size
     steps = min(steps, t.steps_per_epoch) if t.steps_per_epoch else steps

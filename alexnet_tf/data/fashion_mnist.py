@@ -11,6 +11,7 @@ import zlib
 
 import numpy as np
 
+from alexnet_tf.config_checks import FASHION_MNIST_SIZES
 from alexnet_tf.data.errors import DatasetDamaged, DatasetNotFound
 
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -21,7 +22,7 @@ FILES = {
 }
 SEARCH_DIRS = ("/usr/share/datasets/fashion-mnist", "~/.keras/datasets/fashion-mnist")
 # Every copy of Fashion-MNIST holds exactly these (Xiao et al. 2017): a file that differs is damaged.
-SIZES = {"train": 60_000, "val": 10_000}
+SIZES = FASHION_MNIST_SIZES
 REINSTALL = "expected the original file: reinstall it (apt-get install --reinstall dataset-fashion-mnist) or set data.path"
 
 
