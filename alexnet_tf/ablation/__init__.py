@@ -36,6 +36,32 @@ def parse_more_seeds(values):
     return more
 
 
+def add_arguments(p):
+    """The `ablate` command's arguments."""
+    import os
+
+    p.add_argument("--budget", default="full", choices=("full", "tiny"),
+                   help="full: the config as written (~2 h on 2 cores); tiny: a few steps of a tiny model (~2 min)")
+    p.add_argument("--seeds", type=int, help="seeds per arm, 0..N-1 (default: 3 full, 1 tiny)")
+    p.add_argument("--arms", help="comma-separated subset of the arms (default: all): "
+                   "base,tanh,no_lrn,lrn_constant,pool_2x2,one_tower,no_dropout,no_conv2,no_conv3")
+    p.add_argument("--more-seeds", action="append", default=[], metavar="ARM[,ARM...]=N",
+                   help="these arms get seeds 0..N-1 instead of --seeds (the second stage: more seeds for the claims "
+                        "the first left undecided); repeatable")
+    p.add_argument("--out", default="REPRODUCTION.md", help="the report; figures go to docs/ablation/ next to it")
+    p.add_argument("--runs-dir", default=os.path.join("runs", "ablation"), help="one run directory per arm and seed")
+    p.add_argument("--results", default=None,
+                   help="one small JSON record per finished run, all the report reads; a run with a record is not trained "
+                        "again (default: RUNS_DIR/results; keep it in git to carry a long study across machines)")
+    p.add_argument("--config", default=None, help="base config (default: configs/ablation_fashion_mnist.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override applied to every arm; repeatable")
+    p.add_argument("--report-only", action="store_true", help="train nothing: measure finished runs and write the report")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs trained at once, each on cores/JOBS intra-op threads (default 1; 2 finish a study ~1.4x "
+                        "sooner on 2 cores, docs/ablation.md)")
+
+
 def main(args):
     """`python -m alexnet_tf ablate` (arguments parsed in __main__)."""
     arms = [a.strip() for a in args.arms.split(",")] if args.arms else None

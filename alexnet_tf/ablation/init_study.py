@@ -110,6 +110,18 @@ def table(summaries):
     return "\n".join(rows)
 
 
+def add_arguments(p):
+    """The `init-study` command's arguments."""
+    p.add_argument("--runs-dir", default=os.path.join("runs", "init_study"), help="one run directory per initialisation")
+    p.add_argument("--config", default=None, help="default: configs/init_paper_geometry.yaml")
+    p.add_argument("--inits", help="comma-separated subset: paper,caffe,he_normal (default: all three)")
+    p.add_argument("--ten-crop-batches", type=int, default=8,
+                   help="test batches of 128 evaluated with the paper's 10 crops after training (0 = skip)")
+    p.add_argument("--out", default=os.path.join("docs", "init_study.png"), help="the learning-curve figure")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override applied to every run; repeatable")
+
+
 def main(args):
     """`python -m alexnet_tf init-study` (arguments parsed in __main__)."""
     runs_dir, config_path = os.path.abspath(args.runs_dir), os.path.abspath(args.config or CONFIG)
