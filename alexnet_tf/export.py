@@ -16,6 +16,15 @@ def export_run(run_dir, version=None, checkpoint=None, overwrite=False):
     return serving.save(classifier, export_dir(run_dir), version, overwrite)
 
 
+def add_arguments(parser):
+    """The `export` command's arguments."""
+    from alexnet_tf.arguments import add_run_arguments
+
+    add_run_arguments(parser)
+    parser.add_argument("--version", type=int, help="integer version (default: one above the highest existing)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
+
+
 def main(args):
     path = export_run(args.run_dir, args.version, args.checkpoint, args.overwrite)
     print(f"wrote {path}")
