@@ -154,6 +154,7 @@ def evaluate_retrieval(train_features, train_labels, val_features, val_labels, b
 
     log(_euclidean_row(f"euclidean {FEATURE_LAYER}", train_features, val_features, timing, labels, ks))
     for name, (db, q) in (extra or {}).items():
+        q = q[:queries] if queries else q  # the same queries as the fc7 vectors
         log(_euclidean_row(name, db, q, q[:timing_queries], labels, ks))
     for bits in bits_list:
         start = time.perf_counter()
