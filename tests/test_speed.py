@@ -54,7 +54,7 @@ def test_precision_auto_follows_the_hardware():
     assert resolve_precision("auto", cpu_flags="flags : fpu avx512f avx512_bf16 amx_bf16 amx_tile",
                              bf16_speedup=lambda: pytest.fail("probed a CPU with AMX")) == "mixed_bfloat16"
     assert resolve_precision("auto", cpu_flags=AMD_AVX2) == "float32"  # no native bfloat16: no probe
-    # AVX512-BF16 without AMX: the matmul probe decides (Intel Xeon ~0.5x, AMD EPYC 2.3x measured)
+    # AVX512-BF16 without AMX: the matmul probe decides (some such CPUs run bfloat16 faster, some slower: docs/speed.md)
     never = lambda: pytest.fail("probed a CPU whose flags decide")  # noqa: E731
     assert resolve_precision("auto", cpu_flags=AMD_AVX2, bf16_speedup=never) == "float32"
     assert resolve_precision("auto", cpu_flags=XEON, bf16_speedup=lambda: 0.5) == "float32"

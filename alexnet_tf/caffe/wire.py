@@ -1,7 +1,7 @@
 """The protobuf binary wire format, read by hand with the fields of schema.py.
 
-A blob's packed floats become a numpy array over the file's own bytes (`np.frombuffer`, no copy),
-so the 61M weights of bvlc_alexnet load in well under a second; a field that runs past the end of
+A blob's packed floats become a numpy array over the file's own bytes (`np.frombuffer`), so the
+61M weights of bvlc_alexnet are not copied or parsed one by one; a field that runs past the end of
 its message raises `Truncated`, bytes that cannot be the expected message raise `Invalid`.
 """
 
