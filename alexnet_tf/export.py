@@ -26,6 +26,7 @@ def add_arguments(parser):
 
 
 def main(args):
+    """`python -m alexnet_tf export`: write the next version and print how to inspect and serve it."""
     path = export_run(args.run_dir, args.version, args.checkpoint, args.overwrite)
     print(f"wrote {path}")
     print(f"  saved_model_cli show --dir {path} --all")

@@ -52,6 +52,7 @@ class Net:
     input_shapes: list   # NetParameter.input_shape / input_dim, as tuples
 
     def get(self, name):
+        """The layer named `name`, or None."""
         return next((layer for layer in self.layers if layer.name == name), None)
 
 

@@ -81,6 +81,7 @@ def peaks_for(precision, n=4096, steps=5):
 
 
 def keras_speed(name, precision, batch, steps):
+    """One row for model `name` (MODELS) in Keras at `precision`: training and inference images/s and FLOPs."""
     path, overrides = MODELS[name]
     config = load_config(path, overrides)
     keras.mixed_precision.set_global_policy(precision)
