@@ -70,6 +70,18 @@ def evaluate(model, batches, size, ten_crop=False, steps=None, total=None, progr
     return results
 
 
+def add_arguments(parser):
+    """The `evaluate` command's arguments."""
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--checkpoint", help="best, last or a checkpoint path (default: the run's model.keras)")
+    parser.add_argument("--ten-crop", action="store_true", help="also the paper's 10-patch protocol (10x the compute)")
+    parser.add_argument("--steps", type=int, help="evaluate only this many batches")
+    parser.add_argument("--split", choices=("val", "test"), default="val",
+                        help="val (default) or test: the test split a run with data.val_examples set apart")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override the run's config, e.g. data.path on another machine; repeatable")
+
+
 def main(args):
     """`python -m alexnet_tf evaluate`: both protocols on a run's validation (or test) split -> RUN_DIR/evaluation*.json."""
     import json

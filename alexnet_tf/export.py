@@ -16,7 +16,17 @@ def export_run(run_dir, version=None, checkpoint=None, overwrite=False):
     return serving.save(classifier, export_dir(run_dir), version, overwrite)
 
 
+def add_arguments(parser):
+    """The `export` command's arguments."""
+    from alexnet_tf.arguments import add_run_arguments
+
+    add_run_arguments(parser)
+    parser.add_argument("--version", type=int, help="integer version (default: one above the highest existing)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
+
+
 def main(args):
+    """`python -m alexnet_tf export`: write the next version and print how to inspect and serve it."""
     path = export_run(args.run_dir, args.version, args.checkpoint, args.overwrite)
     print(f"wrote {path}")
     print(f"  saved_model_cli show --dir {path} --all")

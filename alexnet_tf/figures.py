@@ -8,6 +8,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from alexnet_tf.arguments import add_run_arguments  # noqa: E402
 from alexnet_tf.tblogs import read_scalars  # noqa: E402
 
 
@@ -144,17 +145,36 @@ def _save_exact(fig, out):
 
 # === The `curves` and `filters` commands ===
 
+DEFAULT_CURVES = ("train:epoch_top1_error", "validation:epoch_top1_error")  # without --curve
+
+def add_curves_arguments(parser):
+    """The `curves` command's arguments."""
+    parser.add_argument("runs", nargs="+", metavar="[LABEL=]RUN_DIR")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--curve", action="append", metavar="SPLIT:TAG",
+                        help="e.g. validation:epoch_top1_error, train:batch_loss (repeatable)")
+    parser.add_argument("--title", default="")
+
+
 def curves_command(args):
+    """`python -m alexnet_tf curves`: learning curves of runs (default: top-1 error, training and validation)."""
     runs = {}
     for item in args.runs:
         label, _, path = item.rpartition("=")
         runs[label or os.path.basename(os.path.normpath(path))] = path
-    curves = [tuple(c.split(":", 1)) for c in args.curve]
+    curves = [tuple(c.split(":", 1)) for c in args.curve or DEFAULT_CURVES]
     plot_curves(runs, args.out, curves=curves, title=args.title)
     print(f"wrote {args.out}")
 
 
+def add_filters_arguments(parser):
+    """The `filters` command's arguments."""
+    add_run_arguments(parser)
+    parser.add_argument("--out", required=True)
+
+
 def filters_command(args):
+    """`python -m alexnet_tf filters`: the conv1 filters of a run as a PNG grid."""
     from alexnet_tf.callbacks import conv1_kernels
     from alexnet_tf.run_dir import load_run
 

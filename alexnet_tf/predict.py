@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from alexnet_tf.arguments import add_run_arguments
 from alexnet_tf.serving import MAX_BATCH, decode_image
 
 
@@ -115,6 +116,19 @@ def format_predictions(predictions):
             mark = "*" if name == p.true_label else " "
             lines.append(f"  {mark} {prob:7.2%}  {name}")
     return "\n".join(lines)
+
+
+def add_arguments(parser):
+    """The `predict` command's arguments."""
+    add_run_arguments(parser)
+    parser.add_argument("images", nargs="*", help="JPEG/PNG/GIF/BMP files")
+    parser.add_argument("--label", action="append", help="true label (name or id) of each image, in order; "
+                        "default: the image's folder when it is named after a class")
+    parser.add_argument("--val", type=int, default=0, metavar="N", help="also predict N random validation images")
+    parser.add_argument("--ten-crop", action="store_true", help="average over the paper's ten patches (§4.1)")
+    parser.add_argument("--out", help="PNG panel: each image with its top-5 bars, the true label's bar in red")
+    parser.add_argument("--cols", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
 
 
 def main(args):

@@ -171,6 +171,20 @@ def test_sprite_shrinks_to_the_projector_limit(monkeypatch):
     assert grid[0, 0, 0] == 200 and grid[-1, -1, 0] == 0  # the 9th cell is empty
 
 
+def test_queries_limit_every_baseline_to_the_same_queries():
+    rng = np.random.default_rng(0)
+    train, train_labels = rng.normal(size=(200, 8)).astype("float32"), rng.integers(0, 3, 200)
+    val, val_labels = rng.normal(size=(30, 8)).astype("float32"), rng.integers(0, 3, 30)
+    pixels = (train[:, :4], val[:, :4])
+    rows = retrieval.evaluate_retrieval(train, train_labels, val, val_labels, bits_list=(), ks=(1,), queries=10,
+                                        extra={"pixels": pixels}, verbose=False)
+    assert [r["method"] for r in rows] == ["euclidean fc7", "pixels"]
+    for row, (database, queries) in zip(rows, [(train, val), pixels]):
+        # brute force: does the nearest training vector of each of the first 10 queries share its label?
+        distances = ((queries[:10, None, :] - database[None]) ** 2).sum(-1)
+        assert row["p@1"] == pytest.approx(np.mean(train_labels[distances.argmin(1)] == val_labels[:10]))
+
+
 def test_codes_command_writes_the_report(tiny_run):
     assert main(["codes", "--run-dir", tiny_run, "--bits", "8", "--k", "1", "5", "--epochs", "2"]) == 0
     with open(os.path.join(tiny_run, "retrieval", "report.json")) as f:

@@ -183,7 +183,22 @@ def import_caffe(caffemodel, run_dir, prototxt=None, mean=None, synset_words=Non
     return config
 
 
+def add_arguments(parser):
+    """The `import-caffe` command's arguments."""
+    parser.add_argument("--caffemodel", required=True, help="e.g. bvlc_alexnet.caffemodel (either layer format)")
+    parser.add_argument("--prototxt",
+                        help="net definition, e.g. deploy.prototxt (default: the one inside the caffemodel)")
+    parser.add_argument("--mean",
+                        help="imagenet_mean.binaryproto (default: Caffe's per-channel mean 104, 117, 123 BGR)")
+    parser.add_argument("--synset-words", help="synset_words.txt: class names for classes.json (default: the wnids)")
+    parser.add_argument("--run-dir", required=True, help="the run directory to create")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="change the config written, e.g. data.path (data.source for a net of other classes); "
+                             "repeatable")
+
+
 def main(args):
+    """`python -m alexnet_tf import-caffe`: a caffemodel as a run directory, with its SavedModel."""
     try:
         config = import_caffe(args.caffemodel, args.run_dir, args.prototxt, args.mean, args.synset_words, args.set)
     except CaffeFileError as e:

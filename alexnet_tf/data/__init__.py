@@ -14,6 +14,14 @@ from alexnet_tf.data.pipeline import (Data, decoded, eval_images, make_datasets,
 from alexnet_tf.data.splits import SUBSET_SEED, file_splits, held_out, load_arrays, training_subset  # noqa: F401
 
 
+def add_stats_arguments(parser):
+    """The `stats` command's arguments."""
+    from alexnet_tf.arguments import add_config_arguments
+
+    add_config_arguments(parser)
+    parser.add_argument("--recompute", action="store_true", help="recompute even if the stats file exists")
+
+
 def stats_command(args):
     """`python -m alexnet_tf stats`: print (and cache) the training set's mean and RGB eigen-decomposition."""
     import numpy as np

@@ -80,6 +80,7 @@ def measure(args):
 
 
 def run_strategy(args, strategy):
+    """Measure one strategy in a fresh process (two worker processes for multi_worker) -> its RESULT dict."""
     command = [sys.executable, "-m", "alexnet_tf.perf.bench_distribute", "--measure", "--strategy", strategy,
                "--steps", str(args.steps), "--logical-cpus", str(args.logical_cpus)]
     command += ["--config", args.config] if args.config else []
@@ -101,6 +102,8 @@ def run_strategy(args, strategy):
 
 
 def main():
+    """`python -m alexnet_tf.perf.bench_distribute`: every strategy in turn, as a markdown table (with
+    --measure: one strategy, in this process)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config")
     parser.add_argument("--set", action="append", default=[])

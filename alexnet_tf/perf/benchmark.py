@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf import config as config_lib
+from alexnet_tf.arguments import add_config_arguments
 from alexnet_tf.data import make_datasets
 from alexnet_tf.model import build_model
 from alexnet_tf.optim import compile_model, resolve_precision
@@ -74,6 +75,19 @@ def write_fake_imagenet_folder(root, images, classes=1000, seed=0, side=None):
             pixels = np.clip(smooth + texture, 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(os.path.join(root, split, cls, f"{cls}_{i}.JPEG"), quality=90)
     return root
+
+
+def add_arguments(parser):
+    """The `benchmark` command's arguments."""
+    add_config_arguments(parser)
+    parser.add_argument("--steps", type=int, default=20, help="pipeline batches to time")
+    parser.add_argument("--train-steps", type=int, default=5, help="training steps to time")
+    parser.add_argument("--fake-images", type=int, default=0,
+                        help="write this many ImageNet-sized JPEGs to a temporary folder and benchmark "
+                             "data.source=folder on them")
+    parser.add_argument("--fake-side", type=int, default=0,
+                        help="with --fake-images: square images of this side (e.g. 256, pre-resized)")
+    parser.add_argument("--pipeline-only", action="store_true", help="time the input pipeline only")
 
 
 def main(args):

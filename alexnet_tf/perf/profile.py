@@ -94,7 +94,14 @@ def summarize(events, top=15):
     return "\n".join(lines)
 
 
+def add_arguments(parser):
+    """The `profile` command's arguments."""
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--top", type=int, default=15, help="rows per table")
+
+
 def main(args):
+    """`python -m alexnet_tf profile`: the op-time tables of a run's latest profiler trace."""
     path = latest_trace(args.run_dir)
     print(f"trace {path}")
     print(summarize(op_events(path), top=args.top))

@@ -81,6 +81,7 @@ def peaks_for(precision, n=4096, steps=5):
 
 
 def keras_speed(name, precision, batch, steps):
+    """One row for model `name` (MODELS) in Keras at `precision`: training and inference images/s and FLOPs."""
     path, overrides = MODELS[name]
     config = load_config(path, overrides)
     keras.mixed_precision.set_global_policy(precision)
@@ -164,7 +165,20 @@ def _fmt(r):
             f"{r['forward_multiply_adds']:,} multiply-adds/image")
 
 
+def add_arguments(parser):
+    """The `speed` command's arguments."""
+    parser.add_argument("--models", default="paper,default", help="comma-separated: paper, default, tiny")
+    parser.add_argument("--precisions", default="float32,mixed_bfloat16", help="comma-separated Keras dtype policies")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement (after 2 warm-up steps)")
+    parser.add_argument("--torch", action="store_true",
+                        help="also time the same network in PyTorch (optional dependency)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    parser.add_argument("--tiny", action="store_true", help="a few-second run of a tiny model (tests)")
+
+
 def main(args):
+    """`python -m alexnet_tf speed`: training and inference images/s of the chosen models and precisions."""
     models = args.models.split(",")
     precisions = args.precisions.split(",")
     batch, steps = args.batch, args.steps

@@ -28,15 +28,18 @@ from alexnet_tf.perf.speed import MODELS  # noqa: E402
 
 
 def autodiff_pow(self, x):
+    """LRN's normaliser as the formula reads, differentiated by autodiff through pow."""
     window_sum = tf.matmul(tf.square(x), tf.constant(self._band))
     return x * tf.pow(self.k + self.alpha_eff * window_sum, -self.beta)
 
 
 def tf_op(self, x):
+    """LRN by TensorFlow's own op (float32)."""
     return tf.nn.local_response_normalization(x, self.size // 2, self.k, self.alpha_eff, self.beta)
 
 
 def measure(name, steps, precision="float32", jit=False, lrn=True, normalize=None):
+    """Training images/s of model `name` with one thing changed (after 2 warm-up steps)."""
     path, overrides = MODELS[name]
     config = load_config(path, overrides + ([] if lrn else ["model.lrn=false"]))
     keras.mixed_precision.set_global_policy(precision)
@@ -62,6 +65,7 @@ def measure(name, steps, precision="float32", jit=False, lrn=True, normalize=Non
 
 
 def main():
+    """`python -m alexnet_tf.perf.where_time_goes`: every variant's img/s and its ratio to the shipped one."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="default", choices=sorted(MODELS))
     p.add_argument("--steps", type=int, default=8)

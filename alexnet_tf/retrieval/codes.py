@@ -97,6 +97,42 @@ def time_search(search, queries, repeat=3):
     return best
 
 
+def _scored(method, bits, bytes_per_image, search, queries, timing_queries, labels, ks):
+    """A row: precision@K of search(queries) -> (Q, max K) database indices, and its time per query
+    on a batch and on one query. `labels` = (database labels, query labels)."""
+    database_labels, query_labels = labels
+    idx, _ = search(queries)
+    row = {"method": method, "bits": bits, "bytes_per_image": bytes_per_image}
+    row.update({f"p@{k}": precision_at_k(database_labels[idx[:, :k]], query_labels) for k in ks})
+    row["ms_per_query"] = 1e3 * time_search(search, timing_queries) / len(timing_queries)
+    row["ms_single_query"] = 1e3 * time_search(search, timing_queries[:1], repeat=20)
+    return row
+
+
+def _euclidean_row(method, database, queries, timing_queries, labels, ks):
+    """Euclidean search on float32 vectors (4 bytes a dimension)."""
+    database = np.ascontiguousarray(database, np.float32)
+    norms = squared_norms(database)
+
+    def search(q):
+        return nearest(q, database, max(ks), db_norms=norms)
+
+    return _scored(method, 32 * database.shape[1], 4 * database.shape[1], search, queries, timing_queries, labels, ks)
+
+
+def _hamming_row(method, database_bits, query_bits, timing_bits, labels, ks):
+    """Hamming search on binary codes packed into 64-bit words, and how many distinct codes the database holds."""
+    words = pack_bits(database_bits)
+
+    def search(q):
+        return hamming_nearest(q, words, max(ks))
+
+    row = _scored(method, database_bits.shape[1], 8 * words.shape[1], search, pack_bits(query_bits),
+                  pack_bits(timing_bits), labels, ks)
+    row["distinct_codes"] = int(len(np.unique(words, axis=0)))
+    return row
+
+
 def evaluate_retrieval(train_features, train_labels, val_features, val_labels, bits_list=(16, 32, 64, 128),
                        ks=(1, 10, 100), queries=None, epochs=20, timing_queries=1000, extra=None, verbose=True,
                        out_dir=None):
@@ -107,9 +143,8 @@ def evaluate_retrieval(train_features, train_labels, val_features, val_labels, b
     """
     if queries:
         val_features, val_labels = val_features[:queries], val_labels[:queries]
-    kmax = max(ks)
+    labels, timing = (train_labels, val_labels), val_features[:timing_queries]
     rows = []
-    timing = val_features[:timing_queries]
 
     def log(row):
         rows.append(row)
@@ -117,34 +152,10 @@ def evaluate_retrieval(train_features, train_labels, val_features, val_labels, b
             print("  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
                   flush=True)
 
-    def euclidean_row(name, db, q, q_timing):
-        db = np.ascontiguousarray(db, np.float32)
-        norms = squared_norms(db)
-        idx, _ = nearest(q, db, kmax, db_norms=norms)
-        row = {"method": name, "bits": 32 * db.shape[1], "bytes_per_image": 4 * db.shape[1]}
-        row.update({f"p@{k}": precision_at_k(train_labels[idx[:, :k]], val_labels) for k in ks})
-        def search(qq):
-            return nearest(qq, db, kmax, db_norms=norms)
-
-        row["ms_per_query"] = 1e3 * time_search(search, q_timing) / len(q_timing)
-        row["ms_single_query"] = 1e3 * time_search(search, q_timing[:1], repeat=20)
-        log(row)
-
-    def hamming_row(name, db_bits, q_bits, q_timing_bits):
-        db_words, q_words = pack_bits(db_bits), pack_bits(q_bits)
-        t_words = pack_bits(q_timing_bits)
-        idx, _ = hamming_nearest(q_words, db_words, kmax)
-        row = {"method": name, "bits": db_bits.shape[1], "bytes_per_image": 8 * db_words.shape[1]}
-        row.update({f"p@{k}": precision_at_k(train_labels[idx[:, :k]], val_labels) for k in ks})
-        row["ms_per_query"] = 1e3 * time_search(lambda qq: hamming_nearest(qq, db_words, kmax), t_words) / len(t_words)
-        row["ms_single_query"] = 1e3 * time_search(lambda qq: hamming_nearest(qq, db_words, kmax), t_words[:1],
-                                                   repeat=20)
-        row["distinct_codes"] = int(len(np.unique(db_words, axis=0)))
-        log(row)
-
-    euclidean_row(f"euclidean {FEATURE_LAYER}", train_features, val_features, timing)
+    log(_euclidean_row(f"euclidean {FEATURE_LAYER}", train_features, val_features, timing, labels, ks))
     for name, (db, q) in (extra or {}).items():
-        euclidean_row(name, db, q, q[:timing_queries])
+        q = q[:queries] if queries else q  # the same queries as the fc7 vectors
+        log(_euclidean_row(name, db, q, q[:timing_queries], labels, ks))
     for bits in bits_list:
         start = time.perf_counter()
         encoder = train_autoencoder(train_features, bits, epochs=epochs)
@@ -152,10 +163,10 @@ def evaluate_retrieval(train_features, train_labels, val_features, val_labels, b
         if out_dir:
             os.makedirs(out_dir, exist_ok=True)
             encoder.save(os.path.join(out_dir, f"encoder_{bits}.keras"))
-        hamming_row(f"hamming autoencoder ({seconds:.0f} s training)", binary_codes(encoder, train_features),
-                    binary_codes(encoder, val_features), binary_codes(encoder, timing))
+        log(_hamming_row(f"hamming autoencoder ({seconds:.0f} s training)", binary_codes(encoder, train_features),
+                         binary_codes(encoder, val_features), binary_codes(encoder, timing), labels, ks))
         lsh = random_hyperplane_codes(train_features, bits)
-        hamming_row("hamming random hyperplanes", lsh(train_features), lsh(val_features), lsh(timing))
+        log(_hamming_row("hamming random hyperplanes", lsh(train_features), lsh(val_features), lsh(timing), labels, ks))
     return rows
 
 

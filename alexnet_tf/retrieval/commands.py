@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 
+from alexnet_tf.arguments import add_run_arguments
 from alexnet_tf.retrieval.codes import binary_codes, evaluate_retrieval, markdown_table
 from alexnet_tf.retrieval.features import FEATURE_LAYER, cached_features, features_of_bytes
 from alexnet_tf.retrieval.projector import write_projector
@@ -13,12 +14,28 @@ from alexnet_tf.run_dir import load_run
 from alexnet_tf.serving import Classifier, decode_image
 
 
+def _add_batch_arguments(parser):
+    """--batch-size and --max-images: how the vectors of a split are extracted (every retrieval command)."""
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--max-images", type=int, metavar="N",
+                        help="use at most N images of each split, drawn at random (default: all of an in-memory "
+                             "dataset, 20,000 of an image-file source)")
+
+
 def _load(args):
     run = load_run(args.run_dir, args.checkpoint)
     return run, Classifier.from_run(run)
 
 
+def add_features_arguments(parser):
+    """The `features` command's arguments."""
+    add_run_arguments(parser)
+    parser.add_argument("--split", nargs="+", default=["train", "val"], choices=("train", "val"))
+    _add_batch_arguments(parser)
+
+
 def features_command(args):
+    """`python -m alexnet_tf features`: extract and cache the last hidden layer's vectors of the splits."""
     run, classifier = _load(args)
     for split in args.split:
         features, _, _ = cached_features(run, classifier, split, args.batch_size, max_images=args.max_images)
@@ -26,7 +43,20 @@ def features_command(args):
               f"{os.path.join(args.run_dir, 'features', split + '.npy')}")
 
 
+def add_neighbours_arguments(parser):
+    """The `neighbours` command's arguments."""
+    add_run_arguments(parser)
+    parser.add_argument("images", nargs="*", help="query image files (default: --queries random validation images)")
+    parser.add_argument("--queries", type=int, default=5)
+    parser.add_argument("--k", type=int, default=6, help="neighbours per query (the paper shows 6)")
+    parser.add_argument("--encoder", help="rank by Hamming distance of this §7 encoder's codes (from `codes`)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    _add_batch_arguments(parser)
+
+
 def neighbours_command(args):
+    """`python -m alexnet_tf neighbours`: the nearest training images of query images as a PNG panel."""
     import keras
 
     from alexnet_tf.figures import neighbours_panel
@@ -58,7 +88,19 @@ def neighbours_command(args):
     print(f"wrote {args.out} ({size[0]}x{size[1]} px)")
 
 
+def add_projector_arguments(parser):
+    """The `projector` command's arguments."""
+    add_run_arguments(parser)
+    parser.add_argument("--split", default="train", choices=("train", "val"))
+    parser.add_argument("--count", type=int, default=5000,
+                        help="random subset size (the projector runs in the browser)")
+    parser.add_argument("--log-dir", help="default: RUN_DIR/tb/projector")
+    parser.add_argument("--seed", type=int, default=0)
+    _add_batch_arguments(parser)
+
+
 def projector_command(args):
+    """`python -m alexnet_tf projector`: a random subset of a split's vectors for TensorBoard's projector."""
     run, classifier = _load(args)
     features, labels, images = cached_features(run, classifier, args.split, args.batch_size, max_images=args.max_images)
     chosen = np.sort(np.random.default_rng(args.seed).choice(len(features), min(args.count, len(features)), replace=False))
@@ -67,7 +109,19 @@ def projector_command(args):
     print(f"wrote {len(chosen)} {args.split} vectors to {log_dir}; view with: tensorboard --logdir {log_dir}")
 
 
+def add_codes_arguments(parser):
+    """The `codes` command's arguments."""
+    add_run_arguments(parser)
+    parser.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
+    parser.add_argument("--k", type=int, nargs="+", default=[1, 10, 100], help="precision@K for these K")
+    parser.add_argument("--epochs", type=int, default=10, help="auto-encoder training epochs")
+    parser.add_argument("--queries", type=int, help="use the first N validation images as queries (default: all)")
+    parser.add_argument("--pixels", action="store_true", help="add Euclidean search on raw pixels as a baseline")
+    _add_batch_arguments(parser)
+
+
 def codes_command(args):
+    """`python -m alexnet_tf codes`: §7 binary codes against Euclidean search, into RUN_DIR/retrieval/."""
     run, classifier = _load(args)
     train_features, train_labels, train_images = cached_features(run, classifier, "train", args.batch_size, max_images=args.max_images)
     val_features, val_labels, val_images = cached_features(run, classifier, "val", args.batch_size, max_images=args.max_images)

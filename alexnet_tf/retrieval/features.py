@@ -10,7 +10,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf.serving import MAX_BATCH
+# the module, not its names: importing serving imports Keras, which registers this package's classes
+# (registration.py) and so imports this module while serving is still half-initialised
+from alexnet_tf import serving
 
 FEATURE_LAYER = "fc7"
 
@@ -50,7 +52,7 @@ def extract_features(classifier, images, batch_size=256, progress=True):
 def features_of_bytes(classifier, blobs):
     """Last-hidden-layer vectors of encoded images (any sizes), preprocessed as the serving signature does."""
     features = feature_model(classifier.model)
-    chunks = [blobs[i:i + MAX_BATCH] for i in range(0, len(blobs), MAX_BATCH)]  # the signatures' per-request cap
+    chunks = [blobs[i:i + serving.MAX_BATCH] for i in range(0, len(blobs), serving.MAX_BATCH)]  # the signatures' per-request cap
     return np.concatenate([features(classifier.preprocess_bytes(tf.constant(c)), training=False).numpy()
                            for c in chunks])
 

@@ -1,0 +1,144 @@
+"""`python -m alexnet_tf`'s contract: the commands listed, each command's options and what a minimal
+command line parses to, argparse's own errors, and that a command's --help loads only its module.
+
+The tables below are the reference, written out by hand from the command line's --help texts.
+"""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from alexnet_tf.__main__ import COMMANDS, build_parser, main
+from conftest import ROOT
+
+# The commands in the order the top-level --help lists them.
+ORDER = ["train", "curves", "filters", "export", "predict", "features", "neighbours", "projector", "codes",
+         "config-reference", "stats", "evaluate", "benchmark", "speed", "profile", "ablate", "init-study",
+         "import-caffe"]
+
+# Each command's options in the order its --help lists them (after -h).
+OPTIONS = {
+    "curves": ["--out", "--curve", "--title"],
+    "filters": ["--run-dir", "--checkpoint", "--out"],
+    "export": ["--run-dir", "--checkpoint", "--version", "--overwrite"],
+    "predict": ["--run-dir", "--checkpoint", "--label", "--val", "--ten-crop", "--out", "--cols", "--seed"],
+    "features": ["--run-dir", "--checkpoint", "--split", "--batch-size", "--max-images"],
+    "neighbours": ["--run-dir", "--checkpoint", "--queries", "--k", "--encoder", "--out", "--seed", "--batch-size",
+                   "--max-images"],
+    "projector": ["--run-dir", "--checkpoint", "--split", "--count", "--log-dir", "--seed", "--batch-size",
+                  "--max-images"],
+    "codes": ["--run-dir", "--checkpoint", "--bits", "--k", "--epochs", "--queries", "--pixels", "--batch-size",
+              "--max-images"],
+    "config-reference": [],
+    "stats": ["--config", "--set", "--recompute"],
+    "evaluate": ["--run-dir", "--checkpoint", "--ten-crop", "--steps", "--split", "--set"],
+    "benchmark": ["--config", "--set", "--steps", "--train-steps", "--fake-images", "--fake-side", "--pipeline-only"],
+    "speed": ["--models", "--precisions", "--batch", "--steps", "--torch", "--json", "--tiny"],
+    "profile": ["--run-dir", "--top"],
+    "ablate": ["--budget", "--seeds", "--arms", "--more-seeds", "--out", "--runs-dir", "--results", "--config", "--set",
+               "--report-only", "--jobs"],
+    "init-study": ["--runs-dir", "--config", "--inits", "--ten-crop-batches", "--out", "--set"],
+    "import-caffe": ["--caffemodel", "--prototxt", "--mean", "--synset-words", "--run-dir", "--set"],
+}
+
+# A minimal command line of each command and the arguments it parses to: every default.
+PARSED = {
+    "curves": (["r1", "--out", "o.png"], {"curve": None, "out": "o.png", "runs": ["r1"], "title": ""}),
+    "filters": (["--run-dir", "R", "--out", "o.png"], {"checkpoint": None, "out": "o.png", "run_dir": "R"}),
+    "export": (["--run-dir", "R"], {"checkpoint": None, "overwrite": False, "run_dir": "R", "version": None}),
+    "predict": (["--run-dir", "R"], {"checkpoint": None, "cols": 4, "images": [], "label": None, "out": None,
+                                     "run_dir": "R", "seed": 0, "ten_crop": False, "val": 0}),
+    "features": (["--run-dir", "R"], {"batch_size": 256, "checkpoint": None, "max_images": None, "run_dir": "R",
+                                      "split": ["train", "val"]}),
+    "neighbours": (["--run-dir", "R", "--out", "o.png"],
+                   {"batch_size": 256, "checkpoint": None, "encoder": None, "images": [], "k": 6, "max_images": None,
+                    "out": "o.png", "queries": 5, "run_dir": "R", "seed": 0}),
+    "projector": (["--run-dir", "R"], {"batch_size": 256, "checkpoint": None, "count": 5000, "log_dir": None,
+                                       "max_images": None, "run_dir": "R", "seed": 0, "split": "train"}),
+    "codes": (["--run-dir", "R"], {"batch_size": 256, "bits": [16, 32, 64], "checkpoint": None, "epochs": 10,
+                                   "k": [1, 10, 100], "max_images": None, "pixels": False, "queries": None,
+                                   "run_dir": "R"}),
+    "config-reference": ([], {}),
+    "stats": (["--config", "c.yaml"], {"config": "c.yaml", "recompute": False, "set": []}),
+    "evaluate": (["--run-dir", "R"], {"checkpoint": None, "run_dir": "R", "set": [], "split": "val", "steps": None,
+                                      "ten_crop": False}),
+    "benchmark": (["--config", "c.yaml"], {"config": "c.yaml", "fake_images": 0, "fake_side": 0,
+                                           "pipeline_only": False, "set": [], "steps": 20, "train_steps": 5}),
+    "speed": ([], {"batch": 128, "json": False, "models": "paper,default", "precisions": "float32,mixed_bfloat16",
+                   "steps": 10, "tiny": False, "torch": False}),
+    "profile": (["--run-dir", "R"], {"run_dir": "R", "top": 15}),
+    "ablate": ([], {"arms": None, "budget": "full", "config": None, "jobs": 1, "more_seeds": [],
+                    "out": "REPRODUCTION.md", "report_only": False, "results": None, "runs_dir": "runs/ablation",
+                    "seeds": None, "set": []}),
+    "init-study": ([], {"config": None, "inits": None, "out": "docs/init_study.png", "runs_dir": "runs/init_study",
+                        "set": [], "ten_crop_batches": 8}),
+    "import-caffe": (["--caffemodel", "m", "--run-dir", "R"],
+                     {"caffemodel": "m", "mean": None, "prototxt": None, "run_dir": "R", "set": [],
+                      "synset_words": None}),
+}
+
+
+def _help(argv, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")  # one line per entry
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_top_level_help_lists_every_command_in_order_with_its_line(capsys, monkeypatch):
+    out = _help(["--help"], capsys, monkeypatch)
+    assert out.startswith("usage: python -m alexnet_tf [-h] {" + ",".join(ORDER) + "}")
+    listed = re.findall(r"^    (\S+) +(.+)$", out, re.M)
+    assert [name for name, _ in listed] == ORDER
+    assert dict(listed) == {name: help for name, (_, help) in COMMANDS.items()}
+
+
+@pytest.mark.parametrize("command", sorted(OPTIONS))
+def test_each_command_help_lists_its_options_in_order(command, capsys, monkeypatch):
+    out = _help([command, "--help"], capsys, monkeypatch)
+    assert out.startswith(f"usage: python -m alexnet_tf {command} [-h]")
+    options = out.split("\noptions:\n")[1]
+    assert options.startswith("  -h, --help ")
+    assert re.findall(r"^  (--[a-z-]+)", options, re.M) == OPTIONS[command]
+
+
+@pytest.mark.parametrize("command", sorted(PARSED))
+def test_a_minimal_command_line_parses_to_the_defaults(command):
+    argv, expected = PARSED[command]
+    args = vars(build_parser(command).parse_args([command] + argv))
+    assert args.pop("command") == command
+    assert args == expected
+
+
+def test_argparse_errors_read_as_usage_and_one_error_line(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    with pytest.raises(SystemExit) as exit_:
+        main(["filters"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err == ("usage: python -m alexnet_tf filters [-h] --run-dir RUN_DIR [--checkpoint CHECKPOINT] --out OUT\n"
+                   "python -m alexnet_tf filters: error: the following arguments are required: --run-dir, --out\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["filter", "--run-dir", "R"])
+    assert exit_.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last == ("python -m alexnet_tf: error: argument command: invalid choice: 'filter' (choose from "
+                    + ", ".join(f"'{c}'" for c in ORDER) + ")")
+
+
+def _modules_loaded_by(argv):
+    code = ("import sys\nfrom alexnet_tf.__main__ import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print(' '.join(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code] + argv, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    return set(out.stdout.split())
+
+
+def test_help_loads_only_the_chosen_commands_module():
+    handler_modules = {handler.partition(":")[0] for handler, _ in COMMANDS.values() if handler}
+    top = _modules_loaded_by(["--help"])
+    assert "tensorflow" not in top and not top & handler_modules
+    profile = _modules_loaded_by(["profile", "--help"])
+    assert "tensorflow" not in profile and profile & handler_modules == {"alexnet_tf.perf.profile"}
