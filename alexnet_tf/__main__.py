@@ -25,7 +25,8 @@ import importlib
 import os
 import sys
 
-from alexnet_tf.config import ConfigError, reference_markdown
+from alexnet_tf.config import reference_markdown
+from alexnet_tf.errors import UserError, report
 
 # command: (its handler as "module:function", the line the top-level --help lists). A handler
 # `main` has its arguments declared by `add_arguments(parser)` in its module, a handler `X_command`
@@ -117,17 +118,11 @@ def main(argv=None):
     if args.command == "config-reference":  # needs no TensorFlow
         print(reference_markdown())
         return 0
-    from alexnet_tf.data.errors import DatasetNotFound
-    from alexnet_tf.run_dir import RunDirError
     module, handler = _module_and_name(args.command)
     try:
         getattr(module, handler)(args)
-    except ConfigError as e:
-        print(e, file=sys.stderr)
-        return 2
-    except (RunDirError, FileExistsError, DatasetNotFound) as e:  # one line for the user
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except UserError as e:  # one line for the user; anything else is a bug and keeps its traceback
+        return report(e)
     return 0
 
 

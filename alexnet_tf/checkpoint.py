@@ -29,6 +29,7 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
+from alexnet_tf.errors import UserError
 from alexnet_tf.train_steps import EpochSums
 
 # Recovery checkpoints kept: two, so that after a kill during a write all workers of a multi-worker
@@ -152,9 +153,11 @@ class TrainState:
         return None
 
 
-class CheckpointNotWritten(RuntimeError):
+class CheckpointNotWritten(UserError, RuntimeError):
     """A checkpoint could not be written (e.g. no space left); the one-line message names the file,
     the errno and the checkpoint that a rerun resumes from."""
+
+    prefix = ""  # the message begins with what could not be written
 
 
 def _save(manager, number):
@@ -198,8 +201,10 @@ def _unlink(path):
         pass
 
 
-class UnreadableCheckpoint(RuntimeError):
+class UnreadableCheckpoint(UserError, RuntimeError):
     """Every recovery checkpoint of the run is damaged; the one-line message says how to start afresh."""
+
+    prefix = ""  # the message begins with what could not be read
 
 
 # A step whose mean cross-entropy exceeds EXPLODING * ln(C) gave the true class, on (geometric)

@@ -12,9 +12,10 @@ from typing import Optional
 
 import yaml
 
-# ConfigError and FILE_SOURCES are defined with the cross-key checks, which import nothing from this
-# module; the rest of the package imports them from here.
-from alexnet_tf.config_checks import FILE_SOURCES, ConfigError, check  # noqa: F401
+# FILE_SOURCES is defined with the cross-key checks, which import nothing from this module; ConfigError,
+# the one error of a bad config, is re-exported for users' code (`from alexnet_tf.config import ConfigError`).
+from alexnet_tf.config_checks import FILE_SOURCES, check  # noqa: F401
+from alexnet_tf.errors import ConfigError  # noqa: F401
 
 
 def _spec(default, *, choices=None, lo=None, hi=None, lo_open=False, doc=""):
@@ -196,7 +197,7 @@ def _base_type(f):
 def _check_value(key, f, value):
     """Type- and range-check one value; returns it converted (int -> float where a float is expected)."""
     expected = _describe(f)
-    bad = ConfigError(f"config error: {key} = {value!r} ({type(value).__name__}); expected {expected}")
+    bad = ConfigError(f"{key} = {value!r} ({type(value).__name__}); expected {expected}")
     typ = _base_type(f)
     if value is None:
         if f.type == Optional[int]:
@@ -244,21 +245,21 @@ def _apply(cfg, key, value):
         target, name = getattr(cfg, parts[0]), parts[1]
     else:
         allowed = ", ".join(list(_SECTIONS) + [f.name for f in dataclasses.fields(Config) if f.name not in _SECTIONS])
-        raise ConfigError(f"config error: unknown key {key!r}; expected <section>.<key> with section one of {allowed}")
+        raise ConfigError(f"unknown key {key!r}; expected <section>.<key> with section one of {allowed}")
     fields = {f.name: f for f in dataclasses.fields(target)}
     if name not in fields:
-        raise ConfigError(f"config error: unknown key {key!r}; {parts[0] if len(parts) == 2 else 'top level'} "
+        raise ConfigError(f"unknown key {key!r}; {parts[0] if len(parts) == 2 else 'top level'} "
                           f"has: {', '.join(fields)}")
     setattr(target, name, _check_value(key, fields[name], value))
 
 
 def _flatten(raw, source):
     if not isinstance(raw, dict):
-        raise ConfigError(f"config error: {source} must hold a mapping of sections, got {type(raw).__name__}")
+        raise ConfigError(f"{source} must hold a mapping of sections, got {type(raw).__name__}")
     for k, v in raw.items():
         if k in _SECTIONS:
             if not isinstance(v, dict):
-                raise ConfigError(f"config error: section {k!r} in {source} must be a mapping, got {v!r}")
+                raise ConfigError(f"section {k!r} in {source} must be a mapping, got {v!r}")
             for kk, vv in v.items():
                 yield f"{k}.{kk}", vv
         else:
@@ -268,7 +269,7 @@ def _flatten(raw, source):
 def parse_override(text):
     """'train.lr=0.1' -> ('train.lr', 0.1). Values are parsed as YAML scalars/lists."""
     if "=" not in text:
-        raise ConfigError(f"config error: override {text!r} is not of the form section.key=value")
+        raise ConfigError(f"override {text!r} is not of the form section.key=value")
     key, raw = text.split("=", 1)
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
@@ -285,14 +286,14 @@ def load_config(path=None, overrides=()):
     cfg = Config()
     if path is not None:
         if not os.path.isfile(path):
-            raise ConfigError(f"config error: config file {path!r} not found; expected a YAML file such as configs/fashion_mnist.yaml")
+            raise ConfigError(f"config file {path!r} not found; expected a YAML file such as configs/fashion_mnist.yaml")
         try:
             with open(path, encoding="utf-8") as f:
                 raw = yaml.safe_load(f) or {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"config error: {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+            raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
         except UnicodeDecodeError as e:
-            raise ConfigError(f"config error: {path} is not a text file (byte {e.start} is not UTF-8); expected a YAML file") from None
+            raise ConfigError(f"{path} is not a text file (byte {e.start} is not UTF-8); expected a YAML file") from None
         for key, value in _flatten(raw, path):
             _apply(cfg, key, value)
     for item in overrides:

@@ -7,8 +7,8 @@ exists so that a run that cannot work stops with one line before TensorFlow star
   memory           the model's weights, momentum, gradients and a checkpoint copy against the RAM
   batch size       data.batch_size against the training set, where its size is known without TensorFlow
 
-config.py imports this module (and re-exports ConfigError and FILE_SOURCES); this module imports
-nothing of config.py, so the checks see a config only through its attributes.
+config.py imports this module (and re-exports FILE_SOURCES); this module imports nothing of config.py,
+so the checks see a config only through its attributes.
 """
 
 import json
@@ -16,12 +16,7 @@ import os
 import re
 
 from alexnet_tf.architecture import parameter_count
-# PAPER_CONV_CHANNELS, tower_channels: caffe/weights.py imports them from here
-from alexnet_tf.architecture import PAPER_CONV_CHANNELS, tower_channels  # noqa: F401
-
-
-class ConfigError(ValueError):
-    """A config value is unknown, of the wrong type or out of range. The message is one line."""
+from alexnet_tf.errors import ConfigError
 
 
 # Sources read from image files (decoded, rescaled and cropped in tf.data); the others are in-memory arrays.
@@ -62,21 +57,21 @@ def check_remove_conv(cfg):
     """model.remove_conv: distinct layers from 2, 3, 4 (conv1 and conv5 stay: conv5 feeds fc6)."""
     layers = cfg.model.remove_conv
     if any(i not in (2, 3, 4) or isinstance(i, bool) for i in layers) or len(set(layers)) != len(layers):
-        raise ConfigError(f"config error: model.remove_conv = {layers!r}; "
+        raise ConfigError(f"model.remove_conv = {layers!r}; "
                           "expected a list of distinct middle conv layers from 2, 3, 4")
 
 
 def check_profile_steps(cfg):
     steps = cfg.train.profile_steps
     if steps and not (len(steps) == 2 and _positive_ints(steps) and steps[0] <= steps[1]):
-        raise ConfigError(f"config error: train.profile_steps = {steps!r}; expected [] or [first, last] with "
+        raise ConfigError(f"train.profile_steps = {steps!r}; expected [] or [first, last] with "
                           "1 <= first <= last (global training steps)")
 
 
 def check_lr_drop_epochs(cfg):
     drops = cfg.train.lr_drop_epochs
     if not (_positive_ints(drops) and all(a < b for a, b in zip(drops, drops[1:]))):
-        raise ConfigError(f"config error: train.lr_drop_epochs = {drops!r}; expected [] or increasing epochs >= 1 "
+        raise ConfigError(f"train.lr_drop_epochs = {drops!r}; expected [] or increasing epochs >= 1 "
                           "(the lr is divided by 10 after each)")
 
 
@@ -84,10 +79,10 @@ def check_model_shape(cfg):
     """fc6 and fc7 split their units evenly over the towers; the imagenet geometry needs room for its pools."""
     m = cfg.model
     if m.fc_units % m.towers:
-        raise ConfigError(f"config error: model.fc_units = {m.fc_units} is not divisible by "
+        raise ConfigError(f"model.fc_units = {m.fc_units} is not divisible by "
                           f"model.towers = {m.towers}; expected a multiple of the tower count")
     if m.geometry == "imagenet" and m.image_size < 67:
-        raise ConfigError(f"config error: model.image_size = {m.image_size} is too small for "
+        raise ConfigError(f"model.image_size = {m.image_size} is too small for "
                           "geometry imagenet (conv1 11x11/4 and three 3x3/2 pools need >= 67); use geometry small")
 
 
@@ -97,19 +92,19 @@ def check_file_source(cfg):
     if d.source not in FILE_SOURCES:
         return
     if m.channels != 3:
-        raise ConfigError(f"config error: data.source = {d.source} gives RGB images; expected model.channels = 3, got {m.channels}")
+        raise ConfigError(f"data.source = {d.source} gives RGB images; expected model.channels = 3, got {m.channels}")
     if d.resize < m.image_size:
-        raise ConfigError(f"config error: data.resize = {d.resize} is smaller than model.image_size = {m.image_size}; "
+        raise ConfigError(f"data.resize = {d.resize} is smaller than model.image_size = {m.image_size}; "
                           "expected a rescaled image at least as large as the crop")
     if d.random_crop:
-        raise ConfigError(f"config error: data.random_crop = {d.random_crop} pads in-memory images; for data.source = {d.source} "
+        raise ConfigError(f"data.random_crop = {d.random_crop} pads in-memory images; for data.source = {d.source} "
                           "crops come from data.resize (set data.crop instead)")
     if d.source == "folder" and not d.path:
-        raise ConfigError("config error: data.source = folder needs data.path = a directory with train/<class>/ and val/<class>/")
+        raise ConfigError("data.source = folder needs data.path = a directory with train/<class>/ and val/<class>/")
     if d.source == "tfds" and not d.tfds_name:
-        raise ConfigError("config error: data.source = tfds needs data.tfds_name, e.g. imagenette/320px")
+        raise ConfigError("data.source = tfds needs data.tfds_name, e.g. imagenette/320px")
     if d.source == "imagenet" and m.num_classes != 1000:
-        raise ConfigError(f"config error: data.source = imagenet has 1000 classes; got model.num_classes = {m.num_classes}")
+        raise ConfigError(f"data.source = imagenet has 1000 classes; got model.num_classes = {m.num_classes}")
 
 
 def check_in_memory_subsets(cfg):
@@ -118,15 +113,15 @@ def check_in_memory_subsets(cfg):
     available = source_training_images(d)
     for key in ("val_examples", "train_examples"):
         if getattr(d, key) and available is None:
-            raise ConfigError(f"config error: data.{key} = {getattr(d, key)} subsets in-memory data; "
+            raise ConfigError(f"data.{key} = {getattr(d, key)} subsets in-memory data; "
                               f"expected 0 for data.source = {d.source}")
     if d.val_examples and d.val_examples >= available:
-        raise ConfigError(f"config error: data.val_examples = {d.val_examples} leaves no training images of the {available} "
+        raise ConfigError(f"data.val_examples = {d.val_examples} leaves no training images of the {available} "
                           f"of data.source = {d.source}; expected 0 to {available - 1}")
     if d.train_examples:
         available -= d.val_examples
         if d.train_examples > available:
-            raise ConfigError(f"config error: data.train_examples = {d.train_examples} exceeds the {available} training "
+            raise ConfigError(f"data.train_examples = {d.train_examples} exceeds the {available} training "
                               f"images of data.source = {d.source}" + (f" left after data.val_examples = {d.val_examples}"
                                                                          if d.val_examples else "")
                               + f"; expected 0 (all) to {available}")
@@ -138,25 +133,25 @@ def check_upscale(cfg):
     if not d.upscale:
         return
     if source_training_images(d) is None:
-        raise ConfigError(f"config error: data.upscale = {d.upscale} rescales in-memory images; for data.source = {d.source} "
+        raise ConfigError(f"data.upscale = {d.upscale} rescales in-memory images; for data.source = {d.source} "
                           "set data.resize instead")
     if d.upscale < m.image_size:
-        raise ConfigError(f"config error: data.upscale = {d.upscale} is smaller than model.image_size = {m.image_size}; "
+        raise ConfigError(f"data.upscale = {d.upscale} is smaller than model.image_size = {m.image_size}; "
                           "expected an image at least as large as the crop")
     if d.random_crop:
-        raise ConfigError(f"config error: data.random_crop = {d.random_crop} and data.upscale = {d.upscale} both crop; "
+        raise ConfigError(f"data.random_crop = {d.random_crop} and data.upscale = {d.upscale} both crop; "
                           "expected one of them (upscale crops model.image_size out of the rescaled image)")
 
 
 def check_lighting(cfg):
     if cfg.data.lighting and cfg.model.channels != 3:
-        raise ConfigError(f"config error: data.lighting = true needs RGB images (model.channels = 3); got {cfg.model.channels}")
+        raise ConfigError(f"data.lighting = true needs RGB images (model.channels = 3); got {cfg.model.channels}")
 
 
 def check_devices(cfg):
     devices = cfg.distribute.devices
     if not all(isinstance(d, str) and d for d in devices) or len(set(devices)) != len(devices):
-        raise ConfigError(f"config error: distribute.devices = {devices!r}; expected a list of distinct device names "
+        raise ConfigError(f"distribute.devices = {devices!r}; expected a list of distinct device names "
                           "such as ['/gpu:0', '/gpu:1']")
 
 
@@ -165,18 +160,18 @@ def check_strategy(cfg):
     dist, towers, n = cfg.distribute, cfg.model.towers, len(cfg.distribute.devices)
     if dist.strategy == "towers":
         if towers != 2:
-            raise ConfigError(f"config error: distribute.strategy = towers needs the two-tower model; got model.towers = {towers}")
+            raise ConfigError(f"distribute.strategy = towers needs the two-tower model; got model.towers = {towers}")
         if n not in (0, towers):
-            raise ConfigError(f"config error: distribute.strategy = towers places one tower per device; distribute.devices "
+            raise ConfigError(f"distribute.strategy = towers places one tower per device; distribute.devices "
                               f"has {n} devices, expected {towers} (or [] for the first {towers})")
         if cfg.train.jit_compile:
-            raise ConfigError("config error: train.jit_compile = true with distribute.strategy = towers; expected false "
+            raise ConfigError("train.jit_compile = true with distribute.strategy = towers; expected false "
                               "(one XLA cluster cannot keep each tower on its own device)")
     if dist.strategy == "default" and n > 1:
-        raise ConfigError(f"config error: distribute.strategy = default runs on one device; distribute.devices has {n} "
+        raise ConfigError(f"distribute.strategy = default runs on one device; distribute.devices has {n} "
                           "(use strategy mirrored or towers)")
     if dist.strategy == "multi_worker" and n:
-        raise ConfigError(f"config error: distribute.devices = {dist.devices!r} with strategy multi_worker; expected [] "
+        raise ConfigError(f"distribute.devices = {dist.devices!r} with strategy multi_worker; expected [] "
                           "(each worker uses all its GPUs, or its CPU)")
 
 
@@ -185,7 +180,7 @@ def check_fashion_mnist_shape(cfg):
     d, m = cfg.data, cfg.model
     if d.source == "fashion_mnist" and ((m.channels, m.num_classes) != (1, 10) or (m.image_size != 28 and not d.upscale)):
         raise ConfigError(
-            f"config error: data.source = fashion_mnist needs model.image_size=28 (or data.upscale >= model.image_size), "
+            f"data.source = fashion_mnist needs model.image_size=28 (or data.upscale >= model.image_size), "
             f"model.channels=1, model.num_classes=10; got {m.image_size}, {m.channels}, {m.num_classes}")
 
 
@@ -208,7 +203,7 @@ def check_tf_config(cfg, environ=os.environ):
     for job, addresses in cluster.items():
         _check_addresses(job, addresses)
     if len(cluster.get("chief", [])) > 1:  # MultiWorkerMirroredStrategy allows one chief
-        raise ConfigError(f"config error: TF_CONFIG cluster.chief = {_json(cluster['chief'])}; expected at most one address")
+        raise ConfigError(f"TF_CONFIG cluster.chief = {_json(cluster['chief'])}; expected at most one address")
     _check_task(tf_config.get("task"), cluster)
 
 
@@ -219,36 +214,36 @@ def _parse_tf_config(text):
         tf_config = json.loads(text)
     except ValueError as e:  # json.JSONDecodeError: "Expecting value: line 1 column 1 (char 0)"
         shown = repr(text if len(text) <= 60 else text[:60] + "...")  # repr: one line whatever the variable holds
-        raise ConfigError(f"config error: TF_CONFIG = {shown} is not JSON ({e}); {expected}") from None
+        raise ConfigError(f"TF_CONFIG = {shown} is not JSON ({e}); {expected}") from None
     if not isinstance(tf_config, dict):
-        raise ConfigError(f"config error: TF_CONFIG = {_json(tf_config)} is not a JSON object; {expected}")
+        raise ConfigError(f"TF_CONFIG = {_json(tf_config)} is not a JSON object; {expected}")
     return tf_config
 
 
 def _check_cluster(cluster):
     """A mapping of TensorFlow's jobs with a non-empty worker list."""
     if not isinstance(cluster, dict):
-        raise ConfigError(f"config error: TF_CONFIG cluster = {_json(cluster)}; expected a mapping of jobs to "
+        raise ConfigError(f"TF_CONFIG cluster = {_json(cluster)}; expected a mapping of jobs to "
                           f'"host:port" lists with a worker list, e.g. {TF_CONFIG_EXAMPLE}')
     for job in cluster:
         if job not in _TF_JOBS:
-            raise ConfigError(f"config error: TF_CONFIG cluster has job {_json(job)}; expected jobs among "
+            raise ConfigError(f"TF_CONFIG cluster has job {_json(job)}; expected jobs among "
                               f"{', '.join(_TF_JOBS)} (multi_worker trains on chief and worker)")
     workers = cluster.get("worker")
     if not isinstance(workers, list) or not workers:
-        raise ConfigError(f"config error: TF_CONFIG cluster.worker = {_json(workers)}; expected a non-empty list of "
+        raise ConfigError(f"TF_CONFIG cluster.worker = {_json(workers)}; expected a non-empty list of "
                           '"host:port" addresses, one per worker process')
 
 
 def _check_addresses(job, addresses):
     """One job's list of host:port addresses."""
     if not isinstance(addresses, list):
-        raise ConfigError(f"config error: TF_CONFIG cluster.{job} = {_json(addresses)}; expected a list of "
+        raise ConfigError(f"TF_CONFIG cluster.{job} = {_json(addresses)}; expected a list of "
                           '"host:port" addresses')
     for i, address in enumerate(addresses):
         match = isinstance(address, str) and _ADDRESS.fullmatch(address)
         if not match or not 1 <= int(match.group(2)) <= 65535:
-            raise ConfigError(f"config error: TF_CONFIG cluster.{job}[{i}] = {_json(address)}; expected "
+            raise ConfigError(f"TF_CONFIG cluster.{job}[{i}] = {_json(address)}; expected "
                               '"host:port" with a port in 1..65535, e.g. "host1:12345"')
 
 
@@ -256,17 +251,17 @@ def _check_task(task, cluster):
     """This process's job (worker or chief, one of the cluster's) and its index in that job's list."""
     kind = task.get("type") if isinstance(task, dict) else None
     if kind not in ("worker", "chief"):
-        raise ConfigError(f"config error: TF_CONFIG task.type = {_json(kind)}; expected worker or chief "
+        raise ConfigError(f"TF_CONFIG task.type = {_json(kind)}; expected worker or chief "
                           "(this process's job in the cluster)")
     if kind not in cluster:
-        raise ConfigError(f"config error: TF_CONFIG task.type = {_json(kind)} but the cluster has no {kind} list; "
+        raise ConfigError(f"TF_CONFIG task.type = {_json(kind)} but the cluster has no {kind} list; "
                           "expected a job of the cluster (worker, or chief with a cluster.chief address)")
     index, count = task.get("index"), len(cluster[kind])
     # TensorFlow reads the index with int(): 1 and "1" both work; a missing index fails inside the strategy.
     number = index if isinstance(index, int) and not isinstance(index, bool) else \
         int(index) if isinstance(index, str) and index.isascii() and index.isdecimal() else None
     if number is None or not 0 <= number < count:
-        raise ConfigError(f"config error: TF_CONFIG task.index = {_json(index)}; expected an integer in [0, {count - 1}] "
+        raise ConfigError(f"TF_CONFIG task.index = {_json(index)}; expected an integer in [0, {count - 1}] "
                           f"(cluster.{kind} has {count} address{'es' if count > 1 else ''})")
 
 
@@ -299,7 +294,7 @@ def check_memory(cfg):
     params = parameter_count(m)
     need = BYTES_PER_PARAMETER * params
     if need > ram:
-        raise ConfigError(f"config error: model.width = {m.width}, model.fc_units = {m.fc_units}, model.image_size = "
+        raise ConfigError(f"model.width = {m.width}, model.fc_units = {m.fc_units}, model.image_size = "
                           f"{m.image_size} give {params:,} parameters, whose weights, momentum, gradients and checkpoint "
                           f"copy (float32, {BYTES_PER_PARAMETER} bytes per parameter) need ~{need / GiB:,.1f} GiB, more "
                           f"than this machine's {ram / GiB:,.1f} GiB of RAM; expected a smaller model.width, "
@@ -334,5 +329,5 @@ def check_batch_size(cfg):
         why = f"data.train_examples = {d.train_examples}"
     else:
         why = f"data.source = {d.source}" + (f" after data.val_examples = {d.val_examples}" if d.val_examples else "")
-    raise ConfigError(f"config error: data.batch_size = {d.batch_size} is larger than the {size} training images "
+    raise ConfigError(f"data.batch_size = {d.batch_size} is larger than the {size} training images "
                       f"({why}); expected 1 to {size}")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import tensorflow as tf
 
-from alexnet_tf.config import ConfigError
+from alexnet_tf.errors import ConfigError
 
 # Layers of tower t are named `<kind><i>_<t>` (conv1_0, lrn2_1, fc7_0, dropout6_1, flatten_0, ...);
 # the shared ones (pad, concat3, concat6, fc8) carry no tower suffix.
@@ -46,7 +46,7 @@ def split_cpu(count):
     except RuntimeError:
         have = len(tf.config.list_logical_devices("CPU"))
         if have != count:
-            raise ConfigError(f"config error: distribute.logical_cpus = {count} but TensorFlow has already initialised "
+            raise ConfigError(f"distribute.logical_cpus = {count} but TensorFlow has already initialised "
                               f"{have} CPU device(s) in this process; expected a fresh process (train.py is one)") from None
 
 
@@ -141,7 +141,7 @@ def setup(dist, towers=2):
         return Distribution("mirrored", tf.distribute.MirroredStrategy(devices), devices)
     devices = list(dist.devices) or local[:towers]
     if len(devices) < towers:
-        raise ConfigError(f"config error: distribute.strategy = towers needs {towers} devices; found {devices}. "
+        raise ConfigError(f"distribute.strategy = towers needs {towers} devices; found {devices}. "
                           "On a machine without GPUs set distribute.logical_cpus = 2")
     return Distribution("towers", tf.distribute.get_strategy(), devices, tower_devices=devices)
 
@@ -155,7 +155,7 @@ def _check_present(requested):
         spec = tf.DeviceSpec.from_string(name)
         if (spec.device_type or "CPU", spec.device_index or 0) not in present:
             names = ", ".join(f"/{t.lower()}:{i}" for t, i in sorted(present))
-            raise ConfigError(f"config error: distribute.devices names {name!r}, which this machine does not have; "
+            raise ConfigError(f"distribute.devices names {name!r}, which this machine does not have; "
                               f"expected some of {names} (distribute.logical_cpus = N splits the CPU into /cpu:0..N-1)")
 
 
@@ -184,7 +184,7 @@ def _multi_worker(dist):
     config = json.loads(os.environ.get("TF_CONFIG") or "{}")
     cluster, task = config.get("cluster", {}), config.get("task", {})
     if not cluster or task.get("type") not in cluster:
-        raise ConfigError("config error: distribute.strategy = multi_worker needs the environment variable TF_CONFIG "
+        raise ConfigError("distribute.strategy = multi_worker needs the environment variable TF_CONFIG "
                           "with a cluster and this process's task, e.g. "
                           '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}')
     # MultiWorkerMirroredStrategy's chief is the "chief" task if there is one, else worker 0.

@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf.data import preprocess
+from alexnet_tf.errors import UserError
 
 
 def center_probabilities(model, images, size):
@@ -94,7 +95,7 @@ def main(args):
     run = load_run(args.run_dir, args.checkpoint, overrides=args.set)
     config = run.config
     if args.ten_crop and config.data.source not in FILE_SOURCES and config.data.upscale <= config.model.image_size:
-        raise SystemExit(f"error: --ten-crop needs images larger than the crop; data.source = {config.data.source} "
+        raise UserError(f"--ten-crop needs images larger than the crop; data.source = {config.data.source} "
                          "gives model.image_size images (use a file source: imagenet, folder, tfds, or data.upscale > "
                          "model.image_size)")
     batches, size = eval_images(config, run.mean, run.class_names, args.split)

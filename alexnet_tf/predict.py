@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf.arguments import add_run_arguments
+from alexnet_tf.errors import UserError
 from alexnet_tf.serving import MAX_BATCH, decode_image
 
 
@@ -36,6 +37,10 @@ def true_label_from_path(path, class_names):
     return None
 
 
+class LabelError(UserError, ValueError):
+    """A --label that names no class, or a label count that does not match the images."""
+
+
 def parse_label(text, class_names):
     """A class name (case-insensitive) or an integer class id -> the class name."""
     lowered = {str(c).lower(): c for c in class_names}
@@ -43,7 +48,7 @@ def parse_label(text, class_names):
         return lowered[text.lower()]
     if text.isdigit() and int(text) < len(class_names):
         return class_names[int(text)]
-    raise ValueError(f"label {text!r} is neither a class name nor a class id < {len(class_names)}; "
+    raise LabelError(f"label {text!r} is neither a class name nor a class id < {len(class_names)}; "
                      f"classes: {', '.join(map(str, class_names[:20]))}{' ...' if len(class_names) > 20 else ''}")
 
 
@@ -71,7 +76,7 @@ def predict_files(classifier, paths, labels=None, ten_crop=False):
     """Predictions for image files; true labels from `labels` (one per file) or the parent folder."""
     class_names = [s.decode() for s in classifier.class_names.numpy()]
     if labels is not None and len(labels) != len(paths):
-        raise ValueError(f"{len(labels)} labels for {len(paths)} images; expected one label per image")
+        raise LabelError(f"{len(labels)} labels for {len(paths)} images; expected one label per image")
     blobs = []
     for p in paths:
         with open(p, "rb") as f:
@@ -139,11 +144,8 @@ def main(args):
     run = load_run(args.run_dir, args.checkpoint)
     classifier = Classifier.from_run(run)
     if not args.images and not args.val:
-        raise SystemExit("error: give image files and/or --val N (validation images)")
-    try:
-        results = predict_files(classifier, args.images, args.label, args.ten_crop) if args.images else []
-    except ValueError as e:  # a --label that is not a class, or a label count that does not match
-        raise SystemExit(f"error: {e}") from None
+        raise UserError("give image files and/or --val N (validation images)")
+    results = predict_files(classifier, args.images, args.label, args.ten_crop) if args.images else []
     if args.val:
         blobs, names, labels = validation_samples(run, args.val, args.seed)
         results += predict_bytes(classifier, blobs, names, labels, args.ten_crop)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from alexnet_tf import config as config_lib
+from alexnet_tf.errors import USAGE, ConfigError, UserError
 
 CONFIG, PRECISION, MEAN, CLASSES = "config.yaml", "precision.json", "mean.npy", "classes.json"
 STATS, DATA, MODEL, METRICS = "stats.npz", "data.json", "model.keras", "metrics.json"
@@ -54,7 +55,7 @@ def export_dir(run_dir):
     return os.path.join(run_dir, "export")
 
 
-class RunDirError(FileNotFoundError):
+class RunDirError(UserError, FileNotFoundError):
     """The run directory lacks a file a tool needs; the one-line message names it."""
 
 
@@ -80,8 +81,12 @@ def read_json(path):
 
 # === Writing (training.train) ===
 
-class RunDirBusy(config_lib.ConfigError):
-    """Another live process trains in this run directory (exit status 2, one line)."""
+class RunDirBusy(UserError):
+    """Another live process trains in this run directory. Not a bad config, but reported as the command
+    line's problem, like one (prefix and exit status 2), so scripts that test for 2 keep working."""
+
+    prefix = ConfigError.prefix
+    status = USAGE
 
 
 @contextlib.contextmanager
@@ -97,14 +102,14 @@ def lock(run_dir, name="chief"):
         os.makedirs(run_dir, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:  # a regular file at that path, a read-only file system, no permission
-        raise config_lib.ConfigError(f"config error: cannot use {run_dir} as the run directory ({e.strerror}: "
+        raise ConfigError(f"cannot use {run_dir} as the run directory ({e.strerror}: "
                                      f"{e.filename}); expected a directory this user can write") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
         os.close(fd)
-        raise RunDirBusy(f"config error: {run_dir} is in use by another training process ({holder}); "
+        raise RunDirBusy(f"{run_dir} is in use by another training process ({holder}); "
                          "wait for it, stop it, or use another --run-dir") from None
     try:
         os.ftruncate(fd, 0)
@@ -135,10 +140,10 @@ def check_same_run(config, run_dir):
                 continue
             change = f"{section}.{key}: {old[section][key]!r} -> {value!r}"
             if section == "model":
-                raise config_lib.ConfigError(f"config error: {run_dir} holds a run with a different model ({change}); "
+                raise ConfigError(f"{run_dir} holds a run with a different model ({change}); "
                                              "use another --run-dir")
             if section == "data" and key in SPLIT_KEYS:  # the restored data position and the held-out images belong to the old split
-                raise config_lib.ConfigError(f"config error: {run_dir} holds a run with different data splits ({change}); "
+                raise ConfigError(f"{run_dir} holds a run with different data splits ({change}); "
                                              "use another --run-dir")
             print(f"note: resuming with a changed config, {change}")
             changes[f"{section}.{key}"] = (old[section][key], value)
@@ -149,7 +154,7 @@ def init_weights_file(path):
     """`train.init_from` -> the .keras file it names: PATH itself, or PATH/model.keras of a run directory."""
     candidate = os.path.join(path, MODEL) if os.path.isdir(path) else path
     if not (os.path.isfile(candidate) and candidate.endswith(".keras")):
-        raise config_lib.ConfigError(f"config error: train.init_from = {path!r}: no {candidate}; expected a run "
+        raise ConfigError(f"train.init_from = {path!r}: no {candidate}; expected a run "
                                      f"directory holding {MODEL} or a .keras file")
     return candidate
 
@@ -158,8 +163,8 @@ def refuse_overwriting_a_model(run_dir):
     """A run directory with model.keras but no recovery checkpoint (an imported model, or a run whose
     checkpoints were deleted) would be trained from scratch and its model overwritten: refuse."""
     if os.path.isfile(os.path.join(run_dir, MODEL)) and not os.path.isdir(checkpoint_dir(run_dir, "last")):
-        raise config_lib.ConfigError(
-            f"config error: {run_dir} holds {MODEL} but no recovery checkpoint, so training would start afresh and "
+        raise ConfigError(
+            f"{run_dir} holds {MODEL} but no recovery checkpoint, so training would start afresh and "
             f"overwrite it; to fine-tune it use another --run-dir with --set train.init_from={run_dir}")
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from alexnet_tf.data import preprocess
+from alexnet_tf.errors import PathExists
 from alexnet_tf.data.decode import ALPHA_BACKGROUND, decode_image  # noqa: F401  (decode_image: predict, retrieval)
 
 TOP_K = 5
@@ -223,7 +224,7 @@ def save(classifier, base, version=None, overwrite=False):
         raise ValueError(f"version={version!r}; expected a non-negative integer (TF Serving's version directories)")
     path = os.path.join(base, str(version))
     if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path} exists; pass another version or overwrite=True (--overwrite)")
+        raise PathExists(f"{path} exists; pass another version or overwrite=True (--overwrite)")
     tmp = os.path.join(base, f".tmp-{version}")
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(base, exist_ok=True)

@@ -4,18 +4,22 @@ import signal
 import sys
 import threading
 
+from alexnet_tf.errors import UserError
+
 # multi_worker: how often (in global steps) the workers all-gather their signal flags. Every step, the
 # all-gather would cost a visible share of a step; every 10 steps a small one (docs/distribute.md has
 # the measurement), and a signalled job still stops within 10 steps (seconds).
 SIGNAL_CHECK_STEPS = 10
 
 
-class Interrupted(RuntimeError):
+class Interrupted(UserError, RuntimeError):
     """SIGTERM or SIGINT stopped the run after a step, with a recovery checkpoint written.
 
     `status` is the exit status a shell reports for that signal (128 + its number: 143, 130), so a
     scheduler sees the job did not finish; rerunning the same command resumes with no step lost.
     """
+
+    prefix = ""  # the message begins with the signal's name
 
     def __init__(self, signum, checkpoint):
         self.signum, self.checkpoint, self.status = signum, checkpoint, 128 + signum

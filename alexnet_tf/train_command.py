@@ -13,7 +13,8 @@ import errno
 import os
 import sys
 
-from alexnet_tf.config import ConfigError, describe, load_config
+from alexnet_tf.config import describe, load_config
+from alexnet_tf.errors import PEER_LOST, ConfigError, UserError, report
 
 # The configs live next to the package in the repository (the package is installed editable, `pip install -e .`).
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -21,71 +22,75 @@ DEFAULT_CONFIG = os.path.join(CONFIGS, "fashion_mnist.yaml")
 
 
 def main(argv=None):
+    """`python train.py ARGS`; returns the exit status (errors.exit_status of what stopped it, else 0)."""
+    args = _parser().parse_args(argv)
+    try:
+        config, run_dir = _checked(args)  # before TensorFlow is imported
+        print(describe(config), flush=True)
+        return _train(config, run_dir)
+    except UserError as e:
+        return report(e)
+
+
+def _parser():
     parser = argparse.ArgumentParser(prog=_prog(), description="Train AlexNet (the default run without arguments).")
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config (default: configs/fashion_mnist.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value; repeatable")
     parser.add_argument("--run-dir", help="run directory (default: runs/<name>); resumes if it holds a checkpoint")
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config, args.set)  # validated before TensorFlow is imported
-    except ConfigError as e:
-        print(e, file=sys.stderr)
-        return 2
-    if config.distribute.strategy == "multi_worker" and not os.environ.get("TF_CONFIG"):
-        print("config error: distribute.strategy = multi_worker needs the environment variable TF_CONFIG "
-              "(the cluster and this worker's index; see docs/distribute.md)", file=sys.stderr)
-        return 2
-    run_dir = args.run_dir or os.path.join("runs", config.name)
-    from alexnet_tf import run_dir as run_dir_lib  # TF-free: these checks come before TensorFlow starts
-    try:
-        if config.train.init_from:
-            run_dir_lib.init_weights_file(config.train.init_from)
-        run_dir_lib.refuse_overwriting_a_model(run_dir)
-    except ConfigError as e:
-        print(e, file=sys.stderr)
-        return 2
-    print(describe(config), flush=True)
+    return parser
 
+
+def _checked(args):
+    """(config, run directory) once everything that can be checked without TensorFlow holds."""
+    config = load_config(args.config, args.set)
+    if config.distribute.strategy == "multi_worker" and not os.environ.get("TF_CONFIG"):
+        raise ConfigError("distribute.strategy = multi_worker needs the environment variable TF_CONFIG "
+                          "(the cluster and this worker's index; see docs/distribute.md)")
+    run_dir = args.run_dir or os.path.join("runs", config.name)
+    from alexnet_tf import run_dir as run_dir_lib  # TF-free
+    if config.train.init_from:
+        run_dir_lib.init_weights_file(config.train.init_from)
+    run_dir_lib.refuse_overwriting_a_model(run_dir)
+    return config, run_dir
+
+
+class DiskFull(UserError):
+    """The disk filled while the model, metrics or logs were written; the recovery checkpoints are kept."""
+
+    prefix = ""  # the message begins "could not write "
+
+
+def _train(config, run_dir):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from alexnet_tf.data.fashion_mnist import DatasetNotFound
     from alexnet_tf.distribute import PEER_ERRORS
-    from alexnet_tf.checkpoint import CheckpointNotWritten, UnreadableCheckpoint
-    from alexnet_tf.training import Interrupted, TrainingDiverged, train
+    from alexnet_tf.training import train
     try:
         train(config, run_dir)
-    except ConfigError as e:
-        print(e, file=sys.stderr)
-        return 2
-    except Interrupted as e:
-        print(e, file=sys.stderr)
-        return e.status
-    except (TrainingDiverged, DatasetNotFound, UnreadableCheckpoint, CheckpointNotWritten) as e:
-        print(e, file=sys.stderr)
-        return 1
-    except OSError as e:  # a full disk while writing the model, metrics or logs: one line, not a traceback
+    except UserError:
+        raise
+    except OSError as e:  # a full disk: one line, not a traceback (other OS errors are bugs here)
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        print(f"could not write {e.filename or run_dir} ({e.strerror}, errno {e.errno}); the recovery checkpoints "
-              f"are kept: free space and rerun the same command", file=sys.stderr)
-        return 1
+        raise DiskFull(f"could not write {e.filename or run_dir} ({e.strerror}, errno {e.errno}); the recovery "
+                       f"checkpoints are kept: free space and rerun the same command") from None
     except PEER_ERRORS as e:
         if config.distribute.strategy != "multi_worker":
             raise
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"lost a peer worker ({type(e).__name__}: {first_line})", file=sys.stderr, flush=True)
-        if not config.distribute.restart_on_peer_failure:
-            return PEER_LOST
-        # The collective runtime cannot be rebuilt inside a process: start afresh in the same process
-        # (same pid, same arguments), resume from this worker's checkpoint and wait for the others.
-        print("restarting this worker from its last checkpoint", file=sys.stderr, flush=True)
-        os.execv(sys.executable, [sys.executable] + _restart_args())
+        return _peer_lost(config, e)
     return 0
 
 
-# Exit status of a multi-worker process that lost a peer (with distribute.restart_on_peer_failure false):
-# EX_TEMPFAIL, "try again" — rerun the same command.
-PEER_LOST = 75
+def _peer_lost(config, e):
+    """A multi-worker peer was lost: exit PEER_LOST, or (distribute.restart_on_peer_failure) restart this process."""
+    first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    print(f"lost a peer worker ({type(e).__name__}: {first_line})", file=sys.stderr, flush=True)
+    if not config.distribute.restart_on_peer_failure:
+        return PEER_LOST
+    # The collective runtime cannot be rebuilt inside a process: start afresh in the same process
+    # (same pid, same arguments), resume from this worker's checkpoint and wait for the others.
+    print("restarting this worker from its last checkpoint", file=sys.stderr, flush=True)
+    os.execv(sys.executable, [sys.executable] + _restart_args())
 
 
 def _prog():

@@ -13,7 +13,7 @@ from alexnet_tf import callbacks as cb
 from alexnet_tf import distribute, machine, serving
 from alexnet_tf import run_dir as run_dir_lib
 from alexnet_tf.checkpoint import TrainState, healthy_loss
-from alexnet_tf.config import ConfigError
+from alexnet_tf.errors import ConfigError, UserError
 from alexnet_tf.data import make_datasets
 from alexnet_tf.model import build_model
 from alexnet_tf.optim import compile_model, resolve_precision
@@ -198,7 +198,7 @@ def _init_weights(model, path):
         else:
             kept.append(layer.name)
     if not copied:
-        raise ConfigError(f"config error: train.init_from = {path}: no layer of it fits this model (names or shapes "
+        raise ConfigError(f"train.init_from = {path}: no layer of it fits this model (names or shapes "
                           "differ); expected a run of the same model config")
     print(f"weights of {len(copied)} layers from {path}" + (f"; initialised afresh: {', '.join(kept)}" if kept else ""))
 
@@ -392,5 +392,7 @@ def _plain_copy(model, config):
     return plain
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError, RuntimeError):
     """The loss became NaN or infinite; the message names the last checkpoint written before the loss exploded."""
+
+    prefix = ""  # the message begins "training stopped: "

@@ -134,8 +134,9 @@ def test_predict_on_generated_images(tiny_run, tmp_path, capsys):
         assert r.true_label == "class_3" and r.class_names == [f"class_{i}" for i in r.class_ids]
     assert png_size(out) == ("PNG", (2 * 280, 2 * 340))  # 2 columns x 2 rows of 2.8 x 3.4 in at 100 dpi
 
-    with pytest.raises(SystemExit, match="label 'no such class' is neither a class name nor a class id"):
-        main(["predict", "--run-dir", tiny_run, paths[0], "--label", "no such class"])
+    assert main(["predict", "--run-dir", tiny_run, paths[0], "--label", "no such class"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(
+        "error: label 'no such class' is neither a class name nor a class id")
 
 
 def test_filters_png(tiny_run, tmp_path):

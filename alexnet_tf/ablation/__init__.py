@@ -21,9 +21,9 @@ docs/init_study.md).
 
 import os
 
-from alexnet_tf.ablation.runner import StudyInterrupted, run_study, usable_cores
+from alexnet_tf.ablation.runner import run_study, usable_cores
 from alexnet_tf.ablation.study import BASE_CONFIG
-from alexnet_tf.config import ConfigError
+from alexnet_tf.errors import ConfigError
 
 
 def parse_more_seeds(values):
@@ -33,10 +33,10 @@ def parse_more_seeds(values):
         arms, sep, n = value.rpartition("=")
         names = [a.strip() for a in arms.split(",")]
         if not sep or not all(names) or not (n.strip().isascii() and n.strip().isdigit()):
-            raise ConfigError(f"config error: --more-seeds {value!r}; expected ARM[,ARM...]=N, e.g. base,no_lrn=20")
+            raise ConfigError(f"--more-seeds {value!r}; expected ARM[,ARM...]=N, e.g. base,no_lrn=20")
         for arm in names:
             if arm in more:
-                raise ConfigError(f"config error: --more-seeds names {arm} twice; expected each arm once")
+                raise ConfigError(f"--more-seeds names {arm} twice; expected each arm once")
             more[arm] = int(n)
     return more
 
@@ -73,11 +73,7 @@ def main(args):
     more = parse_more_seeds(args.more_seeds)
     cores = usable_cores()
     if not 1 <= args.jobs <= cores:
-        raise ConfigError(f"config error: --jobs {args.jobs}: expected 1 to {cores} (the cores this process may use): "
+        raise ConfigError(f"--jobs {args.jobs}: expected 1 to {cores} (the cores this process may use): "
                           "each run needs a core of its own")
-    try:
-        run_study(args.config or BASE_CONFIG, args.budget, args.seeds, args.runs_dir, args.out, arms=arms, extra=args.set,
-                  train=not args.report_only, command=command, results_dir=args.results,
-                  jobs=args.jobs, more=more)
-    except StudyInterrupted as e:
-        raise SystemExit(f"error: {e}") from None
+    run_study(args.config or BASE_CONFIG, args.budget, args.seeds, args.runs_dir, args.out, arms=arms, extra=args.set,
+              train=not args.report_only, command=command, results_dir=args.results, jobs=args.jobs, more=more)

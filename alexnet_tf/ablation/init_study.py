@@ -26,6 +26,7 @@ from alexnet_tf.ablation.measure import SMOOTH, smoothed, steps_per_epoch, steps
 from alexnet_tf.ablation.processes import train_subprocess
 from alexnet_tf.ablation.study import ROOT
 from alexnet_tf.config import load_config
+from alexnet_tf.errors import UserError
 from alexnet_tf.run_dir import read_json, read_metrics, write_json
 
 CONFIG = os.path.join(ROOT, "configs", "init_paper_geometry.yaml")
@@ -125,7 +126,7 @@ def main(args):
     chosen = args.inits.split(",") if args.inits else names
     unknown = [n for n in chosen if n not in names]
     if unknown:
-        raise SystemExit(f"error: unknown init(s) {', '.join(unknown)}; expected some of {', '.join(names)}")
+        raise UserError(f"unknown init(s) {', '.join(unknown)}; expected some of {', '.join(names)}")
     for name, _, overrides in INITS:  # every config is checked before the first heavy run
         load_config(config_path, list(args.set) + list(overrides))
     from alexnet_tf.machine import cpu_model
@@ -140,7 +141,7 @@ def main(args):
             print(f"{name} ({what}): training in {run_dir} (tail -f train.log there)", flush=True)
             rc, wall, _, last = train_subprocess(run_dir, list(args.set) + list(overrides), config_path)
             if rc != 0:
-                raise SystemExit(f"error: {name}: train.py ended with status {rc}: {last}; run the same command to resume")
+                raise UserError(f"{name}: train.py ended with status {rc}: {last}; run the same command to resume")
             print(f"{name}: trained in {wall / 60:.1f} min", flush=True)
         if args.ten_crop_batches and not os.path.isfile(os.path.join(run_dir, "evaluation_test.json")):
             cmd = [sys.executable, "-m", "alexnet_tf", "evaluate", "--run-dir", run_dir, "--split", "test", "--ten-crop",
@@ -149,7 +150,7 @@ def main(args):
             with open(os.path.join(run_dir, "evaluate.log"), "a") as log:
                 rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
             if rc != 0:
-                raise SystemExit(f"error: {name}: the 10-crop evaluation ended with status {rc}; see {run_dir}/evaluate.log")
+                raise UserError(f"{name}: the 10-crop evaluation ended with status {rc}; see {run_dir}/evaluate.log")
         summaries[name] = summarise(run_dir)
     write_json(os.path.join(runs_dir, "summary.json"), summaries, indent=1)
     plot(summaries, args.out)

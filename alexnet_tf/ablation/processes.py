@@ -9,7 +9,7 @@ import threading
 import time
 
 from alexnet_tf.ablation.study import ROOT
-from alexnet_tf.config import ConfigError
+from alexnet_tf.errors import ConfigError
 
 
 def _die_with_parent():
@@ -42,7 +42,7 @@ class StudyLock:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
         pid = self.holder()
         if pid:
-            raise ConfigError(f"config error: another ablation study (pid {pid}) is using {os.path.dirname(self.path)}; "
+            raise ConfigError(f"another ablation study (pid {pid}) is using {os.path.dirname(self.path)}; "
                               "wait for it or use another --runs-dir")
         with open(self.path, "w") as f:
             f.write(str(os.getpid()))

@@ -25,7 +25,7 @@ import numpy as np
 from alexnet_tf.ablation.measure import CLEAN_VERSION, SMOOTH, clean_evaluation, measure_run
 from alexnet_tf.ablation.results import MEASURED, ArmResult
 from alexnet_tf.ablation.study import CONVERGED, SENSITIVITY, THRESHOLD
-from alexnet_tf.config import ConfigError
+from alexnet_tf.errors import ConfigError
 from alexnet_tf.run_dir import read_json, write_json
 
 VERSION = 1  # of the record's layout
@@ -112,9 +112,9 @@ def read_record(path, config):
         data = read_json(path)
         stored = data["config"]
     except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"config error: {path} is not a study record ({e!r}); remove it to measure or train the run again") from None
+        raise ConfigError(f"{path} is not a study record ({e!r}); remove it to measure or train the run again") from None
     if stored != _plain(config):
-        raise ConfigError(f"config error: {path} records a run with another config than this study's (a different "
+        raise ConfigError(f"{path} records a run with another config than this study's (a different "
                           "budget, --config or --set?); use another --results directory")
     stale = data.get("measurement") != measurement()
     result = None

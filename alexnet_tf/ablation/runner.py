@@ -12,7 +12,8 @@ from alexnet_tf.ablation.records import (add_attempt, measure_finished, measured
 from alexnet_tf.ablation.report import minutes, seeds_text, write_report
 from alexnet_tf.ablation.results import ArmRuns
 from alexnet_tf.ablation.study import BASE_CONFIG, DEFAULT_SEEDS, plan
-from alexnet_tf.config import ConfigError, load_config
+from alexnet_tf.config import load_config
+from alexnet_tf.errors import ConfigError, UserError
 from alexnet_tf.run_dir import read_json
 
 
@@ -33,17 +34,17 @@ def _status(p, results_dir):
         return "failed"
     if record is not None and not record.stale:
         if metrics and metrics["val_top1_error"] != record.result.val_top1_error:
-            raise ConfigError(f"config error: {path} and {p.run_dir} disagree (val top-1 error "
+            raise ConfigError(f"{path} and {p.run_dir} disagree (val top-1 error "
                               f"{record.result.val_top1_error:.4%} vs {metrics['val_top1_error']:.4%}): the run was "
                               "trained again after it was recorded; remove the record to record the new run")
         return "done"
     if record is not None and not metrics:
-        raise ConfigError(f"config error: {path} was measured under other values ({record.measurement} instead "
+        raise ConfigError(f"{path} was measured under other values ({record.measurement} instead "
                           f"of {measurement()}) and its run directory {p.run_dir} is gone; measure it where its run "
                           "directory is, or remove the record to train the run again")
     saved = os.path.join(p.run_dir, "config.yaml")
     if os.path.isfile(saved) and load_config(saved).to_dict() != p.config.to_dict():
-        raise ConfigError(f"config error: {p.run_dir} holds a run with another config than this study's "
+        raise ConfigError(f"{p.run_dir} holds a run with another config than this study's "
                           f"{p.arm.name} arm (a different budget, --config or --set?); use another --runs-dir")
     if metrics:
         return "done"
@@ -197,7 +198,7 @@ class _Trainings:
         except (ConfigError, StudyInterrupted) as e:
             self.stop = self.stop or e
             if self.running:
-                self.log(f"{tag}: {e}; waiting for the {len(self.running)} run(s) in progress to finish")
+                self.log(f"{e.detail}; waiting for the {len(self.running)} run(s) in progress to finish")
             return
         if result is None:  # diverged: recorded as failed
             return
@@ -229,7 +230,7 @@ def _finish(p, tag, rc, wall, cpu, last, started, results_dir, log, threads=None
     add_attempt(p.run_dir, {"what": "train.py", "returncode": rc, "started": started, "wall_seconds": wall,
                             "cpu_seconds": cpu}, failed=last if diverged else None)
     if rc == 2:
-        raise ConfigError(f"config error: {p.arm.name} seed {p.seed} was refused by train.py: {last}")
+        raise ConfigError(f"{p.arm.name} seed {p.seed} was refused by train.py: {last}")
     if diverged:
         info = dict(machine.summary(), intra_op_threads=machine.intra_op_threads(child_env(threads)))  # the child's
         write_failure(record_path(results_dir, p.arm.name, p.seed), p.config, machine.describe(info), last)
@@ -242,7 +243,7 @@ def _finish(p, tag, rc, wall, cpu, last, started, results_dir, log, threads=None
     return result
 
 
-class StudyInterrupted(RuntimeError):
+class StudyInterrupted(UserError, RuntimeError):
     """A training subprocess was killed; finished runs are kept and the next invocation resumes."""
 
 

@@ -4,7 +4,8 @@ the training-error thresholds, the claims each compare two arms on, and the plan
 import os
 from dataclasses import dataclass
 
-from alexnet_tf.config import ConfigError, load_config
+from alexnet_tf.config import load_config
+from alexnet_tf.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BASE_CONFIG = os.path.join(ROOT, "configs", "ablation_fashion_mnist.yaml")
@@ -130,11 +131,11 @@ def seeds_per_arm(names, seeds, more=None):
     more = dict(more or {})
     unknown = [n for n in more if n not in names]
     if unknown:
-        raise ConfigError(f"config error: --more-seeds names arm(s) {', '.join(unknown)} that the study does not "
+        raise ConfigError(f"--more-seeds names arm(s) {', '.join(unknown)} that the study does not "
                           f"run; expected some of {', '.join(names)}")
     fewer = [f"{n}={k}" for n, k in more.items() if k < seeds]
     if fewer:
-        raise ConfigError(f"config error: --more-seeds {', '.join(fewer)}: fewer than --seeds {seeds}; "
+        raise ConfigError(f"--more-seeds {', '.join(fewer)}: fewer than --seeds {seeds}; "
                           "expected at least as many seeds as every arm has")
     return {n: more.get(n, seeds) for n in names}
 
@@ -143,11 +144,11 @@ def plan(config_path, budget, seeds, runs_dir, arms=None, extra=(), more=None):
     """The (arm, seed) runs, seed-major (after the first sweep every arm has a seed), configs resolved.
     `more` ({arm: n}) gives those arms seeds 0..n-1 instead of 0..seeds-1 (seeds_per_arm)."""
     if budget not in BUDGETS:
-        raise ConfigError(f"config error: budget {budget!r}; expected one of {', '.join(BUDGETS)}")
+        raise ConfigError(f"budget {budget!r}; expected one of {', '.join(BUDGETS)}")
     names = list(arms) if arms else [a.name for a in ARMS]
     unknown = [n for n in names if n not in ARM_BY_NAME]
     if unknown:
-        raise ConfigError(f"config error: unknown arm(s) {', '.join(unknown)}; expected some of {', '.join(ARM_BY_NAME)}")
+        raise ConfigError(f"unknown arm(s) {', '.join(unknown)}; expected some of {', '.join(ARM_BY_NAME)}")
     counts = seeds_per_arm(names, seeds, more)
     out = []
     for seed in range(max(counts.values(), default=0)):

@@ -8,6 +8,8 @@
     importer.py  the run directory: config, model.keras, mean, classes, export
 """
 
+from alexnet_tf.errors import UserError
 
-class CaffeFileError(ValueError):
+
+class CaffeFileError(UserError, ValueError):
     """A Caffe file that cannot be read: not Caffe's format, truncated, or not AlexNet. One line."""

@@ -28,6 +28,7 @@ from alexnet_tf import config as config_lib
 from alexnet_tf import run_dir as run_dir_lib
 from alexnet_tf.caffe import proto, weights
 from alexnet_tf.caffe.proto import CaffeFileError
+from alexnet_tf.errors import PathExists
 
 # Caffe's per-channel ImageNet mean, B, G, R (the mean_value of Caffe's ImageNet examples).
 CHANNEL_MEAN_BGR = (104.0, 117.0, 123.0)
@@ -137,11 +138,11 @@ def import_caffe(caffemodel, run_dir, prototxt=None, mean=None, synset_words=Non
     `overrides`: `section.key=value` changes to the config written (e.g. data.path), as `--set`.
 
     Raises CaffeFileError (one line) for a file that is not Caffe's, is truncated or is not AlexNet,
-    and FileExistsError for a run directory that already holds a run.
+    and PathExists (a FileExistsError) for a run directory that already holds a run.
     """
     for path in (run_dir_lib.CONFIG, run_dir_lib.MODEL):
         if os.path.exists(os.path.join(run_dir, path)):
-            raise FileExistsError(f"{os.path.join(run_dir, path)} exists: {run_dir} already holds a run; "
+            raise PathExists(f"{os.path.join(run_dir, path)} exists: {run_dir} already holds a run; "
                                   "expected a new or empty --run-dir")
     # === Read and check everything before writing anything ===
     net = proto.read_caffemodel(caffemodel)
@@ -199,10 +200,7 @@ def add_arguments(parser):
 
 def main(args):
     """`python -m alexnet_tf import-caffe`: a caffemodel as a run directory, with its SavedModel."""
-    try:
-        config = import_caffe(args.caffemodel, args.run_dir, args.prototxt, args.mean, args.synset_words, args.set)
-    except CaffeFileError as e:
-        raise SystemExit(f"error: {e}") from None
+    config = import_caffe(args.caffemodel, args.run_dir, args.prototxt, args.mean, args.synset_words, args.set)
     m = config.model
     print(f"imported {args.caffemodel} into {args.run_dir}: {m.num_classes} classes, width {m.width:g}, "
           f"fc {m.fc_units}; mean {config.data.mean}; SavedModel in {run_dir_lib.export_dir(args.run_dir)}/1")

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from alexnet_tf.caffe.proto import CaffeFileError
-from alexnet_tf.config_checks import PAPER_CONV_CHANNELS, tower_channels
+from alexnet_tf.architecture import PAPER_CONV_CHANNELS, tower_channels
 
 IMAGE_SIZE = 227   # Caffe's crop: conv1 11x11/4 without padding gives 55 (cuda-convnet pads 224 instead)
 POOL5_SIDE = 6     # 227 -> 55 -> 27 -> 13 -> 13 -> 13 -> 6 (pooling outputs are exact: ceil = floor)
@@ -213,7 +213,7 @@ def check_alexnet(structure, weights=None):
             w = _blob_array(layer, 0, (kernels[i], inputs // group, kernel, kernel), "weights")
             b = _blob_array(layer, 1, (kernels[i],), "bias")
         except CaffeFileError as e:
-            raise CaffeFileError(f"{e}{scaled}") from None
+            raise CaffeFileError(f"{e.detail}{scaled}") from None
         blobs[name] = (w, b)
         inputs = kernels[i]
     fc6, fc7, fc8 = (with_blobs[n] for n in ("fc6", "fc7", "fc8"))
@@ -228,7 +228,7 @@ def check_alexnet(structure, weights=None):
         try:
             blobs[name] = (_blob_array(layer, 0, (out, fan_in), "weights"), _blob_array(layer, 1, (out,), "bias"))
         except CaffeFileError as e:
-            raise CaffeFileError(f"{e}{scaled if name == 'fc6' else ''}") from None
+            raise CaffeFileError(f"{e.detail}{scaled if name == 'fc6' else ''}") from None
     return CaffeAlexNet(width, units, classes, blobs, {name: layer.name for name, layer in layers.items()})
 
 

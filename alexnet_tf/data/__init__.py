@@ -11,6 +11,7 @@
 
 from alexnet_tf.data.pipeline import (Data, decoded, eval_images, make_datasets, normalize_for_eval,  # noqa: F401
                                       training_stats)
+from alexnet_tf.errors import UserError
 from alexnet_tf.data.splits import SUBSET_SEED, file_splits, held_out, load_arrays, training_subset  # noqa: F401
 
 
@@ -30,7 +31,7 @@ def stats_command(args):
 
     config = load_config(args.config, args.set)
     if config.data.source not in FILE_SOURCES:
-        raise SystemExit(f"error: data.source = {config.data.source} keeps its images in memory and computes its mean "
+        raise UserError(f"data.source = {config.data.source} keeps its images in memory and computes its mean "
                          f"when training starts; the stats command is for {', '.join(FILE_SOURCES)}")
     train, _, _, _ = file_splits(config)
     stats, path = training_stats(config, train, recompute=args.recompute)

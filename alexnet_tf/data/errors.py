@@ -1,8 +1,12 @@
 """The one error every source raises when its files are missing."""
 
+from alexnet_tf.errors import UserError
 
-class DatasetNotFound(FileNotFoundError):
+
+class DatasetNotFound(UserError, FileNotFoundError):
     """No copy of the dataset was found; the message (one line) names the file expected and where."""
+
+    prefix = ""  # the message begins with the file or dataset it names
 
 
 class DatasetDamaged(DatasetNotFound):

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf.config import FILE_SOURCES, ConfigError
+from alexnet_tf.config import FILE_SOURCES
+from alexnet_tf.errors import ConfigError
 from alexnet_tf.data import decode, preprocess, sources
 from alexnet_tf.data import stats as stats_lib
 from alexnet_tf.data.splits import file_splits, load_arrays
@@ -181,7 +182,7 @@ def _steps(config, train_size, val_size):
     train_steps = train_size // d.batch_size
     if train_steps == 0:  # batches drop their remainder: an epoch of no steps would train nothing
         where = f" in {d.path}" if d.source == "folder" else ""
-        raise ConfigError(f"config error: data.batch_size = {d.batch_size} is larger than the {train_size} training "
+        raise ConfigError(f"data.batch_size = {d.batch_size} is larger than the {train_size} training "
                           f"images of data.source = {d.source}{where}; expected 1 to {max(train_size, 1)}")
     if t.steps_per_epoch:
         train_steps = min(train_steps, t.steps_per_epoch)
@@ -269,7 +270,7 @@ def eval_images(config, mean, class_names, split="val"):
     """
     d = config.data
     if split == "test" and (d.source in FILE_SOURCES or not d.val_examples):
-        raise ConfigError(f"config error: this run has no separate test split (data.source = {d.source}, data.val_examples = "
+        raise ConfigError(f"this run has no separate test split (data.source = {d.source}, data.val_examples = "
                           f"{d.val_examples}): its validation split is the one to evaluate; expected --split val")
     if d.source in FILE_SOURCES:
         _, val, _, _ = file_splits(config, class_names)

@@ -6,7 +6,7 @@ source's test split; without it "val" is the test split. data.train_examples kee
 
 import numpy as np
 
-from alexnet_tf.config import ConfigError
+from alexnet_tf.errors import ConfigError
 from alexnet_tf.data import fashion_mnist, sources, synthetic
 
 
@@ -30,7 +30,7 @@ def load_arrays(config):
         arrays = synthetic.load(m.image_size, m.channels, m.num_classes, d.synthetic_size, config.train.seed)
         names = tuple(f"class_{i}" for i in range(m.num_classes))
     else:
-        raise ConfigError(f"config error: data.source = {d.source} keeps its images in files, not arrays; "
+        raise ConfigError(f"data.source = {d.source} keeps its images in files, not arrays; "
                           "expected fashion_mnist or synthetic here (file sources are read by file_splits)")
     if d.val_examples:
         arrays["test"] = arrays["val"]
@@ -43,7 +43,7 @@ def load_arrays(config):
 def held_out(images, labels, count):
     """(the rest, `count` held-out examples): a fixed random split (SUBSET_SEED), each part in the original order."""
     if not 0 < count < len(images):
-        raise ConfigError(f"config error: data.val_examples = {count}; expected 1 to {len(images) - 1} "
+        raise ConfigError(f"data.val_examples = {count}; expected 1 to {len(images) - 1} "
                           f"for {len(images)} training images")
     order = np.random.default_rng(SUBSET_SEED).permutation(len(images))
     val, rest = np.sort(order[:count]), np.sort(order[count:])
@@ -53,7 +53,7 @@ def held_out(images, labels, count):
 def training_subset(images, labels, count):
     """A fixed random subset of `count` examples (SUBSET_SEED), kept in the original order."""
     if count > len(images):
-        raise ConfigError(f"config error: data.train_examples = {count} exceeds the {len(images)} training images")
+        raise ConfigError(f"data.train_examples = {count} exceeds the {len(images)} training images")
     keep = np.sort(np.random.default_rng(SUBSET_SEED).permutation(len(images))[:count])
     return images[keep], labels[keep]
 
@@ -62,7 +62,7 @@ def file_splits(config, class_names=None):
     """(train, val, class_names, skipped): the source's splits with undecodable files left out (data.scan)."""
     train, val, names = sources.load(config, class_names)
     if config.model.num_classes != len(names):
-        raise ConfigError(f"config error: model.num_classes = {config.model.num_classes} but the data has {len(names)} classes; "
+        raise ConfigError(f"model.num_classes = {config.model.num_classes} but the data has {len(names)} classes; "
                           f"expected model.num_classes = {len(names)}")
     skipped = []
     if config.data.scan:

@@ -12,6 +12,7 @@ import time
 
 from alexnet_tf import machine
 from alexnet_tf.config import load_config
+from alexnet_tf.errors import UserError
 from alexnet_tf.model import cuda_convnet_padding, tower_channels
 
 
@@ -19,7 +20,7 @@ def _torch():
     try:
         import torch
     except ImportError:
-        raise SystemExit("error: --torch needs PyTorch, an optional benchmark dependency: "
+        raise UserError("--torch needs PyTorch, an optional benchmark dependency: "
                          "pip install -r alexnet_tf/perf/requirements-torch.txt") from None
     return torch
 
