@@ -49,13 +49,13 @@ def stats_command(args):
     import numpy as np
 
     from alexnet_tf.config import FILE_SOURCES, load_config
-    from alexnet_tf.data.pipeline import training_stats
-    from alexnet_tf.data.splits import file_splits
 
     config = load_config(args.config, args.set)
     if config.data.source not in FILE_SOURCES:
         raise UserError(f"data.source = {config.data.source} keeps its images in memory and computes its mean "
                          f"when training starts; the stats command is for {', '.join(FILE_SOURCES)}")
+    from alexnet_tf.data.pipeline import training_stats  # TensorFlow: after the checks, which need none
+    from alexnet_tf.data.splits import file_splits
     train, _, _, _ = file_splits(config)
     stats, path = training_stats(config, train, recompute=args.recompute)
     np.set_printoptions(precision=4, suppress=True)
