@@ -1,5 +1,6 @@
 """`python -m alexnet_tf`'s contract: the commands listed, each command's options and what a minimal
-command line parses to, argparse's own errors, and that a command's --help loads only its module.
+command line parses to, argparse's own errors, and that a command's --help and argument errors load only
+its module, and no TensorFlow.
 
 The tables below are the reference, written out by hand from the command line's --help texts.
 """
