@@ -31,14 +31,15 @@ from alexnet_tf.errors import UserError, report
 # command: (its handler as "module:function", the line the top-level --help lists). A handler
 # `main` has its arguments declared by `add_arguments(parser)` in its module, a handler `X_command`
 # by `add_X_arguments(parser)`. A module is imported only for the command that runs (or shows its
-# --help), so the top-level --help and a mistyped command need no TensorFlow. `train` has train.py's
-# own parser and `config-reference` no arguments: both are handled here.
+# --help), so the top-level --help and a mistyped command need no TensorFlow; and no handler's module
+# imports TensorFlow before its handler runs, so neither does a command's --help or argument error.
+# `train` has train.py's own parser and `config-reference` no arguments: both are handled here.
 COMMANDS = {
     "train": (None, "train a run, as `python train.py` (see `train --help`)"),
     "curves": ("alexnet_tf.figures:curves_command", "learning curves of runs as a PNG"),
     "filters": ("alexnet_tf.figures:filters_command", "conv1 filters of a run as a PNG (Fig. 3)"),
     "export": ("alexnet_tf.export:main", "the model as a TF Serving SavedModel in RUN_DIR/export/<version>/"),
-    "predict": ("alexnet_tf.predict:main", "top-5 classes of images, optionally a PNG panel (Fig. 4 left)"),
+    "predict": ("alexnet_tf.predict_command:main", "top-5 classes of images, optionally a PNG panel (Fig. 4 left)"),
     "features": ("alexnet_tf.retrieval.commands:features_command",
                  "last-hidden-layer vectors of a split, cached in RUN_DIR/features/"),
     "neighbours": ("alexnet_tf.retrieval.commands:neighbours_command",
@@ -50,10 +51,10 @@ COMMANDS = {
     "config-reference": (None, "print the configuration reference table (markdown; docs/configuration.md)"),
     "stats": ("alexnet_tf.data:stats_command",
               "mean image + RGB covariance eigen-decomposition of the training images (cached)"),
-    "evaluate": ("alexnet_tf.evaluate:main",
+    "evaluate": ("alexnet_tf.evaluate_command:main",
                  "top-1/top-5 error of a run: centre crop and (--ten-crop) the 10 patches"),
-    "benchmark": ("alexnet_tf.perf.benchmark:main", "img/s of the training pipeline next to the training step"),
-    "speed": ("alexnet_tf.perf.speed:main",
+    "benchmark": ("alexnet_tf.perf.benchmark_command:main", "img/s of the training pipeline next to the training step"),
+    "speed": ("alexnet_tf.perf.speed_command:main",
               "training/inference img/s, FLOPs and utilisation vs a matmul (synthetic data)"),
     "profile": ("alexnet_tf.perf.profile:main",
                 "op time by op type and by layer from a run's profiler trace (train.profile_steps)"),

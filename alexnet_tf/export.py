@@ -6,12 +6,13 @@ run directory (its final model or a checkpoint) and writes the next version.
 
 import os
 
-from alexnet_tf import serving
 from alexnet_tf.run_dir import export_dir, load_run
 
 
 def export_run(run_dir, version=None, checkpoint=None, overwrite=False):
     """Export a run directory's model (final model or a checkpoint) to RUN_DIR/export/<version>/."""
+    from alexnet_tf import serving  # TensorFlow: imported here, so that `export --help` needs none
+
     classifier = serving.Classifier.from_run(load_run(run_dir, checkpoint))
     return serving.save(classifier, export_dir(run_dir), version, overwrite)
 

@@ -1,7 +1,8 @@
 """Top-5 predictions for image files or validation images (the paper's Fig. 4 left).
 
 Images go through `serving.Classifier.classify_bytes`, the function behind the SavedModel's
-serving_default signature, so these predictions are the ones the exported model serves.
+serving_default signature, so these predictions are the ones the exported model serves. The `predict`
+command is predict_command.py.
 """
 
 import os
@@ -10,7 +11,6 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf.arguments import add_run_arguments
 from alexnet_tf.errors import UserError
 from alexnet_tf.serving import MAX_BATCH, decode_image
 
@@ -121,38 +121,3 @@ def format_predictions(predictions):
             mark = "*" if name == p.true_label else " "
             lines.append(f"  {mark} {prob:7.2%}  {name}")
     return "\n".join(lines)
-
-
-def add_arguments(parser):
-    """The `predict` command's arguments."""
-    add_run_arguments(parser)
-    parser.add_argument("images", nargs="*", help="JPEG/PNG/GIF/BMP files")
-    parser.add_argument("--label", action="append", help="true label (name or id) of each image, in order; "
-                        "default: the image's folder when it is named after a class")
-    parser.add_argument("--val", type=int, default=0, metavar="N", help="also predict N random validation images")
-    parser.add_argument("--ten-crop", action="store_true", help="average over the paper's ten patches (§4.1)")
-    parser.add_argument("--out", help="PNG panel: each image with its top-5 bars, the true label's bar in red")
-    parser.add_argument("--cols", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
-
-
-def main(args):
-    """`python -m alexnet_tf predict`: top-5 of image files and/or --val N validation images, optionally a PNG panel."""
-    from alexnet_tf.run_dir import load_run
-    from alexnet_tf.serving import Classifier
-
-    run = load_run(args.run_dir, args.checkpoint)
-    classifier = Classifier.from_run(run)
-    if not args.images and not args.val:
-        raise UserError("give image files and/or --val N (validation images)")
-    results = predict_files(classifier, args.images, args.label, args.ten_crop) if args.images else []
-    if args.val:
-        blobs, names, labels = validation_samples(run, args.val, args.seed)
-        results += predict_bytes(classifier, blobs, names, labels, args.ten_crop)
-    print(format_predictions(results))
-    if args.out:
-        from alexnet_tf.figures import prediction_panel
-        size = prediction_panel([r.image for r in results], [r.class_names for r in results],
-                                [r.probabilities for r in results], args.out, [r.true_label for r in results],
-                                cols=args.cols)
-        print(f"wrote {args.out} ({size[0]}x{size[1]} px)")

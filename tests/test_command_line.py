@@ -1,5 +1,6 @@
 """`python -m alexnet_tf`'s contract: the commands listed, each command's options and what a minimal
-command line parses to, argparse's own errors, and that a command's --help loads only its module.
+command line parses to, argparse's own errors, and that a command's --help and argument errors load only
+its module, and no TensorFlow.
 
 The tables below are the reference, written out by hand from the command line's --help texts.
 """
@@ -129,16 +130,42 @@ def test_argparse_errors_read_as_usage_and_one_error_line(capsys, monkeypatch):
                     + ", ".join(f"'{c}'" for c in ORDER) + ")")
 
 
-def _modules_loaded_by(argv):
-    code = ("import sys\nfrom alexnet_tf.__main__ import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
-            "print(' '.join(sorted(sys.modules)))")
-    out = subprocess.run([sys.executable, "-c", code] + argv, capture_output=True, text=True, cwd=ROOT, timeout=120)
-    return set(out.stdout.split())
+# Run in a fresh interpreter: `python -m alexnet_tf [COMMAND] --help`, then the same with an option no
+# command has (an argparse error), each followed by its exit status and every module loaded so far.
+LOADS = """
+import sys
+from alexnet_tf.__main__ import main
+for extra in ("--help", "--no-such-option"):
+    try:
+        status = main(sys.argv[1:] + [extra])
+    except SystemExit as e:
+        status = e.code
+    print("\\n@@", extra, status, " ".join(sorted(sys.modules)))
+"""
 
 
-def test_help_loads_only_the_chosen_commands_module():
+def test_help_and_argument_errors_load_only_the_chosen_commands_module():
+    """Neither a command's --help nor an argument error on its line starts TensorFlow or Keras, or imports
+    another command's module: each command in a fresh interpreter of its own (a module one command loaded
+    would hide what the next one loads), all of them at once."""
     handler_modules = {handler.partition(":")[0] for handler, _ in COMMANDS.values() if handler}
-    top = _modules_loaded_by(["--help"])
-    assert "tensorflow" not in top and not top & handler_modules
-    profile = _modules_loaded_by(["profile", "--help"])
-    assert "tensorflow" not in profile and profile & handler_modules == {"alexnet_tf.perf.profile"}
+    chosen = {None: None, **{name: handler for name, (handler, _) in COMMANDS.items()}}
+    runs = {command: subprocess.Popen([sys.executable, "-c", LOADS] + ([command] if command else []),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+            for command in chosen}
+    try:
+        for command, run in runs.items():
+            out, err = run.communicate(timeout=120)
+            assert run.returncode == 0, err
+            reports = [line.split(" ", 3) for line in out.splitlines() if line.startswith("@@ ")]
+            assert [(extra, status) for _, extra, status, _ in reports] == [("--help", "0"), ("--no-such-option", "2")]
+            assert err.startswith("usage: ") and ": error: " in err.splitlines()[-1], err  # argparse's lines alone
+            module = chosen[command].partition(":")[0] if chosen[command] else ""
+            own = {module.rsplit(".", n)[0] for n in range(module.count(".") + 1)} & handler_modules  # and its packages
+            for _, extra, _, modules in reports:
+                loaded = set(modules.split())
+                assert not {"tensorflow", "keras"} & {name.partition(".")[0] for name in loaded}, (command, extra)
+                assert loaded & handler_modules == own, (command, extra)
+    finally:
+        for run in runs.values():
+            run.kill()

@@ -9,10 +9,31 @@
     pipeline.py     the assembly: `make_datasets(config)` -> Data (train / val / test datasets)
 """
 
-from alexnet_tf.data.pipeline import (Data, decoded, eval_images, make_datasets, normalize_for_eval,  # noqa: F401
-                                      training_stats)
+import importlib
+
 from alexnet_tf.errors import UserError
-from alexnet_tf.data.splits import SUBSET_SEED, file_splits, held_out, load_arrays, training_subset  # noqa: F401
+
+# The package's names and modules are imported on first use (PEP 562): they start TensorFlow, and
+# `import alexnet_tf.data` must not (this is the `stats` command's module: its --help and its
+# argument errors would wait for TensorFlow). Each name by the module that defines it:
+_FROM_PIPELINE = ("Data", "decoded", "eval_images", "make_datasets", "normalize_for_eval", "training_stats")
+_FROM_SPLITS = ("SUBSET_SEED", "file_splits", "held_out", "load_arrays", "training_subset")
+_MODULES = ("decode", "errors", "fashion_mnist", "pipeline", "preprocess", "sources", "splits", "stats", "synthetic")
+
+
+def __getattr__(name):
+    if name in _FROM_PIPELINE:
+        from alexnet_tf.data import pipeline as module
+    elif name in _FROM_SPLITS:
+        from alexnet_tf.data import splits as module
+    elif name in _MODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(module, name)
+
+
+__all__ = [*_FROM_PIPELINE, *_FROM_SPLITS, "add_stats_arguments", "stats_command"]
 
 
 def add_stats_arguments(parser):
@@ -33,6 +54,8 @@ def stats_command(args):
     if config.data.source not in FILE_SOURCES:
         raise UserError(f"data.source = {config.data.source} keeps its images in memory and computes its mean "
                          f"when training starts; the stats command is for {', '.join(FILE_SOURCES)}")
+    from alexnet_tf.data.pipeline import training_stats  # TensorFlow: after the checks, which need none
+    from alexnet_tf.data.splits import file_splits
     train, _, _, _ = file_splits(config)
     stats, path = training_stats(config, train, recompute=args.recompute)
     np.set_printoptions(precision=4, suppress=True)

@@ -10,6 +10,8 @@ import this package; the command line, the ablation's time estimate and these to
                    synthetic data, forward multiply-adds, FLOP/s and utilisation against a matmul of the
                    same dtype timed in the same run, and the speed goals met or not
                    `python -m alexnet_tf speed [--models paper,default] [--precisions ...] [--torch] [--json]`
+  benchmark_command, speed_command   those two commands' arguments and handlers, which import the
+                   measuring modules (and so TensorFlow) only when the command runs
   speed_torch      the same network in PyTorch, timed by `speed --torch` (optional dependency:
                    `pip install -r alexnet_tf/perf/requirements-torch.txt`)
   profile          op time of a profiler trace (train.profile_steps) by op type and by layer and direction

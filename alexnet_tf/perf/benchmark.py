@@ -2,19 +2,17 @@
 batch already in memory), and of training fed by the pipeline: is the pipeline the bottleneck?
 
 `python -m alexnet_tf benchmark [--config PATH] [--set section.key=value ...] [--steps 20] [--train-steps 5]
- [--fake-images N] [--fake-side 256] [--pipeline-only]`
+ [--fake-images N] [--fake-side 256] [--pipeline-only]` (the command's arguments and handler:
+benchmark_command.py)
 """
 
 import os
-import tempfile
 import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf import config as config_lib
-from alexnet_tf.arguments import add_config_arguments
 from alexnet_tf.data import make_datasets
 from alexnet_tf.model import build_model
 from alexnet_tf.optim import compile_model, resolve_precision
@@ -77,36 +75,15 @@ def write_fake_imagenet_folder(root, images, classes=1000, seed=0, side=None):
     return root
 
 
-def add_arguments(parser):
-    """The `benchmark` command's arguments."""
-    add_config_arguments(parser)
-    parser.add_argument("--steps", type=int, default=20, help="pipeline batches to time")
-    parser.add_argument("--train-steps", type=int, default=5, help="training steps to time")
-    parser.add_argument("--fake-images", type=int, default=0,
-                        help="write this many ImageNet-sized JPEGs to a temporary folder and benchmark "
-                             "data.source=folder on them")
-    parser.add_argument("--fake-side", type=int, default=0,
-                        help="with --fake-images: square images of this side (e.g. 256, pre-resized)")
-    parser.add_argument("--pipeline-only", action="store_true", help="time the input pipeline only")
-
-
-def main(args):
-    """The `benchmark` command: the pipeline's rate, then (unless --pipeline-only) the training step's
-    alone and fed by the pipeline, on the config's data or on --fake-images JPEGs in a temporary folder."""
-    overrides = list(args.set)
-    if args.fake_images:
-        root = tempfile.mkdtemp(prefix="alexnet_bench_")
-        size = f"{args.fake_side}x{args.fake_side}" if args.fake_side else "ImageNet-sized (500x375)"
-        print(f"writing {args.fake_images} {size} JPEGs to {root}", flush=True)
-        write_fake_imagenet_folder(root, args.fake_images, side=args.fake_side)
-        overrides += ["data.source=folder", f"data.path={root}", f"data.cache_dir={os.path.join(root, 'cache')}"]
-    config = config_lib.load_config(args.config, overrides)
+def run(config, steps=20, train_steps=5, pipeline_only=False):
+    """Print the images/s of `config`'s training input pipeline (`steps` batches), then, unless
+    `pipeline_only`, of the training step alone and fed by the pipeline (`train_steps` steps each)."""
     d = config.data
     data = make_datasets(config)
-    pipeline = pipeline_rate(data.train, d.batch_size, args.steps)
-    print(f"input pipeline alone: {pipeline:.0f} img/s ({args.steps} batches of {d.batch_size}, "
+    pipeline = pipeline_rate(data.train, d.batch_size, steps)
+    print(f"input pipeline alone: {pipeline:.0f} img/s ({steps} batches of {d.batch_size}, "
           f"data.source {d.source}, {os.cpu_count()} CPU cores)", flush=True)
-    if args.pipeline_only:
+    if pipeline_only:
         return
 
     precision = resolve_precision(config.train.precision)
@@ -116,8 +93,8 @@ def main(args):
     x = tf.random.stateless_normal([d.batch_size, m.image_size, m.image_size, m.channels], [0, 0], stddev=50.0)
     y = tf.zeros([d.batch_size], tf.int32)
     in_memory = tf.data.Dataset.from_tensors((x, y)).repeat()
-    step = training_rate(model, in_memory, d.batch_size, args.train_steps)
-    print(f"training step alone:   {step:.0f} img/s ({args.train_steps} steps, batch already in memory, {precision})", flush=True)
-    fed = training_rate(model, data.train, d.batch_size, args.train_steps)
+    step = training_rate(model, in_memory, d.batch_size, train_steps)
+    print(f"training step alone:   {step:.0f} img/s ({train_steps} steps, batch already in memory, {precision})", flush=True)
+    fed = training_rate(model, data.train, d.batch_size, train_steps)
     print(f"training fed by the pipeline: {fed:.0f} img/s (both on the same cores)")
     print(f"pipeline / training step = {pipeline / step:.2f} ({'not the bottleneck' if pipeline >= step else 'THE BOTTLENECK'})")

@@ -8,10 +8,10 @@ FLOPs are counted from the layers (multiply-adds of conv and dense weights, as t
 weight gradients). Utilisation compares the achieved FLOP/s with the machine's matmul peak for
 that dtype, measured in the same run: the best of TensorFlow's and numpy's 4096^3 matmul (numpy
 only has a native float32 one), so a framework that is slow at matmuls cannot flatter itself.
-The report starts with the CPU model, its vector ISA and whether oneDNN is on.
+The report starts with the CPU model, its vector ISA and whether oneDNN is on. The command's arguments
+and handler are speed_command.py.
 """
 
-import json
 import os
 import time
 
@@ -163,28 +163,3 @@ def _fmt(r):
             f"train {r['train_images_per_s']:8.1f} img/s ({r['train_flops_per_s'] / 1e9:6.1f} GFLOP/s, "
             f"{100 * r['train_utilisation']:4.1f} % of matmul peak), inference {r['inference_images_per_s']:8.1f} img/s; "
             f"{r['forward_multiply_adds']:,} multiply-adds/image")
-
-
-def add_arguments(parser):
-    """The `speed` command's arguments."""
-    parser.add_argument("--models", default="paper,default", help="comma-separated: paper, default, tiny")
-    parser.add_argument("--precisions", default="float32,mixed_bfloat16", help="comma-separated Keras dtype policies")
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement (after 2 warm-up steps)")
-    parser.add_argument("--torch", action="store_true",
-                        help="also time the same network in PyTorch (optional dependency)")
-    parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
-    parser.add_argument("--tiny", action="store_true", help="a few-second run of a tiny model (tests)")
-
-
-def main(args):
-    """`python -m alexnet_tf speed`: training and inference images/s of the chosen models and precisions."""
-    models = args.models.split(",")
-    precisions = args.precisions.split(",")
-    batch, steps = args.batch, args.steps
-    if args.tiny:
-        models, batch, steps = ["tiny"], 8, 2
-    log = (lambda *a: None) if args.json else print
-    out = run(models, precisions, batch, steps, torch=args.torch, log=log, peak_size=512 if args.tiny else 4096)
-    if args.json:
-        print(json.dumps(out, indent=2))

@@ -1,4 +1,8 @@
-"""The retrieval commands of `python -m alexnet_tf`: features, neighbours, projector, codes."""
+"""The retrieval commands of `python -m alexnet_tf`: features, neighbours, projector, codes.
+
+The retrieval modules other than search.py start TensorFlow, and so does serving: each handler imports
+what it uses, so that the commands' --help and argument errors start none.
+"""
 
 import json
 import os
@@ -6,12 +10,8 @@ import os
 import numpy as np
 
 from alexnet_tf.arguments import add_run_arguments
-from alexnet_tf.retrieval.codes import binary_codes, evaluate_retrieval, markdown_table
-from alexnet_tf.retrieval.features import FEATURE_LAYER, cached_features, features_of_bytes
-from alexnet_tf.retrieval.projector import write_projector
 from alexnet_tf.retrieval.search import hamming_nearest, nearest, pack_bits
 from alexnet_tf.run_dir import load_run
-from alexnet_tf.serving import Classifier, decode_image
 
 
 def _add_batch_arguments(parser):
@@ -23,6 +23,8 @@ def _add_batch_arguments(parser):
 
 
 def _load(args):
+    from alexnet_tf.serving import Classifier
+
     run = load_run(args.run_dir, args.checkpoint)
     return run, Classifier.from_run(run)
 
@@ -36,6 +38,8 @@ def add_features_arguments(parser):
 
 def features_command(args):
     """`python -m alexnet_tf features`: extract and cache the last hidden layer's vectors of the splits."""
+    from alexnet_tf.retrieval.features import FEATURE_LAYER, cached_features
+
     run, classifier = _load(args)
     for split in args.split:
         features, _, _ = cached_features(run, classifier, split, args.batch_size, max_images=args.max_images)
@@ -60,6 +64,9 @@ def neighbours_command(args):
     import keras
 
     from alexnet_tf.figures import neighbours_panel
+    from alexnet_tf.retrieval.codes import binary_codes
+    from alexnet_tf.retrieval.features import cached_features, features_of_bytes
+    from alexnet_tf.serving import decode_image
 
     run, classifier = _load(args)
     train_features, train_labels, train_images = cached_features(run, classifier, "train", args.batch_size, max_images=args.max_images)
@@ -101,6 +108,9 @@ def add_projector_arguments(parser):
 
 def projector_command(args):
     """`python -m alexnet_tf projector`: a random subset of a split's vectors for TensorBoard's projector."""
+    from alexnet_tf.retrieval.features import cached_features
+    from alexnet_tf.retrieval.projector import write_projector
+
     run, classifier = _load(args)
     features, labels, images = cached_features(run, classifier, args.split, args.batch_size, max_images=args.max_images)
     chosen = np.sort(np.random.default_rng(args.seed).choice(len(features), min(args.count, len(features)), replace=False))
@@ -122,6 +132,9 @@ def add_codes_arguments(parser):
 
 def codes_command(args):
     """`python -m alexnet_tf codes`: §7 binary codes against Euclidean search, into RUN_DIR/retrieval/."""
+    from alexnet_tf.retrieval.codes import evaluate_retrieval, markdown_table
+    from alexnet_tf.retrieval.features import cached_features
+
     run, classifier = _load(args)
     train_features, train_labels, train_images = cached_features(run, classifier, "train", args.batch_size, max_images=args.max_images)
     val_features, val_labels, val_images = cached_features(run, classifier, "val", args.batch_size, max_images=args.max_images)
