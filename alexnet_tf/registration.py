@@ -12,7 +12,7 @@ both of these hold:
     initialises, and Keras imports TensorFlow, so the inner one finishes first);
   - no module of this package is half-imported. Keras is usually imported by one of this package's
     modules (`import alexnet_tf.serving` imports keras on its way), and the registering modules import
-    others of the package (alexnet_tf.retrieval imports serving): registering in the middle of
+    others of the package (retrieval.codes imports features, which imports serving): registering in the middle of
     serving's import would import serving again while it is half-built. So the watcher also counts
     the package's own imports, and registers when the outermost one has finished.
 
