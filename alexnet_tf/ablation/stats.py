@@ -11,6 +11,7 @@ tests/test_ablate.py checks it against published t-table values.
 
 import enum
 import math
+import statistics
 from dataclasses import dataclass
 
 import numpy as np
@@ -186,7 +187,10 @@ def verdict(test, holm_p, expected, paper=None):
 def seeds_needed(sd_diff, margin, confidence=CONFIDENCE, most=1000):
     """Seeds n for a paired 95 % interval of half-width <= margin, given the sd of per-seed differences:
     the least n with t_{1 - alpha/2, n-1} * sd_diff / sqrt(n) <= margin (None beyond `most`)."""
-    for n in range(2, most + 1):
+    # t_{q, df} >= z_q for every df, so no n below (z_q * sd_diff / margin)^2 can do: start there
+    z = statistics.NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    first = max(2, math.floor((z * sd_diff / margin) ** 2)) if margin > 0 else 2
+    for n in range(first, most + 1):
         if t_quantile(1 - (1 - confidence) / 2, n - 1) * sd_diff / math.sqrt(n) <= margin:
             return n
     return None
