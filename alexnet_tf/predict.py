@@ -6,6 +6,7 @@ command is predict_command.py.
 """
 
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +42,30 @@ class LabelError(UserError, ValueError):
     """A --label that names no class, or a label count that does not match the images."""
 
 
+class ImageFileError(UserError, ValueError):
+    """An image file that cannot be read, or whose bytes are not an image the model's decoder reads."""
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:  # missing, a directory, no permission: one line naming the file
+        raise ImageFileError(f"cannot read {path} ({e.strerror}); expected an image file (JPEG, PNG, GIF, BMP "
+                             "or WebP)") from None
+
+
+def _classify(fn, blobs, names):
+    """fn(blobs) for one batch; a decoding failure names the file instead of the batch element."""
+    try:
+        return fn(tf.constant(blobs))
+    except tf.errors.InvalidArgumentError as e:
+        found = re.search(r"image_bytes\[(\d+)\] ([^\n]*)", e.message)
+        if found is None:
+            raise
+        raise ImageFileError(f"{names[int(found.group(1))]} {found.group(2).rstrip('.]')}") from None
+
+
 def parse_label(text, class_names):
     """A class name (case-insensitive) or an integer class id -> the class name."""
     lowered = {str(c).lower(): c for c in class_names}
@@ -58,7 +83,7 @@ def predict_bytes(classifier, blobs, names, true_labels=None, ten_crop=False, ba
     batch_size = min(batch_size, MAX_BATCH // 10 if ten_crop else MAX_BATCH)  # the signatures' per-request cap
     out = []
     for start in range(0, len(blobs), batch_size):
-        result = fn(tf.constant(blobs[start:start + batch_size]))
+        result = _classify(fn, blobs[start:start + batch_size], names[start:start + batch_size])
         for j in range(len(blobs[start:start + batch_size])):
             i = start + j
             out.append(Prediction(
@@ -77,10 +102,7 @@ def predict_files(classifier, paths, labels=None, ten_crop=False):
     class_names = [s.decode() for s in classifier.class_names.numpy()]
     if labels is not None and len(labels) != len(paths):
         raise LabelError(f"{len(labels)} labels for {len(paths)} images; expected one label per image")
-    blobs = []
-    for p in paths:
-        with open(p, "rb") as f:
-            blobs.append(f.read())
+    blobs = [_read(p) for p in paths]
     true = [parse_label(l, class_names) for l in labels] if labels else [true_label_from_path(p, class_names) for p in paths]
     return predict_bytes(classifier, blobs, [os.path.basename(p) for p in paths], true, ten_crop)
 

@@ -12,6 +12,13 @@ import re
 
 import numpy as np
 
+from alexnet_tf.errors import UserError
+from alexnet_tf.run_dir import RunDirError
+
+
+class ScalarNotFound(UserError, LookupError):
+    """A run directory's TensorBoard logs hold no scalar of the asked tag; the message lists those found."""
+
 
 def event_files(log_dir):
     """TensorBoard event files in the order they were written (one per train.py invocation)."""
@@ -59,6 +66,8 @@ def last_write_wins(segments):
 
 def read_scalars(run_dir, split, tag):
     """(steps, values) of a scalar that Keras's TensorBoard callback wrote to run_dir/tb/<split>."""
+    if not os.path.isdir(run_dir):
+        raise RunDirError(f"{run_dir} not found; expected a run directory (train.py writes it)")
     found, segments = set(), []
     for path in event_files(os.path.join(run_dir, "tb", split)):
         segment = []
@@ -68,5 +77,5 @@ def read_scalars(run_dir, split, tag):
                 segment.append((step, _number(value)))
         segments.append(segment)
     if tag not in found:
-        raise KeyError(f"{run_dir}: no TensorBoard scalar {tag!r} in tb/{split}; found {sorted(found)}")
+        raise ScalarNotFound(f"{run_dir}: no TensorBoard scalar {tag!r} in tb/{split}; found {sorted(found)}")
     return last_write_wins(segments)

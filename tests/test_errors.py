@@ -22,6 +22,8 @@ EXPECTED = {
     "alexnet_tf.training.TrainingDiverged": ("", 1, RuntimeError),
     "alexnet_tf.train_command.DiskFull": ("", 1, Exception),
     "alexnet_tf.predict.LabelError": ("error: ", 1, ValueError),
+    "alexnet_tf.predict.ImageFileError": ("error: ", 1, ValueError),
+    "alexnet_tf.tblogs.ScalarNotFound": ("error: ", 1, LookupError),
     "alexnet_tf.ablation.runner.StudyInterrupted": ("error: ", 1, RuntimeError),
 }
 

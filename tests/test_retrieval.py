@@ -139,6 +139,35 @@ def test_predict_on_generated_images(tiny_run, tmp_path, capsys):
         "error: label 'no such class' is neither a class name nor a class id")
 
 
+def test_predict_names_a_missing_or_unreadable_file_in_one_line(tiny_run, tmp_path, capsys):
+    """A missing path, a directory and a text file named .jpg (beside a good image): exit 1, one line
+    naming the file and what was expected, no traceback."""
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((28, 28, 3), np.uint8)).save(good)
+    (tmp_path / "notes.jpg").write_text("not an image")
+    cases = {
+        str(tmp_path / "nope.png"): f"error: cannot read {tmp_path / 'nope.png'} (No such file or directory); "
+                                    "expected an image file (JPEG, PNG, GIF, BMP or WebP)",
+        str(tmp_path): f"error: cannot read {tmp_path} (Is a directory); expected an image file (JPEG, PNG, GIF, "
+                       "BMP or WebP)",
+        str(tmp_path / "notes.jpg"): "error: notes.jpg (12 bytes) is not a JPEG, PNG, GIF, BMP or WebP image",
+    }
+    for path, line in cases.items():
+        capsys.readouterr()
+        assert main(["predict", "--run-dir", tiny_run, str(good), path]) == 1, path
+        assert capsys.readouterr().err.strip().splitlines() == [line]
+
+
+def test_curves_of_a_missing_run_directory_says_so(tiny_run, tmp_path, capsys):
+    assert main(["curves", str(tmp_path / "nope"), "--out", str(tmp_path / "c.png")]) == 1
+    assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'nope'} not found; expected a run directory "
+                                               "(train.py writes it)")
+    assert main(["curves", tiny_run, "--out", str(tmp_path / "c.png"), "--curve", "train:no_such_tag"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {tiny_run}: no TensorBoard scalar 'no_such_tag' in tb/train; found [")
+    assert "'epoch_loss'" in err and "\n" not in err
+
+
 def test_filters_png(tiny_run, tmp_path):
     out = tmp_path / "filters.png"
     assert main(["filters", "--run-dir", tiny_run, "--out", str(out)]) == 0
