@@ -15,7 +15,7 @@ import yaml
 # FILE_SOURCES is defined with the cross-key checks, which import nothing from this module; ConfigError,
 # the one error of a bad config, is re-exported for users' code (`from alexnet_tf.config import ConfigError`).
 from alexnet_tf.config_checks import FILE_SOURCES, check  # noqa: F401
-from alexnet_tf.errors import ConfigError  # noqa: F401
+from alexnet_tf.errors import ConfigError, shown  # noqa: F401  (ConfigError: re-exported)
 
 
 def _spec(default, *, choices=None, lo=None, hi=None, lo_open=False, doc=""):
@@ -197,7 +197,7 @@ def _base_type(f):
 def _check_value(key, f, value):
     """Type- and range-check one value; returns it converted (int -> float where a float is expected)."""
     expected = _describe(f)
-    bad = ConfigError(f"{key} = {value!r} ({type(value).__name__}); expected {expected}")
+    bad = ConfigError(f"{key} = {shown(value)} ({type(value).__name__}); expected {expected}")
     typ = _base_type(f)
     if value is None:
         if f.type == Optional[int]:
@@ -259,7 +259,7 @@ def _flatten(raw, source):
     for k, v in raw.items():
         if k in _SECTIONS:
             if not isinstance(v, dict):
-                raise ConfigError(f"section {k!r} in {source} must be a mapping, got {v!r}")
+                raise ConfigError(f"section {k!r} in {source} must be a mapping, got {shown(v)}")
             for kk, vv in v.items():
                 yield f"{k}.{kk}", vv
         else:
@@ -269,13 +269,47 @@ def _flatten(raw, source):
 def parse_override(text):
     """'train.lr=0.1' -> ('train.lr', 0.1). Values are parsed as YAML scalars/lists."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r} is not of the form section.key=value")
+        raise ConfigError(f"override {shown(text)} is not of the form section.key=value")
     key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _parse_yaml(raw, f"--set {key.strip()}") if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
+
+
+# A config is a few kilobytes of sections, keys and short lists; these bounds keep a hostile one (a
+# YAML alias bomb expands a few hundred bytes into gigabytes) from costing memory before its one line.
+MAX_CONFIG_BYTES = 1_000_000
+MAX_YAML_DEPTH = 20
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader that refuses aliases and nesting deeper than MAX_YAML_DEPTH, as it composes."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ConfigError(f"{self.source}: a YAML alias (*{event.anchor}) at line {event.start_mark.line + 1}; "
+                              "expected plain values (aliases are refused: a few bytes of them can expand to gigabytes)")
+        self.depth += 1
+        if self.depth > MAX_YAML_DEPTH:
+            raise ConfigError(f"{self.source}: YAML nested deeper than {MAX_YAML_DEPTH} levels at line "
+                              f"{self.peek_event().start_mark.line + 1}; expected sections, keys and flat lists")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _parse_yaml(text, source):
+    """One YAML document, through _BoundedLoader; `source` names it in errors."""
+    loader = _BoundedLoader(text)
+    loader.source, loader.depth = source, 0
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def load_config(path=None, overrides=()):
@@ -287,9 +321,12 @@ def load_config(path=None, overrides=()):
     if path is not None:
         if not os.path.isfile(path):
             raise ConfigError(f"config file {path!r} not found; expected a YAML file such as configs/fashion_mnist.yaml")
+        if (size := os.path.getsize(path)) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {path} is {size:,} bytes; expected a YAML config of at most "
+                              f"{MAX_CONFIG_BYTES:,} bytes")
         try:
             with open(path, encoding="utf-8") as f:
-                raw = yaml.safe_load(f) or {}
+                raw = _parse_yaml(f.read(), path) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
         except UnicodeDecodeError as e:

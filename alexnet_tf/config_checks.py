@@ -16,7 +16,7 @@ import os
 import re
 
 from alexnet_tf.architecture import parameter_count
-from alexnet_tf.errors import ConfigError
+from alexnet_tf.errors import ConfigError, shown
 
 
 # Sources read from image files (decoded, rescaled and cropped in tf.data); the others are in-memory arrays.
@@ -57,21 +57,21 @@ def check_remove_conv(cfg):
     """model.remove_conv: distinct layers from 2, 3, 4 (conv1 and conv5 stay: conv5 feeds fc6)."""
     layers = cfg.model.remove_conv
     if any(i not in (2, 3, 4) or isinstance(i, bool) for i in layers) or len(set(layers)) != len(layers):
-        raise ConfigError(f"model.remove_conv = {layers!r}; "
+        raise ConfigError(f"model.remove_conv = {shown(layers)}; "
                           "expected a list of distinct middle conv layers from 2, 3, 4")
 
 
 def check_profile_steps(cfg):
     steps = cfg.train.profile_steps
     if steps and not (len(steps) == 2 and _positive_ints(steps) and steps[0] <= steps[1]):
-        raise ConfigError(f"train.profile_steps = {steps!r}; expected [] or [first, last] with "
+        raise ConfigError(f"train.profile_steps = {shown(steps)}; expected [] or [first, last] with "
                           "1 <= first <= last (global training steps)")
 
 
 def check_lr_drop_epochs(cfg):
     drops = cfg.train.lr_drop_epochs
     if not (_positive_ints(drops) and all(a < b for a, b in zip(drops, drops[1:]))):
-        raise ConfigError(f"train.lr_drop_epochs = {drops!r}; expected [] or increasing epochs >= 1 "
+        raise ConfigError(f"train.lr_drop_epochs = {shown(drops)}; expected [] or increasing epochs >= 1 "
                           "(the lr is divided by 10 after each)")
 
 
@@ -151,7 +151,7 @@ def check_lighting(cfg):
 def check_devices(cfg):
     devices = cfg.distribute.devices
     if not all(isinstance(d, str) and d for d in devices) or len(set(devices)) != len(devices):
-        raise ConfigError(f"distribute.devices = {devices!r}; expected a list of distinct device names "
+        raise ConfigError(f"distribute.devices = {shown(devices)}; expected a list of distinct device names "
                           "such as ['/gpu:0', '/gpu:1']")
 
 
@@ -171,7 +171,7 @@ def check_strategy(cfg):
         raise ConfigError(f"distribute.strategy = default runs on one device; distribute.devices has {n} "
                           "(use strategy mirrored or towers)")
     if dist.strategy == "multi_worker" and n:
-        raise ConfigError(f"distribute.devices = {dist.devices!r} with strategy multi_worker; expected [] "
+        raise ConfigError(f"distribute.devices = {shown(dist.devices)} with strategy multi_worker; expected [] "
                           "(each worker uses all its GPUs, or its CPU)")
 
 

@@ -36,6 +36,12 @@ class ConfigError(UserError, ValueError):
     status = USAGE
 
 
+def shown(value, limit=200):
+    """A value as a one-line message quotes it: repr, cut to `limit` characters (a value can be huge)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class PathExists(UserError, FileExistsError):
     """A file or directory the command would create exists already; the message says how to proceed."""
 

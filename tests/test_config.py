@@ -305,3 +305,56 @@ def test_environment_and_size_checks_exit_2_with_one_line(capsys, monkeypatch, t
     assert status == 2 and out == ""  # the resolved config is printed only after validation
     lines = err.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0], err
+
+
+# === Hostile configs: bounded before they cost memory ===
+
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+
+
+def _one_line(capsys, argv):
+    status, out, err = run_main(capsys, train_command.main, argv)
+    assert status == 2 and out == "" and err.count("\n") == 1, err[:500]
+    return err.strip()
+
+
+def test_a_yaml_alias_bomb_is_refused_in_one_line(capsys, tmp_path):
+    """10^9 list items from ~600 bytes: refused at the first alias, in a config file and in --set."""
+    path = tmp_path / "bomb.yaml"
+    path.write_text(ALIAS_BOMB + "name: *i\n")
+    assert len(ALIAS_BOMB) < 700
+    line = _one_line(capsys, ["--config", path, "--run-dir", tmp_path / "run"])
+    assert line == (f"config error: {path}: a YAML alias (*a) at line 2; expected plain values (aliases are "
+                    "refused: a few bytes of them can expand to gigabytes)")
+    flow = "{" + ALIAS_BOMB.replace("\n", ", ").rstrip(", ") + "}"
+    line = _one_line(capsys, ["--set", f"train.lr_drop_epochs={flow}", "--run-dir", tmp_path / "run"])
+    assert line.startswith("config error: --set train.lr_drop_epochs: a YAML alias (*a) at line 1;")
+
+
+def test_deep_nesting_is_refused_in_one_line(capsys, tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text("model:\n  remove_conv: " + "[" * 10000 + "]" * 10000 + "\n")
+    line = _one_line(capsys, ["--config", path, "--run-dir", tmp_path / "run"])
+    assert line == (f"config error: {path}: YAML nested deeper than 20 levels at line 2; expected sections, "
+                    "keys and flat lists")
+
+
+def test_a_config_file_over_the_size_limit_is_refused_before_parsing(capsys, tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text("# padding\n" * 100_001)
+    line = _one_line(capsys, ["--config", path, "--run-dir", tmp_path / "run"])
+    assert line == (f"config error: config file {path} is 1,000,010 bytes; expected a YAML config of at most "
+                    "1,000,000 bytes")
+
+
+def test_a_huge_value_is_quoted_short(capsys, tmp_path):
+    """A 100,000-element list (under the size limit, no aliases) in a key that takes a list: the message
+    quotes at most 200 characters of it."""
+    path = tmp_path / "long.yaml"
+    path.write_text("model:\n  remove_conv: [" + ", ".join(["2"] * 100_000) + "]\n")
+    line = _one_line(capsys, ["--config", path, "--run-dir", tmp_path / "run"])
+    assert line.startswith("config error: model.remove_conv = [2, 2, 2,") and "..." in line
+    assert len(line) < 400
+    line = _one_line(capsys, ["--set", "model.pool=" + "x" * 300_000, "--run-dir", tmp_path / "run"])
+    assert line.startswith("config error: model.pool = 'xxxx") and len(line) < 400
