@@ -77,13 +77,13 @@ class TrainState:
     def save(self, epoch, step, sums, wall_seconds):
         """Write a recovery checkpoint numbered by the global step, at `step` steps into epoch
         `epoch` (0-based; step 0 = the epoch has not started), with the epoch's `sums` so far
-        (EpochSums, or its 4-vector). Returns its path, or None (and writes nothing) if a weight is
+        (EpochSums). Returns its path, or None (and writes nothing) if a weight is
         not finite: the previous checkpoint stays the last good one."""
         if not weights_finite(self.model):
             return None
         self.epoch.assign(epoch)
         self.step.assign(step)
-        self.sums.assign(sums.vector() if isinstance(sums, EpochSums) else sums)
+        self.sums.assign(sums.vector())
         self.wall_seconds.assign(wall_seconds)
         return _save(self.manager, self.global_step)
 

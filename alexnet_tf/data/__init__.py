@@ -9,31 +9,15 @@
     pipeline.py     the assembly: `make_datasets(config)` -> Data (train / val / test datasets)
 """
 
-import importlib
-
 from alexnet_tf.errors import UserError
+from alexnet_tf.lazy import lazy_exports
 
-# The package's names and modules are imported on first use (PEP 562): they start TensorFlow, and
-# `import alexnet_tf.data` must not (this is the `stats` command's module: its --help and its
-# argument errors would wait for TensorFlow). Each name by the module that defines it:
-_FROM_PIPELINE = ("Data", "decoded", "eval_images", "make_datasets", "normalize_for_eval", "training_stats")
-_FROM_SPLITS = ("SUBSET_SEED", "file_splits", "held_out", "load_arrays", "training_subset")
-_MODULES = ("decode", "errors", "fashion_mnist", "pipeline", "preprocess", "sources", "splits", "stats", "synthetic")
-
-
-def __getattr__(name):
-    if name in _FROM_PIPELINE:
-        from alexnet_tf.data import pipeline as module
-    elif name in _FROM_SPLITS:
-        from alexnet_tf.data import splits as module
-    elif name in _MODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(module, name)
-
-
-__all__ = [*_FROM_PIPELINE, *_FROM_SPLITS, "add_stats_arguments", "stats_command"]
+# The package's names come from its modules on first use (lazy.py says why).
+__getattr__, _EXPORTS = lazy_exports(__name__, {
+    "pipeline": ("Data", "decoded", "eval_images", "make_datasets", "normalize_for_eval", "training_stats"),
+    "splits": ("SUBSET_SEED", "file_splits", "held_out", "load_arrays", "training_subset"),
+}, modules=("decode", "errors", "fashion_mnist", "pipeline", "preprocess", "sources", "splits", "stats", "synthetic"))
+__all__ = [*_EXPORTS, "add_stats_arguments", "stats_command"]
 
 
 def add_stats_arguments(parser):
