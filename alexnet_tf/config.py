@@ -60,11 +60,13 @@ class ModelConfig:
 
 @dataclass(slots=True)  # slots: assigning a mistyped attribute raises instead of adding one
 class DataConfig:
-    source: str = _spec("synthetic", choices=("fashion_mnist", "synthetic", "imagenet", "folder", "tfds"),
+    source: str = _spec("synthetic", choices=("fashion_mnist", "synthetic", "imagenet", "folder", "tfds", "prepared"),
                         doc="fashion_mnist: the real 70k images; synthetic: random images and labels (tests, benchmarks); "
                             "imagenet: ILSVRC-2012 via TFDS's imagenet2012 builder from the manual tars; "
-                            "folder: data.path/train/<class>/* and data.path/val/<class>/*; tfds: any prepared TFDS dataset (data.tfds_name)")
-    path: str = _spec("", doc="directory holding the dataset files ('' = the standard places); for source folder the root with train/ and val/")
+                            "folder: data.path/train/<class>/* and data.path/val/<class>/*; tfds: any prepared TFDS dataset (data.tfds_name); "
+                            "prepared: the 256x256 JPEG shards `alexnet-tf prepare` wrote to data.path (random crops decoded straight from the JPEG)")
+    path: str = _spec("", doc="directory holding the dataset files ('' = the standard places); for source folder the root with train/ and val/; "
+                                "for source prepared the directory `alexnet-tf prepare --out` wrote")
     manual_dir: str = _spec("", doc="source imagenet: directory with ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar ('' = <tfds_data_dir>/downloads/manual)")
     tfds_data_dir: str = _spec("", doc="TFDS data directory for sources imagenet and tfds ('' = TFDS's default, ~/tensorflow_datasets)")
     tfds_name: str = _spec("", doc="source tfds: the dataset name, e.g. imagenette/320px or cifar10 (must already be prepared)")
