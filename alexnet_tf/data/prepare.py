@@ -222,7 +222,9 @@ def _example(jpeg, label, name):
     feature = {prepared.IMAGE: tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg])),
                prepared.LABEL: tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
                prepared.FILE_NAME: tf.train.Feature(bytes_list=tf.train.BytesList(value=[name]))}
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # deterministic: a protobuf map (the features) is otherwise written in an order that depends on the
+    # process's string hashing (PYTHONHASHSEED), and a rerun after a kill would write other bytes
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
 def _undecodable(split, plan, role, missing, root):
@@ -275,7 +277,8 @@ class _Progress:
     def __init__(self, total):
         from keras.utils import Progbar
 
-        self.bar = Progbar(total, unit_name="image", stateful_metrics=["images/s"]) if total else None
+        # a redraw every half second: a log file of a days-long run keeps a readable size
+        self.bar = Progbar(total, unit_name="image", stateful_metrics=["images/s"], interval=0.5) if total else None
         self.count, self.started = 0, time.perf_counter()
 
     def add(self, n):
