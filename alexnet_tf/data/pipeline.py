@@ -4,7 +4,8 @@ In-memory sources (fashion_mnist, synthetic): uint8 arrays -> shuffle -> batch -
 batch. File sources (imagenet, folder, tfds), per image: read -> decode the central square (fused
 decode-and-crop for JPEG) -> rescale to data.resize (§2: 256) -> uint8 -> `augment` per image
 (slicing one image is cheaper than gathering crops out of a whole float batch, and the work spreads
-over tf.data's parallel calls) -> batch. Evaluation: in-memory validation and test batches go
+over tf.data's parallel calls) -> batch. Source prepared (already data.resize squares): draw the
+crop's window, decode only it (fused_crop.py) -> `augment` the rest -> batch. Evaluation: in-memory validation and test batches go
 through `normalize_for_eval`; file-source images through `eval_decoded`, the SavedModel's own
 decoder and transform (`decode.decode_image`, `preprocess.eval_normalise`).
 Every step is a TensorFlow op running in parallel inside tf.data; no Python per image.
