@@ -94,7 +94,8 @@ class DataConfig:
     scan: bool = _spec(True, doc="file sources: decode every image once (cached) to name and skip undecodable files before training "
                                         "(source prepared: not needed, `prepare` left them out and named them in prepare.json)")
     cache_dir: str = _spec("", doc="where stats and scan results are cached ('' = ~/.cache/alexnet_tf)")
-    shuffle_buffer: int = _spec(60000, lo=1, doc="tf.data shuffle buffer in examples (sources imagenet/tfds: encoded images in memory; source folder shuffles its whole file list)")
+    shuffle_buffer: int = _spec(60000, lo=1, doc="tf.data shuffle buffer in examples (sources imagenet/tfds/prepared: encoded images in memory; "
+                                                 "source folder shuffles its whole file list)")
     synthetic_size: int = _spec(512, lo=1, doc="examples per split for source=synthetic")
     train_examples: int = _spec(0, lo=0, doc="in-memory sources: train on a fixed random subset of this many training images "
                                             "(0 = all); the same subset for every train.seed (ablation budgets)")

@@ -52,7 +52,7 @@ def prepare(config, out, quality=95, subsampling="444", shard_images=1024, comma
     bar = _Progress(sum(len(_positions(plan, r, i)) for r in prepared.SPLITS for i in pending[r]))
     for role in prepared.SPLITS:
         if pending[role]:
-            write_split(out, plan, role, splits[role], config, pending[role], bar)
+            write_split(out, plan, role, splits[role], pending[role], bar)
     return finish(out, plan, command, time.time() - started)
 
 
@@ -69,18 +69,25 @@ def make_plan(config, splits, names, quality, subsampling, shard_images):
                       for r, s in splits.items()}, "order_seed": ORDER_SEED}
 
 
+# How a plan's keys read in the message that refuses a resume with another plan.
+_PLAN_NAMES = {"source": "data.source settings", "identity": "the source's files (names, sizes, times)",
+               "source_splits": "source splits", "sizes": "image counts", "class_names": "classes",
+               "resize": "data.resize", "shard_images": "shard-images", "order": "write order",
+               "order_seed": "write order"}
+
+
 def claim(out, plan):
     """Start `out` with this plan, or check that the plan it was started with is this one."""
     path = os.path.join(out, prepared.SHARDS, "plan.json")
     if os.path.isfile(path):
         with open(path) as f:
             before = json.load(f)
-        differ = [k for k in plan if before.get(k) != plan[k]]
+        differ = [_PLAN_NAMES.get(k, k) for k in plan if before.get(k) != plan[k]]
         if differ:
             raise PathExists(f"{out} holds a prepare of other data or settings ({', '.join(differ)} differ); "
                              "expected the same source and flags to resume it, or a new --out directory")
         return
-    if os.path.isdir(out) and os.listdir(out):
+    if os.path.exists(out) and not (os.path.isdir(out) and not os.listdir(out)):
         raise PathExists(f"{out} exists and is not a prepare in progress; expected a new or empty --out directory")
     os.makedirs(os.path.join(out, prepared.SHARDS), exist_ok=True)
     _write_json(path, plan)
@@ -180,7 +187,7 @@ def encoded(ds, plan):
 
 # === Writing ===
 
-def write_split(out, plan, role, split, config, pending, bar):
+def write_split(out, plan, role, split, pending, bar):
     """Write the `pending` shards of one split, in one tf.data pass over their images."""
     root = plan["source"]["path"]
     positions = [p for i in pending for p in _positions(plan, role, i)]
