@@ -10,6 +10,7 @@
   neighbours  the nearest training images of query images as a PNG panel (Fig. 4 right)
   projector   training-set vectors with labels and sprites for TensorBoard's projector
   codes    §7: auto-encoders to binary codes, precision@K and speed of Hamming vs Euclidean search
+  prepare   a file source's 256x256 central squares written once as JPEG shards TFDS reads, with their stats
   stats     mean image and RGB covariance eigen-decomposition of a config's training images (cached)
   evaluate  top-1/top-5 error of a run on the validation split: centre crop and the paper's 10 crops
   benchmark images/s of the training input pipeline next to the model's training step
@@ -49,6 +50,8 @@ COMMANDS = {
     "codes": ("alexnet_tf.retrieval.commands:codes_command",
               "§7 binary codes: precision@K and speed, Hamming vs Euclidean"),
     "config-reference": (None, "print the configuration reference table (markdown; docs/configuration.md)"),
+    "prepare": ("alexnet_tf.prepare_command:main",
+                "a file source's §2 256x256 squares as JPEG shards (TFDS-readable) + their stats, once (resumable)"),
     "stats": ("alexnet_tf.data:stats_command",
               "mean image + RGB covariance eigen-decomposition of the training images (cached)"),
     "evaluate": ("alexnet_tf.evaluate_command:main",

@@ -60,11 +60,13 @@ class ModelConfig:
 
 @dataclass(slots=True)  # slots: assigning a mistyped attribute raises instead of adding one
 class DataConfig:
-    source: str = _spec("synthetic", choices=("fashion_mnist", "synthetic", "imagenet", "folder", "tfds"),
+    source: str = _spec("synthetic", choices=("fashion_mnist", "synthetic", "imagenet", "folder", "tfds", "prepared"),
                         doc="fashion_mnist: the real 70k images; synthetic: random images and labels (tests, benchmarks); "
                             "imagenet: ILSVRC-2012 via TFDS's imagenet2012 builder from the manual tars; "
-                            "folder: data.path/train/<class>/* and data.path/val/<class>/*; tfds: any prepared TFDS dataset (data.tfds_name)")
-    path: str = _spec("", doc="directory holding the dataset files ('' = the standard places); for source folder the root with train/ and val/")
+                            "folder: data.path/train/<class>/* and data.path/val/<class>/*; tfds: any prepared TFDS dataset (data.tfds_name); "
+                            "prepared: the 256x256 JPEG shards `alexnet-tf prepare` wrote to data.path (random crops decoded straight from the JPEG)")
+    path: str = _spec("", doc="directory holding the dataset files ('' = the standard places); for source folder the root with train/ and val/; "
+                                "for source prepared the directory `alexnet-tf prepare --out` wrote")
     manual_dir: str = _spec("", doc="source imagenet: directory with ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar ('' = <tfds_data_dir>/downloads/manual)")
     tfds_data_dir: str = _spec("", doc="TFDS data directory for sources imagenet and tfds ('' = TFDS's default, ~/tensorflow_datasets)")
     tfds_name: str = _spec("", doc="source tfds: the dataset name, e.g. imagenette/320px or cifar10 (must already be prepared)")
@@ -89,9 +91,11 @@ class DataConfig:
                          "fb_resnet = the published fb.resnet.torch ImageNet constants")
     stats_file: str = _spec("", doc="mean image + RGB covariance eigen-decomposition (.npz) to use or create ('' = a file in data.cache_dir named after the data)")
     stats_images: int = _spec(0, lo=0, doc="training images the stats are computed over (0 = all, as the paper)")
-    scan: bool = _spec(True, doc="file sources: decode every image once (cached) to name and skip undecodable files before training")
+    scan: bool = _spec(True, doc="file sources: decode every image once (cached) to name and skip undecodable files before training "
+                                        "(source prepared: not needed, `prepare` left them out and named them in prepare.json)")
     cache_dir: str = _spec("", doc="where stats and scan results are cached ('' = ~/.cache/alexnet_tf)")
-    shuffle_buffer: int = _spec(60000, lo=1, doc="tf.data shuffle buffer in examples (sources imagenet/tfds: encoded images in memory; source folder shuffles its whole file list)")
+    shuffle_buffer: int = _spec(60000, lo=1, doc="tf.data shuffle buffer in examples (sources imagenet/tfds/prepared: encoded images in memory; "
+                                                 "source folder shuffles its whole file list)")
     synthetic_size: int = _spec(512, lo=1, doc="examples per split for source=synthetic")
     train_examples: int = _spec(0, lo=0, doc="in-memory sources: train on a fixed random subset of this many training images "
                                             "(0 = all); the same subset for every train.seed (ablation budgets)")

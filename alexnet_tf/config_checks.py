@@ -20,7 +20,7 @@ from alexnet_tf.errors import ConfigError, shown
 
 
 # Sources read from image files (decoded, rescaled and cropped in tf.data); the others are in-memory arrays.
-FILE_SOURCES = ("imagenet", "folder", "tfds")
+FILE_SOURCES = ("imagenet", "folder", "tfds", "prepared")
 # Every copy of Fashion-MNIST holds exactly these (Xiao et al. 2017); data/fashion_mnist.py rejects a
 # file that differs as damaged.
 FASHION_MNIST_SIZES = {"train": 60_000, "val": 10_000}
@@ -101,6 +101,8 @@ def check_file_source(cfg):
                           "crops come from data.resize (set data.crop instead)")
     if d.source == "folder" and not d.path:
         raise ConfigError("data.source = folder needs data.path = a directory with train/<class>/ and val/<class>/")
+    if d.source == "prepared" and not d.path:
+        raise ConfigError("data.source = prepared needs data.path = the directory `alexnet-tf prepare --out` wrote")
     if d.source == "tfds" and not d.tfds_name:
         raise ConfigError("data.source = tfds needs data.tfds_name, e.g. imagenette/320px")
     if d.source == "imagenet" and m.num_classes != 1000:

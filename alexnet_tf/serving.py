@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from alexnet_tf.config import FILE_SOURCES
 from alexnet_tf.data import preprocess
 from alexnet_tf.errors import PathExists
 from alexnet_tf.data.decode import ALPHA_BACKGROUND, decode_image  # noqa: F401  (decode_image: predict, retrieval)
@@ -42,7 +43,7 @@ def eval_resize_size(config):
     the model's input, the ImageNet geometry rescales to 256/224 of the crop, as in the paper.
     """
     m, d = config.model, config.data
-    if d.source in ("imagenet", "folder", "tfds"):  # file sources
+    if d.source in FILE_SOURCES:
         return d.resize
     if d.upscale:  # in-memory images rescaled to data.upscale for training
         return d.upscale

@@ -16,7 +16,7 @@ from conftest import ROOT
 
 # The commands in the order the top-level --help lists them.
 ORDER = ["train", "curves", "filters", "export", "predict", "features", "neighbours", "projector", "codes",
-         "config-reference", "stats", "evaluate", "benchmark", "speed", "profile", "ablate", "init-study",
+         "config-reference", "prepare", "stats", "evaluate", "benchmark", "speed", "profile", "ablate", "init-study",
          "import-caffe"]
 
 # Each command's options in the order its --help lists them (after -h).
@@ -33,6 +33,7 @@ OPTIONS = {
     "codes": ["--run-dir", "--checkpoint", "--bits", "--k", "--epochs", "--queries", "--pixels", "--batch-size",
               "--max-images"],
     "config-reference": [],
+    "prepare": ["--config", "--set", "--out", "--quality", "--subsampling", "--shard-images"],
     "stats": ["--config", "--set", "--recompute"],
     "evaluate": ["--run-dir", "--checkpoint", "--ten-crop", "--steps", "--split", "--set"],
     "benchmark": ["--config", "--set", "--steps", "--train-steps", "--fake-images", "--fake-side", "--pipeline-only"],
@@ -62,6 +63,8 @@ PARSED = {
                                    "k": [1, 10, 100], "max_images": None, "pixels": False, "queries": None,
                                    "run_dir": "R"}),
     "config-reference": ([], {}),
+    "prepare": (["--config", "c.yaml", "--out", "D"], {"config": "c.yaml", "out": "D", "quality": 95, "set": [],
+                                                       "shard_images": 1024, "subsampling": "444"}),
     "stats": (["--config", "c.yaml"], {"config": "c.yaml", "recompute": False, "set": []}),
     "evaluate": (["--run-dir", "R"], {"checkpoint": None, "run_dir": "R", "set": [], "split": "val", "steps": None,
                                       "ten_crop": False}),

@@ -1,6 +1,9 @@
 """Input data: where the images come from, which of them train/validate/test, and the tf.data pipelines.
 
     sources.py      file sources: folder, ILSVRC-2012 tars through TFDS, prepared TFDS datasets
+    prepare.py      `alexnet-tf prepare`: a file source's §2 squares written once as JPEG shards, with their stats
+    prepared.py     the directory prepare writes, and data.source prepared that reads it
+    fused_crop.py   training crops decoded straight out of prepared JPEGs (decode_and_crop_jpeg)
     fashion_mnist.py, synthetic.py   the in-memory sources (uint8 arrays)
     splits.py       which images train, validate and test (data.val_examples, data.train_examples)
     decode.py       file bytes -> the central square rescaled to data.resize (§2), undecodable files
@@ -16,7 +19,8 @@ from alexnet_tf.lazy import lazy_exports
 __getattr__, _EXPORTS = lazy_exports(__name__, {
     "pipeline": ("Data", "decoded", "eval_images", "make_datasets", "normalize_for_eval", "training_stats"),
     "splits": ("SUBSET_SEED", "file_splits", "held_out", "load_arrays", "training_subset"),
-}, modules=("decode", "errors", "fashion_mnist", "pipeline", "preprocess", "sources", "splits", "stats", "synthetic"))
+}, modules=("decode", "errors", "fashion_mnist", "fused_crop", "pipeline", "prepare", "prepared", "preprocess", "sources",
+         "splits", "stats", "synthetic"))
 __all__ = [*_EXPORTS, "add_stats_arguments", "stats_command"]
 
 

@@ -4,7 +4,8 @@ In-memory sources (fashion_mnist, synthetic): uint8 arrays -> shuffle -> batch -
 batch. File sources (imagenet, folder, tfds), per image: read -> decode the central square (fused
 decode-and-crop for JPEG) -> rescale to data.resize (§2: 256) -> uint8 -> `augment` per image
 (slicing one image is cheaper than gathering crops out of a whole float batch, and the work spreads
-over tf.data's parallel calls) -> batch. Evaluation: in-memory validation and test batches go
+over tf.data's parallel calls) -> batch. Source prepared (already data.resize squares): draw the
+crop's window, decode only it (fused_crop.py) -> `augment` the rest -> batch. Evaluation: in-memory validation and test batches go
 through `normalize_for_eval`; file-source images through `eval_decoded`, the SavedModel's own
 decoder and transform (`decode.decode_image`, `preprocess.eval_normalise`).
 Every step is a TensorFlow op running in parallel inside tf.data; no Python per image.
@@ -18,7 +19,7 @@ import tensorflow as tf
 
 from alexnet_tf.config import FILE_SOURCES
 from alexnet_tf.errors import ConfigError
-from alexnet_tf.data import decode, preprocess, sources
+from alexnet_tf.data import decode, fused_crop, prepared, preprocess, sources
 from alexnet_tf.data import stats as stats_lib
 from alexnet_tf.data.splits import file_splits, load_arrays
 
@@ -148,15 +149,9 @@ def _file_datasets(config):
             else np.zeros((d.resize, d.resize, 3), np.float32))
     lighting = stats_lib.lighting_basis(stats, d.pca) if d.lighting else None
 
-    def train_image(xy, seed):
-        image = decode.load_image(xy[0], d.resize)[None]                    # (1, 256, 256, 3) uint8
-        x = augment(image, seed, mean, scale=d.scale, crop=d.crop, size=m.image_size, flip=d.flip,
-                    lighting=lighting, lighting_std=d.lighting_std)         # (1, 224, 224, 3)
-        return x[0], xy[1]
-
     train = (tf.data.Dataset.zip(train_split.dataset(shuffle=True, seed=config.train.seed, buffer=d.shuffle_buffer).repeat(),
                                  seeds(config.train.seed))
-             .map(train_image, num_parallel_calls=tf.data.AUTOTUNE)
+             .map(_train_image(config, mean, lighting), num_parallel_calls=tf.data.AUTOTUNE)
              .ignore_errors(log_warning=True)  # the safety net of `decoded`
              .batch(d.batch_size, drop_remainder=True)
              .prefetch(tf.data.AUTOTUNE)
@@ -167,6 +162,26 @@ def _file_datasets(config):
     train_steps, val_steps = _steps(config, train_split.size, val_split.size)
     return Data(train, val, train_steps, val_steps, train_split.size, val_split.size, mean, class_names,
                 stats_file=stats_file, skipped=tuple(skipped))
+
+
+def _train_image(config, mean, lighting):
+    """((encoded bytes, label), seed) -> (network input, label) of a file source. Prepared JPEGs, all
+    data.resize square, decode only the crop's window (fused_crop.py); others decode the §2 square first."""
+    d, m = config.data, config.model
+    options = dict(scale=d.scale, flip=d.flip, lighting=lighting, lighting_std=d.lighting_std)
+
+    def whole(xy, seed):
+        image = decode.load_image(xy[0], d.resize)[None]                    # (1, 256, 256, 3) uint8
+        x = augment(image, seed, mean, crop=d.crop, size=m.image_size, **options)  # (1, 224, 224, 3)
+        return x[0], xy[1]
+
+    def fused(xy, seed):
+        top, left = fused_crop.window(seed, m.image_size, d.resize, d.crop)
+        image = fused_crop.decode_window(xy[0], top, left, m.image_size)[None]  # (1, 224, 224, 3) uint8
+        x = augment(image, seed, fused_crop.mean_window(mean, top, left, m.image_size), **options)
+        return x[0], xy[1]
+
+    return fused if d.source == "prepared" else whole
 
 
 def _evaluation(images, batch_size, mean, scale, upscale=0, crop=None):
@@ -230,10 +245,12 @@ def eval_decoded(split, config, mean):
             .ignore_errors(log_warning=True))
 
 
-def stats_path(config, train):
+def stats_path(config, train, recompute=False):
     d = config.data
     if d.stats_file:
         return os.path.expanduser(d.stats_file)
+    if d.source == "prepared" and not 0 < d.stats_images < train.size and not recompute:
+        return prepared.stats_file(d.path)  # computed by `prepare` from the original images
     count = d.stats_images if 0 < d.stats_images < train.size else train.size
     key = sources._digest(train.identity, d.resize, count)
     return os.path.join(sources.cache_dir(config), f"stats-{d.source}-{d.resize}-{count}-{key}.npz")
@@ -243,7 +260,7 @@ def training_stats(config, train, recompute=False):
     """The mean image and RGB eigen-decomposition of the training images: loaded from the cache
     file, or computed (with a progress bar) and cached. Returns (stats dict, path)."""
     d = config.data
-    path = stats_path(config, train)
+    path = stats_path(config, train, recompute)
     if os.path.isfile(path) and not recompute:
         print(f"stats: {path}")
         return stats_lib.load(path), path

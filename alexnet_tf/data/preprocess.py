@@ -35,10 +35,16 @@ def random_flip(images, seed):
 def random_crop(images, size, seed):
     """A size x size window at a uniformly random position in each image (§4.1)."""
     shape = tf.shape(images)
-    batch, height, width = shape[0], shape[1], shape[2]
+    top, left = random_window(shape[0], shape[1], shape[2], size, seed)
+    return crop_at(images, top, left, size)
+
+
+def random_window(batch, height, width, size, seed):
+    """(top, left), each (batch,) int32: where `random_crop` cuts each image. The fused decode-and-crop of
+    prepared JPEGs (fused_crop.py) draws its window here too, so both crop the same place for one seed."""
     top = tf.random.stateless_uniform([batch], seed, 0, height - size + 1, dtype=tf.int32)
     left = tf.random.stateless_uniform([batch], seed + [0, 1], 0, width - size + 1, dtype=tf.int32)
-    return crop_at(images, top, left, size)
+    return top, left
 
 
 def crop_at(images, top, left, size):

@@ -7,7 +7,7 @@ source's test split; without it "val" is the test split. data.train_examples kee
 import numpy as np
 
 from alexnet_tf.errors import ConfigError
-from alexnet_tf.data import fashion_mnist, sources, synthetic
+from alexnet_tf.data import fashion_mnist, prepared, sources, synthetic
 
 
 # The held-out validation split (data.val_examples) and the data.train_examples subset are drawn
@@ -59,11 +59,17 @@ def training_subset(images, labels, count):
 
 
 def file_splits(config, class_names=None):
-    """(train, val, class_names, skipped): the source's splits with undecodable files left out (data.scan)."""
-    train, val, names = sources.load(config, class_names)
+    """(train, val, class_names, skipped): the source's splits with undecodable files left out (data.scan;
+    source prepared: `prepare` left them out and named them in its record)."""
+    if config.data.source == "prepared":
+        train, val, names = prepared.prepared_source(config, class_names)
+    else:
+        train, val, names = sources.load(config, class_names)
     if config.model.num_classes != len(names):
         raise ConfigError(f"model.num_classes = {config.model.num_classes} but the data has {len(names)} classes; "
                           f"expected model.num_classes = {len(names)}")
+    if config.data.source == "prepared":
+        return train, val, names, prepared.skipped(config.data.path)
     skipped = []
     if config.data.scan:
         train, bad_train = sources.skip_undecodable(train, config, "training")

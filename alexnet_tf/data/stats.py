@@ -29,6 +29,14 @@ class Accumulator:
         self.pixel_sum = None     # (C,)
         self.outer_sum = None     # (C, C): sum of x x^T over pixels
 
+    @classmethod
+    def from_sums(cls, images, image_sum, pixel_sum, outer_sum):
+        """An accumulator holding sums made elsewhere (`prepare` keeps exact integer sums per shard)."""
+        acc = cls()
+        acc.images, acc.pixels = int(images), int(images) * int(np.prod(np.shape(image_sum)[:-1]))
+        acc.image_sum, acc.pixel_sum, acc.outer_sum = (np.asarray(a, np.float64) for a in (image_sum, pixel_sum, outer_sum))
+        return acc
+
     def add(self, batch):
         batch = np.asarray(batch)
         x = batch.reshape(-1, batch.shape[-1]).astype(np.float64)    # (B*H*W, C)
