@@ -6,7 +6,6 @@ one line) before any heavy work starts.
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -16,6 +15,7 @@ import yaml
 # the one error of a bad config, is re-exported for users' code (`from alexnet_tf.config import ConfigError`).
 from alexnet_tf.config_checks import FILE_SOURCES, check  # noqa: F401
 from alexnet_tf.errors import ConfigError, shown  # noqa: F401  (ConfigError: re-exported)
+from alexnet_tf.user_files import LIMITS, read_user_file
 
 
 def _spec(default, *, choices=None, lo=None, hi=None, lo_open=False, doc=""):
@@ -280,7 +280,7 @@ def parse_override(text):
 
 # A config is a few kilobytes of sections, keys and short lists; these bounds keep a hostile one (a
 # YAML alias bomb expands a few hundred bytes into gigabytes) from costing memory before its one line.
-MAX_CONFIG_BYTES = 1_000_000
+MAX_CONFIG_BYTES = LIMITS["config"].limit  # user_files.LIMITS: 1,000,000 bytes
 MAX_YAML_DEPTH = 20
 
 
@@ -319,14 +319,9 @@ def load_config(path=None, overrides=()):
     """
     cfg = Config()
     if path is not None:
-        if not os.path.isfile(path):
-            raise ConfigError(f"config file {path!r} not found; expected a YAML file such as configs/fashion_mnist.yaml")
-        if (size := os.path.getsize(path)) > MAX_CONFIG_BYTES:
-            raise ConfigError(f"config file {path} is {size:,} bytes; expected a YAML config of at most "
-                              f"{MAX_CONFIG_BYTES:,} bytes")
+        text = read_user_file(path, "config", "config file ", ConfigError)  # a regular file of <= 1 MB, or one line
         try:
-            with open(path, encoding="utf-8") as f:
-                raw = _parse_yaml(f.read(), path) or {}
+            raw = _parse_yaml(text.decode("utf-8"), path) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
         except UnicodeDecodeError as e:
