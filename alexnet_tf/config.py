@@ -89,6 +89,8 @@ class DataConfig:
                          "fb_resnet = the published fb.resnet.torch ImageNet constants")
     stats_file: str = _spec("", doc="mean image + RGB covariance eigen-decomposition (.npz) to use or create ('' = a file in data.cache_dir named after the data)")
     stats_images: int = _spec(0, lo=0, doc="training images the stats are computed over (0 = all, as the paper)")
+    follow_symlinks_outside: bool = _spec(False, doc="source folder: read images whose symbolic links (the file's or its class "
+                                          "folder's) resolve outside data.path; false: each is skipped with one warning line")
     scan: bool = _spec(True, doc="file sources: decode every image once (cached) to name and skip undecodable files before training")
     cache_dir: str = _spec("", doc="where stats and scan results are cached ('' = ~/.cache/alexnet_tf)")
     shuffle_buffer: int = _spec(60000, lo=1, doc="tf.data shuffle buffer in examples (sources imagenet/tfds: encoded images in memory; source folder shuffles its whole file list)")

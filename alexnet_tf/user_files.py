@@ -4,8 +4,9 @@ limit per kind of file, read with a bounded read.
 Every command argument and config key that names a file goes through `check_user_file` (when another
 library reads the file) or `read_user_file` (the bytes): predict's and neighbours' images, import-caffe's
 --caffemodel, --prototxt, --mean and --synset-words, neighbours' --encoder, the --config file, the
-data.stats_file and train.init_from keys; the folder source's listing applies `why_unreadable` to every
-entry. What is refused, with one line naming the file, why, and what was expected:
+data.stats_file and train.init_from keys; the folder source's listing (data/folder_listing.py) applies
+`examine` and the image limit to every entry. Refused, with one line naming the file, why, and what was
+expected:
 
 - anything that is not a regular file, told apart by `os.stat` before any open: a FIFO (opening one
   for reading blocks until a writer comes), a device (/dev/zero and /dev/urandom never end), a
@@ -42,13 +43,13 @@ class Kind:
 
 # The size limit of each kind of file, and why it is that (docs/distribute.md's Faults table lists them).
 LIMITS = {
-    # 64 MiB: no image the decoders accept needs more (decode.MAX_PIXELS = 4096^2 pixels decoded; a
-    # JPEG of decode.MAX_JPEG_PIXELS = 400 MP at photo quality, ~1 bit per pixel, is ~50 MB), and
-    # predict, which holds a batch of files at once, reads at most 256 MiB of them per batch.
+    # 64 MiB: above any image the decoders accept, short of a contrived one (decode.MAX_PIXELS = 4096^2
+    # pixels is 64 MiB as uncompressed RGBA; a 400 MP JPEG, decode.MAX_JPEG_PIXELS, at ~1 bit per pixel
+    # is ~50 MB), and predict holds at most 256 MiB of files at once (predict.BATCH_BYTES).
     "image": Kind(64 * MiB, "an image file (JPEG, PNG, GIF, BMP or WebP)"),
     # 1 GiB: bvlc_alexnet.caffemodel is 243,862,414 bytes; this leaves 4x for a wider net.
     "caffemodel": Kind(1024 * MiB, "a Caffe .caffemodel"),
-    # bvlc_alexnet's deploy.prototxt is 3 kB; text parsed by hand in Python.
+    # bvlc_alexnet's deploy.prototxt is a few kB; text parsed by hand in Python.
     "prototxt": Kind(1 * MiB, "a Caffe .prototxt net definition"),
     # imagenet_mean.binaryproto is 786 kB (1x3x256x256 float32).
     "mean": Kind(64 * MiB, "a Caffe .binaryproto mean"),
@@ -58,7 +59,7 @@ LIMITS = {
     "config": Kind(1_000_000, "a YAML config"),
     # the stats .npz is 0.8 MB at data.resize 256 (a float32 mean image); 256 MiB allows resize 4096.
     "stats": Kind(256 * MiB, "a stats .npz (python -m alexnet_tf stats)"),
-    # the paper model's model.keras is 244 MB; the config check bounds a model by the RAM anyway.
+    # the paper model's weights are 244 MB in float32; the config check bounds a model by the RAM anyway.
     "model": Kind(4096 * MiB, "a Keras .keras model file"),
 }
 
@@ -69,11 +70,11 @@ class FileRefused(UserError, ValueError):
 
 
 _NOT_REGULAR = (  # (test of st_mode, why) for what os.stat can find where a file was expected
-    (stat.S_ISDIR, "a directory, not a regular file"),
-    (stat.S_ISFIFO, "a FIFO, not a regular file"),
-    (stat.S_ISCHR, "a character device, not a regular file"),
-    (stat.S_ISBLK, "a block device, not a regular file"),
-    (stat.S_ISSOCK, "a socket, not a regular file"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
 )
 
 
@@ -88,21 +89,15 @@ def _os_reason(e):
     return "a symbolic link loop" if e.errno == errno.ELOOP else (e.strerror or str(e))
 
 
-def _examine(path):
-    """(why, size): why `path` is not a regular file (None if it is one), its size (None if unknown)."""
+def examine(path):
+    """(why, stat result): why `path` is not a regular file, in a few words ("a FIFO", "a symbolic link
+    loop", "No such file or directory"; None if it is one), and its os.stat (None if that failed).
+    Never opens it; the size limit is the caller's to compare (LIMITS)."""
     try:
-        st = os.stat(path)  # follows symbolic links: a loop is ELOOP, a dangling link ENOENT; never opens
+        st = os.stat(path)  # follows symbolic links: a loop is ELOOP, a dangling link ENOENT
     except OSError as e:
         return _os_reason(e), None
-    return _why_not_regular(st.st_mode), st.st_size
-
-
-def why_unreadable(path, kind):
-    """Why `path` is not a `kind` file to read, in a few words, or None if it is one. Never opens it."""
-    why, size = _examine(path)
-    if why is None and size > LIMITS[kind].limit:
-        why = f"{size:,} bytes, above the {LIMITS[kind].limit:,}-byte limit for {LIMITS[kind].expected}"
-    return why
+    return _why_not_regular(st.st_mode), st
 
 
 def _cannot_read(path, kind, why, label, error):
@@ -112,13 +107,13 @@ def _cannot_read(path, kind, why, label, error):
 def check_user_file(path, kind, label="", error=FileRefused):
     """The size of `path` once it is known to be a regular `kind` file within its limit; raises `error`
     with one line otherwise (`label`, e.g. "--caffemodel ", goes before the path in it)."""
-    why, size = _examine(path)
+    why, st = examine(path)
     if why is not None:
         raise _cannot_read(path, kind, why, label, error)
-    if size > LIMITS[kind].limit:
-        raise error(f"{label}{path} is {size:,} bytes; expected {LIMITS[kind].expected} of at most "
+    if st.st_size > LIMITS[kind].limit:
+        raise error(f"{label}{path} is {st.st_size:,} bytes; expected {LIMITS[kind].expected} of at most "
                     f"{LIMITS[kind].limit:,} bytes")
-    return size
+    return st.st_size
 
 
 def read_user_file(path, kind, label="", error=FileRefused):

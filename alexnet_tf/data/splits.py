@@ -59,14 +59,15 @@ def training_subset(images, labels, count):
 
 
 def file_splits(config, class_names=None):
-    """(train, val, class_names, skipped): the source's splits with undecodable files left out (data.scan)."""
+    """(train, val, class_names, skipped): the source's splits without the entries its listing left out
+    and (data.scan) without the undecodable files; `skipped` lists both."""
     train, val, names = sources.load(config, class_names)
     if config.model.num_classes != len(names):
         raise ConfigError(f"model.num_classes = {config.model.num_classes} but the data has {len(names)} classes; "
                           f"expected model.num_classes = {len(names)}")
-    skipped = []
+    skipped = list(train.refused) + list(val.refused)  # what the folder listing left out (folder_listing.py)
     if config.data.scan:
         train, bad_train = sources.skip_undecodable(train, config, "training")
         val, bad_val = sources.skip_undecodable(val, config, "validation")
-        skipped = bad_train + bad_val
+        skipped += bad_train + bad_val
     return train, val, names, skipped
