@@ -24,6 +24,7 @@ from PIL import Image
 
 from alexnet_tf import user_files
 from alexnet_tf.data import decode
+from alexnet_tf.data.errors import DatasetNotFound
 from alexnet_tf.data.sources import folder_source
 from alexnet_tf.errors import ConfigError
 from alexnet_tf.user_files import LIMITS, FileRefused, check_user_file, read_user_file
@@ -191,6 +192,14 @@ def test_a_class_folder_linked_from_outside_is_one_line(tmp_path, capsys):
     assert lines == [f"warning: skipping {root}/train/dog: the class folder resolves to {tmp_path}/elsewhere/dog, "
                      "outside the dataset root (set data.follow_symlinks_outside: true to read it)"]
     assert folder_source(str(root), follow_outside=True)[0].size == 6
+    # a split folder that resolves outside: nothing of it is read, and the run stops in one line
+    os.rename(root / "val", tmp_path / "val_elsewhere")
+    os.symlink(tmp_path / "val_elsewhere", root / "val")
+    with pytest.raises(DatasetNotFound, match=rf"^{root}/val resolves to {tmp_path}/val_elsewhere, outside the dataset "
+                                              rf"root {root}; expected the split folder inside it, or set "
+                                              "data.follow_symlinks_outside: true$"):
+        folder_source(str(root))
+    assert folder_source(str(root), follow_outside=True)[1].size == 1
 
 
 # === Decoded pixels ===
