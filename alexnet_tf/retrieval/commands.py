@@ -137,10 +137,6 @@ def codes_command(args):
     from alexnet_tf.retrieval.codes import evaluate_retrieval, markdown_table
     from alexnet_tf.retrieval.features import cached_features
 
-    for path in args.images:  # every file named refused before the model loads and any is read
-        check_user_file(path, "image")
-    if args.encoder:
-        check_user_file(args.encoder, "model", "--encoder ")
     run, classifier = _load(args)
     train_features, train_labels, train_images = cached_features(run, classifier, "train", args.batch_size, max_images=args.max_images)
     val_features, val_labels, val_images = cached_features(run, classifier, "val", args.batch_size, max_images=args.max_images)
