@@ -36,8 +36,13 @@ CAP_MARGIN = 2 << 30  # bytes of address space above a normal predict's peak (a 
 
 
 @pytest.fixture(autouse=True)
-def no_hang():
-    """A test that blocks (an open of a FIFO) fails after 60 s instead of hanging the suite."""
+def no_hang(request):
+    """An in-process test that blocks (an open of a FIFO) fails after 60 s instead of hanging the suite
+    (the child process of the slow test has its own timeout)."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+
     def expired(signum, frame):
         raise TimeoutError("blocked for 60 s (opened a FIFO?)")
     previous = signal.signal(signal.SIGALRM, expired)
@@ -83,6 +88,8 @@ def test_what_is_not_a_regular_file_is_refused_before_it_is_opened(specials):
         for name, path in specials.items():
             if name == "sparse" and limit.limit >= 2 << 30:
                 continue  # within the model kind's 4 GiB: below
+            if name == "device" and limit.limit > 256 << 20:
+                continue  # a regression would read up to the limit here, uncapped: the capped child covers it
             for read in (check_user_file, read_user_file):
                 with pytest.raises(FileRefused) as e:
                     read(path, kind, "--x ")
