@@ -6,7 +6,6 @@ one line) before any heavy work starts.
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -16,6 +15,7 @@ import yaml
 # the one error of a bad config, is re-exported for users' code (`from alexnet_tf.config import ConfigError`).
 from alexnet_tf.config_checks import FILE_SOURCES, check  # noqa: F401
 from alexnet_tf.errors import ConfigError, shown  # noqa: F401  (ConfigError: re-exported)
+from alexnet_tf.user_files import LIMITS, read_user_file
 
 
 def _spec(default, *, choices=None, lo=None, hi=None, lo_open=False, doc=""):
@@ -91,6 +91,8 @@ class DataConfig:
                          "fb_resnet = the published fb.resnet.torch ImageNet constants")
     stats_file: str = _spec("", doc="mean image + RGB covariance eigen-decomposition (.npz) to use or create ('' = a file in data.cache_dir named after the data)")
     stats_images: int = _spec(0, lo=0, doc="training images the stats are computed over (0 = all, as the paper)")
+    follow_symlinks_outside: bool = _spec(False, doc="source folder: read images whose symbolic links (the file's or its class "
+                                          "folder's) resolve outside data.path; false: each is skipped with one warning line")
     scan: bool = _spec(True, doc="file sources: decode every image once (cached) to name and skip undecodable files before training "
                                         "(source prepared: not needed, `prepare` left them out and named them in prepare.json)")
     cache_dir: str = _spec("", doc="where stats and scan results are cached ('' = ~/.cache/alexnet_tf)")
@@ -284,7 +286,7 @@ def parse_override(text):
 
 # A config is a few kilobytes of sections, keys and short lists; these bounds keep a hostile one (a
 # YAML alias bomb expands a few hundred bytes into gigabytes) from costing memory before its one line.
-MAX_CONFIG_BYTES = 1_000_000
+MAX_CONFIG_BYTES = LIMITS["config"].limit  # user_files.LIMITS: 1,000,000 bytes
 MAX_YAML_DEPTH = 20
 
 
@@ -323,14 +325,9 @@ def load_config(path=None, overrides=()):
     """
     cfg = Config()
     if path is not None:
-        if not os.path.isfile(path):
-            raise ConfigError(f"config file {path!r} not found; expected a YAML file such as configs/fashion_mnist.yaml")
-        if (size := os.path.getsize(path)) > MAX_CONFIG_BYTES:
-            raise ConfigError(f"config file {path} is {size:,} bytes; expected a YAML config of at most "
-                              f"{MAX_CONFIG_BYTES:,} bytes")
+        text = read_user_file(path, "config", "config file ", ConfigError)  # a regular file of <= 1 MB, or one line
         try:
-            with open(path, encoding="utf-8") as f:
-                raw = _parse_yaml(f.read(), path) or {}
+            raw = _parse_yaml(text.decode("utf-8"), path) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
         except UnicodeDecodeError as e:

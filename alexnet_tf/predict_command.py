@@ -8,6 +8,7 @@ handler, so that `predict --help` and its argument errors start none.
 from alexnet_tf.arguments import add_run_arguments
 from alexnet_tf.errors import UserError
 from alexnet_tf.run_dir import load_run
+from alexnet_tf.user_files import check_user_file
 
 
 def add_arguments(parser):
@@ -25,9 +26,11 @@ def add_arguments(parser):
 
 def main(args):
     """`python -m alexnet_tf predict`: top-5 of image files and/or --val N validation images, optionally a PNG panel."""
-    from alexnet_tf.predict import format_predictions, predict_bytes, predict_files, validation_samples
+    from alexnet_tf.predict import ImageFileError, format_predictions, predict_bytes, predict_files, validation_samples
     from alexnet_tf.serving import Classifier
 
+    for path in args.images:  # a missing file, a FIFO or /dev/zero is refused before the model loads
+        check_user_file(path, "image", error=ImageFileError)
     run = load_run(args.run_dir, args.checkpoint)
     classifier = Classifier.from_run(run)
     if not args.images and not args.val:

@@ -35,6 +35,7 @@ import numpy as np
 
 from alexnet_tf import config as config_lib
 from alexnet_tf.errors import USAGE, ConfigError, UserError
+from alexnet_tf.user_files import check_user_file
 
 CONFIG, PRECISION, MEAN, CLASSES = "config.yaml", "precision.json", "mean.npy", "classes.json"
 STATS, DATA, MODEL, METRICS = "stats.npz", "data.json", "model.keras", "metrics.json"
@@ -153,9 +154,10 @@ def check_same_run(config, run_dir):
 def init_weights_file(path):
     """`train.init_from` -> the .keras file it names: PATH itself, or PATH/model.keras of a run directory."""
     candidate = os.path.join(path, MODEL) if os.path.isdir(path) else path
-    if not (os.path.isfile(candidate) and candidate.endswith(".keras")):
+    if not (os.path.lexists(candidate) and candidate.endswith(".keras")):
         raise ConfigError(f"train.init_from = {path!r}: no {candidate}; expected a run "
                                      f"directory holding {MODEL} or a .keras file")
+    check_user_file(candidate, "model", "train.init_from ", ConfigError)  # a FIFO, a device, a loop: one line
     return candidate
 
 

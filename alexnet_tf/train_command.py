@@ -15,6 +15,7 @@ import sys
 
 from alexnet_tf.config import describe, load_config
 from alexnet_tf.errors import PEER_LOST, ConfigError, UserError, report
+from alexnet_tf.user_files import check_user_file
 
 # The configs live next to the package in the repository (the package is installed editable, `pip install -e .`).
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -51,6 +52,9 @@ def _checked(args):
     from alexnet_tf import run_dir as run_dir_lib  # TF-free
     if config.train.init_from:
         run_dir_lib.init_weights_file(config.train.init_from)
+    stats_file = os.path.expanduser(config.data.stats_file)
+    if config.data.stats_file and os.path.lexists(stats_file):  # one to use, not to create: readable, bounded
+        check_user_file(stats_file, "stats", "data.stats_file ", ConfigError)
     run_dir_lib.refuse_overwriting_a_model(run_dir)
     return config, run_dir
 

@@ -52,7 +52,7 @@ def test_bad_config_files(capsys, tmp_path):
     binary.write_bytes(bytes(range(256)))
     for path, fragment in ((bad_key, "unknown key 'train.epoch'"), (bad_yaml, "is not valid YAML"),
                            (binary, "is not a text file (byte 128 is not UTF-8)"),
-                           (tmp_path / "missing.yaml", "not found")):
+                           (tmp_path / "missing.yaml", "(No such file or directory); expected a YAML config")):
         status, _, err = run_main(capsys, train_command.main, ["--config", path])
         assert status == 2 and err.count("\n") == 1 and fragment in err, err
 

@@ -25,6 +25,7 @@ EXPECTED = {
     "alexnet_tf.predict.ImageFileError": ("error: ", 1, ValueError),
     "alexnet_tf.tblogs.ScalarNotFound": ("error: ", 1, LookupError),
     "alexnet_tf.ablation.runner.StudyInterrupted": ("error: ", 1, RuntimeError),
+    "alexnet_tf.user_files.FileRefused": ("error: ", 1, ValueError),
 }
 
 

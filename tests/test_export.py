@@ -415,25 +415,27 @@ def test_a_request_above_the_batch_cap_is_refused_and_the_next_served(tiny_run):
 def test_a_huge_jpeg_is_decoded_at_a_reduced_dct_scale():
     """A 4,800 x 3,600 JPEG (above decode.DCT_SCALE_ABOVE pixels) is decoded at 1/8 scale, 600 x 450, when
     the caller resizes to 256 (the smallest 1/2^k scale whose shorter side is still >= 256), and the
-    256 x 256 result stays within a few grey levels of decoding it whole; a 4,000 x 3,000 JPEG (below
-    the threshold) and the same JPEG without min_side decode at full size."""
+    256 x 256 result stays within a few grey levels of decoding it whole (tf.io.decode_jpeg, the
+    reference); a 4,000 x 3,000 JPEG (below the threshold) decodes at full size, and without min_side
+    (no reduced decode) the big one is above decode.MAX_PIXELS and refused."""
     from alexnet_tf.data import decode
     y, x = np.mgrid[0:3600, 0:4800]
     smooth = np.stack([x * 255 // 4800, y * 255 // 3600, (x + y) * 255 // 8400], -1).astype(np.uint8)
     big = encode(Image.fromarray(smooth), "JPEG", quality=95)
     assert 4800 * 3600 > decode.DCT_SCALE_ABOVE > 4000 * 3000
     scaled = decode.decode_image(tf.constant(big), 3, min_side=256)
-    whole = decode.decode_image(tf.constant(big), 3)
+    whole = tf.cast(tf.io.decode_jpeg(big, channels=3), tf.float32)
     assert scaled.shape == (450, 600, 3) and whole.shape == (3600, 4800, 3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"the limit is {decode.MAX_PIXELS} pixels"):
+        decode.decode_image(tf.constant(big), 3)
     a = preprocess.resize_central_square(scaled[None], 256)[0].numpy()
     b = preprocess.resize_central_square(whole[None], 256)[0].numpy()
     assert np.abs(a - b).mean() < 1.0 and np.percentile(np.abs(a - b), 99) < 4, np.abs(a - b).mean()
     assert decode.decode_image(tf.constant(big), 3, min_side=500).shape == (900, 1200, 3)  # 1/4: 3600 // 8 < 500
     # the training decoder: the central square at 1/8 scale, and load_image's 256 x 256 against the full decode
     assert decode.decode_square(tf.constant(big), min_side=256).shape == (450, 450, 3)
-    assert decode.decode_square(tf.constant(big)).shape == (3600, 3600, 3)
     trained = decode.load_image(tf.constant(big), 256).numpy().astype(float)
-    full = tf.image.resize(decode.decode_square(tf.constant(big)), [256, 256], antialias=True).numpy()
+    full = tf.image.resize(whole[:, 600:4200], [256, 256], antialias=True).numpy()  # the central 3600 x 3600
     assert np.abs(trained - full).mean() < 1.0, np.abs(trained - full).mean()
     assert decode.decode_error(big) is None
     below = encode(Image.fromarray(smooth[:3000, :4000]), "JPEG", quality=95)

@@ -148,8 +148,8 @@ def test_predict_names_a_missing_or_unreadable_file_in_one_line(tiny_run, tmp_pa
     cases = {
         str(tmp_path / "nope.png"): f"error: cannot read {tmp_path / 'nope.png'} (No such file or directory); "
                                     "expected an image file (JPEG, PNG, GIF, BMP or WebP)",
-        str(tmp_path): f"error: cannot read {tmp_path} (Is a directory); expected an image file (JPEG, PNG, GIF, "
-                       "BMP or WebP)",
+        str(tmp_path): f"error: cannot read {tmp_path} (a directory); expected an image file "
+                       "(JPEG, PNG, GIF, BMP or WebP)",
         str(tmp_path / "notes.jpg"): "error: notes.jpg (12 bytes) is not a JPEG, PNG, GIF, BMP or WebP image",
     }
     for path, line in cases.items():

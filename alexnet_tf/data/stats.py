@@ -7,9 +7,13 @@ mean_image (H, W, 3), pixel_mean (3,), covariance (3, 3), eigval (3,), eigvec (3
 eigenvectors as columns, images (how many were averaged).
 """
 
+import io
 import os
 
 import numpy as np
+
+from alexnet_tf.errors import ConfigError
+from alexnet_tf.user_files import read_user_file
 
 # facebookarchive/fb.resnet.torch (datasets/imagenet.lua), ImageNet, pixels on the [0, 1] scale:
 # the lighting offset there is eigvec @ (alpha * FB_RESNET_EIGVAL), so these are amplitudes.
@@ -86,7 +90,9 @@ def save(stats, path):
 
 
 def load(path):
-    with np.load(path) as f:
+    """A stats .npz (data.stats_file or the cache in data.cache_dir, both config keys: ConfigError), read
+    through user_files: a regular file within its size limit."""
+    with np.load(io.BytesIO(read_user_file(path, "stats", "stats file ", ConfigError))) as f:
         return {k: f[k] for k in f.files}
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from alexnet_tf.arguments import add_run_arguments
 from alexnet_tf.retrieval.search import hamming_nearest, nearest, pack_bits
 from alexnet_tf.run_dir import load_run
+from alexnet_tf.user_files import check_user_file, read_user_file
 
 
 def _add_batch_arguments(parser):
@@ -68,14 +69,15 @@ def neighbours_command(args):
     from alexnet_tf.retrieval.features import cached_features, features_of_bytes
     from alexnet_tf.serving import decode_image
 
+    for path in args.images:  # every file named refused before the model loads and any is read
+        check_user_file(path, "image")
+    if args.encoder:
+        check_user_file(args.encoder, "model", "--encoder ")
     run, classifier = _load(args)
     train_features, train_labels, train_images = cached_features(run, classifier, "train", args.batch_size, max_images=args.max_images)
     names = run.class_names
     if args.images:
-        blobs = []
-        for path in args.images:
-            with open(path, "rb") as f:
-                blobs.append(f.read())
+        blobs = [read_user_file(path, "image") for path in args.images]
         queries = features_of_bytes(classifier, blobs)
         query_images = [decode_image(b, classifier.channels, min_side=classifier.resize_size).numpy() for b in blobs]
         query_labels = [os.path.basename(p) for p in args.images]
