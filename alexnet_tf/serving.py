@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from alexnet_tf.crops import eval_resize_size
 from alexnet_tf.data import preprocess
 from alexnet_tf.errors import PathExists
 from alexnet_tf.data.decode import ALPHA_BACKGROUND, decode_image  # noqa: F401  (decode_image: predict, retrieval)
@@ -32,23 +33,6 @@ TOP_K = 5
 # request's memory grows with its batch (decoded images, the model's activations), so one client cannot
 # take the server down with a huge batch. 256 covers TF Serving's usual batching sizes; split larger ones.
 MAX_BATCH = 256
-
-
-def eval_resize_size(config):
-    """The side images are rescaled to (shorter side) before the crop: §2's 256 for 224 crops.
-
-    File sources (the ImageNet input pipeline) use their `data.resize`; in-memory sources hold
-    images of the model's size (or data.upscale's): Fashion-MNIST (small geometry) resizes straight to
-    the model's input, the ImageNet geometry rescales to 256/224 of the crop, as in the paper.
-    """
-    m, d = config.model, config.data
-    if d.source in ("imagenet", "folder", "tfds"):  # file sources
-        return d.resize
-    if d.upscale:  # in-memory images rescaled to data.upscale for training
-        return d.upscale
-    if m.geometry == "imagenet":
-        return round(m.image_size * 256 / 224)
-    return m.image_size
 
 
 class Classifier:
