@@ -126,3 +126,14 @@ def test_after_a_stop_the_rerun_and_the_curves():
     lines = console.stopped_steps("runs/r", ["python", "train.py", "--set", "train.epochs=3"], "resumes")
     assert lines == ["next:", f"  {console.script('tensorboard')} --logdir runs/r/tb    # the curves so far",
                      "  python train.py --set train.epochs=3    # resumes"]
+
+
+@pytest.mark.slow
+def test_a_tool_that_starts_tensorflow_prints_its_own_lines_only(tiny_run):
+    """`python -m alexnet_tf evaluate --ten-crop` on a run of 28x28 images, in a shell that has not set
+    TF_CPP_MIN_LOG_LEVEL: TensorFlow starts (the command loads the run) and stderr holds the refusal alone."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    run = subprocess.run([sys.executable, "-m", "alexnet_tf", "evaluate", "--run-dir", tiny_run, "--ten-crop"],
+                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
+    assert run.returncode == 2
+    assert len(run.stderr.splitlines()) == 1 and run.stderr.startswith("config error: --ten-crop: "), run.stderr
