@@ -208,7 +208,7 @@ def save(classifier, base, version=None, overwrite=False):
         raise ValueError(f"version={version!r}; expected a non-negative integer (TF Serving's version directories)")
     path = os.path.join(base, str(version))
     if os.path.exists(path) and not overwrite:
-        raise PathExists(f"{path} exists; pass another version or overwrite=True (--overwrite)")
+        raise PathExists(f"{path} exists; expected another version, or overwrite=True to replace it")
     tmp = os.path.join(base, f".tmp-{version}")
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(base, exist_ok=True)
