@@ -8,17 +8,17 @@ handler, so that `evaluate --help` and its argument errors start none.
 import json
 import os
 
+from alexnet_tf.arguments import add_run_arguments
 from alexnet_tf.crops import check_ten_crop, evaluation_side
 from alexnet_tf.run_dir import load_run
 
 
 def add_arguments(parser):
     """The `evaluate` command's arguments."""
-    parser.add_argument("--run-dir", required=True)
-    parser.add_argument("--checkpoint", help="best, last or a checkpoint path (default: the run's model.keras)")
+    add_run_arguments(parser)
     parser.add_argument("--ten-crop", action="store_true", help="also the paper's 10-patch protocol (10x the compute; "
                         "for runs whose images are larger than model.image_size)")
-    parser.add_argument("--steps", type=int, help="evaluate only this many batches")
+    parser.add_argument("--steps", type=int, metavar="N", help="evaluate only this many batches")
     parser.add_argument("--split", choices=("val", "test"), default="val",
                         help="val (default) or test: the test split a run with data.val_examples set apart")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",

@@ -23,7 +23,7 @@ def add_arguments(parser):
     from alexnet_tf.arguments import add_run_arguments
 
     add_run_arguments(parser)
-    parser.add_argument("--version", type=int, help="integer version, the directory RUN_DIR/export/VERSION "
+    parser.add_argument("--version", type=int, metavar="N", help="integer version, the directory RUN_DIR/export/N "
                         "(default: one above the highest existing)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
 

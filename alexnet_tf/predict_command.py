@@ -14,15 +14,15 @@ from alexnet_tf.run_dir import load_run
 def add_arguments(parser):
     """The `predict` command's arguments."""
     add_run_arguments(parser)
-    parser.add_argument("images", nargs="*", help="JPEG/PNG/GIF/BMP files")
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="JPEG/PNG/GIF/BMP files")
     parser.add_argument("--label", action="append", help="true label (name or id) of each image, in order; "
                         "default: the image's folder when it is named after a class")
     parser.add_argument("--val", type=int, default=0, metavar="N", help="also predict N random validation images")
     parser.add_argument("--ten-crop", action="store_true", help="average over the paper's ten patches (§4.1; for runs whose "
                         "images are larger than model.image_size)")
-    parser.add_argument("--out", help="PNG panel: each image with its top-5 bars, the true label's bar in red")
-    parser.add_argument("--cols", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", metavar="PNG", help="PNG panel: each image with its top-5 bars, the true label's bar in red")
+    parser.add_argument("--cols", type=int, metavar="N", default=4, help="images per row of the --out panel")
+    parser.add_argument("--seed", type=int, metavar="N", default=0, help="which random validation images --val draws")
 
 
 def main(args):

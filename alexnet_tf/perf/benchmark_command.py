@@ -15,12 +15,12 @@ from alexnet_tf.config import load_config
 def add_arguments(parser):
     """The `benchmark` command's arguments."""
     add_config_arguments(parser)
-    parser.add_argument("--steps", type=int, default=20, help="pipeline batches to time")
-    parser.add_argument("--train-steps", type=int, default=5, help="training steps to time")
-    parser.add_argument("--fake-images", type=int, default=0,
+    parser.add_argument("--steps", type=int, metavar="N", default=20, help="pipeline batches to time")
+    parser.add_argument("--train-steps", type=int, metavar="N", default=5, help="training steps to time")
+    parser.add_argument("--fake-images", type=int, metavar="N", default=0,
                         help="write this many ImageNet-sized JPEGs to a temporary folder and benchmark "
                              "data.source=folder on them")
-    parser.add_argument("--fake-side", type=int, default=0,
+    parser.add_argument("--fake-side", type=int, metavar="PX", default=0,
                         help="with --fake-images: square images of this side (e.g. 256, pre-resized)")
     parser.add_argument("--pipeline-only", action="store_true", help="time the input pipeline only")
 
