@@ -323,6 +323,16 @@ def load_config(path=None, overrides=()):
 
     Raises ConfigError (one line) on unknown keys, wrong types, out-of-range values.
     """
+    cfg = _read(path)
+    for item in overrides:
+        key, value = parse_override(item) if isinstance(item, str) else item
+        _apply(cfg, key, value)
+    check(cfg)  # config_checks: constraints between keys, TF_CONFIG, memory, batch size
+    return cfg
+
+
+def _read(path):
+    """The defaults with the values of the YAML file `path` (if not None), each checked on its own."""
     cfg = Config()
     if path is not None:
         text = read_user_file(path, "config", "config file ", ConfigError)  # a regular file of <= 1 MB, or one line
@@ -334,11 +344,16 @@ def load_config(path=None, overrides=()):
             raise ConfigError(f"{path} is not a text file (byte {e.start} is not UTF-8); expected a YAML file") from None
         for key, value in _flatten(raw, path):
             _apply(cfg, key, value)
-    for item in overrides:
-        key, value = parse_override(item) if isinstance(item, str) else item
-        _apply(cfg, key, value)
-    check(cfg)  # config_checks: constraints between keys, TF_CONFIG, memory, batch size
     return cfg
+
+
+def changes(cfg, path):
+    """[(key, value in the config file `path` (the defaults if None), value in `cfg`)] for every key
+    whose values differ, in the config's order: what `--set` changed."""
+    def flat(c):
+        return dict(_flatten(c.to_dict(), "config"))
+    base = flat(_read(path))
+    return [(key, base[key], value) for key, value in flat(cfg).items() if value != base[key]]
 
 
 def from_dict(raw, overrides=()):

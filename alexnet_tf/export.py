@@ -6,6 +6,7 @@ run directory (its final model or a checkpoint) and writes the next version.
 
 import os
 
+from alexnet_tf.errors import ConfigError, PathExists
 from alexnet_tf.run_dir import export_dir, load_run
 
 
@@ -22,12 +23,20 @@ def add_arguments(parser):
     from alexnet_tf.arguments import add_run_arguments
 
     add_run_arguments(parser)
-    parser.add_argument("--version", type=int, help="integer version (default: one above the highest existing)")
+    parser.add_argument("--version", type=int, metavar="N", help="integer version, the directory RUN_DIR/export/N "
+                        "(default: one above the highest existing)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing version")
 
 
 def main(args):
     """`python -m alexnet_tf export`: write the next version and print how to inspect and serve it."""
+    if args.version is not None:  # the flags' words, before the model loads (serving.save says the API's)
+        if args.version < 0:
+            raise ConfigError(f"--version {args.version}; expected a non-negative integer (TF Serving's version "
+                              "directories)")
+        path = os.path.join(export_dir(args.run_dir), str(args.version))
+        if os.path.exists(path) and not args.overwrite:
+            raise PathExists(f"{path} exists; expected another --version, or --overwrite to replace it")
     path = export_run(args.run_dir, args.version, args.checkpoint, args.overwrite)
     print(f"wrote {path}")
     print(f"  saved_model_cli show --dir {path} --all")

@@ -149,11 +149,12 @@ DEFAULT_CURVES = ("train:epoch_top1_error", "validation:epoch_top1_error")  # wi
 
 def add_curves_arguments(parser):
     """The `curves` command's arguments."""
-    parser.add_argument("runs", nargs="+", metavar="[LABEL=]RUN_DIR")
-    parser.add_argument("--out", required=True)
+    parser.add_argument("runs", nargs="+", metavar="[LABEL=]RUN_DIR",
+                        help="run directories; LABEL= names a run in the legend (default: its directory's name)")
+    parser.add_argument("--out", required=True, metavar="PNG", help="the PNG to write")
     parser.add_argument("--curve", action="append", metavar="SPLIT:TAG",
                         help="e.g. validation:epoch_top1_error, train:batch_loss (repeatable)")
-    parser.add_argument("--title", default="")
+    parser.add_argument("--title", default="", help="the figure's title (default: none)")
 
 
 def curves_command(args):
@@ -170,7 +171,7 @@ def curves_command(args):
 def add_filters_arguments(parser):
     """The `filters` command's arguments."""
     add_run_arguments(parser)
-    parser.add_argument("--out", required=True)
+    parser.add_argument("--out", required=True, metavar="PNG", help="the PNG to write")
 
 
 def filters_command(args):

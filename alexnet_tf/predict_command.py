@@ -6,6 +6,7 @@ handler, so that `predict --help` and its argument errors start none.
 """
 
 from alexnet_tf.arguments import add_run_arguments
+from alexnet_tf.crops import check_ten_crop
 from alexnet_tf.errors import UserError
 from alexnet_tf.run_dir import load_run
 from alexnet_tf.user_files import check_user_file
@@ -14,14 +15,15 @@ from alexnet_tf.user_files import check_user_file
 def add_arguments(parser):
     """The `predict` command's arguments."""
     add_run_arguments(parser)
-    parser.add_argument("images", nargs="*", help="JPEG/PNG/GIF/BMP files")
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="JPEG/PNG/GIF/BMP files")
     parser.add_argument("--label", action="append", help="true label (name or id) of each image, in order; "
                         "default: the image's folder when it is named after a class")
     parser.add_argument("--val", type=int, default=0, metavar="N", help="also predict N random validation images")
-    parser.add_argument("--ten-crop", action="store_true", help="average over the paper's ten patches (§4.1)")
-    parser.add_argument("--out", help="PNG panel: each image with its top-5 bars, the true label's bar in red")
-    parser.add_argument("--cols", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ten-crop", action="store_true", help="average over the paper's ten patches (§4.1; for runs whose "
+                        "images are larger than model.image_size)")
+    parser.add_argument("--out", metavar="PNG", help="PNG panel: each image with its top-5 bars, the true label's bar in red")
+    parser.add_argument("--cols", type=int, metavar="N", default=4, help="images per row of the --out panel")
+    parser.add_argument("--seed", type=int, metavar="N", default=0, help="which random validation images --val draws")
 
 
 def main(args):
@@ -31,10 +33,12 @@ def main(args):
 
     for path in args.images:  # a missing file, a FIFO or /dev/zero is refused before the model loads
         check_user_file(path, "image", error=ImageFileError)
-    run = load_run(args.run_dir, args.checkpoint)
-    classifier = Classifier.from_run(run)
     if not args.images and not args.val:
         raise UserError("give image files and/or --val N (validation images)")
+    run = load_run(args.run_dir, args.checkpoint)
+    classifier = Classifier.from_run(run)
+    if args.ten_crop:
+        check_ten_crop(run.config, classifier.resize_size)
     results = predict_files(classifier, args.images, args.label, args.ten_crop) if args.images else []
     if args.val:
         blobs, names, labels = validation_samples(run, args.val, args.seed)

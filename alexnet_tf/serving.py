@@ -23,7 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf.config import FILE_SOURCES
+from alexnet_tf.crops import eval_resize_size
 from alexnet_tf.data import preprocess
 from alexnet_tf.errors import PathExists
 from alexnet_tf.data.decode import ALPHA_BACKGROUND, decode_image  # noqa: F401  (decode_image: predict, retrieval)
@@ -33,23 +33,6 @@ TOP_K = 5
 # request's memory grows with its batch (decoded images, the model's activations), so one client cannot
 # take the server down with a huge batch. 256 covers TF Serving's usual batching sizes; split larger ones.
 MAX_BATCH = 256
-
-
-def eval_resize_size(config):
-    """The side images are rescaled to (shorter side) before the crop: §2's 256 for 224 crops.
-
-    File sources (the ImageNet input pipeline) use their `data.resize`; in-memory sources hold
-    images of the model's size (or data.upscale's): Fashion-MNIST (small geometry) resizes straight to
-    the model's input, the ImageNet geometry rescales to 256/224 of the crop, as in the paper.
-    """
-    m, d = config.model, config.data
-    if d.source in FILE_SOURCES:
-        return d.resize
-    if d.upscale:  # in-memory images rescaled to data.upscale for training
-        return d.upscale
-    if m.geometry == "imagenet":
-        return round(m.image_size * 256 / 224)
-    return m.image_size
 
 
 class Classifier:
@@ -225,7 +208,7 @@ def save(classifier, base, version=None, overwrite=False):
         raise ValueError(f"version={version!r}; expected a non-negative integer (TF Serving's version directories)")
     path = os.path.join(base, str(version))
     if os.path.exists(path) and not overwrite:
-        raise PathExists(f"{path} exists; pass another version or overwrite=True (--overwrite)")
+        raise PathExists(f"{path} exists; expected another version, or overwrite=True to replace it")
     tmp = os.path.join(base, f".tmp-{version}")
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(base, exist_ok=True)

@@ -13,8 +13,10 @@ import errno
 import os
 import sys
 
-from alexnet_tf.config import describe, load_config
+from alexnet_tf import console, tf_startup
+from alexnet_tf.config import changes, load_config
 from alexnet_tf.errors import PEER_LOST, ConfigError, UserError, report
+from alexnet_tf.stop_signals import Interrupted
 from alexnet_tf.user_files import check_user_file
 
 # The configs live next to the package in the repository (the package is installed editable, `pip install -e .`).
@@ -22,19 +24,21 @@ CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DEFAULT_CONFIG = os.path.join(CONFIGS, "fashion_mnist.yaml")
 
 
-def main(argv=None):
-    """`python train.py ARGS`; returns the exit status (errors.exit_status of what stopped it, else 0)."""
-    args = _parser().parse_args(argv)
+def main(argv=None, prog=None):
+    """`python train.py ARGS`; returns the exit status (errors.exit_status of what stopped it, else 0).
+    `prog`: the program name --help shows (default: as this process was started)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(prog).parse_args(argv)
     try:
         config, run_dir = _checked(args)  # before TensorFlow is imported
-        print(describe(config), flush=True)
-        return _train(config, run_dir)
+        print("\n".join(console.start_lines(args.config, changes(config, args.config), run_dir)), flush=True)
+        return _train(config, run_dir, argv)
     except UserError as e:
         return report(e)
 
 
-def _parser():
-    parser = argparse.ArgumentParser(prog=_prog(), description="Train AlexNet (the default run without arguments).")
+def _parser(prog=None):
+    parser = argparse.ArgumentParser(prog=prog or _prog(), description="Train AlexNet (the default run without arguments).")
     parser.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config (default: configs/fashion_mnist.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value; repeatable")
@@ -65,12 +69,24 @@ class DiskFull(UserError):
     prefix = ""  # the message begins "could not write "
 
 
-def _train(config, run_dir):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+def _train(config, run_dir, argv):
+    """Train; print the next commands after a finished run, and after a stop before the end (a signal,
+    a diverged loss) the command that continues it. Returns the exit status."""
+    tf_startup.start()  # TensorFlow's start-up notices off the console (tf_startup.py says which)
     from alexnet_tf.distribute import PEER_ERRORS
-    from alexnet_tf.training import train
+    from alexnet_tf.training import TrainingDiverged, train
     try:
-        train(config, run_dir)
+        metrics = train(config, run_dir)
+    except Interrupted as e:
+        status = report(e)
+        print("\n".join(console.stopped_steps(run_dir, _rerun(argv), "resumes from the last checkpoint")), flush=True)
+        return status
+    except TrainingDiverged as e:
+        status = report(e)
+        lower = ["--set", f"train.lr={config.train.lr / 10:g}"]
+        print("\n".join(console.stopped_steps(run_dir, _rerun(argv) + lower,
+                                               "resumes from the last checkpoint at a tenth of the learning rate")))
+        return status
     except UserError:
         raise
     except OSError as e:  # a full disk: one line, not a traceback (other OS errors are bugs here)
@@ -82,7 +98,16 @@ def _train(config, run_dir):
         if config.distribute.strategy != "multi_worker":
             raise
         return _peer_lost(config, e)
+    if metrics is not None:  # the chief (the other workers' runs end with the chief's lines)
+        print("\n".join(console.next_steps(config, run_dir, exported=config.train.export)))
     return 0
+
+
+def _rerun(argv):
+    """The words of the command line that started this run, as a user types them in this shell."""
+    if os.path.basename(sys.argv[0]) in ("alexnet-tf", "__main__.py"):
+        return [*console.tool().split(), "train", *argv]
+    return [console.python(), console.shown_path(sys.argv[0]), *argv]
 
 
 def _peer_lost(config, e):

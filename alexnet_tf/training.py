@@ -10,7 +10,7 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf import callbacks as cb
-from alexnet_tf import distribute, machine, serving
+from alexnet_tf import console, distribute, machine, serving
 from alexnet_tf import run_dir as run_dir_lib
 from alexnet_tf.checkpoint import TrainState, healthy_loss
 from alexnet_tf.errors import ConfigError, UserError
@@ -19,6 +19,7 @@ from alexnet_tf.model import build_model
 from alexnet_tf.optim import compile_model, resolve_precision
 from alexnet_tf.stop_signals import SIGNAL_CHECK_STEPS, Interrupted
 from alexnet_tf.stop_signals import StopSignals as _StopSignals
+from alexnet_tf.tf_startup import describe_devices
 from alexnet_tf.train_steps import EpochSums, evaluate, make_steps
 
 
@@ -101,7 +102,8 @@ def _set_up(config, run_dir, dist, stop, start):
         tf.config.experimental.enable_op_determinism()
     run.precision, why = _run_precision(config, run_dir, dist)
     keras.mixed_precision.set_global_policy(run.precision)
-    print(f"precision: {run.precision}{why}; {machine.describe()}")
+    print(f"machine: {machine.describe()}; TensorFlow sees {describe_devices(tf.config.list_physical_devices())}")
+    print(f"precision: {run.precision}{why}")
     if dist.kind != "default":
         print(dist.describe())
 
@@ -328,7 +330,7 @@ def _signalled(run, epoch_end=False):
 
 def _finish(run):
     """The final validation (if this process trained none) and the test split, once; then, on the
-    chief, metrics.json, model.keras, the export and the summary. Returns the metrics (None on
+    chief, metrics.json, model.keras, the export and the result lines. Returns the metrics (None on
     another worker)."""
     dist, data, model = run.dist, run.data, run.model
     test_logs = None
@@ -348,7 +350,7 @@ def _finish(run):
         saved = serving.save(serving.Classifier.from_config(final, run.config, data.mean, data.class_names),
                              run_dir_lib.export_dir(run.run_dir))
         print(f"SavedModel for TF Serving: {saved}")
-    _print_summary(run, metrics)
+    print("\n".join(console.result_lines(metrics, run.run_dir)))
     dist.barrier()
     return metrics
 
@@ -371,15 +373,6 @@ def _metrics(run, test_logs):
         metrics.update(test_top1_error=test_logs["top1_error"], test_top5_error=test_logs["top5_error"],
                        test_loss=test_logs["loss"], test_images=run.data.test_size)
     return metrics
-
-
-def _print_summary(run, metrics):
-    print(f"val top-1 error {metrics['val_top1_error']:.4f}, top-5 error {metrics['val_top5_error']:.4f}, "
-          f"loss {metrics['val_loss']:.4f} after {metrics['epochs_completed']} epochs, "
-          f"{metrics['wall_seconds']:.0f} s; run directory {run.run_dir}")
-    if "test_top1_error" in metrics:
-        print(f"test top-1 error {metrics['test_top1_error']:.4f}, top-5 error {metrics['test_top5_error']:.4f} "
-              f"on the {run.data.test_size} test images (evaluated once, after training)")
 
 
 def _plain_copy(model, config):

@@ -156,12 +156,19 @@ def test_saved_model_cli_show_and_run(tiny_run, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "out" / "probabilities.npy"), probs, rtol=1e-4, atol=1e-6)
 
 
-def test_export_versions_and_overwrite(tiny_run, tmp_path):
+def test_export_versions_and_overwrite(tiny_run, tmp_path, capsys):
     from alexnet_tf.__main__ import main
     assert serving.existing_versions(os.path.join(tiny_run, "export")) == [1]
     assert main(["export", "--run-dir", tiny_run, "--checkpoint", "best"]) == 0
     assert serving.existing_versions(os.path.join(tiny_run, "export")) == [1, 2]
+    capsys.readouterr()
     assert main(["export", "--run-dir", tiny_run, "--version", "2"]) == 1  # exists, no --overwrite
+    # in the command line's words: its flags, not the Python API's overwrite=True
+    assert capsys.readouterr().err == (f"error: {os.path.join(tiny_run, 'export', '2')} exists; expected another "
+                                       "--version, or --overwrite to replace it\n")
+    assert main(["export", "--run-dir", tiny_run, "--version", "-1"]) == 2
+    assert capsys.readouterr().err == ("config error: --version -1; expected a non-negative integer (TF Serving's "
+                                       "version directories)\n")
     assert not any(d.startswith(".tmp") for d in os.listdir(os.path.join(tiny_run, "export")))
     with pytest.raises(ValueError, match="non-negative integer"):
         serving.save(None, str(tmp_path), version=-1)

@@ -271,6 +271,10 @@ def test_a_signal_saves_after_the_step_and_the_rerun_is_bit_identical(reference,
     assert last == f"{signum.name}: stopped after saving {saved}; rerun the same command to resume", where + last
     assert int(saved.rsplit("-", 1)[1]) in (at, at + 1), where
     assert not (run_dir / "metrics.json").exists()
+    # and on stdout the next commands: the curves so far, and the command line that resumes the run
+    rerun = out.strip().splitlines()[-1]
+    assert rerun.endswith(f"--config {config_file} --run-dir {run_dir}    # resumes from the last checkpoint"), rerun
+    assert out.strip().splitlines()[-2].endswith(f"--logdir {run_dir}/tb    # the curves so far"), out[-2000:]
 
     status, out, err = train_py(capsys, config_file, run_dir)
     assert status == 0 and "resuming from" in out, err[-2000:]

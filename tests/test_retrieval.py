@@ -215,12 +215,18 @@ def test_queries_limit_every_baseline_to_the_same_queries():
         assert row["p@1"] == pytest.approx(np.mean(train_labels[distances.argmin(1)] == val_labels[:10]))
 
 
-def test_codes_command_writes_the_report(tiny_run):
-    assert main(["codes", "--run-dir", tiny_run, "--bits", "8", "--k", "1", "5", "--epochs", "2"]) == 0
+def test_codes_command_writes_the_report(tiny_run, capsys):
+    capsys.readouterr()
+    assert main(["codes", "--run-dir", tiny_run, "--bits", "8", "4", "--k", "1", "5", "--epochs", "2"]) == 0
+    # a line per auto-encoder epoch while it trains, for each code length
+    progress = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  auto-encoder")]
+    assert [line.split(", reconstruction")[0] for line in progress] == [
+        f"  auto-encoder, {bits} bits: epoch {epoch}/2" for bits in (8, 4) for epoch in (1, 2)]
     with open(os.path.join(tiny_run, "retrieval", "report.json")) as f:
         rows = json.load(f)
     assert [r["method"].split(" (")[0] for r in rows] == [
-        "euclidean fc7", "hamming autoencoder", "hamming random hyperplanes"]
+        "euclidean fc7", "hamming autoencoder", "hamming random hyperplanes", "hamming autoencoder",
+        "hamming random hyperplanes"]
     assert rows[1]["bits"] == 8 and rows[1]["bytes_per_image"] == 8 and rows[0]["bytes_per_image"] == 32 * 4
     for r in rows:
         assert 0 <= r["p@1"] <= 1 and r["ms_per_query"] > 0

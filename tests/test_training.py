@@ -135,10 +135,38 @@ def test_filter_grid_layout():
 
 
 def run_train(run_dir, *overrides):
+    """`python train.py --run-dir RUN_DIR --set ...` in a shell that has not set TF_CPP_MIN_LOG_LEVEL."""
     args = [sys.executable, os.path.join(ROOT, "train.py"), "--run-dir", str(run_dir)]
     for o in tiny_overrides() + list(overrides):
         args += ["--set", o]
-    return subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+
+
+def check_console(out, err, run_dir, config):
+    """train.py's console: the summary at the start (the config file and each value --set changed, the
+    run directory and its config.yaml, the machine and devices, the precision), no config dump and no
+    TensorFlow start-up notice, and at the end the next commands with the run directory filled in."""
+    from alexnet_tf import console
+    lines = out.splitlines()
+    # the keys of tiny_overrides() whose values differ from configs/fashion_mnist.yaml's, by hand
+    changed = ["model.width: 0.375 -> 0.125", "model.fc_units: 1024 -> 32", "data.source: fashion_mnist -> synthetic",
+               "data.batch_size: 128 -> 16", "data.synthetic_size: 512 -> 64", "data.val_examples: 5000 -> 0",
+               "train.epochs: 10 -> 1"]
+    assert lines[0] == "config: configs/fashion_mnist.yaml, changed by --set:"
+    assert lines[1:1 + len(changed)] == ["  " + line for line in changed]
+    assert lines[1 + len(changed)] == f"run directory: {run_dir} (the full config: {run_dir}/config.yaml)"
+    assert lines[2 + len(changed)].startswith(f"machine: {machine.cpu_model()} (") and "TensorFlow sees 1 CPU" in out
+    assert lines[3 + len(changed)].startswith("precision: float32")
+    assert "towers: 2" not in out and len(lines) < 30  # the full config is in config.yaml, not on the console
+    assert alexnet_tf.load_config(str(run_dir / "config.yaml")).to_dict() == config.to_dict()
+    assert not [line for line in err.splitlines() if "cuInit" in line or "absl::InitializeLog" in line
+                or line.startswith("I0000")], err
+    tool, tensorboard = console.tool(), console.script("tensorboard")
+    assert lines[-4:] == [
+        "next:", f"  {tensorboard} --logdir {run_dir}/tb    # curves and conv1 filters",
+        f"  {tool} evaluate --run-dir {run_dir}    # top-1/top-5 error -> evaluation.json",
+        f"  {tool} predict --run-dir {run_dir} --val 8 --out predictions.png    # or image files: IMAGE ..."]
 
 
 def train_main(capsys, run_dir, *overrides):
@@ -169,9 +197,10 @@ def test_smoke_run_resume_and_nan_stop(tmp_path, capsys):
     # the machine the time was measured on, as `grep -m1 "model name" /proc/cpuinfo` names it
     assert metrics["cpu"] == machine.cpu_model() and metrics["onednn"] is machine.onednn_enabled()
     assert "test_top1_error" not in metrics  # data.val_examples = 0: the validation split is the test split
-    assert f"; {machine.cpu_model()} (" in first.stdout
     assert metrics["epochs_completed"] == 1 and 0 <= metrics["val_top1_error"] <= 1
-    assert "model:\n  towers: 2" in first.stdout  # the resolved config is printed
+    check_console(first.stdout, first.stderr, run_dir,
+                  alexnet_tf.load_config(os.path.join(ROOT, "configs", "fashion_mnist.yaml"),
+                                         tiny_overrides() + ["train.export=true"]))
 
     train_tb = tensorboard_tags(str(run_dir / "tb" / "train"))
     val_tb = tensorboard_tags(str(run_dir / "tb" / "validation"))
@@ -199,6 +228,8 @@ def test_smoke_run_resume_and_nan_stop(tmp_path, capsys):
     status, out, err = train_main(capsys, tmp_path / "diverging", "train.lr=1e10")
     assert status == 1
     assert "training stopped: loss became nan" in err and "Lower train.lr" in err
+    assert out.splitlines()[-1].endswith(" --set train.lr=1e+09    # resumes from the last checkpoint at a tenth of "
+                                         "the learning rate")
 
 
 def test_nan_keeps_the_last_good_checkpoint(tmp_path):

@@ -61,7 +61,10 @@ class Accumulator:
         mu = self.pixel_sum / self.pixels
         covariance = self.outer_sum / self.pixels - np.outer(mu, mu)
         eigval, eigvec = np.linalg.eigh(covariance)          # ascending
-        order = np.argsort(eigval)[::-1]
+        # A covariance of rank < 3 (grey images: R = G = B, rank 1) has zero eigenvalues, which eigh returns
+        # as round-off of either sign (-2e-12 for 1.7e4): set them to 0, so sqrt(lambda) is 0, not nan.
+        eigval = np.where(eigval > 1e-9 * max(eigval.max(), 0.0), eigval, 0.0)
+        order = np.argsort(eigval, kind="stable")[::-1]
         eigvec = eigvec[:, order]
         eigvec *= np.where(eigvec.sum(axis=0) < 0, -1.0, 1.0)  # a fixed sign: components sum to >= 0
         return dict(mean_image=(self.image_sum / self.images).astype(np.float32), pixel_mean=mu,

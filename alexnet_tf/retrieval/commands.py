@@ -17,7 +17,7 @@ from alexnet_tf.user_files import check_user_file, read_user_file
 
 def _add_batch_arguments(parser):
     """--batch-size and --max-images: how the vectors of a split are extracted (every retrieval command)."""
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, metavar="N", default=256, help="images per batch through the model")
     parser.add_argument("--max-images", type=int, metavar="N",
                         help="use at most N images of each split, drawn at random (default: all of an in-memory "
                              "dataset, 20,000 of an image-file source)")
@@ -33,7 +33,8 @@ def _load(args):
 def add_features_arguments(parser):
     """The `features` command's arguments."""
     add_run_arguments(parser)
-    parser.add_argument("--split", nargs="+", default=["train", "val"], choices=("train", "val"))
+    parser.add_argument("--split", nargs="+", default=["train", "val"], choices=("train", "val"),
+                        help="the splits whose vectors are extracted (default: both)")
     _add_batch_arguments(parser)
 
 
@@ -51,12 +52,13 @@ def features_command(args):
 def add_neighbours_arguments(parser):
     """The `neighbours` command's arguments."""
     add_run_arguments(parser)
-    parser.add_argument("images", nargs="*", help="query image files (default: --queries random validation images)")
-    parser.add_argument("--queries", type=int, default=5)
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="query image files (default: --queries random validation images)")
+    parser.add_argument("--queries", type=int, default=5, metavar="N",
+                        help="random validation images as queries, when no image files are given")
     parser.add_argument("--k", type=int, default=6, help="neighbours per query (the paper shows 6)")
     parser.add_argument("--encoder", help="rank by Hamming distance of this §7 encoder's codes (from `codes`)")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, metavar="PNG", help="the PNG panel to write")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="which random validation images --queries draws")
     _add_batch_arguments(parser)
 
 
@@ -100,11 +102,11 @@ def neighbours_command(args):
 def add_projector_arguments(parser):
     """The `projector` command's arguments."""
     add_run_arguments(parser)
-    parser.add_argument("--split", default="train", choices=("train", "val"))
-    parser.add_argument("--count", type=int, default=5000,
+    parser.add_argument("--split", default="train", choices=("train", "val"), help="the split whose vectors are shown")
+    parser.add_argument("--count", type=int, default=5000, metavar="N",
                         help="random subset size (the projector runs in the browser)")
-    parser.add_argument("--log-dir", help="default: RUN_DIR/tb/projector")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--log-dir", metavar="DIR", help="default: RUN_DIR/tb/projector")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="which random subset --count draws")
     _add_batch_arguments(parser)
 
 
@@ -124,10 +126,12 @@ def projector_command(args):
 def add_codes_arguments(parser):
     """The `codes` command's arguments."""
     add_run_arguments(parser)
-    parser.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
+    parser.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64],
+                        help="code lengths in bits: one auto-encoder each")
     parser.add_argument("--k", type=int, nargs="+", default=[1, 10, 100], help="precision@K for these K")
-    parser.add_argument("--epochs", type=int, default=10, help="auto-encoder training epochs")
-    parser.add_argument("--queries", type=int, help="use the first N validation images as queries (default: all)")
+    parser.add_argument("--epochs", type=int, metavar="N", default=10, help="auto-encoder training epochs")
+    parser.add_argument("--queries", type=int, metavar="N",
+                        help="use the first N validation images as queries (default: all)")
     parser.add_argument("--pixels", action="store_true", help="add Euclidean search on raw pixels as a baseline")
     _add_batch_arguments(parser)
 
