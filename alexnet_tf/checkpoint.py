@@ -42,8 +42,9 @@ class TrainState:
 
     def __init__(self, model, iterator, plateau, directory, best_directory=None, configured_lr=None):
         self.model = model
-        # train.lr as configured when the checkpoint was written: a resumed run whose config sets
-        # another one applies it instead of the restored (possibly plateau-reduced) rate
+        # the rate train.lr configures at the run's global batch (lr_schedule.peak_lr) when the checkpoint
+        # was written: a resumed run whose config gives another applies it instead of the restored
+        # (possibly plateau-reduced) rate
         self.configured_lr = tf.Variable(float("nan") if configured_lr is None else configured_lr, dtype=tf.float64,
                                          trainable=False, name="configured_lr")
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")        # epochs completed
