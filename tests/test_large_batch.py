@@ -87,7 +87,7 @@ def test_warmup_and_lars_survive_a_kill_9_bit_identical(tmp_path, capsys):
     """LARS with a 6-step warm-up (1.5 epochs of 4 steps), killed -9 after global step 5: the rerun
     resumes from the checkpoint of step 4, in the middle of the ramp, and ends with every saved value
     (weights, momentum, iteration count, learning rate, plateau state, step counters) equal to an
-    uninterrupted run's, bit for bit."""
+    uninterrupted run's, bit for bit. Resumed once more with sqrt scaling, it trains at the new rate."""
     from alexnet_tf.training import train
     config = alexnet_tf.load_config(None, tiny_overrides(**{
         "train.deterministic": True, "train.epochs": 2, "train.checkpoint_every": 3, "train.lr_scaling": "linear",
@@ -108,3 +108,8 @@ def test_warmup_and_lars_survive_a_kill_9_bit_identical(tmp_path, capsys):
     assert values_a.keys() == values_b.keys() and any(k.startswith("optimizer/") for k in values_a)
     different = [k for k in values_a if not np.array_equal(values_a[k], values_b[k])]
     assert not different, different
+
+    # resumed with another scaling: the new scaled rate applies (0.01 x sqrt(2) in place of 0.01 x 2)
+    status, out, err = train_py(capsys, config_file, resumed, "train.epochs=3", "train.lr_scaling=sqrt")
+    assert status == 0 and "the scaled train.lr changed from 0.02 to 0.0141421: training continues at " \
+                           "0.0141421" in out, out[-2000:] + err[-2000:]
