@@ -59,8 +59,9 @@ class PaperSGD(keras.optimizers.SGD):
 
     def get_config(self):
         config = super().get_config()
-        config.update(paper_weight_decay=self.paper_weight_decay, decay_biases=self.decay_biases,
-                      warmup_steps=self.warmup_steps, warmup_start=self.warmup_start)
+        config.update(paper_weight_decay=self.paper_weight_decay, decay_biases=self.decay_biases)
+        if self.warmup_steps:  # without one, model.keras files stay readable by versions before the warm-up
+            config.update(warmup_steps=self.warmup_steps, warmup_start=self.warmup_start)
         return config
 
 
