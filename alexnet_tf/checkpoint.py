@@ -1,8 +1,9 @@
 """Exact resume: everything the training loop needs to continue where a killed run stopped.
 
-A recovery checkpoint holds the model's weights, the optimizer (momentum, iteration count, learning
-rate), the plateau schedule (best value, epochs waited, reductions so far), the epoch and the step
-within it, the running sums of the epoch's training metrics, the dropout seed states, and the
+A recovery checkpoint holds the model's weights, the optimizer (momentum, iteration count, which is
+also the position in a warm-up, learning rate), the plateau schedule (best value, epochs waited,
+reductions so far), the epoch and the step within it, the running sums of the epoch's training
+metrics, the dropout seed states, and the
 position of the training data iterator (tf.data iterator checkpointing: the shuffle buffer and
 prefetched batches are saved, so no example is repeated or skipped).
 

@@ -69,7 +69,7 @@ class PaperSGD(keras.optimizers.SGD):
 class LARS(PaperSGD):
     """PaperSGD with You et al. 2017's layer-wise adaptive rate (LARS) on every kernel.
 
-    You et al.'s Algorithm 1 ("SGD with LARS", ICLR 2018 version of arXiv 1708.03888), per layer l at
+    You et al.'s Algorithm 1 ("SGD with LARS", arXiv 1708.03888 and its ICLR 2018 text), per layer l at
     step t with global rate gamma_t, momentum m, weight decay beta and trust coefficient eta:
 
         lambda_l <- eta * |w_l| / (|g_l| + beta * |w_l|)        (g_l = dL/dw_l, |.| the L2 norm)
@@ -82,15 +82,18 @@ class LARS(PaperSGD):
         v <- momentum * v - lr_t * lambda * (dL/dw + weight_decay * w);   w <- w + v
 
     i.e. the §5 rule with its rate lr_t (the warm-up included) multiplied by lambda. Why this form:
-    it is Algorithm 1 term for term, with the paper's momentum and the decay inside the momentum,
-    and lambda computed from the raw gradient, not from the decayed one. Algorithm 1 decays
+    it is Algorithm 1 term for term, with the paper's momentum and the decay inside the momentum;
+    lambda takes the norm of the raw gradient and adds the decay in its denominator, rather than
+    taking the norm of the decayed gradient g + beta * w (a variant some implementations use, which
+    tests/test_optimizer.py shows to give other weights). Algorithm 1 decays
     gamma_t polynomially; here the global rate keeps this project's schedule (plateau rule or
     train.lr_drop_epochs, after an optional warm-up). "Layer" is each weight tensor: with two towers
     a layer's two halves are two tensors, each with its own lambda.
 
     Kernels only: biases (and any other non-kernel variable) follow the plain PaperSGD rule, as LARS
-    implementations commonly do for one-dimensional tensors; a kernel whose weights or gradient are
-    all zero (lambda undefined or zero for good) also gets lambda = 1. LARS keeps no state of its
+    implementations commonly do for one-dimensional tensors. A kernel whose weights or gradient are
+    all zero gets lambda = 1 (lambda would be undefined, or would keep zero weights at zero for ever).
+    LARS keeps no state of its
     own: lambda is computed afresh each step from w and g, so the momentum and the iteration count in
     the checkpoint are all that a resume needs.
     """
