@@ -111,7 +111,17 @@ class TrainConfig:
     epochs: int = _spec(90, lo=1, doc="passes over the training set (§5: ~90)")
     steps_per_epoch: Optional[int] = _spec(None, lo=1, doc="cap on steps per epoch (null = the whole split)")
     val_steps: Optional[int] = _spec(None, lo=1, doc="cap on validation steps (null = the whole split)")
-    lr: float = _spec(0.01, lo=0.0, lo_open=True, doc="initial learning rate ε (§5)")
+    lr: float = _spec(0.01, lo=0.0, lo_open=True, doc="initial learning rate ε (§5) at train.base_batch examples per step")
+    base_batch: int = _spec(128, lo=1, doc="the global batch train.lr is meant for (§5: 128); lr_scaling scales from it")
+    lr_scaling: str = _spec("none", choices=("none", "linear", "sqrt"),
+                            doc="learning rate at the global batch B (data.batch_size): none = train.lr (the paper); linear = "
+                                "train.lr x B/base_batch (Goyal et al. 2017); sqrt = train.lr x sqrt(B/base_batch) (Krizhevsky 2014)")
+    warmup_epochs: float = _spec(0.0, lo=0.0, doc="gradual warm-up (Goyal et al. 2017): the rate rises linearly per step from "
+                                 "train.lr to the scaled rate over this many epochs; 0 = none (the paper)")
+    optimizer: str = _spec("paper", choices=("paper", "lars"),
+                           doc="paper: the §5 rule (optim.PaperSGD); lars: the same momentum and weight decay with You et al. "
+                               "2017's layer-wise rate trust x |w|/(|dL/dw| + weight_decay |w|) on every kernel (optim.LARS)")
+    lars_trust: float = _spec(0.001, lo=0.0, lo_open=True, doc="LARS trust coefficient η (You et al. 2017: 0.001)")
     momentum: float = _spec(0.9, lo=0.0, hi=1.0, doc="§5")
     weight_decay: float = _spec(0.0005, lo=0.0, doc="inside the momentum, as in §5")
     decay_biases: bool = _spec(False, doc="also decay biases (the paper decays the weights w)")

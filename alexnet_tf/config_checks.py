@@ -41,7 +41,7 @@ GiB = 2**30
 
 def check(cfg):
     """Every check of this module, in this order; the first that fails raises its ConfigError."""
-    for one_check in (check_remove_conv, check_profile_steps, check_lr_drop_epochs, check_model_shape,
+    for one_check in (check_remove_conv, check_profile_steps, check_lr_drop_epochs, check_warmup, check_model_shape,
                       check_file_source, check_in_memory_subsets, check_upscale, check_lighting, check_devices,
                       check_strategy, check_fashion_mnist_shape, check_tf_config, check_memory, check_batch_size):
         one_check(cfg)
@@ -73,6 +73,15 @@ def check_lr_drop_epochs(cfg):
     if not (_positive_ints(drops) and all(a < b for a, b in zip(drops, drops[1:]))):
         raise ConfigError(f"train.lr_drop_epochs = {shown(drops)}; expected [] or increasing epochs >= 1 "
                           "(the lr is divided by 10 after each)")
+
+
+def check_warmup(cfg):
+    """The warm-up ramps from train.lr to the scaled rate: without scaling there is nothing to ramp to."""
+    train = cfg.train
+    if train.warmup_epochs and train.lr_scaling == "none":
+        raise ConfigError(f"train.warmup_epochs = {shown(train.warmup_epochs)} with train.lr_scaling = none: the warm-up "
+                          "rises from train.lr to the scaled rate, which is train.lr itself; expected lr_scaling linear "
+                          "or sqrt, or warmup_epochs 0")
 
 
 def check_model_shape(cfg):

@@ -1,6 +1,5 @@
 """The training run: one loop for every strategy (default, mirrored, towers, multi_worker), with exact resume."""
 
-import math
 import os
 import sys
 import time
@@ -10,7 +9,7 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf import callbacks as cb
-from alexnet_tf import console, distribute, machine, serving
+from alexnet_tf import console, distribute, lr_schedule, machine, serving
 from alexnet_tf import run_dir as run_dir_lib
 from alexnet_tf.checkpoint import TrainState, healthy_loss
 from alexnet_tf.errors import ConfigError, UserError
@@ -116,8 +115,10 @@ def _set_up(config, run_dir, dist, stop, start):
     # === Model and optimizer ===
     with dist.scope():
         run.model = build_model(config, tower_devices=dist.tower_devices)
-        compile_model(run.model, config)
+        compile_model(run.model, config, steps_per_epoch=run.data.train_steps)
         run.model.optimizer.build(run.model.trainable_variables)
+    if schedule := lr_schedule.describe(config, run.data.train_steps):
+        print(schedule)
     return run
 
 
@@ -154,12 +155,13 @@ def _resume(run):
     run.state = state = TrainState(
         model, run.iterator, run.plateau,
         run_dir_lib.checkpoint_dir(run.run_dir, "last" if dist.is_chief else f"worker-{dist.worker}"),
-        run_dir_lib.checkpoint_dir(run.run_dir, "best") if dist.is_chief else None, configured_lr=config.train.lr)
+        run_dir_lib.checkpoint_dir(run.run_dir, "best") if dist.is_chief else None,
+        configured_lr=lr_schedule.peak_lr(config))
     restored = state.restore(agree=dist.all_gather if dist.workers > 1 else None)
     if not restored and run.init_file:
         _init_weights(model, run.init_file)
     if restored:
-        _apply_a_changed_lr(run)
+        lr_schedule.apply_a_changed_rate(config, state, model.optimizer, run.plateau)
     run.epoch, run.step = int(state.epoch.numpy()), int(state.step.numpy())
     run.wall_before = float(state.wall_seconds.numpy())
     run.sums = state.epoch_sums
@@ -167,22 +169,6 @@ def _resume(run):
         print(f"resuming from {restored}: {run.epoch} of {config.train.epochs} epochs done"
               + (f" and {run.step} of {run.data.train_steps} steps of epoch {run.epoch + 1}" if run.step else "")
               + f", learning rate {float(model.optimizer.learning_rate.numpy()):.3g}")
-
-
-def _apply_a_changed_lr(run):
-    """A resumed run whose config sets another train.lr than the checkpoint's: the restored optimizer
-    would keep its own rate; the new config's wins, and the plateau count starts over (every worker
-    compares the same two numbers, so all agree)."""
-    state, lr, optimizer = run.state, run.config.train.lr, run.model.optimizer
-    was = float(state.configured_lr.numpy())
-    if not math.isfinite(was) or was == lr:
-        return
-    restored_lr = float(optimizer.learning_rate.numpy())
-    optimizer.learning_rate.assign(lr)
-    run.plateau.wait.assign(0)
-    state.configured_lr.assign(lr)
-    print(f"train.lr changed from {was:g} to {lr:g}: training continues at {lr:g} "
-          f"(the checkpoint's rate was {restored_lr:.3g}); the plateau count restarts")
 
 
 def _init_weights(model, path):
@@ -343,7 +329,7 @@ def _finish(run):
         dist.barrier()  # leave together with the chief (a worker that exits early looks like a crash to the others)
         print(f"worker {dist.worker}: done; the chief writes the model and metrics")
         return None
-    final = _plain_copy(model, run.config) if dist.kind != "default" else model
+    final = _plain_copy(model, run.config, data.train_steps) if dist.kind != "default" else model
     metrics = _metrics(run, test_logs)
     run_dir_lib.write_final(run.run_dir, final, metrics)
     if run.config.train.export:  # after metrics.json: a failed export loses nothing
@@ -375,9 +361,9 @@ def _metrics(run, test_logs):
     return metrics
 
 
-def _plain_copy(model, config):
+def _plain_copy(model, config, steps_per_epoch):
     """The trained model rebuilt outside any strategy or device placement (for model.keras and the export)."""
-    plain = compile_model(build_model(config), config)
+    plain = compile_model(build_model(config), config, steps_per_epoch=steps_per_epoch)
     plain.set_weights(model.get_weights())
     plain.optimizer.build(plain.trainable_variables)
     for mine, theirs in zip(plain.optimizer.variables, model.optimizer.variables):
