@@ -350,7 +350,7 @@ def test_overwrite_never_leaves_a_broken_version(tiny_run, tmp_path, monkeypatch
             assert os.path.isfile(os.path.join(version, "saved_model.pb"))
         assert tf.saved_model.load(version).signatures["serving_default"] is not None
     serving.save(classifier, base, version=3, overwrite=True)
-    assert sorted(os.listdir(base)) == ["3"]
+    assert sorted(os.listdir(base)) == [".lock", "3"]  # .lock: the export lock (run_dir.export_lock)
 
 
 def test_header_sizes_against_pil_and_decompression_bombs_refused():
