@@ -130,7 +130,9 @@ class TrainConfig:
                               "need only their metrics (the ablation study); `python -m alexnet_tf export` writes it later")
     init_from: str = _spec("", doc="fine-tuning: a run directory (its model.keras) or a .keras file whose weights start this run "
                                    "when it has no recovery checkpoint yet; layers matched by name, a layer whose shapes differ "
-                                   "(fc8 for another class count) keeps its initialisation; '' = the initialiser")
+                                   "(fc8 for another class count) keeps its initialisation; loaded in Keras's safe mode before the run "
+                                   "directory is touched (a file that fails, e.g. a Lambda layer's Python code, is a config error); "
+                                   "'' = the initialiser")
     checkpoint_every: int = _spec(500, lo=0, doc="write the recovery checkpoint (model, momentum, schedule, data position) every N steps; "
                                                  "0 = only at the end of each epoch (always written there too)")
 
