@@ -80,7 +80,8 @@ class DataConfig:
     random_crop: int = _spec(0, lo=0, doc="in-memory sources: pad by this many pixels and take a random crop of the original size (0 = off)")
     upscale: int = _spec(0, lo=0, doc="in-memory sources: bilinearly rescale every image to upscale x upscale, then train on random "
                                       "model.image_size crops and evaluate the centre crop, as §2/§4.1 do with 256 and 224 "
-                                      "(Fashion-MNIST at the paper's geometry); 0 = the arrays' own size")
+                                      "(Fashion-MNIST at the paper's geometry); 0 = the arrays' own size. Bounded by the RAM: a float32 batch "
+                                      "at this size, the mean image and the model must fit (the config error names the largest that does)")
     flip: bool = _spec(True, doc="random horizontal flips at training time (§4.1)")
     lighting: bool = _spec(False, doc="PCA lighting (§4.1): add sum_i alpha_i sqrt(lambda_i) p_i to every pixel, alpha_i drawn once per image and presentation")
     lighting_std: float = _spec(0.1, lo=0.0, doc="standard deviation of alpha_i (§4.1: 0.1)")

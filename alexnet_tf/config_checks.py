@@ -4,7 +4,8 @@ exists so that a run that cannot work stops with one line before TensorFlow star
 
   keys together    lists of layers and steps, the model's shape, data source against model, distribute
   TF_CONFIG        the cluster of distribute.strategy = multi_worker (distribute._multi_worker reads it)
-  memory           the model's weights, momentum, gradients and a checkpoint copy against the RAM
+  memory           the model's weights, momentum, gradients and a checkpoint copy against the RAM, and
+                   with them the input: a training batch (at data.upscale's size), the mean image, synthetic arrays
   batch size       data.batch_size against the training set, where its size is known without TensorFlow
 
 config.py imports this module (and re-exports FILE_SOURCES); this module imports nothing of config.py,
@@ -12,6 +13,7 @@ so the checks see a config only through its attributes.
 """
 
 import json
+import math
 import os
 import re
 
@@ -43,7 +45,8 @@ def check(cfg):
     """Every check of this module, in this order; the first that fails raises its ConfigError."""
     for one_check in (check_remove_conv, check_profile_steps, check_lr_drop_epochs, check_model_shape,
                       check_file_source, check_in_memory_subsets, check_upscale, check_lighting, check_devices,
-                      check_strategy, check_fashion_mnist_shape, check_tf_config, check_memory, check_batch_size):
+                      check_strategy, check_fashion_mnist_shape, check_tf_config, check_memory, check_input_memory,
+                      check_batch_size):
         one_check(cfg)
 
 
@@ -299,6 +302,59 @@ def check_memory(cfg):
                           f"copy (float32, {BYTES_PER_PARAMETER} bytes per parameter) need ~{need / GiB:,.1f} GiB, more "
                           f"than this machine's {ram / GiB:,.1f} GiB of RAM; expected a smaller model.width, "
                           "model.fc_units or model.image_size")
+
+
+# Bytes of a float32 value: a training batch and the mean image are float32 once rescaled and normalised.
+FLOAT32 = 4
+
+
+def input_memory(cfg):
+    """[(what, bytes, the key that scales it)] of the input a training run holds at least once, besides the
+    model: one float32 training batch at the side it has before the crop (data.upscale rescales the whole
+    batch; otherwise the model's input side), the float32 mean image (at data.upscale, at data.resize for
+    file sources) and, for source synthetic, its two uint8 splits. The input pipeline prefetches more
+    batches, so this too is a lower bound."""
+    d, m = cfg.data, cfg.model
+    side = d.upscale or m.image_size
+    mean_side = d.upscale or (d.resize if d.source in FILE_SOURCES else m.image_size)
+    c = m.channels
+    parts = [(f"a training batch of {d.batch_size} x {side}x{side}x{c} float32", FLOAT32 * d.batch_size * side**2 * c,
+              "data.upscale" if d.upscale else "data.batch_size"),
+             (f"the mean image of {mean_side}x{mean_side}x{c} float32", FLOAT32 * mean_side**2 * c,
+              "data.upscale" if d.upscale else "data.resize")]
+    if d.source == "synthetic":
+        parts.append((f"the synthetic images, 2 x {d.synthetic_size} x {m.image_size}x{m.image_size}x{c} uint8",
+                      2 * d.synthetic_size * m.image_size**2 * c, "data.synthetic_size"))
+    return parts
+
+
+def check_input_memory(cfg):
+    """Reject a config whose input (`input_memory`) and model (check_memory's bytes) together exceed the
+    RAM: data.upscale, data.batch_size, data.resize and data.synthetic_size scale it. Like check_memory,
+    a lower bound: a config it rejects cannot run here. With data.upscale set, the message names the
+    largest value that fits at this batch size."""
+    ram = physical_ram()
+    if not ram or ram <= 0:
+        return
+    d, m = cfg.data, cfg.model
+    model = BYTES_PER_PARAMETER * parameter_count(m)
+    parts = input_memory(cfg) + [(f"the model at {BYTES_PER_PARAMETER} bytes per parameter", model, "model.width")]
+    need = sum(n for _, n, _ in parts)
+    if need <= ram:
+        return
+    keys = ([f"data.upscale = {d.upscale}"] if d.upscale else []) + [f"data.batch_size = {d.batch_size}"]
+    keys += [f"data.resize = {d.resize}"] if d.source in FILE_SOURCES else []
+    keys += [f"data.synthetic_size = {d.synthetic_size}"] if d.source == "synthetic" else []
+    if d.upscale:  # the largest side s with 4 C (batch + 1) s^2 + the rest <= RAM (the batch and the mean grow as s^2)
+        rest = need - parts[0][1] - parts[1][1]
+        largest = math.isqrt(max(0, ram - rest) // (FLOAT32 * m.channels * (d.batch_size + 1)))
+        expected = (f"data.upscale <= {largest:,} at this data.batch_size" if largest >= m.image_size else
+                    f"a smaller data.batch_size (no data.upscale >= model.image_size = {m.image_size} fits at this one)")
+    else:
+        expected = f"a smaller {max(parts, key=lambda p: p[1])[2]}"
+    raise ConfigError(f"{', '.join(keys)}: the run needs ~{need / GiB:,.1f} GiB ("
+                      + "; ".join(f"{what}: {n / GiB:,.1f} GiB" for what, n, _ in parts)
+                      + f"), more than this machine's {ram / GiB:,.1f} GiB of RAM; expected {expected}")
 
 
 # === The training set's size, where it is known without TensorFlow ===
