@@ -11,6 +11,7 @@ and 130 (and 1 after a full disk, once there is space), rerun the same command t
 import argparse
 import errno
 import os
+import re
 import sys
 
 from alexnet_tf.config import describe, load_config
@@ -56,29 +57,53 @@ def _checked(args):
 
 
 class DiskFull(UserError):
-    """The disk filled while the model, metrics or logs were written; the recovery checkpoints are kept."""
+    """The disk filled while the model, metrics or TensorBoard logs were written; the recovery checkpoints
+    are kept."""
 
     prefix = ""  # the message begins "could not write "
 
 
 def _train(config, run_dir):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
     from alexnet_tf.distribute import PEER_ERRORS
     from alexnet_tf.training import train
     try:
         train(config, run_dir)
     except UserError:
         raise
-    except OSError as e:  # a full disk: one line, not a traceback (other OS errors are bugs here)
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+    except (OSError, tf.errors.OpError) as e:  # a full disk: one line, not a traceback (other errors are bugs here)
+        full = _disk_full(e)
+        if full is None:
             raise
-        raise DiskFull(f"could not write {e.filename or run_dir} ({e.strerror}, errno {e.errno}); the recovery "
-                       f"checkpoints are kept: free space and rerun the same command") from None
+        path, number = full
+        from alexnet_tf.run_dir import checkpoint_dir
+        last = tf.train.latest_checkpoint(checkpoint_dir(run_dir, "last"))
+        raise DiskFull(f"could not write {path or run_dir} ({os.strerror(number)}, errno {number} "
+                       f"{errno.errorcode[number]}); the recovery checkpoints are kept"
+                       + (f" (a rerun resumes from {last})" if last else "")
+                       + ": free space and rerun the same command") from None
     except PEER_ERRORS as e:
         if config.distribute.strategy != "multi_worker":
             raise
         return _peer_lost(config, e)
     return 0
+
+
+# TensorFlow's file writers (the TensorBoard event writer among them) report an OS error as an OpError
+# whose message is "<path>; <strerror>" (ENOSPC and EDQUOT become RESOURCE_EXHAUSTED).
+_FULL = {os.strerror(number): number for number in (errno.ENOSPC, errno.EDQUOT)}
+_TF_FULL = re.compile(r"(\S+); (" + "|".join(map(re.escape, _FULL)) + ")")
+
+
+def _disk_full(e):
+    """(path or None, errno) if `e` says the disk or the quota is full: an OSError, or an OpError of
+    TensorFlow's writers (TensorBoard's event files, whose messages name the file); else None."""
+    if isinstance(e, OSError):
+        return (e.filename, e.errno) if e.errno in (errno.ENOSPC, errno.EDQUOT) else None
+    found = _TF_FULL.search(str(getattr(e, "message", e)))
+    return (found.group(1), _FULL[found.group(2)]) if found else None
 
 
 def _peer_lost(config, e):
