@@ -13,9 +13,10 @@ import yaml
 
 # FILE_SOURCES is defined with the cross-key checks, which import nothing from this module; ConfigError,
 # the one error of a bad config, is re-exported for users' code (`from alexnet_tf.config import ConfigError`).
+from alexnet_tf import bounded_yaml, memory_checks
 from alexnet_tf.config_checks import FILE_SOURCES, check  # noqa: F401
 from alexnet_tf.errors import ConfigError, shown  # noqa: F401  (ConfigError: re-exported)
-from alexnet_tf.user_files import LIMITS, read_user_file
+from alexnet_tf.user_files import read_user_file
 
 
 def _spec(default, *, choices=None, lo=None, hi=None, lo_open=False, doc=""):
@@ -82,7 +83,8 @@ class DataConfig:
     random_crop: int = _spec(0, lo=0, doc="in-memory sources: pad by this many pixels and take a random crop of the original size (0 = off)")
     upscale: int = _spec(0, lo=0, doc="in-memory sources: bilinearly rescale every image to upscale x upscale, then train on random "
                                       "model.image_size crops and evaluate the centre crop, as §2/§4.1 do with 256 and 224 "
-                                      "(Fashion-MNIST at the paper's geometry); 0 = the arrays' own size")
+                                      "(Fashion-MNIST at the paper's geometry); 0 = the arrays' own size. Bounded by the RAM: a float32 batch "
+                                      "at this size, the mean image and the model must fit (the config error names the largest that does)")
     flip: bool = _spec(True, doc="random horizontal flips at training time (§4.1)")
     lighting: bool = _spec(False, doc="PCA lighting (§4.1): add sum_i alpha_i sqrt(lambda_i) p_i to every pixel, alpha_i drawn once per image and presentation")
     lighting_std: float = _spec(0.1, lo=0.0, doc="standard deviation of alpha_i (§4.1: 0.1)")
@@ -146,7 +148,9 @@ class TrainConfig:
                               "need only their metrics (the ablation study); `python -m alexnet_tf export` writes it later")
     init_from: str = _spec("", doc="fine-tuning: a run directory (its model.keras) or a .keras file whose weights start this run "
                                    "when it has no recovery checkpoint yet; layers matched by name, a layer whose shapes differ "
-                                   "(fc8 for another class count) keeps its initialisation; '' = the initialiser")
+                                   "(fc8 for another class count) keeps its initialisation; loaded in Keras's safe mode before the run "
+                                   "directory is touched (a file that fails, e.g. a Lambda layer's Python code, is a config error); "
+                                   "'' = the initialiser")
     checkpoint_every: int = _spec(500, lo=0, doc="write the recovery checkpoint (model, momentum, schedule, data position) every N steps; "
                                                  "0 = only at the end of each epoch (always written there too)")
 
@@ -288,44 +292,10 @@ def parse_override(text):
         raise ConfigError(f"override {shown(text)} is not of the form section.key=value")
     key, raw = text.split("=", 1)
     try:
-        value = _parse_yaml(raw, f"--set {key.strip()}") if raw.strip() else ""
+        value = bounded_yaml.parse(raw, f"--set {key.strip()}") if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
-
-
-# A config is a few kilobytes of sections, keys and short lists; these bounds keep a hostile one (a
-# YAML alias bomb expands a few hundred bytes into gigabytes) from costing memory before its one line.
-MAX_CONFIG_BYTES = LIMITS["config"].limit  # user_files.LIMITS: 1,000,000 bytes
-MAX_YAML_DEPTH = 20
-
-
-class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's SafeLoader that refuses aliases and nesting deeper than MAX_YAML_DEPTH, as it composes."""
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise ConfigError(f"{self.source}: a YAML alias (*{event.anchor}) at line {event.start_mark.line + 1}; "
-                              "expected plain values (aliases are refused: a few bytes of them can expand to gigabytes)")
-        self.depth += 1
-        if self.depth > MAX_YAML_DEPTH:
-            raise ConfigError(f"{self.source}: YAML nested deeper than {MAX_YAML_DEPTH} levels at line "
-                              f"{self.peek_event().start_mark.line + 1}; expected sections, keys and flat lists")
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
-
-
-def _parse_yaml(text, source):
-    """One YAML document, through _BoundedLoader; `source` names it in errors."""
-    loader = _BoundedLoader(text)
-    loader.source, loader.depth = source, 0
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
 
 
 def load_config(path=None, overrides=()):
@@ -337,7 +307,8 @@ def load_config(path=None, overrides=()):
     for item in overrides:
         key, value = parse_override(item) if isinstance(item, str) else item
         _apply(cfg, key, value)
-    check(cfg)  # config_checks: constraints between keys, TF_CONFIG, memory, batch size
+    check(cfg)  # config_checks: constraints between keys, TF_CONFIG, batch size
+    memory_checks.check(cfg)  # the model and its input against the RAM
     return cfg
 
 
@@ -347,7 +318,7 @@ def _read(path):
     if path is not None:
         text = read_user_file(path, "config", "config file ", ConfigError)  # a regular file of <= 1 MB, or one line
         try:
-            raw = _parse_yaml(text.decode("utf-8"), path) or {}
+            raw = bounded_yaml.parse(text.decode("utf-8"), path) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
         except UnicodeDecodeError as e:
@@ -374,11 +345,6 @@ def from_dict(raw, overrides=()):
 def dump(cfg, path):
     with open(path, "w") as f:
         yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
-
-
-def describe(cfg):
-    """The resolved config as YAML text, for printing at start."""
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip()
 
 
 def reference_markdown():

@@ -4,10 +4,9 @@ exists so that a run that cannot work stops with one line before TensorFlow star
 
   keys together    lists of layers and steps, the model's shape, data source against model, distribute
   TF_CONFIG        the cluster of distribute.strategy = multi_worker (distribute._multi_worker reads it)
-  memory           the model's weights, momentum, gradients and a checkpoint copy against the RAM
   batch size       data.batch_size against the training set, where its size is known without TensorFlow
 
-config.py imports this module (and re-exports FILE_SOURCES); this module imports nothing of config.py,
+config.py imports this module (and re-exports FILE_SOURCES) and then runs memory_checks.py's checks; this module imports nothing of config.py,
 so the checks see a config only through its attributes.
 """
 
@@ -15,7 +14,6 @@ import json
 import os
 import re
 
-from alexnet_tf.architecture import parameter_count
 from alexnet_tf.errors import ConfigError, shown
 
 
@@ -25,25 +23,18 @@ FILE_SOURCES = ("imagenet", "folder", "tfds", "prepared")
 # file that differs as damaged.
 FASHION_MNIST_SIZES = {"train": 60_000, "val": 10_000}
 
-# Bytes a training run holds per model parameter: float32 (4 bytes; the mixed policies keep float32
-# variables too) x 4 copies: the weights, PaperSGD's momentum, the gradients and the copy a checkpoint
-# write serialises. Activations, the input pipeline and TensorFlow itself come on top, so the estimate is
-# a lower bound: a config it rejects cannot run on this machine.
-BYTES_PER_PARAMETER = 4 * 4
-
 TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
 # TensorFlow's own cluster jobs (multi_worker_util._validate_cluster_spec); this project trains as chief and worker.
 _TF_JOBS = ("chief", "worker", "evaluator", "ps")
 # host:port as the workers' gRPC servers listen and connect: a host name, an IPv4 address or a bracketed IPv6 one.
 _ADDRESS = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})")
-GiB = 2**30
 
 
 def check(cfg):
     """Every check of this module, in this order; the first that fails raises its ConfigError."""
     for one_check in (check_remove_conv, check_profile_steps, check_lr_drop_epochs, check_warmup, check_model_shape,
                       check_file_source, check_in_memory_subsets, check_upscale, check_lighting, check_devices,
-                      check_strategy, check_fashion_mnist_shape, check_tf_config, check_memory, check_batch_size):
+                      check_strategy, check_fashion_mnist_shape, check_tf_config, check_batch_size):
         one_check(cfg)
 
 
@@ -280,36 +271,6 @@ def _json(value):
     """A TF_CONFIG value as JSON, on one line, cut at 80 characters."""
     text = json.dumps(value)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-# === Memory: parameters of the model (architecture.parameter_count) ===
-
-def physical_ram():
-    """Bytes of physical RAM (page size x pages), or None where the OS does not say (Windows).
-    In a container this is the host's RAM: a cgroup limit can be smaller, never larger."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-def check_memory(cfg):
-    """Reject a model whose BYTES_PER_PARAMETER x parameter_count exceeds the physical RAM.
-
-    The bound is for CPU training, this project's set-up; on GPUs the weights, momentum and gradients
-    live in GPU memory and only the checkpoint copy needs RAM, so there it can reject a model that would fit."""
-    ram = physical_ram()
-    if not ram or ram <= 0:
-        return
-    m = cfg.model
-    params = parameter_count(m)
-    need = BYTES_PER_PARAMETER * params
-    if need > ram:
-        raise ConfigError(f"model.width = {m.width}, model.fc_units = {m.fc_units}, model.image_size = "
-                          f"{m.image_size} give {params:,} parameters, whose weights, momentum, gradients and checkpoint "
-                          f"copy (float32, {BYTES_PER_PARAMETER} bytes per parameter) need ~{need / GiB:,.1f} GiB, more "
-                          f"than this machine's {ram / GiB:,.1f} GiB of RAM; expected a smaller model.width, "
-                          "model.fc_units or model.image_size")
 
 
 # === The training set's size, where it is known without TensorFlow ===

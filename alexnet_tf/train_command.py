@@ -11,6 +11,7 @@ and 130 (and 1 after a full disk, once there is space), rerun the same command t
 import argparse
 import errno
 import os
+import re
 import sys
 
 from alexnet_tf import console, tf_startup
@@ -64,7 +65,8 @@ def _checked(args):
 
 
 class DiskFull(UserError):
-    """The disk filled while the model, metrics or logs were written; the recovery checkpoints are kept."""
+    """The disk filled while the model, metrics or TensorBoard logs were written; the recovery checkpoints
+    are kept."""
 
     prefix = ""  # the message begins "could not write "
 
@@ -73,6 +75,8 @@ def _train(config, run_dir, argv):
     """Train; print the next commands after a finished run, and after a stop before the end (a signal,
     a diverged loss) the command that continues it. Returns the exit status."""
     tf_startup.start()  # TensorFlow's start-up notices off the console (tf_startup.py says which)
+    import tensorflow as tf
+
     from alexnet_tf.distribute import PEER_ERRORS
     from alexnet_tf.training import TrainingDiverged, train
     try:
@@ -89,11 +93,17 @@ def _train(config, run_dir, argv):
         return status
     except UserError:
         raise
-    except OSError as e:  # a full disk: one line, not a traceback (other OS errors are bugs here)
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+    except (OSError, tf.errors.OpError) as e:  # a full disk: one line, not a traceback (other errors are bugs here)
+        full = _disk_full(e)
+        if full is None:
             raise
-        raise DiskFull(f"could not write {e.filename or run_dir} ({e.strerror}, errno {e.errno}); the recovery "
-                       f"checkpoints are kept: free space and rerun the same command") from None
+        path, number = full
+        from alexnet_tf.run_dir import checkpoint_dir
+        last = tf.train.latest_checkpoint(checkpoint_dir(run_dir, "last"))
+        raise DiskFull(f"could not write {path or run_dir} ({os.strerror(number)}, errno {number} "
+                       f"{errno.errorcode[number]}); the recovery checkpoints are kept"
+                       + (f" (a rerun resumes from {last})" if last else "")
+                       + ": free space and rerun the same command") from None
     except PEER_ERRORS as e:
         if config.distribute.strategy != "multi_worker":
             raise
@@ -108,6 +118,21 @@ def _rerun(argv):
     if os.path.basename(sys.argv[0]) in ("alexnet-tf", "__main__.py"):
         return [*console.tool().split(), "train", *argv]
     return [console.python(), console.shown_path(sys.argv[0]), *argv]
+
+
+# TensorFlow's file writers (the TensorBoard event writer among them) report an OS error as an OpError
+# whose message is "<path>; <strerror>" (ENOSPC and EDQUOT become RESOURCE_EXHAUSTED).
+_FULL = {os.strerror(number): number for number in (errno.ENOSPC, errno.EDQUOT)}
+_TF_FULL = re.compile(r"(\S+); (" + "|".join(map(re.escape, _FULL)) + ")")
+
+
+def _disk_full(e):
+    """(path or None, errno) if `e` says the disk or the quota is full: an OSError, or an OpError of
+    TensorFlow's writers (TensorBoard's event files, whose messages name the file); else None."""
+    if isinstance(e, OSError):
+        return (e.filename, e.errno) if e.errno in (errno.ENOSPC, errno.EDQUOT) else None
+    found = _TF_FULL.search(str(getattr(e, "message", e)))
+    return (found.group(1), _FULL[found.group(2)]) if found else None
 
 
 def _peer_lost(config, e):

@@ -9,10 +9,10 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf import callbacks as cb
-from alexnet_tf import console, distribute, lr_schedule, machine, serving
+from alexnet_tf import console, distribute, fine_tuning, lr_schedule, machine, serving
 from alexnet_tf import run_dir as run_dir_lib
 from alexnet_tf.checkpoint import TrainState, healthy_loss
-from alexnet_tf.errors import ConfigError, UserError
+from alexnet_tf.errors import UserError
 from alexnet_tf.data import make_datasets
 from alexnet_tf.model import build_model
 from alexnet_tf.optim import compile_model, resolve_precision
@@ -41,8 +41,10 @@ def train(config, run_dir, verbose=None, callbacks=()):
     start = time.time()
     # === Devices and strategy (before anything else initialises TensorFlow) ===
     dist = distribute.setup(config.distribute, config.model.towers)
+    init = fine_tuning.load_init_model(config.train.init_from)  # before the run directory is touched
     with run_dir_lib.lock(run_dir, "chief" if dist.is_chief else f"worker-{dist.worker}"), _StopSignals() as stop:
         run = _set_up(config, run_dir, dist, stop, start)
+        run.init_file, run.init_model = init
         _resume(run)
         _callbacks(run, verbose, callbacks)
         _loop(run)
@@ -59,6 +61,7 @@ class _Run:
     stop: object                   # stop_signals.StopSignals
     started: float                 # time.time() when `train` was called
     init_file: str = None          # train.init_from's model.keras
+    init_model: object = None      # ... loaded (safe mode), until its weights are copied
     precision: str = None
     data: object = None            # data.Datasets
     model: object = None
@@ -90,7 +93,6 @@ def _set_up(config, run_dir, dist, stop, start):
     """The run directory's config, the seed, op determinism and the precision; then the data, the
     model and its optimizer (built under the strategy's scope)."""
     run = _Run(config, run_dir, dist, stop, start)
-    run.init_file = run_dir_lib.init_weights_file(config.train.init_from) if config.train.init_from else None
     if dist.is_chief:
         run_dir_lib.refuse_overwriting_a_model(run_dir)
         run_dir_lib.write_config(config, run_dir)
@@ -158,8 +160,9 @@ def _resume(run):
         run_dir_lib.checkpoint_dir(run.run_dir, "best") if dist.is_chief else None,
         configured_lr=lr_schedule.peak_lr(config))
     restored = state.restore(agree=dist.all_gather if dist.workers > 1 else None)
-    if not restored and run.init_file:
-        _init_weights(model, run.init_file)
+    if not restored and run.init_model is not None:
+        fine_tuning.copy_weights(model, run.init_model, run.init_file)
+    run.init_model = None  # its memory back
     if restored:
         lr_schedule.apply_a_changed_rate(config, state, model.optimizer, run.plateau)
     run.epoch, run.step = int(state.epoch.numpy()), int(state.step.numpy())
@@ -171,24 +174,6 @@ def _resume(run):
               + f", learning rate {float(model.optimizer.learning_rate.numpy()):.3g}")
 
 
-def _init_weights(model, path):
-    """Fine-tuning (`train.init_from`): copy the weights of `path`'s layers onto this model's layers of
-    the same name and shapes; the others (fc8 for another class count) keep their initialisation."""
-    source = {layer.name: layer for layer in keras.saving.load_model(path, compile=False).layers}
-    copied, kept = [], []
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        theirs = source.get(layer.name)
-        if theirs is not None and [w.shape for w in theirs.weights] == [tuple(w.shape) for w in layer.weights]:
-            layer.set_weights(theirs.get_weights())
-            copied.append(layer.name)
-        else:
-            kept.append(layer.name)
-    if not copied:
-        raise ConfigError(f"train.init_from = {path}: no layer of it fits this model (names or shapes "
-                          "differ); expected a run of the same model config")
-    print(f"weights of {len(copied)} layers from {path}" + (f"; initialised afresh: {', '.join(kept)}" if kept else ""))
 
 
 # === Callbacks, called as model.fit calls them ===

@@ -23,7 +23,7 @@ ORDER = ["train", "curves", "filters", "export", "predict", "features", "neighbo
 OPTIONS = {
     "curves": ["--out", "--curve", "--title"],
     "filters": ["--run-dir", "--checkpoint", "--out"],
-    "export": ["--run-dir", "--checkpoint", "--version", "--overwrite"],
+    "export": ["--run-dir", "--checkpoint", "--version", "--overwrite", "--wait"],
     "predict": ["--run-dir", "--checkpoint", "--label", "--val", "--ten-crop", "--out", "--cols", "--seed"],
     "features": ["--run-dir", "--checkpoint", "--split", "--batch-size", "--max-images"],
     "neighbours": ["--run-dir", "--checkpoint", "--queries", "--k", "--encoder", "--out", "--seed", "--batch-size",
@@ -49,7 +49,8 @@ OPTIONS = {
 PARSED = {
     "curves": (["r1", "--out", "o.png"], {"curve": None, "out": "o.png", "runs": ["r1"], "title": ""}),
     "filters": (["--run-dir", "R", "--out", "o.png"], {"checkpoint": None, "out": "o.png", "run_dir": "R"}),
-    "export": (["--run-dir", "R"], {"checkpoint": None, "overwrite": False, "run_dir": "R", "version": None}),
+    "export": (["--run-dir", "R"], {"checkpoint": None, "overwrite": False, "run_dir": "R", "version": None,
+                "wait": 600.0}),
     "predict": (["--run-dir", "R"], {"checkpoint": None, "cols": 4, "images": [], "label": None, "out": None,
                                      "run_dir": "R", "seed": 0, "ten_crop": False, "val": 0}),
     "features": (["--run-dir", "R"], {"batch_size": 256, "checkpoint": None, "max_images": None, "run_dir": "R",

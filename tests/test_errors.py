@@ -14,6 +14,7 @@ EXPECTED = {
     "alexnet_tf.errors.PathExists": ("error: ", 1, FileExistsError),
     "alexnet_tf.run_dir.RunDirBusy": ("config error: ", 2, Exception),
     "alexnet_tf.run_dir.RunDirError": ("error: ", 1, FileNotFoundError),
+    "alexnet_tf.run_dir.ExportBusy": ("error: ", 1, Exception),
     "alexnet_tf.data.errors.DatasetNotFound": ("", 1, FileNotFoundError),
     "alexnet_tf.data.errors.DatasetDamaged": ("", 1, FileNotFoundError),
     "alexnet_tf.caffe.CaffeFileError": ("error: ", 1, ValueError),

@@ -400,3 +400,26 @@ def test_train_py_refuses_to_overwrite_a_model_without_checkpoints(tiny_run, tmp
     assert status == 2 and missing_err.strip().splitlines()[-1].startswith(
         f"config error: train.init_from = '{tmp_path / 'nothing'}': no {tmp_path / 'nothing'}; expected a run directory")
     assert "tensorflow" not in (refused_out + refused_err + missing_err).lower()
+
+
+def test_an_unsafe_init_from_is_refused_in_one_line_before_the_run_directory_exists(tmp_path, capsys):
+    """train.init_from naming a .keras file whose Lambda layer holds Python code: Keras's safe mode refuses
+    it, and train.py reports that as the config value it is (one line, exit 2) before it creates the run
+    directory (no config.yaml, data.json, mean.npy or lock left behind). A damaged archive likewise."""
+    from alexnet_tf import train_command
+    inputs = keras.Input((28, 28, 1))
+    unsafe = tmp_path / "unsafe.keras"
+    keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs)).save(str(unsafe))
+    damaged = tmp_path / "damaged.keras"
+    damaged.write_bytes(unsafe.read_bytes()[:300])
+    for path, why in ((unsafe, "ValueError: Requested the deserialization of a `Lambda` layer"),
+                      (damaged, "")):
+        run_dir = tmp_path / f"run-{path.stem}"
+        status, _, err = run_main(capsys, train_command.main, ["--run-dir", run_dir, *[
+            a for o in tiny_overrides(**{"train.init_from": path}) for a in ("--set", o)]])
+        assert status == 2, err[-3000:]
+        assert err.count("\n") == 1 and err.startswith(
+            f"config error: train.init_from = '{path}': {path} cannot be loaded in Keras's safe mode ("), err
+        assert why in err and err.rstrip().endswith("expected a model.keras written by this project (no layer "
+                                                     "holding Python code)")
+        assert not run_dir.exists()

@@ -3,13 +3,17 @@
 Odd-but-valid images decode to 3 channels: grey JPEGs are repeated over RGB, CMYK JPEGs are
 converted by libjpeg, PNGs (also when named .JPEG), GIFs, BMPs and WebPs go through
 `decode_image`, alpha is dropped. Truncated, empty and non-image files make the decode op fail;
-`find_undecodable` names them once before training and the pipelines drop them.
+`find_undecodable` names them once before training and the pipelines drop them. The evaluation
+decoder (`decode_image`, also the SavedModel's) checks a JPEG's marker structure first
+(jpeg_markers.py), so that a damaged request fails without libjpeg printing about it on stderr.
 """
 
 import re
 
 import numpy as np
 import tensorflow as tf
+
+from alexnet_tf.data import jpeg_markers
 
 
 def central_square(height, width):
@@ -104,6 +108,15 @@ def header_size(data):
     """(height, width) as int64 from the header of a JPEG (its SOF marker), PNG (IHDR), GIF (logical
     screen), BMP (info header) or WebP (VP8, VP8L or VP8X chunk), without decoding the pixels;
     (0, 0) for anything else (which the decoder then refuses)."""
+    return _header(data)[1:]
+
+
+def _header(data, scan_jpeg=False):
+    """(JPEG problem code, height, width). With `scan_jpeg` a JPEG's size comes from jpeg_markers.scan,
+    which also checks its marker structure (code 0: fine), instead of libjpeg (tf.io.extract_jpeg_shape,
+    which prints on stderr when the header is damaged); every other format has code 0. The training
+    decoder keeps libjpeg's header reader: its files are checked once by the pre-scan, and the scan
+    costs about a millisecond per image (docs/serving.md)."""
     head = tf.strings.join([tf.strings.substr(data, 0, 32), b"\0" * 32])  # a short file reads as zeros
     b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)  # the first 64 bytes, one int64 each
 
@@ -114,8 +127,10 @@ def header_size(data):
         return sum(b[offset + i] * (1 << (8 * (n - 1 - i))) for i in range(n))
 
     def jpeg():
+        if scan_jpeg:
+            return jpeg_markers.scan(data)
         shape = tf.io.extract_jpeg_shape(data)
-        return tf.cast(shape[0], tf.int64), tf.cast(shape[1], tf.int64)
+        return tf.constant(0, tf.int32), tf.cast(shape[0], tf.int64), tf.cast(shape[1], tf.int64)
 
     def bmp():  # signed 32-bit; a top-down BMP stores a negative height
         def signed(v):
@@ -131,17 +146,20 @@ def header_size(data):
             (chunk == b"VP8X", lambda: (le(27, 3) + 1, le(24, 3) + 1))],
             default=lambda: (tf.constant(0, tf.int64), tf.constant(0, tf.int64)))
 
+    def fine(read):  # a format other than JPEG: no problem code of its own
+        return lambda: (tf.constant(0, tf.int32), *read())
+
     branches = [
         (b"\xff\xd8\xff", jpeg),
-        (b"\x89PNG", lambda: (be(20, 4), be(16, 4))),
-        (b"GIF8", lambda: (le(8, 2), le(6, 2))),
-        (b"BM", bmp),
-        (b"RIFF", webp),
+        (b"\x89PNG", fine(lambda: (be(20, 4), be(16, 4)))),
+        (b"GIF8", fine(lambda: (le(8, 2), le(6, 2)))),
+        (b"BM", fine(bmp)),
+        (b"RIFF", fine(webp)),
     ]
-    size = (tf.constant(0, tf.int64), tf.constant(0, tf.int64))
+    found = (tf.constant(0, tf.int32), tf.constant(0, tf.int64), tf.constant(0, tf.int64))
     for magic, read in reversed(branches):
-        size = tf.cond(tf.strings.substr(head, 0, len(magic)) == magic, read, lambda size=size: size)
-    return size
+        found = tf.cond(tf.strings.substr(head, 0, len(magic)) == magic, read, lambda found=found: found)
+    return found
 
 
 # A JPEG of more pixels than this (MAX_PIXELS, the decode limit) is decoded at 1/2, 1/4 or 1/8 scale in
@@ -194,9 +212,10 @@ def decode_image(data, channels, index=0, background=ALPHA_BACKGROUND, min_side=
     Grey images are repeated over RGB for 3-channel models, colour images are converted to grey
     (ITU-R 601 luma, as PIL and tf.image do) for 1-channel models; CMYK JPEGs decode to RGB;
     an alpha channel is composited over `background`; an animated GIF gives its first frame.
-    Raises InvalidArgumentError naming the element when the bytes are not one of these formats, or
-    when the header declares more than MAX_PIXELS pixels (4096^2; checked before decoding, so memory
-    is bounded by MAX_PIXELS decoded pixels).
+    Raises InvalidArgumentError naming the element when the bytes are not one of these formats, when
+    a JPEG's marker structure is damaged (jpeg_markers.scan: cut short, unknown markers), or when the
+    header declares more than MAX_PIXELS pixels (4096^2; checked before decoding, so memory is bounded
+    by MAX_PIXELS decoded pixels).
     `min_side`: the side the caller resizes the shorter side to; a JPEG above DCT_SCALE_ABOVE pixels is
     then decoded at the smallest scale 1/2^k (k <= 3) whose shorter side is still >= min_side, and a
     JPEG may declare up to MAX_JPEG_PIXELS as long as that reduced size is within MAX_PIXELS.
@@ -209,9 +228,12 @@ def decode_image(data, channels, index=0, background=ALPHA_BACKGROUND, min_side=
         tf.strings.format("image_bytes[{}] ({} bytes) is not a JPEG, PNG, GIF, BMP or WebP image",
                           (index, tf.strings.length(data)))])
     with tf.control_dependencies([check]):
-        height, width = header_size(data)
+        problem, height, width = _header(data, scan_jpeg=True)
+    whole = tf.debugging.Assert(tf.equal(problem, 0), [tf.strings.join([  # join: format would quote the text
+        tf.strings.format("image_bytes[{}] ({} bytes) is a damaged JPEG: ", (index, tf.strings.length(data))),
+        jpeg_markers.problem_text(problem)])])
     h, w = _scaled_size(height, width, _jpeg_scale_index(data, height, width, min_side) if min_side else 0)
-    with tf.control_dependencies(_size_checks(data, height, width, h * w, min_side, "image_bytes[{}]", (index,))):
+    with tf.control_dependencies([whole, *_size_checks(data, height, width, h * w, min_side, "image_bytes[{}]", (index,))]):
         def full():
             return tf.io.decode_image(data, channels=0, expand_animations=False)  # (H, W, 1|2|3|4) uint8
         if min_side:
