@@ -113,7 +113,8 @@ def prediction_figure(images, top_names, top_probabilities, names=None, true_lab
     width, height = PREDICTION_CELL
     fig = plt.figure(figsize=(cols * width, rows * height), dpi=PANEL_DPI)
     grid = fig.add_gridspec(rows * 2, cols, height_ratios=[1.4, 1.0] * rows, hspace=0.5, wspace=0.75,
-                            left=0.28 / cols, right=0.97, top=1 - 0.25 / (rows * height), bottom=0.03)
+                            left=0.28 / cols, right=0.97, top=1 - 0.25 / (rows * height),
+                            bottom=0.3 / (rows * height))  # room for the last row's tick labels
     for i in range(n):
         r, c = divmod(i, cols)
         ax = fig.add_subplot(grid[2 * r, c])
