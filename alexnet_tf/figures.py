@@ -250,7 +250,12 @@ def run_filter_figure(run_dir, checkpoint=None):
     from alexnet_tf.run_dir import load_run
 
     kernels = conv1_kernels(load_run(run_dir, checkpoint).model)
-    h, w, c, n = np.shape(kernels[0])
-    towers = f"{len(kernels)} towers x {n}" if len(kernels) > 1 else f"{n}"
-    return filter_figure(kernels, f"conv1 kernels of {os.path.normpath(run_dir)} ({checkpoint or 'model.keras'})\n"
-                                  f"{towers} kernels of {h}x{w}x{c}, each scaled to [0, 1] on its own")
+    return filter_figure(kernels, filter_title(run_dir, checkpoint, kernels))
+
+
+def filter_title(run_dir, checkpoint, kernels_per_tower):
+    """The filter figure's title: the run, its weights, the kernels' count and shape."""
+    h, w, c, n = np.shape(kernels_per_tower[0])
+    towers = f"{len(kernels_per_tower)} towers x {n}" if len(kernels_per_tower) > 1 else f"{n}"
+    return (f"conv1 kernels of {os.path.normpath(run_dir)} ({checkpoint or 'model.keras'})\n"
+            f"{towers} kernels of {h}x{w}x{c}, each scaled to [0, 1] on its own")

@@ -15,6 +15,7 @@ from PIL import Image
 from alexnet_tf import figures
 from alexnet_tf.__main__ import main
 from alexnet_tf.callbacks import Conv1Filters
+from conftest import ROOT
 
 GREEN, RED = mcolors.to_rgb("tab:green"), mcolors.to_rgb("tab:red")
 
@@ -90,6 +91,21 @@ def test_filters_command_names_the_run_and_the_kernels(tiny_run, tmp_path, capsy
     assert capsys.readouterr().out.strip().endswith(f"wrote {out} ({size[0]}x{size[1]} px)")
     # 6 kernels a row of 3x3 weights at 16 px each (a kernel 48 px), two towers, their labels and the title
     assert size[0] >= (6 * 4 + 1) * 16 and size[1] >= 2 * (4 + 1) * 16 + 60
+
+
+def test_the_filter_figure_in_docs_is_of_the_default_run(tmp_path):
+    """docs/fig3_filters.png is `filters --run-dir runs/fashion_mnist` of a model of the default config
+    (its kernels' count and shape set the PNG's size), not of an older network."""
+    import alexnet_tf
+    from alexnet_tf.callbacks import conv1_kernels
+    from alexnet_tf.model import build_model
+    from alexnet_tf.train_command import DEFAULT_CONFIG
+
+    kernels = conv1_kernels(build_model(alexnet_tf.load_config(DEFAULT_CONFIG)))
+    title = figures.filter_title("runs/fashion_mnist", None, kernels)
+    size = figures.save_tight(figures.filter_figure(kernels, title), tmp_path / "fig3.png")
+    with Image.open(os.path.join(ROOT, "docs", "fig3_filters.png")) as png:
+        assert png.size == size
 
 
 def test_tensorboard_gets_one_image_per_tower_of_whole_rows(tmp_path):
