@@ -19,7 +19,7 @@ import urllib.request
 
 import pytest
 
-INSTALL = "headless Chromium not found: install it with `sudo apt-get install -y chromium` (`make setup` does)"
+INSTALL = "headless Chromium not found: install it with `sudo apt-get install -y chromium` (`make test` does it: scripts/get_chromium.sh)"
 
 # The rendered page as text, one line per text node, shadow roots and same-origin iframes walked into;
 # each <img> as "IMG natural WxH shown WxH fit F" (its pixels on the screen and CSS object-fit).
@@ -161,9 +161,9 @@ class Chromium:
                     raise RuntimeError(f"{method}: {answer['error']}")
                 return answer["result"]
 
-    def page_text(self, url, expected, timeout=60):
+    def page_text(self, url, expected, ready=lambda text: True, timeout=60):
         """Open url in a new tab; its rendered text (PAGE_TEXT) once it shows every string of `expected`
-        (shows()), or as it is when `timeout` seconds have passed."""
+        (shows()) and ready(text) holds, or as it is when `timeout` seconds have passed."""
         target = self.send("Target.createTarget", {"url": url})["targetId"]
         session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
         deadline = time.time() + timeout
@@ -172,7 +172,7 @@ class Chromium:
                 time.sleep(1)
                 result = self.send("Runtime.evaluate", {"expression": PAGE_TEXT, "returnByValue": True}, session)
                 text = result["result"].get("value", "")
-                if all(shows(text, s) for s in expected) or time.time() > deadline:
+                if (all(shows(text, s) for s in expected) and ready(text)) or time.time() > deadline:
                     return text
         finally:
             self.send("Target.closeTarget", {"targetId": target})
