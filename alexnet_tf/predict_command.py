@@ -47,6 +47,6 @@ def main(args):
     if args.out:
         from alexnet_tf.figures import prediction_panel
         size = prediction_panel([r.image for r in results], [r.class_names for r in results],
-                                [r.probabilities for r in results], args.out, [r.true_label for r in results],
-                                cols=args.cols)
+                                [r.probabilities for r in results], args.out, [r.name for r in results],
+                                [r.true_label for r in results], cols=args.cols)
         print(f"wrote {args.out} ({size[0]}x{size[1]} px)")

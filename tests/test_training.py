@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import alexnet_tf
 from alexnet_tf import machine
-from alexnet_tf.callbacks import DivideLROnPlateau, filter_grid
+from alexnet_tf.callbacks import DivideLROnPlateau, kernel_columns, kernel_scale, tower_grid
 from alexnet_tf.layers import LocalResponseNormalization
 import alexnet_tf.optim  # noqa: F401  (registers PaperSGD and TopKError for load_model)
 from conftest import ROOT, run_main, tiny_overrides
@@ -112,26 +112,34 @@ def test_lr_divided_by_10_after_fixed_epochs_whatever_the_validation_error():
     assert int(cb.reductions.numpy()) == 2
 
 
-def test_filter_grid_layout():
+def test_tower_grid_layout():
     rng = np.random.default_rng(0)
-    towers = [rng.normal(size=(11, 11, 3, 48)), rng.normal(size=(11, 11, 3, 48))]
-    grid = filter_grid(towers, scale=1, gap=1)
-    # per tower: 3 rows x 16 columns of 11x11 kernels with 1-pixel gaps; a 3-pixel white band between towers
-    block_h, block_w = 3 * 12 + 1, 16 * 12 + 1
-    assert grid.shape == (2 * block_h + 3, block_w, 3)
+    kernels = rng.normal(size=(11, 11, 3, 48))
+    grid = tower_grid(kernels, cols=16, scale=1, gap=1)
+    # 3 rows x 16 columns of 11x11 kernels with 1-pixel gaps
+    assert grid.shape == (3 * 12 + 1, 16 * 12 + 1, 3)
     assert grid.min() >= 0 and grid.max() <= 1
-    np.testing.assert_array_equal(grid[block_h:block_h + 3], 1.0)
-    # each kernel is scaled to [0, 1] on its own: kernel 0 of tower 1 spans exactly 0..1
-    k = grid[block_h + 3 + 1: block_h + 3 + 12, 1:12]
+    # each kernel is scaled to [0, 1] on its own: kernel 17 (row 1, column 1) spans exactly 0..1
+    k = grid[1 + 12: 1 + 12 + 11, 1 + 12: 1 + 12 + 11]
     assert k.min() == 0.0 and k.max() == 1.0
-    expected = (towers[1][..., 0] - towers[1][..., 0].min()) / np.ptp(towers[1][..., 0])
+    expected = (kernels[..., 17] - kernels[..., 17].min()) / np.ptp(kernels[..., 17])
     np.testing.assert_allclose(k, expected, atol=1e-6)
-    # the default (TensorBoard) scale draws each weight as a 3x3 block: ceil(32 / 11) = 3, a kernel 33 px a side
-    big = filter_grid(towers)
-    assert big.shape == (3 * grid.shape[0], 3 * grid.shape[1], 3)
-    for dy in range(3):
-        for dx in range(3):
-            np.testing.assert_array_equal(big[dy::3, dx::3], grid)
+    # the TensorBoard scale draws each weight as a 5x5 block: ceil(48 / 11) = 5, a kernel 55 px a side
+    assert kernel_scale(kernels) == 5
+    big = tower_grid(kernels, cols=16, scale=5)
+    assert big.shape == (5 * grid.shape[0], 5 * grid.shape[1], 3)
+    for dy in range(5):
+        for dx in range(5):
+            np.testing.assert_array_equal(big[dy::5, dx::5], grid)
+
+
+def test_kernel_columns_fill_whole_rows_near_the_asked_shape():
+    # divisors of n nearest sqrt(aspect * n): the paper's 48 kernels 16 x 3 in a 5:1 figure, 8 x 6 in
+    # TensorBoard's 3:2 card; the default run's 18 as 9 x 2 and 6 x 3
+    assert [kernel_columns(n, 5) for n in (48, 18, 6, 96)] == [16, 9, 6, 24]
+    assert [kernel_columns(n, 1.5) for n in (48, 18, 6, 96)] == [8, 6, 3, 12]
+    # no divisor within a factor 1.5 of sqrt(1.5 * 17) = 5.05: 5 columns, the last row short
+    assert kernel_columns(17, 1.5) == 5
 
 
 def run_train(run_dir, *overrides):
@@ -205,14 +213,15 @@ def test_smoke_run_resume_and_nan_stop(tmp_path, capsys):
     train_tb = tensorboard_tags(str(run_dir / "tb" / "train"))
     val_tb = tensorboard_tags(str(run_dir / "tb" / "validation"))
     train_tags, val_tags = set(train_tb.Tags()["tensors"]), set(val_tb.Tags()["tensors"])
-    assert {"epoch_loss", "epoch_top1_error", "epoch_top5_error", "epoch_learning_rate", "conv1_filters"} <= train_tags
+    assert {"epoch_loss", "epoch_top1_error", "epoch_top5_error", "epoch_learning_rate", "conv1_filters/tower_1",
+            "conv1_filters/tower_2"} <= train_tags
     assert {"epoch_loss", "epoch_top1_error", "epoch_top5_error"} <= val_tags
-    # the filter image: 6 grey 5x5 kernels per tower (width 0.125 of 48; the default config's conv1 is 5x5),
-    # one row each: block 7 x 37 px per tower + a 3 px band = 17 x 37; each weight drawn as a 7x7 block
-    # (ceil(32 / 5): a kernel 35 px a side, legible at TensorBoard's natural size) -> 119 x 259
-    image = train_tb.Tensors("conv1_filters")[0].tensor_proto.string_val
-    assert tuple(int(v) for v in image[:2]) == (259, 119)  # width, height
-    assert tf.io.decode_png(image[2]).shape == (119, 259, 3)
+    # the filter image of a tower: 6 grey 5x5 kernels (width 0.125 of 48; the default config's conv1 is 5x5)
+    # in 3 columns x 2 rows: 19 x 13 px with 1 px gaps; each weight drawn as a 10x10 block (ceil(48 / 5): a
+    # kernel 50 px a side) -> 190 x 130
+    image = train_tb.Tensors("conv1_filters/tower_2")[0].tensor_proto.string_val
+    assert tuple(int(v) for v in image[:2]) == (190, 130)  # width, height
+    assert tf.io.decode_png(image[2]).shape == (130, 190, 3)
     loaded = keras.saving.load_model(str(run_dir / "model.keras"))
     assert loaded.get_layer("conv1_0").kernel.shape == (5, 5, 1, 6)
     assert isinstance(loaded.get_layer("lrn1_0"), LocalResponseNormalization)

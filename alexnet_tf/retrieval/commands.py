@@ -67,8 +67,9 @@ def neighbours_command(args):
     import keras
 
     from alexnet_tf.figures import neighbours_panel
+    from alexnet_tf.predict import true_label_from_path
     from alexnet_tf.retrieval.codes import binary_codes
-    from alexnet_tf.retrieval.features import cached_features, features_of_bytes
+    from alexnet_tf.retrieval.features import FEATURE_LAYER, cached_features, features_of_bytes
     from alexnet_tf.serving import decode_image
 
     for path in args.images:  # every file named refused before the model loads and any is read
@@ -82,20 +83,23 @@ def neighbours_command(args):
         blobs = [read_user_file(path, "image") for path in args.images]
         queries = features_of_bytes(classifier, blobs)
         query_images = [decode_image(b, classifier.channels, min_side=classifier.resize_size).numpy() for b in blobs]
-        query_labels = [os.path.basename(p) for p in args.images]
+        query_names = [os.path.basename(p) for p in args.images]
+        query_labels = [true_label_from_path(p, names) for p in args.images]  # the folder, when named after a class
     else:
         val_features, val_labels, val_images = cached_features(run, classifier, "val", args.batch_size, max_images=args.max_images)
         chosen = np.sort(np.random.default_rng(args.seed).choice(len(val_images), args.queries, replace=False))
         queries, query_images = val_features[chosen], list(val_images[chosen])
-        query_labels = [names[val_labels[i]] for i in chosen]
+        query_names, query_labels = None, [names[val_labels[i]] for i in chosen]
     if args.encoder:
         encoder = keras.saving.load_model(args.encoder)
-        database = pack_bits(binary_codes(encoder, train_features))
-        idx, _ = hamming_nearest(pack_bits(binary_codes(encoder, queries)), database, args.k)
+        database = binary_codes(encoder, train_features)
+        idx, _ = hamming_nearest(pack_bits(binary_codes(encoder, queries)), pack_bits(database), args.k)
+        distance = f"Hamming distance of {database.shape[1]}-bit codes ({os.path.basename(args.encoder)})"
     else:
         idx, _ = nearest(queries, train_features, args.k)
-    size = neighbours_panel(query_images, [list(train_images[row]) for row in idx], args.out, query_labels,
-                            [[names[train_labels[j]] for j in row] for row in idx])
+        distance = f"Euclidean distance of {train_features.shape[1]}-d {FEATURE_LAYER} vectors"
+    size = neighbours_panel(query_images, [list(train_images[row]) for row in idx], args.out, distance, query_names,
+                            query_labels, [[names[train_labels[j]] for j in row] for row in idx])
     print(f"wrote {args.out} ({size[0]}x{size[1]} px)")
 
 
@@ -120,7 +124,9 @@ def projector_command(args):
     chosen = np.sort(np.random.default_rng(args.seed).choice(len(features), min(args.count, len(features)), replace=False))
     log_dir = args.log_dir or os.path.join(args.run_dir, "tb", "projector")
     write_projector(log_dir, features[chosen], labels[chosen], run.class_names, images[chosen])
-    print(f"wrote {len(chosen)} {args.split} vectors to {log_dir}; view with: tensorboard --logdir {log_dir}")
+    view = os.path.join(args.run_dir, "tb") if args.log_dir is None else log_dir
+    print(f"wrote {len(chosen)} {args.split} vectors to {log_dir}; view them in the PROJECTOR tab of: "
+          f"tensorboard --logdir {view}")
 
 
 def add_codes_arguments(parser):
