@@ -21,6 +21,7 @@ import socket
 from dataclasses import dataclass, field
 
 import tensorflow as tf
+from tensorflow.python.distribute.cluster_resolver.slurm_cluster_resolver import expand_hostlist  # not exported
 
 from alexnet_tf import slurm
 from alexnet_tf.errors import ConfigError
@@ -249,7 +250,7 @@ class SlurmTask:
     local_id: int       # this task's place among them (its port is port_base + local_id)
 
 
-def slurm_task(port_base, environ=os.environ):
+def slurm_task(port_base):
     """Resolve the cluster of the srun step this process is a task of (SLURM_PROCID, SLURM_STEP_*),
     with TensorFlow's SlurmClusterResolver.
 
@@ -259,33 +260,38 @@ def slurm_task(port_base, environ=os.environ):
     of the step (gpus_per_node = the task count, gpus_per_task = 1) numbers every node's tasks, and
     auto_set_gpu=False leaves CUDA_VISIBLE_DEVICES alone: this task's GPUs come from _slurm_gpus.
     """
-    tasks = int(environ["SLURM_STEP_NUM_TASKS"])
     try:
+        tasks = int(os.environ["SLURM_STEP_NUM_TASKS"])  # the resolver reads os.environ too
         resolver = tf.distribute.cluster_resolver.SlurmClusterResolver(
             port_base=port_base, gpus_per_node=tasks, gpus_per_task=1, auto_set_gpu=False)
         cluster = resolver.cluster_spec().as_dict()
-    except (RuntimeError, ValueError) as e:  # a malformed SLURM_STEP_NODELIST or SLURM_STEP_TASKS_PER_NODE
+        task_type, rank = resolver.get_task_info()
+        if task_type is None:
+            raise ValueError(f"SLURM_PROCID {os.environ['SLURM_PROCID']} is not one of the step's {tasks} tasks")
+    except (RuntimeError, ValueError) as e:  # malformed or inconsistent SLURM_STEP_* variables
         raise ConfigError(f"Slurm's step variables do not describe a cluster ({str(e).splitlines()[0]}); "
                           "expected the environment srun gives its tasks") from None
-    task_type, rank = resolver.get_task_info()
-    host, port = cluster[task_type][rank].rsplit(":", 1)
-    # The resolver gives task r the r-th slot of the nodes sorted by name: srun's default block
-    # distribution. Another one (srun -m cyclic) would put a worker's address on another node.
-    node = environ.get("SLURMD_NODENAME")
+    # The resolver lists the nodes sorted by name (node10 before node9), srun's block distribution
+    # (the default) puts ranks on them in the step's node-list order (node9, node10): its addresses,
+    # node by node in that order, are the workers in rank order.
+    nodes = expand_hostlist(os.environ["SLURM_STEP_NODELIST"])
+    workers = sorted(cluster[task_type], key=lambda a: (nodes.index(a.rsplit(":", 1)[0]), int(a.rsplit(":", 1)[1])))
+    host, port = workers[rank].rsplit(":", 1)
+    node = os.environ.get("SLURMD_NODENAME")  # where this task runs; another distribution (-m cyclic) differs
     if node and node != host:
         raise ConfigError(f"Slurm task {rank} runs on node {node!r} but the resolved cluster puts it on {host!r}; "
                           "expected srun's block distribution of tasks to nodes (the default; not -m cyclic)")
-    tasks_on_node = sum(address.rsplit(":", 1)[0] == host for address in cluster[task_type])
+    tasks_on_node = sum(address.rsplit(":", 1)[0] == host for address in workers)
     slurm.check_ports(port_base, tasks_on_node)
-    return SlurmTask({"worker": cluster[task_type]}, rank, tasks_on_node, int(port) - port_base)
+    return SlurmTask({"worker": workers}, rank, tasks_on_node, int(port) - port_base)
 
 
-def _slurm_gpus(task, environ=os.environ):
+def _slurm_gpus(task):
     """Make this task's share of its node's GPUs (slurm.gpu_share) the only ones TensorFlow uses;
     return how many (0: it trains on the CPU). Counted by TensorFlow, never with nvidia-smi."""
     gpus = tf.config.list_physical_devices("GPU")
     first, count = slurm.gpu_share(len(gpus), task.tasks_on_node, task.local_id,
-                                   bound=bool(environ.get("SLURM_GPUS_PER_TASK")))
+                                   bound=bool(os.environ.get("SLURM_GPUS_PER_TASK")))
     if count != len(gpus):
         tf.config.set_visible_devices(gpus[first:first + count], "GPU")
     return count
