@@ -16,6 +16,7 @@ import yaml
 from alexnet_tf import bounded_yaml, memory_checks
 from alexnet_tf.config_checks import FILE_SOURCES, check  # noqa: F401
 from alexnet_tf.errors import ConfigError, shown  # noqa: F401  (ConfigError: re-exported)
+from alexnet_tf.slurm import CLUSTERS
 from alexnet_tf.user_files import read_user_file
 
 
@@ -165,7 +166,7 @@ class DistributeConfig:
     strategy: str = _spec("default", choices=STRATEGIES,
                           doc="default: one device; mirrored: data parallel over local devices (data.batch_size is the global batch); "
                               "towers: the paper's model parallelism (§3.2), tower k's layers forward and backward on device k; "
-                              "multi_worker: data parallel over the machines of TF_CONFIG")
+                              "multi_worker: data parallel over the machines of TF_CONFIG or of an srun step (distribute.cluster)")
     devices: list = _spec([], doc="devices to use, e.g. ['/gpu:0', '/gpu:1']; [] = every local GPU, else the logical CPUs, else the CPU "
                                   "(towers: the first model.towers of them)")
     logical_cpus: int = _spec(0, lo=0, hi=64, doc="split the CPU into this many logical devices (0 = off) so that mirrored and towers run without GPUs; "
@@ -173,6 +174,12 @@ class DistributeConfig:
     collective_timeout: int = _spec(600, lo=0, doc="multi_worker: seconds a worker waits for the others in a step before it gives "
                                                    "up on a lost peer and restarts (0 = wait forever); must exceed the slowest "
                                                    "checkpoint write or validation")
+    cluster: str = _spec("auto", choices=CLUSTERS,
+                         doc="multi_worker: where the cluster comes from; tf_config: the TF_CONFIG variable; slurm: the srun "
+                             "step this process is a task of (TensorFlow's SlurmClusterResolver; task i is worker i, task 0 "
+                             "the chief); auto: tf_config where TF_CONFIG is set, else slurm inside an srun step")
+    port_base: int = _spec(8888, lo=1024, hi=65535, doc="cluster slurm: the tasks of a node listen on ports port_base, "
+                                                        "port_base + 1, ... (the same on every node; two jobs sharing a node need different ones)")
     restart_on_peer_failure: bool = _spec(True, doc="multi_worker: when a peer is lost, restart this worker's process from its last "
                                                     "checkpoint and wait for the peer to come back (false = exit with status 75)")
 

@@ -172,6 +172,9 @@ def check_strategy(cfg):
     if dist.strategy == "default" and n > 1:
         raise ConfigError(f"distribute.strategy = default runs on one device; distribute.devices has {n} "
                           "(use strategy mirrored or towers)")
+    if dist.cluster != "auto" and dist.strategy != "multi_worker":
+        raise ConfigError(f"distribute.cluster = {dist.cluster} with distribute.strategy = {dist.strategy}; expected "
+                          "strategy multi_worker (the only one with a cluster) or cluster auto")
     if dist.strategy == "multi_worker" and n:
         raise ConfigError(f"distribute.devices = {shown(dist.devices)} with strategy multi_worker; expected [] "
                           "(each worker uses all its GPUs, or its CPU)")
@@ -193,11 +196,11 @@ def check_tf_config(cfg, environ=os.environ):
     a JSON object {"cluster": {"worker": [host:port, ...], "chief": [host:port]?}, "task": {"type":
     "worker" | "chief", "index": i}} with 0 <= i < len(cluster[type]).
 
-    Only for strategy multi_worker, and only when TF_CONFIG is set: train_command reports a missing
-    one, and other commands (evaluate, predict) read a multi_worker run's saved config without it.
+    Only for strategy multi_worker, and only when TF_CONFIG is set and distribute.cluster is not slurm:
+    train_command reports a missing one (slurm.cluster_source), and other commands (evaluate, predict) read a multi_worker run's saved config without it.
     """
     text = environ.get("TF_CONFIG")
-    if cfg.distribute.strategy != "multi_worker" or not text:
+    if cfg.distribute.strategy != "multi_worker" or not text or cfg.distribute.cluster == "slurm":
         return
     tf_config = _parse_tf_config(text)
     cluster = tf_config.get("cluster")

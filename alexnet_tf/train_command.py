@@ -17,6 +17,7 @@ import sys
 from alexnet_tf import console, tf_startup
 from alexnet_tf.config import changes, load_config
 from alexnet_tf.errors import PEER_LOST, ConfigError, UserError, report
+from alexnet_tf.slurm import cluster_source
 from alexnet_tf.stop_signals import Interrupted
 from alexnet_tf.user_files import check_user_file
 
@@ -50,9 +51,8 @@ def _parser(prog=None):
 def _checked(args):
     """(config, run directory) once everything that can be checked without TensorFlow holds."""
     config = load_config(args.config, args.set)
-    if config.distribute.strategy == "multi_worker" and not os.environ.get("TF_CONFIG"):
-        raise ConfigError("distribute.strategy = multi_worker needs the environment variable TF_CONFIG "
-                          "(the cluster and this worker's index; see docs/distribute.md)")
+    if config.distribute.strategy == "multi_worker":
+        cluster_source(config.distribute, os.environ)  # TF_CONFIG or an srun step, else one line
     run_dir = args.run_dir or os.path.join("runs", config.name)
     from alexnet_tf import run_dir as run_dir_lib  # TF-free
     if config.train.init_from:
