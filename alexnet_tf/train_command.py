@@ -93,6 +93,10 @@ def _train(config, run_dir, argv):
         return status
     except UserError:
         raise
+    except PEER_ERRORS as e:  # before the OpError clause below: a lost peer is an OpError too
+        if config.distribute.strategy != "multi_worker":
+            raise
+        return _peer_lost(config, e)
     except (OSError, tf.errors.OpError) as e:  # a full disk: one line, not a traceback (other errors are bugs here)
         full = _disk_full(e)
         if full is None:
@@ -104,10 +108,6 @@ def _train(config, run_dir, argv):
                        f"{errno.errorcode[number]}); the recovery checkpoints are kept"
                        + (f" (a rerun resumes from {last})" if last else "")
                        + ": free space and rerun the same command") from None
-    except PEER_ERRORS as e:
-        if config.distribute.strategy != "multi_worker":
-            raise
-        return _peer_lost(config, e)
     if metrics is not None:  # the chief (the other workers' runs end with the chief's lines)
         print("\n".join(console.next_steps(config, run_dir, exported=config.train.export)))
     return 0
