@@ -243,7 +243,7 @@ def _claim(base, version, overwrite):
     if version is not None:
         path = os.path.join(base, str(version))
         if os.path.lexists(path) and not overwrite:
-            raise PathExists(f"{path} exists; pass another version or overwrite=True (--overwrite)")
+            raise PathExists(f"{path} exists; expected another version, or overwrite=True to replace it")
         tmp = os.path.join(base, f".tmp-{version}")
         try:
             os.mkdir(tmp)
@@ -272,8 +272,8 @@ def _place(tmp, base, version, overwrite):
     the old or the new model, whole (or, between the renames, absent, which `_recover` repairs).
     """
     path = os.path.join(base, str(version))
-    refused = PathExists(f"{path} exists (made while this export was writing); pass another version "
-                         "or overwrite=True (--overwrite)")
+    refused = PathExists(f"{path} exists (made while this export was writing); expected another version, "
+                         "or overwriting to replace it")
     if os.path.lexists(path) and overwrite:
         old = os.path.join(base, f".old-{version}")
         os.rename(path, old)

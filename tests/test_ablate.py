@@ -570,7 +570,7 @@ def test_expected_time_of_a_run_follows_the_studys_measured_pace(tmp_path, monke
     starts = [line.split("expected ", 1)[1] for line in printed if ": training in " in line]
     assert starts[:2] == ["~60.0000 s alone on a quiet machine"] * 2  # seed 1 starts before seed 0 is measured
     wall0 = json.loads(open(os.path.join(planned[0].run_dir, "ablation.json")).read())["attempts"][0]["wall_seconds"]
-    assert 0.6 <= wall0 < 3
+    assert 0.5 <= wall0 < 3  # the child's 0.6 s sleep as the runner times it (0.59 s seen under load), not the 60 s estimate
     # 60 s estimated x (wall0 / 60 s measured per estimated second) = wall0
     assert starts[2] == f"~{60.0 * (wall0 / 60.0):.4f} s at this study's pace"
 

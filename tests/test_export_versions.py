@@ -126,7 +126,7 @@ def test_an_existing_version_is_never_replaced_without_overwrite(run_copy, capsy
     base = os.path.join(run_copy, "export")
     before = digest(os.path.join(base, "1"))
     status, _, err = run_main(capsys, main, ["export", "--run-dir", run_copy, "--version", "1"])
-    assert status == 1 and err == f"error: {base}/1 exists; pass another version or overwrite=True (--overwrite)\n"
+    assert status == 1 and err == f"error: {base}/1 exists; expected another --version, or --overwrite to replace it\n"
     os.mkdir(os.path.join(base, "4"))  # an empty directory: os.rename would replace it silently
     status, _, err = run_main(capsys, main, ["export", "--run-dir", run_copy, "--version", "4"])
     assert status == 1 and f"{base}/4 exists" in err
