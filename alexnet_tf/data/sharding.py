@@ -64,8 +64,8 @@ def worker_dataset(source, plan, context, start, counter=None):
         ds = epochs.flat_map(positions).batch(per_replica, drop_remainder=True).map(load, tf.data.AUTOTUNE)
     else:
         files = not isinstance(source.split, FolderSplit)
-        elements = epochs.flat_map(_record_epochs(source.split, plan, k, i, quota, start[0], first)
-                                   if files else positions)
+        elements = (_record_stream(source.split, plan, k, i, quota, start, start[1] * local) if files
+                    else epochs.flat_map(positions))
         load = (_record_loader if files else _file_loader)(source, plan, k, i, counter, trace)
         ds = (elements.map(load, num_parallel_calls=tf.data.AUTOTUNE)
               .ignore_errors(log_warning=True)  # the safety net of pipeline.decoded (the spare epoch makes up for it)
@@ -101,32 +101,36 @@ def _file_loader(source, plan, k, i, counter, trace):
 
 def shard_files(split):
     """[(path, records)] of a TFDS split's TFRecord shards, in TFDS's order."""
-    return [(os.fspath(f.filename), f.examples) for f in split.builder.info.splits[split.split].file_instructions]
+    return [(os.fspath(f.filename), f.examples_in_shard) for f in split.builder.info.splits[split.split].file_instructions]
 
 
-def _record_epochs(split, plan, k, i, quota, start_epoch, first):
-    """epoch -> (epoch, position, id, record) of this worker's TFRecord shards: its part of the epoch."""
+def _record_stream(split, plan, k, i, quota, start, first):
+    """(epoch, position, id, record) of this worker's TFRecord shards, its part of every epoch from `start`.
+
+    One dataset per epoch, concatenated: the shard order and the shuffle buffer's seed are drawn per epoch in
+    Python (a tf.data shuffle takes no tensor seed under a global seed of 0: TensorFlow compares the pair
+    with a Python `==`), and the next epoch's dataset starts when this one ends."""
     mine = shard_files(split)[i::k]
-    paths = tf.constant([p for p, _ in mine])
-    ids = tf.constant([os.path.basename(p) for p, _ in mine])  # TFDS's tfds_id is <shard file name>__<index>
     excluded = tf.constant(list(split.excluded), tf.string) if split.excluded else None
 
-    def read(f):
-        def with_id(r, record):
-            return tf.strings.join([ids[f], tf.strings.as_string(r)], "__"), record
-        return tf.data.TFRecordDataset(paths[f]).enumerate().map(with_id)
+    def read(path, name):  # TFDS's tfds_id is <shard file name>__<index>
+        return tf.data.TFRecordDataset(path).enumerate().map(
+            lambda r, record: (tf.strings.join([name, tf.strings.as_string(r)], "__"), record))
 
     def epoch(e):
-        order = tf.data.Dataset.range(len(mine)).map(
-            lambda f: tf.random.experimental.index_shuffle(f, example_seed(plan.seed, e, i), len(mine) - 1))
-        records = order.interleave(read, cycle_length=min(CYCLE, len(mine)), deterministic=True)
+        rng = np.random.default_rng([plan.seed, e, i])
+        paths = [mine[f][0] for f in rng.permutation(len(mine))]
+        records = tf.data.Dataset.from_tensor_slices((paths, [os.path.basename(p) for p in paths])).interleave(
+            read, cycle_length=min(CYCLE, len(mine)), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         if excluded is not None:
             records = records.filter(lambda rid, record: tf.logical_not(tf.reduce_any(tf.equal(rid, excluded))))
-        seed = tf.cast(example_seed(plan.seed, e, i, -1)[0], tf.int64)
-        records = records.shuffle(plan.shuffle_buffer, seed=seed).repeat().take(quota)
-        return (records.enumerate().skip(tf.where(e == start_epoch, first, tf.constant(0, tf.int64)))
-                .map(lambda j, r: (e, j, r[0], r[1])))
-    return epoch
+        records = records.shuffle(plan.shuffle_buffer, seed=int(rng.integers(2**31))).repeat().take(quota)
+        return records.enumerate().skip(first if e == start[0] else 0).map(lambda j, r: (e, j, r[0], r[1]))
+
+    stream = epoch(start[0])
+    for e in range(start[0] + 1, plan.epochs + 1):
+        stream = stream.concatenate(epoch(e))
+    return stream
 
 
 def _record_loader(source, plan, k, i, counter, trace):
