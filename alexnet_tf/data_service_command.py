@@ -49,7 +49,7 @@ def main(args):
         raise ConfigError(f"--wait {args.wait:g}; expected seconds >= 0")
     _check_port_free(args.port)
     if args.role == "worker":
-        wait_for_dispatcher(args.dispatcher, args.wait, "--dispatcher")
+        wait_for_dispatcher(args.dispatcher, args.wait, f"--dispatcher {args.dispatcher}")
     stop = _stop_on_signals()
     server = _start(args)
     print(f"data-service {args.role}: serving on port {args.port}"

@@ -78,10 +78,10 @@ def dispatcher_host_port(address):
     return host.strip("[]"), int(port)
 
 
-def wait_for_dispatcher(address, seconds, what):
+def wait_for_dispatcher(address, seconds, named):
     """Return once a TCP connection to the dispatcher at `address` opens; DispatcherUnreachable after
     `seconds` of refused or timed-out attempts. (TensorFlow's own client and worker retry silently for
-    an hour.) `what` names the setting or flag the address came from."""
+    an hour.) `named`: the setting or flag the address came from, as the message starts."""
     host, port = dispatcher_host_port(address)
     deadline = time.monotonic() + seconds
     while True:
@@ -92,6 +92,6 @@ def wait_for_dispatcher(address, seconds, what):
             reason = e.strerror or type(e).__name__
             if time.monotonic() >= deadline:
                 raise DispatcherUnreachable(
-                    f"{what} = {address}: no tf.data service dispatcher answers there after {seconds:g} s ({reason}); "
+                    f"{named}: no tf.data service dispatcher answers there after {seconds:g} s ({reason}); "
                     f"expected `alexnet-tf data-service dispatcher --port {port}` running on {host}") from None
             time.sleep(0.5)

@@ -70,9 +70,9 @@ class Sharded:
                             "expected at least one shard per worker (prepare with a smaller --shard-images) or "
                             "distribute.input = replicated")
         size = len(source.arrays[0]) if source.arrays is not None else source.split.size
-        print(f"input: sharded, worker {dist.worker} of {dist.workers} reads and decodes its part of every epoch: "
-              f"{share} of its {part} of the {size} training examples"
-              + (" (its part is smaller than its share: some of its examples repeat within an epoch)" if part < share else ""))
+        print(f"input: sharded, worker {dist.worker} of {dist.workers} decodes {share} examples per epoch from its part "
+              f"({part} of the {size} training examples)"
+              + ("; its part is smaller than its share, so some of its examples repeat within an epoch" if part < share else ""))
         # a plain variable on this host (not mirrored): the workers count apart
         self.counter = tf.Variable(tf.zeros([plan.epochs + 1], tf.int64), trainable=False, name="examples_decoded")
         self.stats = InputStats(stats_path, dist.worker, dist.workers, self.counter)
@@ -104,7 +104,7 @@ class Service:
     callbacks = ()
 
     def __init__(self, source, plan, options, address):
-        wait_for_dispatcher(address, seconds=10, what="data.service")
+        wait_for_dispatcher(address, 10, f"data.service = {address}")
         self.source, self.plan, self.options, self.address = source, plan, options, address
         self.iterator = None
         print(f"input: the tf.data service at {address} decodes the training examples (distributed_epoch)")

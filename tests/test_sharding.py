@@ -296,7 +296,7 @@ def test_two_workers_decode_disjoint_halves_of_every_epoch(job, prepared_dir):
     for i in range(2):
         (records,) = traced(tmp_path, i).values()  # one process each
         per_worker.append(records)
-        assert f"worker {i} of 2 reads and decodes its part of every epoch: 32 of its 32 of the 64" in logs[i]
+        assert f"input: sharded, worker {i} of 2 decodes 32 examples per epoch from its part (32 of the 64" in logs[i]
     epochs = [[[x for e, _, x in records if e == epoch] for records in per_worker] for epoch in (0, 1)]
     for halves in epochs:
         assert [len(h) for h in halves] == [32, 32]                  # N/k each, counted in the decode path
