@@ -41,7 +41,7 @@ SHUFFLE_RECORDS = 10_000
 def epoch_dataset(source, plan, service, epoch, start_step):
     """The global batches (images, labels) of epoch `epoch` from step `start_step`: its examples decoded by
     the tf.data service at `service` (grpc://HOST:PORT). `plan`: batch, steps, seed, shuffle_buffer."""
-    elements = examples(source, plan, epoch).batch(TRANSFER)
+    elements = examples(source, plan, epoch, skip=start_step * plan.batch).batch(TRANSFER)
     ds = elements.apply(tf.data.experimental.service.distribute("distributed_epoch", service)).unbatch()
     ds = ds.repeat().batch(plan.batch, drop_remainder=True).take(plan.steps - start_step)
     if os.environ.get(sharding.TRACE_ENV):
@@ -55,11 +55,12 @@ def epoch_dataset(source, plan, service, epoch, start_step):
     return ds.map(lambda image, label, example: (image, label)).prefetch(tf.data.AUTOTUNE)
 
 
-def examples(source, plan, epoch):
-    """(network input, label, example id) of every training example, in a dataset whose source the dispatcher
-    can split: arrays and folder files by index (id: the index), prepared shards by file (id: tfds_id)."""
+def examples(source, plan, epoch, skip=0):
+    """(network input, label, example id) of the training examples from position `skip` of epoch `epoch`'s order,
+    in a dataset whose source the dispatcher can split: arrays and folder files by index (id: the index),
+    prepared shards by file (id: tfds_id; from the first file not wholly before `skip`)."""
     order = np.random.default_rng([plan.seed, epoch]).permutation(
-        len(source.arrays[0]) if source.arrays is not None else source.split.size).astype(np.int64)
+        len(source.arrays[0]) if source.arrays is not None else source.split.size).astype(np.int64)[skip:]
     if source.arrays is not None:
         x, y = source.arrays
 
@@ -78,17 +79,18 @@ def examples(source, plan, epoch):
             return image, label, index
         return (tf.data.Dataset.from_tensor_slices(order).map(read, num_parallel_calls=tf.data.AUTOTUNE)
                 .ignore_errors(log_warning=True))
-    return _records(source, plan, epoch)
+    return _records(source, plan, epoch, skip)
 
 
-def _records(source, plan, epoch):
+def _records(source, plan, epoch, skip):
     """Prepared TFRecord shards: the shard files in the epoch's order, each read, shuffled and decoded by a worker."""
     import tensorflow_datasets as tfds
 
     split = source.split
-    files = [path for path, _ in sharding.shard_files(split)]
-    order = np.random.default_rng([plan.seed, epoch]).permutation(len(files))
-    paths = [files[f] for f in order]
+    files = sharding.shard_files(split)
+    ordered = [files[f] for f in np.random.default_rng([plan.seed, epoch]).permutation(len(files))]
+    before = np.cumsum([count for _, count in ordered])
+    paths = [path for (path, _), done in zip(ordered, before) if done > skip]
     names = [os.path.basename(p) for p in paths]
     features = split.builder.info.features
 
