@@ -158,7 +158,6 @@ class TrainState:
                                        f"to start this run afresh, move {self.manager.directory} aside")
         return None
 
-
     def _check_data_position(self, path):
         """A run whose input resumes from a tf.data iterator (replicated) cannot resume a checkpoint that has none."""
         if self.iterator is None:
@@ -169,8 +168,8 @@ class TrainState:
             return  # unreadable: restore() names it
         if not any(name.startswith("data/") for name in names):
             raise ConfigError(f"recovery checkpoint {path} holds no tf.data iterator position (it was written with "
-                                 "distribute.input = sharded or data.service, which resume from the epoch and step); "
-                                 "expected the same distribute.input and data.service as the run that wrote it")
+                              "distribute.input = sharded or data.service, which resume from the epoch and step); "
+                              "expected the same distribute.input and data.service as the run that wrote it")
 
 
 class CheckpointNotWritten(UserError, RuntimeError):
