@@ -4,7 +4,8 @@ A recovery checkpoint holds the model's weights, the optimizer (momentum, iterat
 rate), the plateau schedule (best value, epochs waited, reductions so far), the epoch and the step
 within it, the running sums of the epoch's training metrics, the dropout seed states, and the
 position of the training data iterator (tf.data iterator checkpointing: the shuffle buffer and
-prefetched batches are saved, so no example is repeated or skipped).
+prefetched batches are saved, so no example is repeated or skipped). Sharded input and data.service
+keep no iterator: their position is the epoch and the step (train_input.py).
 
 Layout of RUN_DIR/checkpoints/:
   last/ckpt-<global step>      recovery checkpoints of this process (the chief's in multi-worker runs)

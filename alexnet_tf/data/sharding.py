@@ -8,17 +8,18 @@ its replicas). Its part of epoch e:
                  `index_shuffle(p, seed_e)` (the same on every worker, no buffer), at the positions
                  p = i, i+k, i+2k, ...: the workers' parts of an epoch are disjoint and cover it
   file-level     TFRecord shards (prepared, tfds, imagenet): worker i reads shards i, i+k, i+2k, ...
-                 in an order drawn from seed_e, through a shuffle buffer seeded by seed_e; a part
-                 smaller than the worker's share of an epoch is read again (reshuffled)
+                 in an order drawn per epoch, through a shuffle buffer seeded per epoch (both from
+                 train.seed, e and i); a part smaller than the worker's share of an epoch is read again
 
 Every epoch gives each worker exactly steps x B/k examples, tagged with their epoch and their position
-in it, and each example's augmentation seed is stateless_fold_in(train.seed, epoch, worker, position):
+in it, and each example's augmentation seed is stateless_fold_in(train.seed, epoch, worker, position) (in-memory
+arrays, augmented per batch: the batch's position):
 the stream from step s of epoch e is a function of (train.seed, k, i, e, s). A resumed run rebuilds it
 from its checkpoint's epoch and step (a tf.distribute iterator cannot be checkpointed); the positions
 before the step are skipped before anything is decoded (file-level: their records are read, not decoded).
 
-The epochs follow each other in one tf.data pipeline (no pause between epochs), and one spare epoch
-follows the last, in case a file that became unreadable after the scan left an epoch short.
+The epochs follow each other in one tf.data pipeline (file-level: per-epoch pipelines concatenated), with
+no pause between epochs, and one spare epoch follows the last, in case a file that became unreadable after the scan left an epoch short.
 `counter[e]` counts the examples decoded for epoch e; with ALEXNET_TF_INPUT_TRACE set to a directory,
 every worker also appends what it decodes there (epoch, positions, example ids), one JSON line per call.
 """
