@@ -44,7 +44,8 @@ def wait_for(log, text, proc, seconds=120):
 
 @pytest.fixture(scope="module")
 def dispatcher(tmp_path_factory):
-    """grpc://127.0.0.1:PORT of a dispatcher with two workers; each server must stop with status 0 on SIGTERM."""
+    """grpc://127.0.0.1:PORT of a dispatcher with two workers; each server must stop with status 0 on SIGTERM
+    (the dispatcher, worker 1) or SIGINT (worker 0)."""
     logs = tmp_path_factory.mktemp("service")
     port = free_port()
     servers = [start("dispatcher", port, logs / "dispatcher.log")]
@@ -55,13 +56,14 @@ def dispatcher(tmp_path_factory):
     for i in range(2):
         wait_for(logs / f"worker{i}.log", "serving on port", servers[i + 1])
     yield f"grpc://127.0.0.1:{port}"
-    for server in servers:
-        server.send_signal(signal.SIGTERM)
+    stops = [signal.SIGTERM, signal.SIGINT, signal.SIGTERM]  # Ctrl-C stops a worker as SIGTERM does
+    for server, signum in zip(servers, stops):
+        server.send_signal(signum)
     statuses = [server.wait(timeout=60) for server in servers]
     names = ["dispatcher.log", "worker0.log", "worker1.log"]
     assert statuses == [0, 0, 0], [(logs / n).read_text()[-2000:] for n in names]
-    for name in names:
-        assert "stopped (SIGTERM)" in (logs / name).read_text()
+    for name, signum in zip(names, stops):
+        assert f"stopped ({signum.name})" in (logs / name).read_text()
 
 
 @pytest.mark.slow
