@@ -290,7 +290,9 @@ def job(prepared_dir, tmp_path_factory):
 @pytest.mark.slow
 def test_two_workers_decode_disjoint_halves_of_every_epoch(job, prepared_dir):
     """Each worker decodes N/k = 32 images of every epoch (the decode path's trace, a hand count and its
-    input_stats.json agree), only from its own shards, and the two halves are the training set."""
+    input_stats.json agree), only from its own shards, and the two halves are the training set. Decoded is
+    trained here: an epoch's stream holds exactly its steps x 8 examples per worker, and the job trains every
+    epoch to its end (what the spare epoch after the last decodes is traced as epoch 2 and left out)."""
     tmp_path, logs = job
     per_worker = []
     for i in range(2):
