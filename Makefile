@@ -1,11 +1,13 @@
 # Set-up and entry points. `make train` and `make test` each build the virtual environment,
 # install requirements.txt (the pinned lock), the package itself (editable: `alexnet-tf`, no
-# sys.path edits anywhere) and the Fashion-MNIST package on their own. `make test` lints first.
+# sys.path edits anywhere) and the Fashion-MNIST package on their own. `make test` also installs
+# headless Chromium (the browser check, tests/test_browser.py) and Slurm (slurm-wlm, munge) for
+# tests/test_slurm.py, which starts a one-node Slurm here, and lints first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup train test test-fast lint fashion-mnist clean
+.PHONY: setup train test test-fast lint fashion-mnist chromium slurm clean
 
 setup: $(VENV)/.installed fashion-mnist
 
@@ -18,6 +20,12 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 fashion-mnist:
 	@sh scripts/get_fashion_mnist.sh
+
+chromium:
+	@sh scripts/get_chromium.sh
+
+slurm:
+	@sh scripts/get_slurm.sh
 
 train: setup
 	$(PY) train.py
@@ -32,7 +40,7 @@ XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --d
 
 # pytest exits 5 when it collected no tests: that is a failure here, not a pass. --durations: the
 # slowest tests at the end of the log, so a suite that grows slow says where.
-test: setup lint
+test: setup chromium slurm lint
 	$(PY) -m pytest -q $(XDIST) --durations=25 tests; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$status
 

@@ -27,6 +27,7 @@ import importlib
 import os
 import sys
 
+from alexnet_tf import tf_startup
 from alexnet_tf.config import reference_markdown
 from alexnet_tf.errors import UserError, report
 
@@ -72,6 +73,11 @@ COMMANDS = {
                      "BVLC Caffe's bvlc_alexnet.caffemodel as a run directory (docs/caffe.md)"),
 }
 
+# The commands whose handler starts TensorFlow before anything else: it is started for them (after the
+# arguments are parsed) with its start-up notices filtered. The others start it later or never.
+STARTS_TENSORFLOW = frozenset({"filters", "export", "predict", "features", "neighbours", "projector", "codes",
+                               "evaluate", "benchmark", "speed"})
+
 
 def _prog():
     # the console script `alexnet-tf` and `python -m alexnet_tf` are the same program
@@ -115,16 +121,20 @@ def build_parser(command=None):
 def main(argv=None):
     """`python -m alexnet_tf COMMAND ...`; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # "end of options" before the command: the top level has no option it could end
+        argv = argv[1:]
     if argv[:1] == ["train"]:  # train.py's own parser and exit statuses
         from alexnet_tf.train_command import main as train
-        return train(argv[1:])
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before a command's module imports TensorFlow
+        return train(argv[1:], prog=f"{_prog()} train")
     command = _chosen(argv)
     args = build_parser(command if command in COMMANDS else None).parse_args(argv)
     args.argv = argv[1:]
     if args.command == "config-reference":  # needs no TensorFlow
         print(reference_markdown())
         return 0
+    if args.command in STARTS_TENSORFLOW:
+        tf_startup.start()  # its start-up notices off the console (tf_startup.py says which)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before a command's module imports TensorFlow
     module, handler = _module_and_name(args.command)
     try:
         getattr(module, handler)(args)

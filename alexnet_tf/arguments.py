@@ -7,7 +7,7 @@ here are the ones whose flags and help read the same in every command that takes
 
 def add_run_arguments(parser):
     """--run-dir and --checkpoint: the run a command reads, and which of its weights."""
-    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--run-dir", required=True, help="the run directory to read (as train.py or import-caffe wrote it)")
     parser.add_argument("--checkpoint", help="'last', 'best' or a checkpoint prefix (default: model.keras)")
 
 

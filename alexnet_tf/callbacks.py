@@ -80,47 +80,48 @@ class DivideLROnPlateau(keras.callbacks.Callback):
               f"(reduction {int(self.reductions.numpy())} of {of})")
 
 
-# TensorBoard shows an image at its own size and never enlarges it: at one pixel per weight a 5x5
-# kernel is a speck. scale=None draws every weight as a block so that a kernel is >= 32 px a side.
-KERNEL_PIXELS = 32
+# TensorBoard fits an image to its card (about 320 px wide, 215 px high in the Time Series tab, 350 px wide
+# in IMAGES, measured in Chromium at 1280x900: tests/test_browser.py) unless the user ticks "actual size". What a
+# kernel looks like there depends on how many kernels share a row, so each tower gets its own image laid out to the
+# card's shape (CARD_ASPECT); KERNEL_PIXELS is the kernel's side at actual size (nearest-neighbour blocks).
+KERNEL_PIXELS = 48
+CARD_ASPECT = 1.5
 
 
-def filter_grid(kernels_per_tower, scale=None, gap=1):
-    """The conv1 kernels as one RGB image: one block of rows per tower (the paper's Fig. 3).
+def kernel_columns(n, aspect):
+    """Columns for n kernels in a block about `aspect` times as wide as high: a divisor of n when one is
+    within a factor 1.5 of the ideal (every row full: 18 -> 6 x 3 at 1.5, 9 x 2 at 5; 48 -> 8 x 6, 16 x 3),
+    else the ideal itself, rounded."""
+    ideal = math.sqrt(aspect * n)
+    divisors = [d for d in range(1, n + 1) if n % d == 0]
+    best = min(divisors, key=lambda d: abs(math.log(d / ideal)))
+    return best if abs(math.log(best / ideal)) <= math.log(1.5) else max(1, min(n, round(ideal)))
 
-    kernels_per_tower: list of (h, w, in_channels, filters) arrays. Each kernel is scaled to
-    [0, 1] on its own; grey kernels (1 input channel) are repeated over RGB. Towers are
-    separated by a white band so their different specialisations are easy to compare. Each
-    weight becomes a scale x scale block (nearest neighbour); scale=None: ceil(KERNEL_PIXELS / h).
-    """
-    blocks = []
-    for k in kernels_per_tower:
-        k = np.asarray(k, np.float32)
-        if k.shape[2] == 1:
-            k = np.repeat(k, 3, axis=2)
-        k = k[:, :, :3]
-        h, w, _, n = k.shape
-        lo = k.reshape(-1, n).min(0)
-        hi = k.reshape(-1, n).max(0)
-        k = (k - lo) / np.maximum(hi - lo, 1e-12)
-        cols = min(n, 16)
-        rows = -(-n // cols)
-        block = np.zeros((rows * (h + gap) + gap, cols * (w + gap) + gap, 3), np.float32)
-        for i in range(n):
-            r, c = divmod(i, cols)
-            block[gap + r * (h + gap): gap + r * (h + gap) + h, gap + c * (w + gap): gap + c * (w + gap) + w] = k[..., i]
-        blocks.append(block)
-    width = max(b.shape[1] for b in blocks)
-    band = np.ones((2 * gap + 1, width, 3), np.float32)
-    parts = []
-    for i, b in enumerate(blocks):
-        if i:
-            parts.append(band)
-        parts.append(np.pad(b, ((0, 0), (0, width - b.shape[1]), (0, 0))))
-    grid = np.concatenate(parts, axis=0)
-    if scale is None:
-        scale = -(-KERNEL_PIXELS // max(np.shape(kernels_per_tower[0])[:2]))
-    return np.kron(grid, np.ones((scale, scale, 1), np.float32))  # nearest-neighbour upscaling
+
+def tower_grid(kernels, cols, scale=1, gap=1):
+    """One tower's conv1 kernels, (h, w, in_channels, n), as an RGB image of `cols` kernels a row.
+
+    Each kernel is scaled to [0, 1] on its own; grey kernels (1 input channel) are repeated over RGB;
+    kernels are separated by `gap` black pixels; each weight becomes a scale x scale block."""
+    k = np.asarray(kernels, np.float32)
+    if k.shape[2] == 1:
+        k = np.repeat(k, 3, axis=2)
+    k = k[:, :, :3]
+    h, w, _, n = k.shape
+    lo = k.reshape(-1, n).min(0)
+    hi = k.reshape(-1, n).max(0)
+    k = (k - lo) / np.maximum(hi - lo, 1e-12)
+    rows = -(-n // cols)
+    block = np.zeros((rows * (h + gap) + gap, cols * (w + gap) + gap, 3), np.float32)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        block[gap + r * (h + gap): gap + r * (h + gap) + h, gap + c * (w + gap): gap + c * (w + gap) + w] = k[..., i]
+    return np.kron(block, np.ones((scale, scale, 1), np.float32))  # nearest-neighbour upscaling
+
+
+def kernel_scale(kernels):
+    """The nearest-neighbour factor that draws a kernel >= KERNEL_PIXELS a side."""
+    return -(-KERNEL_PIXELS // max(np.shape(kernels)[:2]))
 
 
 def conv1_kernels(model):
@@ -130,7 +131,9 @@ def conv1_kernels(model):
 
 
 class Conv1Filters(keras.callbacks.Callback):
-    """Writes the conv1 kernels as an image grid to TensorBoard every epoch (tag `conv1_filters`).
+    """Writes the conv1 kernels to TensorBoard every epoch, one image per tower (tags `conv1_filters/tower_1`,
+    ...: the paper's Fig. 3 shows the two GPUs' kernels apart, and one image per tower keeps the kernels large
+    in TensorBoard's cards).
 
     keras.callbacks.TensorBoard(write_images=True) skips 4-D conv kernels, hence this callback.
     """
@@ -143,9 +146,12 @@ class Conv1Filters(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.writer is None:
             self.writer = tf.summary.create_file_writer(self.log_dir)
-        grid = filter_grid(conv1_kernels(self.model))
         with self.writer.as_default(), tf.summary.record_if(True):  # see TensorBoard above
-            tf.summary.image("conv1_filters", grid[None], step=epoch)
+            for i, kernels in enumerate(conv1_kernels(self.model)):
+                grid = tower_grid(kernels, kernel_columns(kernels.shape[-1], CARD_ASPECT), kernel_scale(kernels))
+                tf.summary.image(f"conv1_filters/tower_{i + 1}", grid[None], step=epoch,
+                                 description=f"conv1 kernels of tower {i + 1} (GPU {i + 1} in the paper's Fig. 3), "
+                                             "each scaled to [0, 1] on its own")
         self.writer.flush()
 
     def on_train_end(self, logs=None):

@@ -1,8 +1,9 @@
 """Exact resume: everything the training loop needs to continue where a killed run stopped.
 
-A recovery checkpoint holds the model's weights, the optimizer (momentum, iteration count, learning
-rate), the plateau schedule (best value, epochs waited, reductions so far), the epoch and the step
-within it, the running sums of the epoch's training metrics, the dropout seed states, and the
+A recovery checkpoint holds the model's weights, the optimizer (momentum, iteration count, which is
+also the position in a warm-up, learning rate), the plateau schedule (best value, epochs waited,
+reductions so far), the epoch and the step within it, the running sums of the epoch's training
+metrics, the dropout seed states, and the
 position of the training data iterator (tf.data iterator checkpointing: the shuffle buffer and
 prefetched batches are saved, so no example is repeated or skipped). Sharded input and data.service
 keep no iterator: their position is the epoch and the step (train_input.py).
@@ -43,8 +44,9 @@ class TrainState:
 
     def __init__(self, model, iterator, plateau, directory, best_directory=None, configured_lr=None):
         self.model = model
-        # train.lr as configured when the checkpoint was written: a resumed run whose config sets
-        # another one applies it instead of the restored (possibly plateau-reduced) rate
+        # the rate train.lr configures at the run's global batch (lr_schedule.peak_lr) when the checkpoint
+        # was written: a resumed run whose config gives another applies it instead of the restored
+        # (possibly plateau-reduced) rate
         self.configured_lr = tf.Variable(float("nan") if configured_lr is None else configured_lr, dtype=tf.float64,
                                          trainable=False, name="configured_lr")
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")        # epochs completed

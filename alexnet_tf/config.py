@@ -6,7 +6,6 @@ one line) before any heavy work starts.
 
 import dataclasses
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -14,8 +13,11 @@ import yaml
 
 # FILE_SOURCES is defined with the cross-key checks, which import nothing from this module; ConfigError,
 # the one error of a bad config, is re-exported for users' code (`from alexnet_tf.config import ConfigError`).
+from alexnet_tf import bounded_yaml, memory_checks
 from alexnet_tf.config_checks import FILE_SOURCES, check  # noqa: F401
 from alexnet_tf.errors import ConfigError, shown  # noqa: F401  (ConfigError: re-exported)
+from alexnet_tf.slurm import CLUSTERS
+from alexnet_tf.user_files import read_user_file
 
 
 def _spec(default, *, choices=None, lo=None, hi=None, lo_open=False, doc=""):
@@ -82,7 +84,8 @@ class DataConfig:
     random_crop: int = _spec(0, lo=0, doc="in-memory sources: pad by this many pixels and take a random crop of the original size (0 = off)")
     upscale: int = _spec(0, lo=0, doc="in-memory sources: bilinearly rescale every image to upscale x upscale, then train on random "
                                       "model.image_size crops and evaluate the centre crop, as §2/§4.1 do with 256 and 224 "
-                                      "(Fashion-MNIST at the paper's geometry); 0 = the arrays' own size")
+                                      "(Fashion-MNIST at the paper's geometry); 0 = the arrays' own size. Bounded by the RAM: a float32 batch "
+                                      "at this size, the mean image and the model must fit (the config error names the largest that does)")
     flip: bool = _spec(True, doc="random horizontal flips at training time (§4.1)")
     lighting: bool = _spec(False, doc="PCA lighting (§4.1): add sum_i alpha_i sqrt(lambda_i) p_i to every pixel, alpha_i drawn once per image and presentation")
     lighting_std: float = _spec(0.1, lo=0.0, doc="standard deviation of alpha_i (§4.1: 0.1)")
@@ -91,6 +94,8 @@ class DataConfig:
                          "fb_resnet = the published fb.resnet.torch ImageNet constants")
     stats_file: str = _spec("", doc="mean image + RGB covariance eigen-decomposition (.npz) to use or create ('' = a file in data.cache_dir named after the data)")
     stats_images: int = _spec(0, lo=0, doc="training images the stats are computed over (0 = all, as the paper)")
+    follow_symlinks_outside: bool = _spec(False, doc="source folder: read images whose symbolic links (the file's or its class "
+                                          "folder's) resolve outside data.path; false: each is skipped with one warning line")
     scan: bool = _spec(True, doc="file sources: decode every image once (cached) to name and skip undecodable files before training "
                                         "(source prepared: not needed, `prepare` left them out and named them in prepare.json)")
     cache_dir: str = _spec("", doc="where stats and scan results are cached ('' = ~/.cache/alexnet_tf)")
@@ -113,7 +118,17 @@ class TrainConfig:
     epochs: int = _spec(90, lo=1, doc="passes over the training set (§5: ~90)")
     steps_per_epoch: Optional[int] = _spec(None, lo=1, doc="cap on steps per epoch (null = the whole split)")
     val_steps: Optional[int] = _spec(None, lo=1, doc="cap on validation steps (null = the whole split)")
-    lr: float = _spec(0.01, lo=0.0, lo_open=True, doc="initial learning rate ε (§5)")
+    lr: float = _spec(0.01, lo=0.0, lo_open=True, doc="initial learning rate ε (§5) at train.base_batch examples per step")
+    base_batch: int = _spec(128, lo=1, doc="the global batch train.lr is meant for (§5: 128); lr_scaling scales from it")
+    lr_scaling: str = _spec("none", choices=("none", "linear", "sqrt"),
+                            doc="learning rate at the global batch B (data.batch_size): none = train.lr (the paper); linear = "
+                                "train.lr x B/base_batch (Goyal et al. 2017); sqrt = train.lr x sqrt(B/base_batch) (Krizhevsky 2014)")
+    warmup_epochs: float = _spec(0.0, lo=0.0, doc="gradual warm-up (Goyal et al. 2017): the rate rises linearly per step from "
+                                 "train.lr to the scaled rate over this many epochs; 0 = none (the paper)")
+    optimizer: str = _spec("paper", choices=("paper", "lars"),
+                           doc="paper: the §5 rule (optim.PaperSGD); lars: the same momentum and weight decay with You et al. "
+                               "2017's layer-wise rate trust x |w|/(|dL/dw| + weight_decay |w|) on every kernel (optim.LARS)")
+    lars_trust: float = _spec(0.001, lo=0.0, lo_open=True, doc="LARS trust coefficient η (You et al. 2017: 0.001)")
     momentum: float = _spec(0.9, lo=0.0, hi=1.0, doc="§5")
     weight_decay: float = _spec(0.0005, lo=0.0, doc="inside the momentum, as in §5")
     decay_biases: bool = _spec(False, doc="also decay biases (the paper decays the weights w)")
@@ -138,7 +153,9 @@ class TrainConfig:
                               "need only their metrics (the ablation study); `python -m alexnet_tf export` writes it later")
     init_from: str = _spec("", doc="fine-tuning: a run directory (its model.keras) or a .keras file whose weights start this run "
                                    "when it has no recovery checkpoint yet; layers matched by name, a layer whose shapes differ "
-                                   "(fc8 for another class count) keeps its initialisation; '' = the initialiser")
+                                   "(fc8 for another class count) keeps its initialisation; loaded in Keras's safe mode before the run "
+                                   "directory is touched (a file that fails, e.g. a Lambda layer's Python code, is a config error); "
+                                   "'' = the initialiser")
     checkpoint_every: int = _spec(500, lo=0, doc="write the recovery checkpoint (model, momentum, schedule, data position) every N steps; "
                                                  "0 = only at the end of each epoch (always written there too)")
 
@@ -153,7 +170,7 @@ class DistributeConfig:
     strategy: str = _spec("default", choices=STRATEGIES,
                           doc="default: one device; mirrored: data parallel over local devices (data.batch_size is the global batch); "
                               "towers: the paper's model parallelism (§3.2), tower k's layers forward and backward on device k; "
-                              "multi_worker: data parallel over the machines of TF_CONFIG")
+                              "multi_worker: data parallel over the machines of TF_CONFIG or of an srun step (distribute.cluster)")
     devices: list = _spec([], doc="devices to use, e.g. ['/gpu:0', '/gpu:1']; [] = every local GPU, else the logical CPUs, else the CPU "
                                   "(towers: the first model.towers of them)")
     logical_cpus: int = _spec(0, lo=0, hi=64, doc="split the CPU into this many logical devices (0 = off) so that mirrored and towers run without GPUs; "
@@ -161,6 +178,12 @@ class DistributeConfig:
     collective_timeout: int = _spec(600, lo=0, doc="multi_worker: seconds a worker waits for the others in a step before it gives "
                                                    "up on a lost peer and restarts (0 = wait forever); must exceed the slowest "
                                                    "checkpoint write or validation")
+    cluster: str = _spec("auto", choices=CLUSTERS,
+                         doc="multi_worker: where the cluster comes from; tf_config: the TF_CONFIG variable; slurm: the srun "
+                             "step this process is a task of (TensorFlow's SlurmClusterResolver; task i is worker i, task 0 "
+                             "the chief); auto: tf_config where TF_CONFIG is set, else slurm inside an srun step")
+    port_base: int = _spec(8888, lo=1024, hi=65535, doc="cluster slurm: the tasks of a node listen on ports port_base, "
+                                                        "port_base + 1, ... (the same on every node; two jobs sharing a node need different ones)")
     restart_on_peer_failure: bool = _spec(True, doc="multi_worker: when a peer is lost, restart this worker's process from its last "
                                                     "checkpoint and wait for the peer to come back (false = exit with status 75)")
     input: str = _spec("auto", choices=("auto", "sharded", "replicated"),
@@ -286,44 +309,10 @@ def parse_override(text):
         raise ConfigError(f"override {shown(text)} is not of the form section.key=value")
     key, raw = text.split("=", 1)
     try:
-        value = _parse_yaml(raw, f"--set {key.strip()}") if raw.strip() else ""
+        value = bounded_yaml.parse(raw, f"--set {key.strip()}") if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
-
-
-# A config is a few kilobytes of sections, keys and short lists; these bounds keep a hostile one (a
-# YAML alias bomb expands a few hundred bytes into gigabytes) from costing memory before its one line.
-MAX_CONFIG_BYTES = 1_000_000
-MAX_YAML_DEPTH = 20
-
-
-class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's SafeLoader that refuses aliases and nesting deeper than MAX_YAML_DEPTH, as it composes."""
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise ConfigError(f"{self.source}: a YAML alias (*{event.anchor}) at line {event.start_mark.line + 1}; "
-                              "expected plain values (aliases are refused: a few bytes of them can expand to gigabytes)")
-        self.depth += 1
-        if self.depth > MAX_YAML_DEPTH:
-            raise ConfigError(f"{self.source}: YAML nested deeper than {MAX_YAML_DEPTH} levels at line "
-                              f"{self.peek_event().start_mark.line + 1}; expected sections, keys and flat lists")
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self.depth -= 1
-
-
-def _parse_yaml(text, source):
-    """One YAML document, through _BoundedLoader; `source` names it in errors."""
-    loader = _BoundedLoader(text)
-    loader.source, loader.depth = source, 0
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
 
 
 def load_config(path=None, overrides=()):
@@ -331,27 +320,38 @@ def load_config(path=None, overrides=()):
 
     Raises ConfigError (one line) on unknown keys, wrong types, out-of-range values.
     """
+    cfg = _read(path)
+    for item in overrides:
+        key, value = parse_override(item) if isinstance(item, str) else item
+        _apply(cfg, key, value)
+    check(cfg)  # config_checks: constraints between keys, TF_CONFIG, batch size
+    memory_checks.check(cfg)  # the model and its input against the RAM
+    return cfg
+
+
+def _read(path):
+    """The defaults with the values of the YAML file `path` (if not None), each checked on its own."""
     cfg = Config()
     if path is not None:
-        if not os.path.isfile(path):
-            raise ConfigError(f"config file {path!r} not found; expected a YAML file such as configs/fashion_mnist.yaml")
-        if (size := os.path.getsize(path)) > MAX_CONFIG_BYTES:
-            raise ConfigError(f"config file {path} is {size:,} bytes; expected a YAML config of at most "
-                              f"{MAX_CONFIG_BYTES:,} bytes")
+        text = read_user_file(path, "config", "config file ", ConfigError)  # a regular file of <= 1 MB, or one line
         try:
-            with open(path, encoding="utf-8") as f:
-                raw = _parse_yaml(f.read(), path) or {}
+            raw = bounded_yaml.parse(text.decode("utf-8"), path) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
         except UnicodeDecodeError as e:
             raise ConfigError(f"{path} is not a text file (byte {e.start} is not UTF-8); expected a YAML file") from None
         for key, value in _flatten(raw, path):
             _apply(cfg, key, value)
-    for item in overrides:
-        key, value = parse_override(item) if isinstance(item, str) else item
-        _apply(cfg, key, value)
-    check(cfg)  # config_checks: constraints between keys, TF_CONFIG, memory, batch size
     return cfg
+
+
+def changes(cfg, path):
+    """[(key, value in the config file `path` (the defaults if None), value in `cfg`)] for every key
+    whose values differ, in the config's order: what `--set` changed."""
+    def flat(c):
+        return dict(_flatten(c.to_dict(), "config"))
+    base = flat(_read(path))
+    return [(key, base[key], value) for key, value in flat(cfg).items() if value != base[key]]
 
 
 def from_dict(raw, overrides=()):
@@ -362,11 +362,6 @@ def from_dict(raw, overrides=()):
 def dump(cfg, path):
     with open(path, "w") as f:
         yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
-
-
-def describe(cfg):
-    """The resolved config as YAML text, for printing at start."""
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False).rstrip()
 
 
 def reference_markdown():

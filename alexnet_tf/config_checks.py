@@ -5,10 +5,9 @@ exists so that a run that cannot work stops with one line before TensorFlow star
   keys together    lists of layers and steps, the model's shape, data source against model, distribute
   TF_CONFIG        the cluster of distribute.strategy = multi_worker (distribute._multi_worker reads it)
   input            distribute.input and data.service against the strategy, source and workers (input_modes.py)
-  memory           the model's weights, momentum, gradients and a checkpoint copy against the RAM
   batch size       data.batch_size against the training set, where its size is known without TensorFlow
 
-config.py imports this module (and re-exports FILE_SOURCES); this module imports nothing of config.py,
+config.py imports this module (and re-exports FILE_SOURCES) and then runs memory_checks.py's checks; this module imports nothing of config.py,
 so the checks see a config only through its attributes.
 """
 
@@ -16,7 +15,6 @@ import json
 import os
 import re
 
-from alexnet_tf.architecture import parameter_count
 from alexnet_tf.errors import ConfigError, shown
 from alexnet_tf.input_modes import check_input
 
@@ -27,26 +25,18 @@ FILE_SOURCES = ("imagenet", "folder", "tfds", "prepared")
 # file that differs as damaged.
 FASHION_MNIST_SIZES = {"train": 60_000, "val": 10_000}
 
-# Bytes a training run holds per model parameter: float32 (4 bytes; the mixed policies keep float32
-# variables too) x 4 copies: the weights, PaperSGD's momentum, the gradients and the copy a checkpoint
-# write serialises. Activations, the input pipeline and TensorFlow itself come on top, so the estimate is
-# a lower bound: a config it rejects cannot run on this machine.
-BYTES_PER_PARAMETER = 4 * 4
-
 TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
 # TensorFlow's own cluster jobs (multi_worker_util._validate_cluster_spec); this project trains as chief and worker.
 _TF_JOBS = ("chief", "worker", "evaluator", "ps")
 # host:port as the workers' gRPC servers listen and connect: a host name, an IPv4 address or a bracketed IPv6 one.
 _ADDRESS = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})")
-GiB = 2**30
 
 
 def check(cfg):
     """Every check of this module, in this order; the first that fails raises its ConfigError."""
-    for one_check in (check_remove_conv, check_profile_steps, check_lr_drop_epochs, check_model_shape,
+    for one_check in (check_remove_conv, check_profile_steps, check_lr_drop_epochs, check_warmup, check_model_shape,
                       check_file_source, check_in_memory_subsets, check_upscale, check_lighting, check_devices,
-                      check_strategy, check_fashion_mnist_shape, check_tf_config, check_input, check_memory,
-                      check_batch_size):
+                      check_strategy, check_fashion_mnist_shape, check_tf_config, check_input, check_batch_size):
         one_check(cfg)
 
 
@@ -76,6 +66,15 @@ def check_lr_drop_epochs(cfg):
     if not (_positive_ints(drops) and all(a < b for a, b in zip(drops, drops[1:]))):
         raise ConfigError(f"train.lr_drop_epochs = {shown(drops)}; expected [] or increasing epochs >= 1 "
                           "(the lr is divided by 10 after each)")
+
+
+def check_warmup(cfg):
+    """The warm-up ramps from train.lr to the scaled rate: without scaling there is nothing to ramp to."""
+    train = cfg.train
+    if train.warmup_epochs and train.lr_scaling == "none":
+        raise ConfigError(f"train.warmup_epochs = {shown(train.warmup_epochs)} with train.lr_scaling = none: the warm-up "
+                          "rises from train.lr to the scaled rate, which is train.lr itself; expected lr_scaling linear "
+                          "or sqrt, or warmup_epochs 0")
 
 
 def check_model_shape(cfg):
@@ -175,6 +174,9 @@ def check_strategy(cfg):
     if dist.strategy == "default" and n > 1:
         raise ConfigError(f"distribute.strategy = default runs on one device; distribute.devices has {n} "
                           "(use strategy mirrored or towers)")
+    if dist.cluster != "auto" and dist.strategy != "multi_worker":
+        raise ConfigError(f"distribute.cluster = {dist.cluster} with distribute.strategy = {dist.strategy}; expected "
+                          "strategy multi_worker (the only one with a cluster) or cluster auto")
     if dist.strategy == "multi_worker" and n:
         raise ConfigError(f"distribute.devices = {shown(dist.devices)} with strategy multi_worker; expected [] "
                           "(each worker uses all its GPUs, or its CPU)")
@@ -196,11 +198,11 @@ def check_tf_config(cfg, environ=os.environ):
     a JSON object {"cluster": {"worker": [host:port, ...], "chief": [host:port]?}, "task": {"type":
     "worker" | "chief", "index": i}} with 0 <= i < len(cluster[type]).
 
-    Only for strategy multi_worker, and only when TF_CONFIG is set: train_command reports a missing
-    one, and other commands (evaluate, predict) read a multi_worker run's saved config without it.
+    Only for strategy multi_worker, and only when TF_CONFIG is set and distribute.cluster is not slurm:
+    train_command reports a missing one (slurm.cluster_source), and other commands (evaluate, predict) read a multi_worker run's saved config without it.
     """
     text = environ.get("TF_CONFIG")
-    if cfg.distribute.strategy != "multi_worker" or not text:
+    if cfg.distribute.strategy != "multi_worker" or not text or cfg.distribute.cluster == "slurm":
         return
     tf_config = _parse_tf_config(text)
     cluster = tf_config.get("cluster")
@@ -274,36 +276,6 @@ def _json(value):
     """A TF_CONFIG value as JSON, on one line, cut at 80 characters."""
     text = json.dumps(value)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-# === Memory: parameters of the model (architecture.parameter_count) ===
-
-def physical_ram():
-    """Bytes of physical RAM (page size x pages), or None where the OS does not say (Windows).
-    In a container this is the host's RAM: a cgroup limit can be smaller, never larger."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-def check_memory(cfg):
-    """Reject a model whose BYTES_PER_PARAMETER x parameter_count exceeds the physical RAM.
-
-    The bound is for CPU training, this project's set-up; on GPUs the weights, momentum and gradients
-    live in GPU memory and only the checkpoint copy needs RAM, so there it can reject a model that would fit."""
-    ram = physical_ram()
-    if not ram or ram <= 0:
-        return
-    m = cfg.model
-    params = parameter_count(m)
-    need = BYTES_PER_PARAMETER * params
-    if need > ram:
-        raise ConfigError(f"model.width = {m.width}, model.fc_units = {m.fc_units}, model.image_size = "
-                          f"{m.image_size} give {params:,} parameters, whose weights, momentum, gradients and checkpoint "
-                          f"copy (float32, {BYTES_PER_PARAMETER} bytes per parameter) need ~{need / GiB:,.1f} GiB, more "
-                          f"than this machine's {ram / GiB:,.1f} GiB of RAM; expected a smaller model.width, "
-                          "model.fc_units or model.image_size")
 
 
 # === The training set's size, where it is known without TensorFlow ===

@@ -25,12 +25,12 @@ class PortUnavailable(UserError, OSError):
 def add_arguments(parser):
     """The `data-service` command's arguments."""
     parser.add_argument("role", choices=("dispatcher", "worker"), help="which server to run")
-    parser.add_argument("--port", type=int, required=True, help="the port to serve on (1-65535)")
-    parser.add_argument("--dispatcher", help="worker: the dispatcher's HOST:PORT (what data.service names, grpc:// optional)")
-    parser.add_argument("--host", default=socket.gethostname(),
+    parser.add_argument("--port", type=int, required=True, metavar="P", help="the port to serve on (1-65535)")
+    parser.add_argument("--dispatcher", metavar="HOST:PORT", help="worker: the dispatcher's HOST:PORT (what data.service names, grpc:// optional)")
+    parser.add_argument("--host", default=socket.gethostname(), metavar="HOST",
                         help="worker: the name or address the training process reaches this worker at "
                              "(default: this machine's name)")
-    parser.add_argument("--wait", type=float, default=60.0,
+    parser.add_argument("--wait", type=float, default=60.0, metavar="SECONDS",
                         help="worker: seconds to wait for the dispatcher to answer (default 60)")
 
 

@@ -3,7 +3,8 @@
   default       one device (the default device, or distribute.devices[0])
   mirrored      data parallel over local devices: tf.distribute.MirroredStrategy
   towers        the paper's model parallelism (§3.2): tower k's layers, forward and backward, on device k
-  multi_worker  data parallel over the machines of TF_CONFIG: tf.distribute.MultiWorkerMirroredStrategy
+  multi_worker  data parallel over the machines of TF_CONFIG or of an srun step (distribute.cluster):
+                tf.distribute.MultiWorkerMirroredStrategy
 
 Every mode reads the same global batches: each process runs the same input pipeline and each
 replica takes its contiguous slice of every global batch (`Distribution.split`). The data position
@@ -20,7 +21,9 @@ import socket
 from dataclasses import dataclass, field
 
 import tensorflow as tf
+from tensorflow.python.distribute.cluster_resolver.slurm_cluster_resolver import expand_hostlist  # not exported
 
+from alexnet_tf import slurm
 from alexnet_tf.errors import ConfigError
 
 # Layers of tower t are named `<kind><i>_<t>` (conv1_0, lrn2_1, fc7_0, dropout6_1, flatten_0, ...);
@@ -181,6 +184,50 @@ def local_tf_configs(count):
 
 
 def _multi_worker(dist):
+    if slurm.cluster_source(dist, os.environ) == "slurm":
+        task = slurm_task(dist.port_base)
+        gpus = _slurm_gpus(task)
+        resolver = tf.distribute.cluster_resolver.SimpleClusterResolver(
+            tf.train.ClusterSpec(task.cluster), task_type="worker", task_id=task.rank,
+            num_accelerators={"GPU": gpus} if gpus else {}, rpc_layer="grpc")
+        worker, workers = task.rank, len(task.cluster["worker"])
+    else:
+        resolver = None  # MultiWorkerMirroredStrategy's default: TFConfigClusterResolver
+        worker, workers = _tf_config_worker()
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=dist.collective_timeout or None)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver, communication_options=options)
+    devices = list(strategy.extended.worker_devices)
+    _check_same_devices(devices, worker, workers, dist.collective_timeout)
+    return Distribution("multi_worker", strategy, devices, worker=worker, workers=workers)
+
+
+def _check_same_devices(devices, worker, workers, timeout):
+    """MultiWorkerMirroredStrategy sizes its collectives as (this worker's devices) x (workers): workers
+    with different device counts (a GPU node next to a CPU node, nodes with other GPU counts) would
+    wait on each other until the collective timeout. Every worker posts its devices in the cluster's
+    coordination service (up once the strategy is) and reads everyone's, before any collective."""
+    from tensorflow.python.eager import context  # the key-value store has no public API
+    kind = tf.DeviceSpec.from_string(devices[0]).device_type
+    try:
+        context.context().set_config_key_value(f"alexnet_tf/devices/{worker}", f"{len(devices)} {kind}")
+    except tf.errors.AlreadyExistsError:  # this worker restarted (train_command._peer_lost): posted by its first run
+        pass
+    posted = [context.context().get_config_key_value(f"alexnet_tf/devices/{i}", 1000 * timeout)
+              for i in range(workers)]
+    same_devices(posted)
+
+
+def same_devices(posted):
+    """Raise ConfigError unless every worker posted the same "<count> <device type>" (one per worker)."""
+    if len(set(posted)) > 1:
+        each = ", ".join(f"worker {i}: {p}" for i, p in enumerate(posted))
+        raise ConfigError(f"the multi_worker workers have different devices ({each}); expected the same number "
+                          "and kind on every worker (on Slurm: the same GPUs per task, e.g. srun --gpus-per-task, "
+                          "or CUDA_VISIBLE_DEVICES= on every task for CPUs only)")
+
+
+def _tf_config_worker():
+    """(this worker's index, the worker count) from TF_CONFIG."""
     config = json.loads(os.environ.get("TF_CONFIG") or "{}")
     cluster, task = config.get("cluster", {}), config.get("task", {})
     if not cluster or task.get("type") not in cluster:
@@ -190,11 +237,64 @@ def _multi_worker(dist):
     # MultiWorkerMirroredStrategy's chief is the "chief" task if there is one, else worker 0.
     order = [("chief", i) for i in range(len(cluster.get("chief", [])))] + \
             [("worker", i) for i in range(len(cluster.get("worker", [])))]
-    worker = order.index((task["type"], int(task.get("index", 0))))
-    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=dist.collective_timeout or None)
-    strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-    devices = list(strategy.extended.worker_devices)
-    return Distribution("multi_worker", strategy, devices, worker=worker, workers=len(order))
+    return order.index((task["type"], int(task.get("index", 0)))), len(order)
+
+
+@dataclass
+class SlurmTask:
+    """This srun task in the cluster TensorFlow's SlurmClusterResolver resolves for its step."""
+
+    cluster: dict       # {"worker": ["host:port", ...]}, one address per task, in rank order
+    rank: int           # SLURM_PROCID: the worker index (0 = the chief)
+    tasks_on_node: int  # the step's tasks on this task's node
+    local_id: int       # this task's place among them (its port is port_base + local_id)
+
+
+def slurm_task(port_base):
+    """Resolve the cluster of the srun step this process is a task of (SLURM_PROCID, SLURM_STEP_*),
+    with TensorFlow's SlurmClusterResolver.
+
+    The resolver's GPU arguments only number the tasks of a node here: it pairs each node's tasks
+    with range(0, gpus_per_node, gpus_per_task), so by default it runs nvidia-smi (absent on CPU
+    nodes), gpus_per_node=0 makes that a zero step, and too few "GPUs" drop tasks. One slot per task
+    of the step (gpus_per_node = the task count, gpus_per_task = 1) numbers every node's tasks, and
+    auto_set_gpu=False leaves CUDA_VISIBLE_DEVICES alone: this task's GPUs come from _slurm_gpus.
+    """
+    try:
+        tasks = int(os.environ["SLURM_STEP_NUM_TASKS"])  # the resolver reads os.environ too
+        resolver = tf.distribute.cluster_resolver.SlurmClusterResolver(
+            port_base=port_base, gpus_per_node=tasks, gpus_per_task=1, auto_set_gpu=False)
+        cluster = resolver.cluster_spec().as_dict()
+        task_type, rank = resolver.get_task_info()
+        if task_type is None:
+            raise ValueError(f"SLURM_PROCID {os.environ['SLURM_PROCID']} is not one of the step's {tasks} tasks")
+    except (RuntimeError, ValueError) as e:  # malformed or inconsistent SLURM_STEP_* variables
+        raise ConfigError(f"Slurm's step variables do not describe a cluster ({str(e).splitlines()[0]}); "
+                          "expected the environment srun gives its tasks") from None
+    # The resolver lists the nodes sorted by name (node10 before node9), srun's block distribution
+    # (the default) puts ranks on them in the step's node-list order (node9, node10): its addresses,
+    # node by node in that order, are the workers in rank order.
+    nodes = expand_hostlist(os.environ["SLURM_STEP_NODELIST"])
+    workers = sorted(cluster[task_type], key=lambda a: (nodes.index(a.rsplit(":", 1)[0]), int(a.rsplit(":", 1)[1])))
+    host, port = workers[rank].rsplit(":", 1)
+    node = os.environ.get("SLURMD_NODENAME")  # where this task runs; another distribution (-m cyclic) differs
+    if node and node != host:
+        raise ConfigError(f"Slurm task {rank} runs on node {node!r} but the resolved cluster puts it on {host!r}; "
+                          "expected srun's block distribution of tasks to nodes (the default; not -m cyclic)")
+    tasks_on_node = sum(address.rsplit(":", 1)[0] == host for address in workers)
+    slurm.check_ports(port_base, tasks_on_node)
+    return SlurmTask({"worker": workers}, rank, tasks_on_node, int(port) - port_base)
+
+
+def _slurm_gpus(task):
+    """Make this task's share of its node's GPUs (slurm.gpu_share) the only ones TensorFlow uses;
+    return how many (0: it trains on the CPU). Counted by TensorFlow, never with nvidia-smi."""
+    gpus = tf.config.list_physical_devices("GPU")
+    first, count = slurm.gpu_share(len(gpus), task.tasks_on_node, task.local_id,
+                                   bound=bool(os.environ.get("SLURM_GPUS_PER_TASK")))
+    if count != len(gpus):
+        tf.config.set_visible_devices(gpus[first:first + count], "GPU")
+    return count
 
 
 def tower_of(layer_name):

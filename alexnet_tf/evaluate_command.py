@@ -8,17 +8,17 @@ handler, so that `evaluate --help` and its argument errors start none.
 import json
 import os
 
-from alexnet_tf.config import FILE_SOURCES
-from alexnet_tf.errors import UserError
+from alexnet_tf.arguments import add_run_arguments
+from alexnet_tf.crops import check_ten_crop, evaluation_side
 from alexnet_tf.run_dir import load_run
 
 
 def add_arguments(parser):
     """The `evaluate` command's arguments."""
-    parser.add_argument("--run-dir", required=True)
-    parser.add_argument("--checkpoint", help="best, last or a checkpoint path (default: the run's model.keras)")
-    parser.add_argument("--ten-crop", action="store_true", help="also the paper's 10-patch protocol (10x the compute)")
-    parser.add_argument("--steps", type=int, help="evaluate only this many batches")
+    add_run_arguments(parser)
+    parser.add_argument("--ten-crop", action="store_true", help="also the paper's 10-patch protocol (10x the compute; "
+                        "for runs whose images are larger than model.image_size)")
+    parser.add_argument("--steps", type=int, metavar="N", help="evaluate only this many batches")
     parser.add_argument("--split", choices=("val", "test"), default="val",
                         help="val (default) or test: the test split a run with data.val_examples set apart")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -32,10 +32,8 @@ def main(args):
 
     run = load_run(args.run_dir, args.checkpoint, overrides=args.set)
     config = run.config
-    if args.ten_crop and config.data.source not in FILE_SOURCES and config.data.upscale <= config.model.image_size:
-        raise UserError(f"--ten-crop needs images larger than the crop; data.source = {config.data.source} "
-                         "gives model.image_size images (use a file source: imagenet, folder, tfds, or data.upscale > "
-                         "model.image_size)")
+    if args.ten_crop:
+        check_ten_crop(config, evaluation_side(config))
     batches, size = eval_images(config, run.mean, run.class_names, args.split)
     results = evaluate(run.model, batches, config.model.image_size, ten_crop=args.ten_crop, steps=args.steps, total=size)
     results["weights"], results["split"] = run.source, args.split

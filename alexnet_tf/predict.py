@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from alexnet_tf.errors import UserError
 from alexnet_tf.serving import MAX_BATCH, decode_image
+from alexnet_tf.user_files import check_user_file, read_user_file
 
 
 @dataclass
@@ -46,15 +47,6 @@ class ImageFileError(UserError, ValueError):
     """An image file that cannot be read, or whose bytes are not an image the model's decoder reads."""
 
 
-def _read(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:  # missing, a directory, no permission: one line naming the file
-        raise ImageFileError(f"cannot read {path} ({e.strerror}); expected an image file (JPEG, PNG, GIF, BMP "
-                             "or WebP)") from None
-
-
 def _classify(fn, blobs, names):
     """fn(blobs) for one batch; a decoding failure names the file instead of the batch element."""
     try:
@@ -77,34 +69,69 @@ def parse_label(text, class_names):
                      f"classes: {', '.join(map(str, class_names[:20]))}{' ...' if len(class_names) > 20 else ''}")
 
 
+def _function(classifier, ten_crop):
+    return tf.function(classifier.classify_bytes_ten_crop if ten_crop else classifier.classify_bytes)
+
+
+def _predict_batch(fn, classifier, blobs, names, true_labels):
+    """Predictions for one batch of encoded images (at most the signature's per-request cap)."""
+    result = _classify(fn, blobs, names)
+    return [Prediction(name=names[j],
+                       image=decode_image(blobs[j], classifier.channels, j, classifier.background,
+                                          min_side=classifier.resize_size).numpy(),
+                       class_ids=result["class_ids"][j].numpy(),
+                       class_names=[s.decode() for s in result["class_names"][j].numpy()],
+                       probabilities=result["probabilities"][j].numpy(),
+                       true_label=None if true_labels is None else true_labels[j])
+            for j in range(len(blobs))]
+
+
+def _batch_size(batch_size, ten_crop):
+    return min(batch_size, MAX_BATCH // 10 if ten_crop else MAX_BATCH)  # the signatures' per-request cap
+
+
 def predict_bytes(classifier, blobs, names, true_labels=None, ten_crop=False, batch_size=64):
     """Predictions for encoded images (list of bytes)."""
-    fn = tf.function(classifier.classify_bytes_ten_crop if ten_crop else classifier.classify_bytes)
-    batch_size = min(batch_size, MAX_BATCH // 10 if ten_crop else MAX_BATCH)  # the signatures' per-request cap
-    out = []
-    for start in range(0, len(blobs), batch_size):
-        result = _classify(fn, blobs[start:start + batch_size], names[start:start + batch_size])
-        for j in range(len(blobs[start:start + batch_size])):
-            i = start + j
-            out.append(Prediction(
-                name=names[i],
-                image=decode_image(blobs[i], classifier.channels, i, classifier.background,
-                                   min_side=classifier.resize_size).numpy(),
-                class_ids=result["class_ids"][j].numpy(),
-                class_names=[s.decode() for s in result["class_names"][j].numpy()],
-                probabilities=result["probabilities"][j].numpy(),
-                true_label=None if true_labels is None else true_labels[i]))
+    fn, step, out = _function(classifier, ten_crop), _batch_size(batch_size, ten_crop), []
+    for start in range(0, len(blobs), step):
+        part = slice(start, start + step)
+        out += _predict_batch(fn, classifier, blobs[part], names[part], None if true_labels is None else true_labels[part])
     return out
 
 
-def predict_files(classifier, paths, labels=None, ten_crop=False):
-    """Predictions for image files; true labels from `labels` (one per file) or the parent folder."""
+# The most bytes of image files predict_files holds at once: a batch ends before it would exceed this
+# (one file of up to user_files.LIMITS["image"] always fits), so many large files never add up.
+BATCH_BYTES = 256 * 1024 * 1024
+
+
+def _file_batches(sizes, count):
+    """Lists of indices into `sizes`: at most `count` files and BATCH_BYTES bytes each (or one file)."""
+    batch, total = [], 0
+    for i, size in enumerate(sizes):
+        if batch and (len(batch) == count or total + size > BATCH_BYTES):
+            yield batch
+            batch, total = [], 0
+        batch.append(i)
+        total += size
+    if batch:
+        yield batch
+
+
+def predict_files(classifier, paths, labels=None, ten_crop=False, batch_size=64):
+    """Predictions for image files; true labels from `labels` (one per file) or the parent folder.
+
+    Every path is checked (a regular file within user_files' image limit) before any is read; the
+    files are then read batch by batch, so at most BATCH_BYTES of them are held at once."""
     class_names = [s.decode() for s in classifier.class_names.numpy()]
     if labels is not None and len(labels) != len(paths):
         raise LabelError(f"{len(labels)} labels for {len(paths)} images; expected one label per image")
-    blobs = [_read(p) for p in paths]
+    sizes = [check_user_file(p, "image", error=ImageFileError) for p in paths]
     true = [parse_label(l, class_names) for l in labels] if labels else [true_label_from_path(p, class_names) for p in paths]
-    return predict_bytes(classifier, blobs, [os.path.basename(p) for p in paths], true, ten_crop)
+    fn, out = _function(classifier, ten_crop), []
+    for batch in _file_batches(sizes, _batch_size(batch_size, ten_crop)):
+        blobs = [read_user_file(paths[i], "image", error=ImageFileError) for i in batch]
+        out += _predict_batch(fn, classifier, blobs, [os.path.basename(paths[i]) for i in batch], [true[i] for i in batch])
+    return out
 
 
 def validation_samples(run, count, seed=0):

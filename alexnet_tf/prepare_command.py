@@ -17,12 +17,12 @@ MAX_SHARD_IMAGES = 1_000_000
 def add_arguments(parser):
     """The `prepare` command's arguments."""
     add_config_arguments(parser)
-    parser.add_argument("--out", required=True, help="directory to write (new or empty; or a prepare to resume)")
-    parser.add_argument("--quality", type=int, default=95, help="JPEG quality, 1-100 (default 95)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="directory to write (new or empty; or a prepare to resume)")
+    parser.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG quality, 1-100 (default 95)")
     parser.add_argument("--subsampling", choices=("444", "420"), default="444",
                         help="JPEG chroma subsampling: 444 = none (default; the closer copy), 420 = half-resolution "
                              "colour (smaller files)")
-    parser.add_argument("--shard-images", type=int, default=1024, help="images per TFRecord shard (default 1024)")
+    parser.add_argument("--shard-images", type=int, default=1024, metavar="N", help="images per TFRecord shard (default 1024)")
 
 
 def main(args):

@@ -1,6 +1,6 @@
 """Register this package's Keras classes as soon as Keras is usable, without importing TensorFlow first.
 
-`keras.saving.load_model("RUN/model.keras")` must find the LRN layer, `ReplicaDropout`, `PaperSGD`,
+`keras.saving.load_model("RUN/model.keras")` must find the LRN layer, `ReplicaDropout`, `PaperSGD`, `LARS`,
 `TopKError` (compile=True) and the §7 encoders' `CodeNoise`: Keras looks custom classes up in its
 registry and never imports a third-party module named in the file. KerasHub registers by importing
 everything in its `__init__`; here that would put TensorFlow's ~3 s import and its six unsilenceable

@@ -13,7 +13,7 @@
       tb/train/, tb/validation/   TensorBoard logs (tblogs.py reads them back)
       model.keras            the final model, with its optimizer state
       metrics.json           final validation (and test) errors, wall time, precision, machine
-      export/<version>/      TF Serving SavedModels (serving.py)
+      export/<version>/      TF Serving SavedModels (serving.py); export/.lock: one export at a time
     and, from the tools: evaluation.json / evaluation_test.json (`evaluate`), features/ (`features`),
     retrieval/ (`codes`), ablation.json (`ablate`).
 
@@ -29,12 +29,14 @@ import os
 import shutil
 import socket
 import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from alexnet_tf import config as config_lib
 from alexnet_tf.errors import USAGE, ConfigError, UserError
+from alexnet_tf.user_files import check_user_file
 
 CONFIG, PRECISION, MEAN, CLASSES = "config.yaml", "precision.json", "mean.npy", "classes.json"
 STATS, DATA, MODEL, METRICS = "stats.npz", "data.json", "model.keras", "metrics.json"
@@ -98,23 +100,78 @@ def lock(run_dir, name="chief"):
     message. Multi-worker processes lock under their own names (chief, worker-<i>).
     """
     path = os.path.join(run_dir, f".lock-{name}")
-    try:
-        os.makedirs(run_dir, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:  # a regular file at that path, a read-only file system, no permission
-        raise ConfigError(f"cannot use {run_dir} as the run directory ({e.strerror}: "
-                                     f"{e.filename}); expected a directory this user can write") from None
+    fd = _open_lock_file(run_dir, path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+        holder = _holder(fd)
         os.close(fd)
         raise RunDirBusy(f"{run_dir} is in use by another training process ({holder}); "
                          "wait for it, stop it, or use another --run-dir") from None
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}: {' '.join(sys.argv)}".encode(), 0)
+        _sign(fd)
         yield path
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _open_lock_file(directory, path):
+    try:
+        os.makedirs(directory, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:  # a regular file at that path, a read-only file system, no permission
+        raise ConfigError(f"cannot use {directory} as the run directory ({e.strerror}: "
+                          f"{e.filename}); expected a directory this user can write") from None
+
+
+def _holder(fd):
+    """Who holds the lock of `fd`, as the holder wrote it (`_sign`)."""
+    return os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+
+
+def _sign(fd):
+    """Write this process's pid, host and command into the lock file it holds, for others' messages."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}: {' '.join(sys.argv)}".encode(), 0)
+
+
+class ExportBusy(UserError):
+    """Another export into the same RUN_DIR/export held its lock for longer than this one would wait."""
+
+
+# How long an export waits for another one into the same directory (writing the paper model's
+# SavedModel takes tens of seconds on a CPU); `export --wait` changes it.
+EXPORT_WAIT = 600.0
+
+
+@contextlib.contextmanager
+def export_lock(base, wait=EXPORT_WAIT, poll=0.2):
+    """One export at a time into `base` (RUN_DIR/export): an exclusive flock on base/.lock for the block.
+
+    A second export (the `export` command, training's final export, import-caffe's) waits: it says
+    once whom it waits for, polls every `poll` s, and after `wait` s raises ExportBusy with one line.
+    While it holds the lock nothing else writes into `base`, so the versions it finds are final and
+    what a killed export left behind (.tmp-*, .old-*) is stale.
+    """
+    fd = _open_lock_file(base, os.path.join(base, ".lock"))
+    try:
+        deadline, said = time.monotonic() + wait, False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise ExportBusy(f"{base} is being written by another export ({_holder(fd)}) for more than "
+                                     f"{wait:g} s; expected it to finish first: rerun when it has, or pass a "
+                                     "longer --wait") from None
+                if not said:
+                    print(f"waiting for another export into {base} to finish ({_holder(fd)}), "
+                          f"up to {wait:g} s", flush=True)
+                    said = True
+                time.sleep(poll)
+        _sign(fd)
+        yield
     finally:
         os.close(fd)  # releases the lock
 
@@ -153,9 +210,10 @@ def check_same_run(config, run_dir):
 def init_weights_file(path):
     """`train.init_from` -> the .keras file it names: PATH itself, or PATH/model.keras of a run directory."""
     candidate = os.path.join(path, MODEL) if os.path.isdir(path) else path
-    if not (os.path.isfile(candidate) and candidate.endswith(".keras")):
+    if not (os.path.lexists(candidate) and candidate.endswith(".keras")):
         raise ConfigError(f"train.init_from = {path!r}: no {candidate}; expected a run "
                                      f"directory holding {MODEL} or a .keras file")
+    check_user_file(candidate, "model", "train.init_from ", ConfigError)  # a FIFO, a device, a loop: one line
     return candidate
 
 

@@ -15,6 +15,7 @@ The SavedModel needs neither this package nor the custom LRN class to load: the 
 only TensorFlow ops (tf.saved_model.load, saved_model_cli, TF Serving).
 """
 
+import errno
 import os
 import re
 import shutil
@@ -23,7 +24,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf.config import FILE_SOURCES
+from alexnet_tf.crops import eval_resize_size
+from alexnet_tf import run_dir
 from alexnet_tf.data import preprocess
 from alexnet_tf.errors import PathExists
 from alexnet_tf.data.decode import ALPHA_BACKGROUND, decode_image  # noqa: F401  (decode_image: predict, retrieval)
@@ -33,23 +35,6 @@ TOP_K = 5
 # request's memory grows with its batch (decoded images, the model's activations), so one client cannot
 # take the server down with a huge batch. 256 covers TF Serving's usual batching sizes; split larger ones.
 MAX_BATCH = 256
-
-
-def eval_resize_size(config):
-    """The side images are rescaled to (shorter side) before the crop: §2's 256 for 224 crops.
-
-    File sources (the ImageNet input pipeline) use their `data.resize`; in-memory sources hold
-    images of the model's size (or data.upscale's): Fashion-MNIST (small geometry) resizes straight to
-    the model's input, the ImageNet geometry rescales to 256/224 of the crop, as in the paper.
-    """
-    m, d = config.model, config.data
-    if d.source in FILE_SOURCES:
-        return d.resize
-    if d.upscale:  # in-memory images rescaled to data.upscale for training
-        return d.upscale
-    if m.geometry == "imagenet":
-        return round(m.image_size * 256 / 224)
-    return m.image_size
 
 
 class Classifier:
@@ -213,37 +198,94 @@ def existing_versions(base):
     return sorted(int(d) for d in os.listdir(base) if re.fullmatch(r"\d+", d))
 
 
-def save(classifier, base, version=None, overwrite=False):
+def save(classifier, base, version=None, overwrite=False, wait=run_dir.EXPORT_WAIT):
     """Write `classifier` to base/<version>/ (default: one above the highest existing version).
 
-    The SavedModel is written to a hidden directory and renamed into place, so a TF Serving
-    instance watching `base` never loads a half-written version. Returns the version directory.
+    One export at a time (run_dir.export_lock: a second waits up to `wait` s, then ExportBusy). The
+    version is claimed by creating its hidden directory base/.tmp-<version> exclusively; the
+    SavedModel is written there and renamed into place, so a TF Serving instance watching `base`
+    never loads a half-written version, and an existing version is never replaced without
+    `overwrite` (PathExists). Returns the version directory.
     """
-    if version is None:
-        version = (existing_versions(base) or [0])[-1] + 1
-    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 0):
         raise ValueError(f"version={version!r}; expected a non-negative integer (TF Serving's version directories)")
-    path = os.path.join(base, str(version))
-    if os.path.exists(path) and not overwrite:
-        raise PathExists(f"{path} exists; pass another version or overwrite=True (--overwrite)")
-    tmp = os.path.join(base, f".tmp-{version}")
-    shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(base, exist_ok=True)
+    with run_dir.export_lock(base, wait):
+        _recover(base)
+        version, tmp = _claim(base, version, overwrite)
+        try:
+            archive = keras.export.ExportArchive()
+            archive.track(classifier.model)
+            for name, (fn, spec) in classifier.signatures().items():
+                archive.add_endpoint(name, fn, input_signature=spec)
+            archive.write_out(tmp, verbose=False)
+            write_warmup(classifier, tmp)
+            return _place(tmp, base, version, overwrite)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename; else what a failure left
 
-    archive = keras.export.ExportArchive()
-    archive.track(classifier.model)
-    for name, (fn, spec) in classifier.signatures().items():
-        archive.add_endpoint(name, fn, input_signature=spec)
-    archive.write_out(tmp, verbose=False)
-    write_warmup(classifier, tmp)
-    if os.path.exists(path):
-        # --overwrite: move the old version aside, rename the new one in, then delete the old one, so
-        # that a kill at any moment leaves base/<version> either the old or the new model, whole
+
+def _recover(base):
+    """What a killed export left in `base` (the lock is held: no export is running). An --overwrite
+    killed between its two renames left the old version as .old-<N> and no <N>: it is put back;
+    .tmp-<N> (a half-written version) and an .old-<N> whose <N> exists are deleted."""
+    for name in os.listdir(base):
+        old = re.fullmatch(r"\.old-(\d+)", name)
+        if old and not os.path.lexists(os.path.join(base, old.group(1))):
+            os.rename(os.path.join(base, name), os.path.join(base, old.group(1)))
+        elif old or re.fullmatch(r"\.tmp-\d+", name):
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+
+
+def _claim(base, version, overwrite):
+    """(version, its hidden directory base/.tmp-<version>), the directory created exclusively: a
+    number taken by another writer makes os.mkdir fail instead of two exports sharing it."""
+    if version is not None:
+        path = os.path.join(base, str(version))
+        if os.path.lexists(path) and not overwrite:
+            raise PathExists(f"{path} exists; pass another version or overwrite=True (--overwrite)")
+        tmp = os.path.join(base, f".tmp-{version}")
+        try:
+            os.mkdir(tmp)
+        except FileExistsError:
+            raise PathExists(f"{tmp} exists: another process is writing version {version} into {base}; "
+                             "expected one writer (this one holds the export lock)") from None
+        return version, tmp
+    version = (existing_versions(base) or [0])[-1] + 1
+    while True:
+        tmp = os.path.join(base, f".tmp-{version}")
+        try:
+            os.mkdir(tmp)
+            return version, tmp
+        except FileExistsError:
+            version += 1
+
+
+def _place(tmp, base, version, overwrite):
+    """Rename the finished base/.tmp-<version> to base/<version>; returns the latter.
+
+    Without `overwrite` the target must not exist. os.rename over an existing directory fails
+    only when that one is not empty, so existence is checked first (under the export lock nothing
+    else of this package creates it; a non-empty directory made meanwhile by hand still makes the
+    rename fail, reported the same way). With `overwrite` the old version is renamed aside, the new
+    one renamed in, then the old one deleted, so that a kill at any moment leaves base/<version>
+    the old or the new model, whole (or, between the renames, absent, which `_recover` repairs).
+    """
+    path = os.path.join(base, str(version))
+    refused = PathExists(f"{path} exists (made while this export was writing); pass another version "
+                         "or overwrite=True (--overwrite)")
+    if os.path.lexists(path) and overwrite:
         old = os.path.join(base, f".old-{version}")
-        shutil.rmtree(old, ignore_errors=True)
         os.rename(path, old)
         os.rename(tmp, path)
         shutil.rmtree(old)
-    else:
+        return path
+    if os.path.lexists(path):
+        raise refused
+    try:
         os.rename(tmp, path)
+    except OSError as e:
+        if e.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+            raise refused from None
+        raise
     return path

@@ -1,6 +1,5 @@
 """The training run: one loop for every strategy (default, mirrored, towers, multi_worker), with exact resume."""
 
-import math
 import os
 import sys
 import time
@@ -10,15 +9,16 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf import callbacks as cb
-from alexnet_tf import distribute, machine, serving
+from alexnet_tf import console, distribute, fine_tuning, lr_schedule, machine, serving
 from alexnet_tf import run_dir as run_dir_lib
 from alexnet_tf.checkpoint import TrainState, healthy_loss
-from alexnet_tf.errors import ConfigError, UserError
+from alexnet_tf.errors import UserError
 from alexnet_tf.data import make_datasets
 from alexnet_tf.model import build_model
 from alexnet_tf.optim import compile_model, resolve_precision
 from alexnet_tf.stop_signals import SIGNAL_CHECK_STEPS, Interrupted, StopSignals as _StopSignals
 from alexnet_tf.train_input import make_feed
+from alexnet_tf.tf_startup import describe_devices
 from alexnet_tf.train_steps import EpochSums, evaluate, make_steps
 
 
@@ -41,8 +41,10 @@ def train(config, run_dir, verbose=None, callbacks=()):
     start = time.time()
     # === Devices and strategy (before anything else initialises TensorFlow) ===
     dist = distribute.setup(config.distribute, config.model.towers)
+    init = fine_tuning.load_init_model(config.train.init_from)  # before the run directory is touched
     with run_dir_lib.lock(run_dir, "chief" if dist.is_chief else f"worker-{dist.worker}"), _StopSignals() as stop:
         run = _set_up(config, run_dir, dist, stop, start)
+        run.init_file, run.init_model = init
         _resume(run)
         _callbacks(run, verbose, (*callbacks, *run.feed.callbacks))
         _loop(run)
@@ -59,6 +61,7 @@ class _Run:
     stop: object                   # stop_signals.StopSignals
     started: float                 # time.time() when `train` was called
     init_file: str = None          # train.init_from's model.keras
+    init_model: object = None      # ... loaded (safe mode), until its weights are copied
     precision: str = None
     data: object = None            # data.Datasets
     model: object = None
@@ -90,7 +93,6 @@ def _set_up(config, run_dir, dist, stop, start):
     """The run directory's config, the seed, op determinism and the precision; then the data, the
     model and its optimizer (built under the strategy's scope)."""
     run = _Run(config, run_dir, dist, stop, start)
-    run.init_file = run_dir_lib.init_weights_file(config.train.init_from) if config.train.init_from else None
     if dist.is_chief:
         run_dir_lib.refuse_overwriting_a_model(run_dir)
         run_dir_lib.write_config(config, run_dir)
@@ -101,7 +103,8 @@ def _set_up(config, run_dir, dist, stop, start):
         tf.config.experimental.enable_op_determinism()
     run.precision, why = _run_precision(config, run_dir, dist)
     keras.mixed_precision.set_global_policy(run.precision)
-    print(f"precision: {run.precision}{why}; {machine.describe()}")
+    print(f"machine: {machine.describe()}; TensorFlow sees {describe_devices(tf.config.list_physical_devices())}")
+    print(f"precision: {run.precision}{why}")
     if dist.kind != "default":
         print(dist.describe())
 
@@ -114,8 +117,10 @@ def _set_up(config, run_dir, dist, stop, start):
     # === Model and optimizer ===
     with dist.scope():
         run.model = build_model(config, tower_devices=dist.tower_devices)
-        compile_model(run.model, config)
+        compile_model(run.model, config, steps_per_epoch=run.data.train_steps)
         run.model.optimizer.build(run.model.trainable_variables)
+    if schedule := lr_schedule.describe(config, run.data.train_steps):
+        print(schedule)
     return run
 
 
@@ -152,12 +157,14 @@ def _resume(run):
     run.state = state = TrainState(
         model, run.feed.position, run.plateau,
         run_dir_lib.checkpoint_dir(run.run_dir, "last" if dist.is_chief else f"worker-{dist.worker}"),
-        run_dir_lib.checkpoint_dir(run.run_dir, "best") if dist.is_chief else None, configured_lr=config.train.lr)
+        run_dir_lib.checkpoint_dir(run.run_dir, "best") if dist.is_chief else None,
+        configured_lr=lr_schedule.peak_lr(config))
     restored = state.restore(agree=dist.all_gather if dist.workers > 1 else None)
-    if not restored and run.init_file:
-        _init_weights(model, run.init_file)
+    if not restored and run.init_model is not None:
+        fine_tuning.copy_weights(model, run.init_model, run.init_file)
+    run.init_model = None  # its memory back
     if restored:
-        _apply_a_changed_lr(run)
+        lr_schedule.apply_a_changed_rate(config, state, model.optimizer, run.plateau)
     run.epoch, run.step = int(state.epoch.numpy()), int(state.step.numpy())
     run.wall_before = float(state.wall_seconds.numpy())
     run.sums = state.epoch_sums
@@ -167,40 +174,6 @@ def _resume(run):
               + f", learning rate {float(model.optimizer.learning_rate.numpy()):.3g}")
 
 
-def _apply_a_changed_lr(run):
-    """A resumed run whose config sets another train.lr than the checkpoint's: the restored optimizer
-    would keep its own rate; the new config's wins, and the plateau count starts over (every worker
-    compares the same two numbers, so all agree)."""
-    state, lr, optimizer = run.state, run.config.train.lr, run.model.optimizer
-    was = float(state.configured_lr.numpy())
-    if not math.isfinite(was) or was == lr:
-        return
-    restored_lr = float(optimizer.learning_rate.numpy())
-    optimizer.learning_rate.assign(lr)
-    run.plateau.wait.assign(0)
-    state.configured_lr.assign(lr)
-    print(f"train.lr changed from {was:g} to {lr:g}: training continues at {lr:g} "
-          f"(the checkpoint's rate was {restored_lr:.3g}); the plateau count restarts")
-
-
-def _init_weights(model, path):
-    """Fine-tuning (`train.init_from`): copy the weights of `path`'s layers onto this model's layers of
-    the same name and shapes; the others (fc8 for another class count) keep their initialisation."""
-    source = {layer.name: layer for layer in keras.saving.load_model(path, compile=False).layers}
-    copied, kept = [], []
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        theirs = source.get(layer.name)
-        if theirs is not None and [w.shape for w in theirs.weights] == [tuple(w.shape) for w in layer.weights]:
-            layer.set_weights(theirs.get_weights())
-            copied.append(layer.name)
-        else:
-            kept.append(layer.name)
-    if not copied:
-        raise ConfigError(f"train.init_from = {path}: no layer of it fits this model (names or shapes "
-                          "differ); expected a run of the same model config")
-    print(f"weights of {len(copied)} layers from {path}" + (f"; initialised afresh: {', '.join(kept)}" if kept else ""))
 
 
 # === Callbacks, called as model.fit calls them ===
@@ -329,7 +302,7 @@ def _signalled(run, epoch_end=False):
 
 def _finish(run):
     """The final validation (if this process trained none) and the test split, once; then, on the
-    chief, metrics.json, model.keras, the export and the summary. Returns the metrics (None on
+    chief, metrics.json, model.keras, the export and the result lines. Returns the metrics (None on
     another worker)."""
     dist, data, model = run.dist, run.data, run.model
     test_logs = None
@@ -342,14 +315,14 @@ def _finish(run):
         dist.barrier()  # leave together with the chief (a worker that exits early looks like a crash to the others)
         print(f"worker {dist.worker}: done; the chief writes the model and metrics")
         return None
-    final = _plain_copy(model, run.config) if dist.kind != "default" else model
+    final = _plain_copy(model, run.config, data.train_steps) if dist.kind != "default" else model
     metrics = _metrics(run, test_logs)
     run_dir_lib.write_final(run.run_dir, final, metrics)
     if run.config.train.export:  # after metrics.json: a failed export loses nothing
         saved = serving.save(serving.Classifier.from_config(final, run.config, data.mean, data.class_names),
                              run_dir_lib.export_dir(run.run_dir))
         print(f"SavedModel for TF Serving: {saved}")
-    _print_summary(run, metrics)
+    print("\n".join(console.result_lines(metrics, run.run_dir)))
     dist.barrier()
     return metrics
 
@@ -374,18 +347,9 @@ def _metrics(run, test_logs):
     return metrics
 
 
-def _print_summary(run, metrics):
-    print(f"val top-1 error {metrics['val_top1_error']:.4f}, top-5 error {metrics['val_top5_error']:.4f}, "
-          f"loss {metrics['val_loss']:.4f} after {metrics['epochs_completed']} epochs, "
-          f"{metrics['wall_seconds']:.0f} s; run directory {run.run_dir}")
-    if "test_top1_error" in metrics:
-        print(f"test top-1 error {metrics['test_top1_error']:.4f}, top-5 error {metrics['test_top5_error']:.4f} "
-              f"on the {run.data.test_size} test images (evaluated once, after training)")
-
-
-def _plain_copy(model, config):
+def _plain_copy(model, config, steps_per_epoch):
     """The trained model rebuilt outside any strategy or device placement (for model.keras and the export)."""
-    plain = compile_model(build_model(config), config)
+    plain = compile_model(build_model(config), config, steps_per_epoch=steps_per_epoch)
     plain.set_weights(model.get_weights())
     plain.optimizer.build(plain.trainable_variables)
     for mine, theirs in zip(plain.optimizer.variables, model.optimizer.variables):

@@ -497,7 +497,9 @@ def test_a_net_that_is_not_alexnet_names_the_layer(tmp_path):
     def changed(name, **fields):
         return [dict(s, **fields) if s["name"] == name else s for s in specs]
 
-    wrong_blob = changed("conv2", blobs=[np.zeros((60, 12, 5, 5), np.float32), np.zeros(60, np.float32)])
+    # 60 kernels in conv2, its definition agreeing (else that disagreement is reported first), where conv1's 24 make 64
+    wrong_blob = changed("conv2", blobs=[np.zeros((60, 12, 5, 5), np.float32), np.zeros(60, np.float32)],
+                         params=conv_params(60, 5, pad=2, group=2))
     message = import_error(tmp_path, specs=wrong_blob)
     assert "'conv2'" in message and "(60, 12, 5, 5)" in message and "expected (64, 12, 5, 5)" in message
 
@@ -519,6 +521,54 @@ def test_a_net_that_is_not_alexnet_names_the_layer(tmp_path):
 
     message = import_error(tmp_path, specs=changed("data", crop=224))
     assert "3x224x224; expected 3x227x227" in message
+
+
+def test_a_definition_that_disagrees_with_the_weights_is_one_line(tmp_path, capsys):
+    """Every num_output, kernel_size and group of the definition (a prototxt, or the caffemodel's own layer
+    parameters) against the blob shapes: a prototxt saying 62 kernels over a caffemodel with 64 is refused
+    in one line, exit 1, although 62 alone would be a valid narrowed AlexNet's count too."""
+    from alexnet_tf.__main__ import main
+    specs = alexnet_specs(**SMALL)
+    stripped = [dict(s, params=None) for s in specs if s.get("blobs")]
+    model = write(tmp_path / "small.caffemodel", net_bytes(stripped, v1=False))
+    wrong = DEPLOY.replace("num_output: 64 pad: 2 kernel_size: 5 group: 2", "num_output: 62 pad: 2 kernel_size: 5 group: 2")
+    assert wrong != DEPLOY
+    prototxt = write(tmp_path / "deploy.prototxt", wrong.encode())
+    status = main(["import-caffe", "--caffemodel", model, "--prototxt", prototxt, "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("\n") == 1, err
+    assert err == ("error: layer 5 'conv2' (Convolution) of the net definition says num_output 62 but the caffemodel's "
+                   "weights of 'conv2' have shape (64, 12, 5, 5), 64 outputs; expected the definition that belongs to "
+                   "these weights\n")
+    assert not (tmp_path / "run").exists()
+
+    def changed(name, **fields):
+        return [dict(s, **fields) if s["name"] == name else s for s in specs]
+
+    # the caffemodel's own parameters: fc6 says 60 outputs over 64-row weights
+    message = import_error(tmp_path, specs=changed("fc6", params=vint(1, 60)))
+    assert "'fc6' (InnerProduct) of the net definition says num_output 60" in message and "64 outputs" in message
+    # kernel_size: the definition's 5x5 (AlexNet's conv2) over 3x3 kernels
+    message = import_error(tmp_path, specs=changed("conv2", blobs=[np.zeros((64, 12, 3, 3), np.float32),
+                                                                   np.zeros(64, np.float32)]))
+    assert "'conv2' (Convolution) of the net definition says kernel_size 5x5" in message and "3x3 kernels" in message
+    # group: the definition's group 2 over conv1's 24 channels means 12 per kernel; these read all 24
+    message = import_error(tmp_path, specs=changed("conv2", blobs=[np.zeros((64, 24, 5, 5), np.float32),
+                                                                   np.zeros(64, np.float32)]))
+    assert "says group 2 over its 24 input channels" in message and "kernels reading 24 channels each" in message
+
+
+def test_a_prototxt_nested_100000_deep_is_one_line(tmp_path, small_bytes):
+    """100,000 nested `layer {` (800 kB): refused at text_format.MAX_DEPTH levels with one line, not a
+    RecursionError; the limit leaves room for every real net definition (DEPLOY nests 3 deep)."""
+    from alexnet_tf.caffe import text_format
+    deep = write(tmp_path / "deep.prototxt", b"layer {\n" * 100_000)
+    message = import_error(tmp_path, small_bytes, prototxt=deep)
+    assert message == (f"error: {deep} line {text_format.MAX_DEPTH + 1}: messages nested more than "
+                       f"{text_format.MAX_DEPTH} deep; expected a Caffe net definition (a few levels: "
+                       "layer { convolution_param { ... } })")
+    nested = "layer { " * text_format.MAX_DEPTH + "}" * text_format.MAX_DEPTH
+    assert text_format.parse("name: 'n' " + nested, "p")["name"] == ["n"]  # exactly the limit is read
 
 
 def test_bad_companion_files(tmp_path, small_bytes):

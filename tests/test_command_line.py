@@ -24,7 +24,7 @@ ORDER = ["train", "curves", "filters", "export", "predict", "features", "neighbo
 OPTIONS = {
     "curves": ["--out", "--curve", "--title"],
     "filters": ["--run-dir", "--checkpoint", "--out"],
-    "export": ["--run-dir", "--checkpoint", "--version", "--overwrite"],
+    "export": ["--run-dir", "--checkpoint", "--version", "--overwrite", "--wait"],
     "predict": ["--run-dir", "--checkpoint", "--label", "--val", "--ten-crop", "--out", "--cols", "--seed"],
     "features": ["--run-dir", "--checkpoint", "--split", "--batch-size", "--max-images"],
     "neighbours": ["--run-dir", "--checkpoint", "--queries", "--k", "--encoder", "--out", "--seed", "--batch-size",
@@ -51,7 +51,8 @@ OPTIONS = {
 PARSED = {
     "curves": (["r1", "--out", "o.png"], {"curve": None, "out": "o.png", "runs": ["r1"], "title": ""}),
     "filters": (["--run-dir", "R", "--out", "o.png"], {"checkpoint": None, "out": "o.png", "run_dir": "R"}),
-    "export": (["--run-dir", "R"], {"checkpoint": None, "overwrite": False, "run_dir": "R", "version": None}),
+    "export": (["--run-dir", "R"], {"checkpoint": None, "overwrite": False, "run_dir": "R", "version": None,
+                "wait": 600.0}),
     "predict": (["--run-dir", "R"], {"checkpoint": None, "cols": 4, "images": [], "label": None, "out": None,
                                      "run_dir": "R", "seed": 0, "ten_crop": False, "val": 0}),
     "features": (["--run-dir", "R"], {"batch_size": 256, "checkpoint": None, "max_images": None, "run_dir": "R",
@@ -127,7 +128,7 @@ def test_argparse_errors_read_as_usage_and_one_error_line(capsys, monkeypatch):
         main(["filters"])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert err == ("usage: python -m alexnet_tf filters [-h] --run-dir RUN_DIR [--checkpoint CHECKPOINT] --out OUT\n"
+    assert err == ("usage: python -m alexnet_tf filters [-h] --run-dir RUN_DIR [--checkpoint CHECKPOINT] --out PNG\n"
                    "python -m alexnet_tf filters: error: the following arguments are required: --run-dir, --out\n")
     with pytest.raises(SystemExit) as exit_:
         main(["filter", "--run-dir", "R"])
@@ -176,3 +177,58 @@ def test_help_and_argument_errors_load_only_the_chosen_commands_module():
     finally:
         for run in runs.values():
             run.kill()
+
+
+def _subparser(command):
+    import argparse
+    parser = build_parser(command)
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+
+
+def test_every_argument_of_every_command_has_help():
+    """Each option and positional argument of every command (train.py's too) says what it is in --help."""
+    from alexnet_tf import train_command
+    parsers = {name: _subparser(name) for name in COMMANDS if name != "train"}
+    parsers["train"] = train_command._parser()
+    missing = [(name, action.option_strings or action.dest) for name, parser in parsers.items()
+               for action in parser._actions if not (action.help or "").strip()]
+    assert missing == []
+
+
+def test_the_readme_command_line_section_is_what_help_prints(monkeypatch):
+    """README's "Command line" section: train.py's synopsis and one table row per command whose first cell
+    is the command's usage line as `--help` prints it (without `-h`), every option named."""
+    from alexnet_tf import train_command
+    monkeypatch.setenv("COLUMNS", "1000")  # one usage line
+
+    def usage(parser, prog):
+        return " ".join(parser.format_usage().removeprefix(f"usage: {prog} ").replace("[-h]", "").split())
+
+    with open(f"{ROOT}/README.md", encoding="utf-8") as f:
+        section = f.read().split("\n## Command line\n")[1].split("\n## ")[0]
+    rows = {cell.split()[0]: cell for cell in re.findall(r"^\| `([^`]+)` \|", section, re.M)}
+    assert sorted(rows) == sorted(name for name in COMMANDS if name != "train")
+    for name, cell in rows.items():
+        assert cell == f"{name} {usage(_subparser(name), 'python -m alexnet_tf ' + name)}".strip(), name
+    synopsis = re.search(r"^python train\.py .*$", section, re.M).group(0)
+    assert synopsis == "python train.py " + usage(train_command._parser("python train.py"), "python train.py")
+
+
+def test_train_help_names_the_program_as_it_was_started(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "300")
+    for argv0, prog in (("/venv/bin/alexnet-tf", "alexnet-tf train"), ("/x/alexnet_tf/__main__.py", "python -m alexnet_tf train")):
+        monkeypatch.setattr(sys, "argv", [argv0, "train", "--help"])
+        assert _help(["train", "--help"], capsys, monkeypatch).startswith(f"usage: {prog} [-h] [--config CONFIG]")
+    from alexnet_tf import train_command
+    monkeypatch.setattr(sys, "argv", ["train.py", "--help"])
+    with pytest.raises(SystemExit):
+        train_command.main(["--help"])
+    assert capsys.readouterr().out.startswith("usage: train.py [-h] [--config CONFIG]")
+
+
+def test_a_double_dash_before_the_command_is_the_end_of_options(capsys, monkeypatch):
+    """`python -m alexnet_tf -- COMMAND ...` runs COMMAND (argparse's end of options; the top level has none)."""
+    assert main(["--", "config-reference"]) == 0
+    assert capsys.readouterr().out.startswith("| key | default | allowed | meaning |")
+    monkeypatch.setattr(sys, "argv", ["/x/alexnet_tf/__main__.py", "--", "train", "--help"])
+    assert _help(["--", "train", "--help"], capsys, monkeypatch).startswith("usage: python -m alexnet_tf train [-h]")

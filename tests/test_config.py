@@ -52,7 +52,7 @@ def test_bad_config_files(capsys, tmp_path):
     binary.write_bytes(bytes(range(256)))
     for path, fragment in ((bad_key, "unknown key 'train.epoch'"), (bad_yaml, "is not valid YAML"),
                            (binary, "is not a text file (byte 128 is not UTF-8)"),
-                           (tmp_path / "missing.yaml", "not found")):
+                           (tmp_path / "missing.yaml", "(No such file or directory); expected a YAML config")):
         status, _, err = run_main(capsys, train_command.main, ["--config", path])
         assert status == 2 and err.count("\n") == 1 and fragment in err, err
 
@@ -245,27 +245,67 @@ def test_parameter_count_matches_the_keras_model(config, overrides):
 
 
 def test_model_larger_than_the_ram_is_a_config_error(monkeypatch):
-    from alexnet_tf import config_checks
-    monkeypatch.setattr(config_checks, "physical_ram", lambda: 16 * 2**30)  # the message names the RAM: fix it
+    from alexnet_tf import memory_checks
+    monkeypatch.setattr(memory_checks, "physical_ram", lambda: 16 * 2**30)  # the message names the RAM: fix it
     message = config_error(["model.width=100"])
     assert message == ("config error: model.width = 100.0, model.fc_units = 4096, model.image_size = 224 give "
                        "26,777,938,408 parameters, whose weights, momentum, gradients and checkpoint copy "
                        "(float32, 16 bytes per parameter) need ~399.0 GiB, more than this machine's 16.0 GiB of RAM; "
                        "expected a smaller model.width, model.fc_units or model.image_size")
-    # the bound is exactly 16 bytes per parameter: the paper model needs 16 x 60,965,224 bytes (0.91 GiB)
+    # the bound is exactly 16 bytes per parameter: the paper model needs 16 x 60,965,224 bytes (0.91 GiB);
+    # with its input (a float32 batch of 128 x 224x224x3, 77,070,336 bytes, and the 256x256x3 float32 mean
+    # image, 786,432 bytes: check_input_memory) the run needs 77,856,768 bytes more
     paper = os.path.join(ROOT, "configs", "alexnet_imagenet.yaml")
-    monkeypatch.setattr(config_checks, "physical_ram", lambda: 16 * 60_965_224)
+    monkeypatch.setattr(memory_checks, "physical_ram", lambda: 16 * 60_965_224 + 77_856_768)
     load_config(paper)
-    monkeypatch.setattr(config_checks, "physical_ram", lambda: 16 * 60_965_224 - 1)
+    monkeypatch.setattr(memory_checks, "physical_ram", lambda: 16 * 60_965_224 + 77_856_767)
+    assert "a training batch of 128 x 224x224x3 float32: 0.1 GiB" in config_error([], paper)
+    monkeypatch.setattr(memory_checks, "physical_ram", lambda: 16 * 60_965_224 - 1)
     assert "give 60,965,224 parameters" in config_error([], paper)
     # no RAM figure from the OS (Windows): no check
-    monkeypatch.setattr(config_checks, "physical_ram", lambda: None)
+    monkeypatch.setattr(memory_checks, "physical_ram", lambda: None)
     assert load_config(None, ["model.width=100"]).model.width == 100.0
 
 
 def test_model_larger_than_any_ram_fails_on_this_machine():
     # 10^8-unit fc layers: fc7 alone has 10^16 parameters, 149 million GiB for the four copies
     assert "GiB of RAM; expected a smaller model.width" in config_error(["model.fc_units=100000000"])
+
+
+def test_upscale_and_batch_larger_than_the_ram_are_config_errors(monkeypatch):
+    """data.upscale rescales a whole float32 batch before the crop: the batch, the mean image at that size and
+    the model must fit the RAM. Hand-computed for configs/init_paper_geometry.yaml (1 channel, batch 128,
+    10 classes) on 16 GiB:
+      model  16 x 56,885,962 parameters (the paper's 60,965,224 - 23,232 of conv1's two missing input
+             channels - 4,056,030 of fc8's 990 missing classes) = 910,175,392 bytes = 0.8 GiB
+      upscale 20000: batch 4 x 128 x 20000^2 = 204.8e9 bytes = 190.7 GiB, mean 4 x 20000^2 = 1.5 GiB,
+             in all 207,310,175,392 bytes = 193.1 GiB
+      largest upscale: 516 s^2 <= 2^34 - 910,175,392 = 16,269,693,792 (516 = 4 bytes x (128 + 1) images)
+             -> s^2 <= 31,530,414 -> s = 5615 (5615^2 = 31,528,225; 5616^2 = 31,539,456)"""
+    from alexnet_tf import memory_checks
+    monkeypatch.setattr(memory_checks, "physical_ram", lambda: 16 * 2**30)
+    paper = os.path.join(ROOT, "configs", "alexnet_imagenet.yaml")
+    geometry = os.path.join(ROOT, "configs", "init_paper_geometry.yaml")
+    assert config_error(["data.upscale=20000"], geometry) == (
+        "config error: data.upscale = 20000, data.batch_size = 128: the run needs ~193.1 GiB (a training batch of "
+        "128 x 20000x20000x1 float32: 190.7 GiB; the mean image of 20000x20000x1 float32: 1.5 GiB; the model at 16 "
+        "bytes per parameter: 0.8 GiB), more than this machine's 16.0 GiB of RAM; expected data.upscale <= 5,615 at "
+        "this data.batch_size")
+    assert load_config(geometry, ["data.upscale=5615"]).data.upscale == 5615
+    assert "expected data.upscale <= 5,615" in config_error(["data.upscale=5616"], geometry)
+    # 4 x 128 x 10^12 bytes = 476,837.2 GiB: refused before anything is allocated
+    assert "a training batch of 128 x 1000000x1000000x1 float32: 476,837.2 GiB" in config_error(
+        ["data.upscale=1000000"], geometry)
+    # the other keys that scale the input: a batch of 10^7 crops 224x224x3 = 4 x 10^7 x 150,528 bytes = 5,607.6 GiB,
+    # a 10^6-side mean image 4 x 3 x 10^12 bytes = 11,175.9 GiB, 2 x 10^8 synthetic images of 224x224x3 = 28,038.0 GiB
+    for overrides, fragment in ((["data.batch_size=10000000"], "10000000 x 224x224x3 float32: 5,607.6 GiB"),
+                                (["data.resize=1000000"], "the mean image of 1000000x1000000x3 float32: 11,175.9 GiB"),
+                                (["data.source=synthetic", "data.synthetic_size=100000000"],
+                                 "2 x 100000000 x 224x224x3 uint8: 28,038.0 GiB")):
+        key = overrides[-1].split("=")[0]
+        message = config_error(overrides, paper)
+        assert fragment in message and message.endswith(f"expected a smaller {key}"), message
+    load_config(paper)  # the paper's own run fits in 16 GiB
 
 
 @pytest.mark.parametrize("overrides, fragment", [
@@ -286,8 +326,9 @@ def test_batch_size_is_checked_where_the_training_set_size_is_known():
     assert "larger than the 48 training images (data.source = synthetic after data.val_examples = 16)" in \
         config_error(["data.batch_size=49", "data.val_examples=16", "data.synthetic_size=64"])
     assert load_config(os.path.join(ROOT, "configs", "fashion_mnist.yaml"), ["data.batch_size=55000"]).data.batch_size == 55000
-    # file sources: TFDS or the folder scan count the images, after TensorFlow starts
-    assert load_config(None, ["data.source=folder", "data.path=/tmp", "data.batch_size=1000000"]).data.batch_size == 1000000
+    # file sources: TFDS or the folder scan count the images, after TensorFlow starts (a batch of 10,000
+    # 224x224x3 float32 crops, 5.6 GiB, passes the memory check)
+    assert load_config(None, ["data.source=folder", "data.path=/tmp", "data.batch_size=10000"]).data.batch_size == 10000
 
 
 @pytest.mark.parametrize("tf_config, override, fragment", [

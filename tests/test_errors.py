@@ -14,6 +14,7 @@ EXPECTED = {
     "alexnet_tf.errors.PathExists": ("error: ", 1, FileExistsError),
     "alexnet_tf.run_dir.RunDirBusy": ("config error: ", 2, Exception),
     "alexnet_tf.run_dir.RunDirError": ("error: ", 1, FileNotFoundError),
+    "alexnet_tf.run_dir.ExportBusy": ("error: ", 1, Exception),
     "alexnet_tf.data.errors.DatasetNotFound": ("", 1, FileNotFoundError),
     "alexnet_tf.data.errors.DatasetDamaged": ("", 1, FileNotFoundError),
     "alexnet_tf.caffe.CaffeFileError": ("error: ", 1, ValueError),
@@ -27,6 +28,7 @@ EXPECTED = {
     "alexnet_tf.ablation.runner.StudyInterrupted": ("error: ", 1, RuntimeError),
     "alexnet_tf.input_modes.DispatcherUnreachable": ("error: ", 1, ConnectionError),
     "alexnet_tf.data_service_command.PortUnavailable": ("error: ", 1, OSError),
+    "alexnet_tf.user_files.FileRefused": ("error: ", 1, ValueError),
 }
 
 

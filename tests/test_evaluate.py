@@ -72,6 +72,37 @@ def test_test_split_of_a_run_without_one_is_a_one_line_error(tiny_run, capsys):
     assert len(err) == 1 and "has no separate test split" in err[0] and "data.val_examples = 0" in err[0]
 
 
+def test_ten_crop_on_images_of_the_model_size_is_refused_alike_by_evaluate_and_predict(tiny_run, capsys):
+    """tiny_run's 28x28 images are the model's 28x28 input, as the default run's: both commands refuse
+    --ten-crop with the same one line, exit 2."""
+    from alexnet_tf.__main__ import main as cli
+    expected = ("config error: --ten-crop: this run's model takes 28x28 crops of 28x28 images, so the ten patches "
+                "would all be the whole image or its mirror image; expected a run whose images are larger than "
+                "model.image_size (data.upscale > model.image_size, or a file source with data.resize > "
+                "model.image_size)")
+    for argv in (["evaluate", "--run-dir", tiny_run, "--ten-crop"],
+                 ["predict", "--run-dir", tiny_run, "--ten-crop", "--val", "2"]):
+        capsys.readouterr()
+        assert cli(argv) == 2, argv
+        assert capsys.readouterr().err.splitlines() == [expected], argv
+
+
+@pytest.mark.slow
+def test_ten_crop_of_larger_images_is_accepted_alike_by_evaluate_and_predict(tmp_path, capsys):
+    """A run trained on 28x28 crops of images upscaled to 32x32: both commands take --ten-crop."""
+    import json
+
+    from alexnet_tf.__main__ import main as cli
+    from alexnet_tf.training import train
+    run_dir = str(tmp_path / "run")
+    train(alexnet_tf.load_config(None, tiny_overrides(**{"data.upscale": 32})), run_dir, verbose=0)
+    assert cli(["evaluate", "--run-dir", run_dir, "--ten-crop"]) == 0
+    results = json.loads(open(os.path.join(run_dir, "evaluation.json")).read())
+    assert results["images"] == 64 and set(results) >= {"center", "ten_crop"}
+    assert cli(["predict", "--run-dir", run_dir, "--ten-crop", "--val", "2"]) == 0
+    assert "class_" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_evaluate_sees_what_the_saved_model_serves_at_the_paper_geometry(tmp_path):
     """One evaluation transform: a 300x400 JPEG and a 400x300 PNG with an alpha gradient in a folder

@@ -156,12 +156,19 @@ def test_saved_model_cli_show_and_run(tiny_run, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "out" / "probabilities.npy"), probs, rtol=1e-4, atol=1e-6)
 
 
-def test_export_versions_and_overwrite(tiny_run, tmp_path):
+def test_export_versions_and_overwrite(tiny_run, tmp_path, capsys):
     from alexnet_tf.__main__ import main
     assert serving.existing_versions(os.path.join(tiny_run, "export")) == [1]
     assert main(["export", "--run-dir", tiny_run, "--checkpoint", "best"]) == 0
     assert serving.existing_versions(os.path.join(tiny_run, "export")) == [1, 2]
+    capsys.readouterr()
     assert main(["export", "--run-dir", tiny_run, "--version", "2"]) == 1  # exists, no --overwrite
+    # in the command line's words: its flags, not the Python API's overwrite=True
+    assert capsys.readouterr().err == (f"error: {os.path.join(tiny_run, 'export', '2')} exists; expected another "
+                                       "--version, or --overwrite to replace it\n")
+    assert main(["export", "--run-dir", tiny_run, "--version", "-1"]) == 2
+    assert capsys.readouterr().err == ("config error: --version -1; expected a non-negative integer (TF Serving's "
+                                       "version directories)\n")
     assert not any(d.startswith(".tmp") for d in os.listdir(os.path.join(tiny_run, "export")))
     with pytest.raises(ValueError, match="non-negative integer"):
         serving.save(None, str(tmp_path), version=-1)
@@ -350,7 +357,7 @@ def test_overwrite_never_leaves_a_broken_version(tiny_run, tmp_path, monkeypatch
             assert os.path.isfile(os.path.join(version, "saved_model.pb"))
         assert tf.saved_model.load(version).signatures["serving_default"] is not None
     serving.save(classifier, base, version=3, overwrite=True)
-    assert sorted(os.listdir(base)) == ["3"]
+    assert sorted(os.listdir(base)) == [".lock", "3"]  # .lock: the export lock (run_dir.export_lock)
 
 
 def test_header_sizes_against_pil_and_decompression_bombs_refused():
@@ -415,25 +422,27 @@ def test_a_request_above_the_batch_cap_is_refused_and_the_next_served(tiny_run):
 def test_a_huge_jpeg_is_decoded_at_a_reduced_dct_scale():
     """A 4,800 x 3,600 JPEG (above decode.DCT_SCALE_ABOVE pixels) is decoded at 1/8 scale, 600 x 450, when
     the caller resizes to 256 (the smallest 1/2^k scale whose shorter side is still >= 256), and the
-    256 x 256 result stays within a few grey levels of decoding it whole; a 4,000 x 3,000 JPEG (below
-    the threshold) and the same JPEG without min_side decode at full size."""
+    256 x 256 result stays within a few grey levels of decoding it whole (tf.io.decode_jpeg, the
+    reference); a 4,000 x 3,000 JPEG (below the threshold) decodes at full size, and without min_side
+    (no reduced decode) the big one is above decode.MAX_PIXELS and refused."""
     from alexnet_tf.data import decode
     y, x = np.mgrid[0:3600, 0:4800]
     smooth = np.stack([x * 255 // 4800, y * 255 // 3600, (x + y) * 255 // 8400], -1).astype(np.uint8)
     big = encode(Image.fromarray(smooth), "JPEG", quality=95)
     assert 4800 * 3600 > decode.DCT_SCALE_ABOVE > 4000 * 3000
     scaled = decode.decode_image(tf.constant(big), 3, min_side=256)
-    whole = decode.decode_image(tf.constant(big), 3)
+    whole = tf.cast(tf.io.decode_jpeg(big, channels=3), tf.float32)
     assert scaled.shape == (450, 600, 3) and whole.shape == (3600, 4800, 3)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"the limit is {decode.MAX_PIXELS} pixels"):
+        decode.decode_image(tf.constant(big), 3)
     a = preprocess.resize_central_square(scaled[None], 256)[0].numpy()
     b = preprocess.resize_central_square(whole[None], 256)[0].numpy()
     assert np.abs(a - b).mean() < 1.0 and np.percentile(np.abs(a - b), 99) < 4, np.abs(a - b).mean()
     assert decode.decode_image(tf.constant(big), 3, min_side=500).shape == (900, 1200, 3)  # 1/4: 3600 // 8 < 500
     # the training decoder: the central square at 1/8 scale, and load_image's 256 x 256 against the full decode
     assert decode.decode_square(tf.constant(big), min_side=256).shape == (450, 450, 3)
-    assert decode.decode_square(tf.constant(big)).shape == (3600, 3600, 3)
     trained = decode.load_image(tf.constant(big), 256).numpy().astype(float)
-    full = tf.image.resize(decode.decode_square(tf.constant(big)), [256, 256], antialias=True).numpy()
+    full = tf.image.resize(whole[:, 600:4200], [256, 256], antialias=True).numpy()  # the central 3600 x 3600
     assert np.abs(trained - full).mean() < 1.0, np.abs(trained - full).mean()
     assert decode.decode_error(big) is None
     below = encode(Image.fromarray(smooth[:3000, :4000]), "JPEG", quality=95)
@@ -461,3 +470,121 @@ def test_jpegs_decoded_downscaled_may_declare_up_to_400_megapixels():
         assert "declares" not in str(e)
     with pytest.raises(tf.errors.InvalidArgumentError, match=f"the limit is {decode.MAX_JPEG_PIXELS} pixels"):
         decode.decode_image(declaring(25000, 20000), 3, min_side=256)
+
+
+BAD_REQUESTS_SCRIPT = r"""
+import base64, json, sys
+import tensorflow as tf
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+good, *bad = [base64.b64decode(b) for b in json.loads(sys.stdin.read())]
+serve(image_bytes=tf.constant([good]))  # traced and warm: what follows is the requests' own output
+sys.stderr.write("REQUESTS START\n")
+sys.stderr.flush()
+results = []
+for blob in bad:
+    try:
+        serve(image_bytes=tf.constant([good, blob]))
+        results.append("served")
+    except tf.errors.InvalidArgumentError as e:
+        results.append("InvalidArgument: " + " ".join(e.message.split()))
+sys.stderr.flush()
+sys.stderr.write("REQUESTS END\n")
+print(json.dumps(results))
+"""
+
+
+def bad_image_requests():
+    """Damaged images as a load test sends them: JPEGs cut at every length that makes libjpeg (or TensorFlow's
+    jpeg_mem) print a line of its own ("Input file read error", "Improper call to JPEG library in state 201",
+    "Premature end of JPEG data"), random bytes after a JPEG's first three, unknown markers, and damaged
+    PNG, GIF, BMP, WebP and text files."""
+    rng = np.random.default_rng(0)
+    jpeg = encode(Image.fromarray(random_rgb(0, (120, 160))), "JPEG")
+    png = encode(Image.fromarray(random_rgb(1)), "PNG")
+    bad = [jpeg[:cut] for cut in (3, 4, 10, 20, 50, 100, 150, 200, 300, 600, len(jpeg) // 2, len(jpeg) - 2)]
+    bad += [b"\xff\xd8\xff" + rng.integers(0, 256, 200, dtype=np.uint8).tobytes() for _ in range(6)]
+    bad += [b"\xff\xd8\xff" + b"x" * 50, jpeg[:2] + b"\xff\xc8\x00\x04ab" + jpeg[2:],   # JPG marker (C8): refused by libjpeg
+            jpeg[:2] + jpeg[2:].replace(b"\xff\xda", b"\xff\xd9", 1),                  # EOI instead of SOS
+            png[:40], png[:33] + b"\0" * (len(png) - 33), b"GIF89a" + b"\0" * 10, b"BM" + b"\0" * 30,
+            b"RIFF" + b"\0" * 30, b"this is not an image"]
+    return jpeg, bad
+
+
+@pytest.mark.slow
+def test_bad_requests_are_invalid_argument_without_a_line_each_on_stderr(tiny_run, tmp_path):
+    """N damaged images sent to the exported SavedModel in a fresh process (as TF Serving runs it): every
+    request fails with InvalidArgument naming the element, and nothing reaches stderr while they run
+    (before the JPEG marker check, libjpeg printed one line per bad JPEG request)."""
+    import base64
+    good, bad = bad_image_requests()
+    requests = bad * 3
+    proc = subprocess.run([sys.executable, "-c", BAD_REQUESTS_SCRIPT, os.path.join(tiny_run, "export", "1")],
+                          input=json.dumps([base64.b64encode(b).decode() for b in [good, *requests]]),
+                          capture_output=True, text=True, cwd=str(tmp_path), timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(results) == len(requests) == 3 * 27
+    assert all(r.startswith("InvalidArgument: ") for r in results), results
+    during = proc.stderr.split("REQUESTS START\n")[1].split("REQUESTS END\n")[0]
+    assert during.splitlines() == [], during[:3000]
+    # every damaged JPEG is refused by the marker check, naming the element, before libjpeg sees it
+    damaged = [i for i, r in enumerate(results[:len(bad)]) if "image_bytes[1] " in r and "is a damaged JPEG: " in r]
+    assert damaged == [i for i, b in enumerate(bad) if b.startswith(b"\xff\xd8\xff")], results
+
+
+def jpeg_variants():
+    """Valid JPEGs of every layout the marker scan must accept, as PIL writes them (with their sizes)."""
+    rgb = random_rgb(3, (45, 67))
+    thumbnail = encode(Image.fromarray(random_rgb(4, (8, 8))), "JPEG")  # holds its own SOF and EOI markers
+    exif = Image.Exif()
+    exif[0x010E] = "a description"
+    plain = encode(Image.fromarray(rgb), "JPEG")
+    return {
+        "baseline": plain,
+        "progressive": encode(Image.fromarray(rgb), "JPEG", progressive=True),
+        "optimized": encode(Image.fromarray(rgb), "JPEG", optimize=True, quality=50),
+        "grey": encode(Image.fromarray(rgb[..., 0]), "JPEG"),
+        "cmyk": encode(Image.fromarray(rgb).convert("CMYK"), "JPEG"),
+        "restart markers": encode(Image.fromarray(rgb), "JPEG", restart_marker_blocks=1),
+        "comment, ICC profile, EXIF": encode(Image.fromarray(rgb), "JPEG", comment=b"\xff\xd9 a comment",
+                                             icc_profile=b"\xff\xc0" * 100, exif=exif.tobytes()),
+        "APP1 holding a whole JPEG": plain[:2] + b"\xff\xe1" + struct.pack(">H", len(thumbnail) + 2) + thumbnail
+                                    + plain[2:],
+        "fill bytes before a marker": plain[:2] + b"\xff\xff\xff" + plain[3:],
+        "bytes after the end": plain + b"trailing bytes some cameras add",
+    }
+
+
+def test_the_jpeg_marker_scan_accepts_every_layout_and_refuses_only_what_libjpeg_refuses(capfd):
+    """jpeg_markers.scan, the check that keeps damaged JPEGs away from libjpeg (which prints about them):
+    on the layouts PIL writes it finds nothing and reads PIL's size; on damaged copies of a JPEG (cut at
+    every length, a byte changed anywhere in the headers or the last bytes) it refuses every cut one,
+    and refuses only files that libjpeg itself (tf.io.decode_jpeg) refuses or decodes with a complaint
+    on stderr (bytes skipped where a marker belongs: "Corrupt JPEG data: 1 extraneous bytes")."""
+    from alexnet_tf.data import jpeg_markers
+    scan = tf.function(jpeg_markers.scan)
+    for name, data in jpeg_variants().items():
+        code, h, w = (int(v) for v in scan(tf.constant(data)))
+        assert (code, h, w) == (0, 45, 67), (name, jpeg_markers.PROBLEMS[code])
+        assert tf.io.decode_jpeg(data).shape[:2] == (45, 67)
+    plain = jpeg_variants()["baseline"]
+    sos = plain.index(b"\xff\xda")
+    rng = np.random.default_rng(0)
+    cuts = [plain[:cut] for cut in range(3, len(plain))]
+    changed = []
+    for position in list(range(2, sos + 14)) + list(range(len(plain) - 4, len(plain))):
+        for value in (0x00, 0xFF, 0xD9, 0xC8, int(rng.integers(0, 256))):
+            if plain[position] != value:
+                changed.append(plain[:position] + bytes([value]) + plain[position + 1:])
+    codes = [int(scan(tf.constant(data))[0]) for data in cuts + changed]
+    assert all(codes[:len(cuts)]), [i + 3 for i, c in enumerate(codes[:len(cuts)]) if not c]
+    capfd.readouterr()
+    for data, code in zip(cuts + changed, codes):
+        if code:
+            try:
+                tf.io.decode_jpeg(data)
+            except tf.errors.InvalidArgumentError:
+                continue
+            assert capfd.readouterr().err.strip(), (jpeg_markers.PROBLEMS[code], data[:30])
+    assert sum(1 for c in codes[len(cuts):] if c) > 100  # the changed headers are mostly refused too

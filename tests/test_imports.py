@@ -54,7 +54,7 @@ for dependency in ("numpy", "ml_dtypes", "google.protobuf", "absl", "h5py", "wra
                    "termcolor", "flatbuffers", "rich", "optree", "namex", "packaging", "astunparse", "yaml"):
     importlib.import_module(dependency)
 OURS = ("alexnet_tf", "keras", "tensorflow")
-CLASSES = ("LocalResponseNormalization", "ReplicaDropout", "PaperSGD", "TopKError", "CodeNoise")
+CLASSES = ("LocalResponseNormalization", "ReplicaDropout", "PaperSGD", "LARS", "TopKError", "CodeNoise")
 
 def alone(name):
     loaded = [m for m in sys.modules if m.split(".")[0] in OURS]

@@ -3,6 +3,7 @@ same command, and end bit-identical to an uninterrupted run (deterministic ops, 
 
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -271,6 +272,10 @@ def test_a_signal_saves_after_the_step_and_the_rerun_is_bit_identical(reference,
     assert last == f"{signum.name}: stopped after saving {saved}; rerun the same command to resume", where + last
     assert int(saved.rsplit("-", 1)[1]) in (at, at + 1), where
     assert not (run_dir / "metrics.json").exists()
+    # and on stdout the next commands: the curves so far, and the command line that resumes the run
+    rerun = out.strip().splitlines()[-1]
+    assert rerun.endswith(f"--config {config_file} --run-dir {run_dir}    # resumes from the last checkpoint"), rerun
+    assert out.strip().splitlines()[-2].endswith(f"--logdir {run_dir}/tb    # the curves so far"), out[-2000:]
 
     status, out, err = train_py(capsys, config_file, run_dir)
     assert status == 0 and "resuming from" in out, err[-2000:]
@@ -427,3 +432,55 @@ cp {run_dir}/model.keras {out}/
     assert (out / "second.status").read_text().strip() == "0", (out / "second.err").read_text()[-2000:]
     assert "resuming from" in (out / "second.out").read_text()
     assert same_weights(weights(reference_dir), weights(out))
+
+
+@pytest.mark.slow
+def test_a_full_disk_under_tensorboards_writer_costs_one_line_and_the_rerun_resumes(tmp_path):
+    """A real full disk (a 64 MB tmpfs) filled after global step 33, just after the recovery checkpoint of
+    epoch 1 (32 steps of batch 2; checkpoints only at epoch ends): the next writes are TensorBoard's
+    (batch summaries every step), and once they outgrow the free bytes left in their files' last pages
+    TensorFlow raises ResourceExhaustedError from the event writer, long before the next checkpoint at
+    step 64. The run ends with our one line naming the event file, ENOSPC and the checkpoint a rerun
+    resumes from (ckpt-32, intact), exit 1, no traceback; once there is space the same command resumes
+    and ends bit-identical to an uninterrupted run, whose epoch losses its TensorBoard logs read back."""
+    from alexnet_tf.tblogs import read_scalars
+    from alexnet_tf.training import train
+    config = alexnet_tf.load_config(None, OVERRIDES + ["data.batch_size=2", "train.epochs=2", "train.checkpoint_every=0"])
+    config_file = tmp_path / "config.yaml"
+    dump(config, str(config_file))
+    train(config, str(tmp_path / "reference"), verbose=0)
+    disk, run_dir, out = tmp_path / "disk", tmp_path / "disk" / "run", tmp_path / "out"
+    disk.mkdir()
+    out.mkdir()
+    script = f"""
+mount -t tmpfs -o size=64m tmpfs {disk} || exit 99
+{" ".join(command(config_file, run_dir, "--fill-disk-at-step", "33"))} > {out}/first.out 2> {out}/first.err
+echo $? > {out}/first.status
+ls {run_dir}/checkpoints/last > {out}/kept
+rm {run_dir}/filler
+{" ".join(command(config_file, run_dir))} > {out}/second.out 2> {out}/second.err; echo $? > {out}/second.status
+cp {run_dir}/model.keras {out}/
+cp -r {run_dir}/tb {out}/tb
+"""
+    shell = subprocess.run(["unshare", "--map-root-user", "--mount", "sh", "-c", script], capture_output=True,
+                           text=True, cwd=ROOT, timeout=600)
+    assert shell.returncode == 0, f"could not mount a tmpfs in a private namespace: {shell.stderr[-1000:]}"
+    first_err = (out / "first.err").read_text()
+    assert (out / "first.status").read_text().strip() == "1", first_err[-2000:]
+    assert "crash_driver: filled the disk (No space left on device)" in (out / "first.out").read_text()
+    assert "Traceback" not in first_err, first_err[-3000:]
+    last_line = first_err.strip().splitlines()[-1]
+    checkpoint = run_dir / "checkpoints" / "last" / "ckpt-32"
+    assert re.fullmatch(rf"could not write {re.escape(str(run_dir / 'tb'))}/(train|validation)/events\.out\.tfevents\.\S+ "
+                        rf"\(No space left on device, errno 28 ENOSPC\); the recovery checkpoints are kept \(a rerun "
+                        rf"resumes from {re.escape(str(checkpoint))}\): free space and rerun the same command",
+                        last_line), last_line
+    kept = (out / "kept").read_text().split()
+    assert "ckpt-32.index" in kept and not any(name.startswith("ckpt-64") for name in kept), kept
+    assert (out / "second.status").read_text().strip() == "0", (out / "second.err").read_text()[-2000:]
+    assert f"resuming from {checkpoint}" in (out / "second.out").read_text()
+    assert same_weights(weights(tmp_path / "reference"), weights(out))
+    steps, losses = read_scalars(str(out), "train", "epoch_loss")
+    ref_steps, ref_losses = read_scalars(str(tmp_path / "reference"), "train", "epoch_loss")
+    assert list(steps) == list(ref_steps) == [0, 1]
+    np.testing.assert_array_equal(losses, ref_losses)

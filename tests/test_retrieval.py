@@ -102,7 +102,9 @@ def test_cached_features_and_neighbours_panel(tiny_run, tmp_path, monkeypatch):
 
     out = tmp_path / "nn.png"
     assert main(["neighbours", "--run-dir", tiny_run, "--queries", "3", "--k", "4", "--out", str(out)]) == 0
-    assert png_size(out) == ("PNG", (5 * 130, 3 * 130))  # (1 query + 4 neighbours) x 3 rows of 1.3 in at 100 dpi
+    # (1 query + 4 neighbours) x 3 rows of 1.3 in at 100 dpi, under each row 0.22 in for its labels, 0.55 in for
+    # the title
+    assert png_size(out) == ("PNG", (5 * 130, 55 + 3 * (130 + 22)))
 
 
 def test_predict_on_generated_images(tiny_run, tmp_path, capsys):
@@ -148,8 +150,8 @@ def test_predict_names_a_missing_or_unreadable_file_in_one_line(tiny_run, tmp_pa
     cases = {
         str(tmp_path / "nope.png"): f"error: cannot read {tmp_path / 'nope.png'} (No such file or directory); "
                                     "expected an image file (JPEG, PNG, GIF, BMP or WebP)",
-        str(tmp_path): f"error: cannot read {tmp_path} (Is a directory); expected an image file (JPEG, PNG, GIF, "
-                       "BMP or WebP)",
+        str(tmp_path): f"error: cannot read {tmp_path} (a directory); expected an image file "
+                       "(JPEG, PNG, GIF, BMP or WebP)",
         str(tmp_path / "notes.jpg"): "error: notes.jpg (12 bytes) is not a JPEG, PNG, GIF, BMP or WebP image",
     }
     for path, line in cases.items():
@@ -168,14 +170,6 @@ def test_curves_of_a_missing_run_directory_says_so(tiny_run, tmp_path, capsys):
     assert "'epoch_loss'" in err and "\n" not in err
 
 
-def test_filters_png(tiny_run, tmp_path):
-    out = tmp_path / "filters.png"
-    assert main(["filters", "--run-dir", tiny_run, "--out", str(out)]) == 0
-    # 6 RGB 3x3 kernels per tower (width 0.125 of 48) in one row: 5 x 25 px per tower with 1 px gaps,
-    # a 3 px band between the towers: 13 x 25, scaled x8
-    assert png_size(out) == ("PNG", (25 * 8, 13 * 8))
-
-
 def test_projector_files(tiny_run, tmp_path):
     log_dir = tmp_path / "projector"
     assert main(["projector", "--run-dir", tiny_run, "--count", "50", "--log-dir", str(log_dir)]) == 0
@@ -186,6 +180,8 @@ def test_projector_files(tiny_run, tmp_path):
     assert png_size(log_dir / "sprite.png") == ("PNG", (8 * 28, 8 * 28))  # ceil(sqrt(50)) = 8 thumbnails a side
     config = (log_dir / "projector_config.pbtxt").read_text()
     assert "sprite.png" in config and "metadata.tsv" in config and "single_image_dim: 28" in config
+    # an event file, so that TensorBoard counts the directory as a run (tests/test_browser.py opens it)
+    assert [name for name in os.listdir(log_dir) if "tfevents" in name]
     checkpoint = tf.train.latest_checkpoint(str(log_dir))
     vectors = tf.train.load_checkpoint(checkpoint).get_tensor("embedding/.ATTRIBUTES/VARIABLE_VALUE")
     from alexnet_tf.data import synthetic
@@ -215,12 +211,18 @@ def test_queries_limit_every_baseline_to_the_same_queries():
         assert row["p@1"] == pytest.approx(np.mean(train_labels[distances.argmin(1)] == val_labels[:10]))
 
 
-def test_codes_command_writes_the_report(tiny_run):
-    assert main(["codes", "--run-dir", tiny_run, "--bits", "8", "--k", "1", "5", "--epochs", "2"]) == 0
+def test_codes_command_writes_the_report(tiny_run, capsys):
+    capsys.readouterr()
+    assert main(["codes", "--run-dir", tiny_run, "--bits", "8", "4", "--k", "1", "5", "--epochs", "2"]) == 0
+    # a line per auto-encoder epoch while it trains, for each code length
+    progress = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  auto-encoder")]
+    assert [line.split(", reconstruction")[0] for line in progress] == [
+        f"  auto-encoder, {bits} bits: epoch {epoch}/2" for bits in (8, 4) for epoch in (1, 2)]
     with open(os.path.join(tiny_run, "retrieval", "report.json")) as f:
         rows = json.load(f)
     assert [r["method"].split(" (")[0] for r in rows] == [
-        "euclidean fc7", "hamming autoencoder", "hamming random hyperplanes"]
+        "euclidean fc7", "hamming autoencoder", "hamming random hyperplanes", "hamming autoencoder",
+        "hamming random hyperplanes"]
     assert rows[1]["bits"] == 8 and rows[1]["bytes_per_image"] == 8 and rows[0]["bytes_per_image"] == 32 * 4
     for r in rows:
         assert 0 <= r["p@1"] <= 1 and r["ms_per_query"] > 0

@@ -227,3 +227,30 @@ def test_goals_compare_with_pytorch_and_the_peak():
         "goal paper float32: 2.86x PyTorch's best float32 training (goal >= 3x): NOT met",  # 30 / 10.5, the best PyTorch figure
         "goal default float32: 69 % of the matmul peak (goal >= 70 %): NOT met",
     ]
+
+
+@pytest.mark.slow
+def test_benchmark_fake_images_fit_the_config_and_are_removed(tmp_path, capsys, monkeypatch):
+    """`benchmark --fake-images 5` with a 12-class config writes 12 JPEGs, one per class (5 would make a
+    folder of 5 classes, which the 12-output model refuses), and the temporary folder is gone at the
+    end, also when a config error stops the command after the folder was made."""
+    import tempfile
+
+    from alexnet_tf.__main__ import main
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where mkdtemp makes the folder
+    config = tmp_path / "twelve.yaml"
+    config.write_text("model: {image_size: 28, geometry: small, channels: 3, num_classes: 12, width: 0.125, "
+                      "fc_units: 32}\ndata: {resize: 32, batch_size: 4}\n")
+    argv = ["benchmark", "--config", str(config), "--fake-images", "5", "--fake-side", "32", "--steps", "2",
+            "--pipeline-only"]
+    capsys.readouterr()
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"writing 12 32x32 JPEGs in 12 classes to {temp}" in out and "model.num_classes = 12" in out
+    assert "input pipeline alone: " in out
+    assert not [name for name in os.listdir(temp) if name.startswith("alexnet_bench_")]
+    assert main(argv + ["--set", "model.num_classes=1"]) == 2
+    assert capsys.readouterr().err.startswith("config error: model.num_classes = 1 ")
+    assert not [name for name in os.listdir(temp) if name.startswith("alexnet_bench_")]

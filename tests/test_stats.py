@@ -4,6 +4,7 @@ mean image is numpy's, and the stats file is cached and reused."""
 import os
 
 import numpy as np
+import pytest
 from PIL import Image
 
 import alexnet_tf
@@ -86,3 +87,35 @@ def test_lighting_amplitudes():
     np.testing.assert_allclose(amplitudes, [0.2175 * 255, 0.0188 * 255, 0.0045 * 255], rtol=1e-6)
     np.testing.assert_allclose(vectors[:, 0], [-0.5675, -0.5808, -0.5836])  # column p_1, rows R, G, B
     np.testing.assert_allclose(vectors.T @ vectors, np.eye(3), atol=2e-4)    # the published vectors are orthonormal
+
+
+def test_grey_images_have_one_colour_direction_and_no_nan(tmp_path, capsys):
+    """Grey images read as RGB: every pixel is (v, v, v), so by hand the covariance is var(v) times the
+    all-ones matrix, with eigenvalues 3 var(v), 0, 0 and p_1 = (1, 1, 1) / sqrt(3). The `stats` command
+    prints amplitudes sqrt(3 var(v)), 0, 0: no nan and no RuntimeWarning."""
+    import warnings
+
+    from alexnet_tf.__main__ import main
+    grey = np.random.default_rng(4).integers(0, 256, (30, 16, 16), dtype=np.uint8)
+    for i, image in enumerate(grey):  # 8-bit grey PNGs (mode L), decoded to RGB by the pipeline
+        for split in ("train", "val"):
+            os.makedirs(tmp_path / "data" / split / f"c{i % 2}", exist_ok=True)
+        Image.fromarray(image, mode="L").save(tmp_path / "data" / "train" / f"c{i % 2}" / f"{i}.png")
+    Image.fromarray(grey[0], mode="L").save(tmp_path / "data" / "val" / "c0" / "v.png")
+    config = tmp_path / "grey.yaml"
+    config.write_text(f"model: {{image_size: 16, geometry: small, num_classes: 2, channels: 3}}\n"
+                      f"data: {{source: folder, path: {tmp_path / 'data'}, cache_dir: {tmp_path / 'cache'}, resize: 16}}\n")
+    variance = grey.astype(np.float64).var()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert main(["stats", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "nan" not in out
+    amplitudes = next(line for line in out.splitlines() if line.startswith("sqrt(eigenvalues)"))
+    printed = [float(v) for v in amplitudes.split("[")[1].rstrip("]").split()]
+    assert printed[1:] == [0.0, 0.0] and printed[0] == pytest.approx(np.sqrt(3 * variance), abs=1e-3)
+    s = stats_lib.load(out.strip().splitlines()[-1].removeprefix("wrote "))
+    np.testing.assert_allclose(s["covariance"], variance * np.ones((3, 3)), rtol=1e-9)
+    assert s["eigval"][0] == pytest.approx(3 * variance, rel=1e-12) and s["eigval"][1:].tolist() == [0.0, 0.0]
+    np.testing.assert_allclose(s["eigvec"][:, 0], np.full(3, 1 / np.sqrt(3)), rtol=1e-9)
+    np.testing.assert_allclose(s["eigvec"].T @ s["eigvec"], np.eye(3), atol=1e-12)

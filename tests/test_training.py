@@ -13,7 +13,7 @@ import tensorflow as tf
 
 import alexnet_tf
 from alexnet_tf import machine
-from alexnet_tf.callbacks import DivideLROnPlateau, filter_grid
+from alexnet_tf.callbacks import DivideLROnPlateau, kernel_columns, kernel_scale, tower_grid
 from alexnet_tf.layers import LocalResponseNormalization
 import alexnet_tf.optim  # noqa: F401  (registers PaperSGD and TopKError for load_model)
 from conftest import ROOT, run_main, tiny_overrides
@@ -112,33 +112,69 @@ def test_lr_divided_by_10_after_fixed_epochs_whatever_the_validation_error():
     assert int(cb.reductions.numpy()) == 2
 
 
-def test_filter_grid_layout():
+def test_tower_grid_layout():
     rng = np.random.default_rng(0)
-    towers = [rng.normal(size=(11, 11, 3, 48)), rng.normal(size=(11, 11, 3, 48))]
-    grid = filter_grid(towers, scale=1, gap=1)
-    # per tower: 3 rows x 16 columns of 11x11 kernels with 1-pixel gaps; a 3-pixel white band between towers
-    block_h, block_w = 3 * 12 + 1, 16 * 12 + 1
-    assert grid.shape == (2 * block_h + 3, block_w, 3)
+    kernels = rng.normal(size=(11, 11, 3, 48))
+    grid = tower_grid(kernels, cols=16, scale=1, gap=1)
+    # 3 rows x 16 columns of 11x11 kernels with 1-pixel gaps
+    assert grid.shape == (3 * 12 + 1, 16 * 12 + 1, 3)
     assert grid.min() >= 0 and grid.max() <= 1
-    np.testing.assert_array_equal(grid[block_h:block_h + 3], 1.0)
-    # each kernel is scaled to [0, 1] on its own: kernel 0 of tower 1 spans exactly 0..1
-    k = grid[block_h + 3 + 1: block_h + 3 + 12, 1:12]
+    # each kernel is scaled to [0, 1] on its own: kernel 17 (row 1, column 1) spans exactly 0..1
+    k = grid[1 + 12: 1 + 12 + 11, 1 + 12: 1 + 12 + 11]
     assert k.min() == 0.0 and k.max() == 1.0
-    expected = (towers[1][..., 0] - towers[1][..., 0].min()) / np.ptp(towers[1][..., 0])
+    expected = (kernels[..., 17] - kernels[..., 17].min()) / np.ptp(kernels[..., 17])
     np.testing.assert_allclose(k, expected, atol=1e-6)
-    # the default (TensorBoard) scale draws each weight as a 3x3 block: ceil(32 / 11) = 3, a kernel 33 px a side
-    big = filter_grid(towers)
-    assert big.shape == (3 * grid.shape[0], 3 * grid.shape[1], 3)
-    for dy in range(3):
-        for dx in range(3):
-            np.testing.assert_array_equal(big[dy::3, dx::3], grid)
+    # the TensorBoard scale draws each weight as a 5x5 block: ceil(48 / 11) = 5, a kernel 55 px a side
+    assert kernel_scale(kernels) == 5
+    big = tower_grid(kernels, cols=16, scale=5)
+    assert big.shape == (5 * grid.shape[0], 5 * grid.shape[1], 3)
+    for dy in range(5):
+        for dx in range(5):
+            np.testing.assert_array_equal(big[dy::5, dx::5], grid)
+
+
+def test_kernel_columns_fill_whole_rows_near_the_asked_shape():
+    # divisors of n nearest sqrt(aspect * n): the paper's 48 kernels 16 x 3 in a 5:1 figure, 8 x 6 in
+    # TensorBoard's 3:2 card; the default run's 18 as 9 x 2 and 6 x 3
+    assert [kernel_columns(n, 5) for n in (48, 18, 6, 96)] == [16, 9, 6, 24]
+    assert [kernel_columns(n, 1.5) for n in (48, 18, 6, 96)] == [8, 6, 3, 12]
+    # no divisor within a factor 1.5 of sqrt(1.5 * 17) = 5.05: 5 columns, the last row short
+    assert kernel_columns(17, 1.5) == 5
 
 
 def run_train(run_dir, *overrides):
+    """`python train.py --run-dir RUN_DIR --set ...` in a shell that has not set TF_CPP_MIN_LOG_LEVEL."""
     args = [sys.executable, os.path.join(ROOT, "train.py"), "--run-dir", str(run_dir)]
     for o in tiny_overrides() + list(overrides):
         args += ["--set", o]
-    return subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+
+
+def check_console(out, err, run_dir, config):
+    """train.py's console: the summary at the start (the config file and each value --set changed, the
+    run directory and its config.yaml, the machine and devices, the precision), no config dump and no
+    TensorFlow start-up notice, and at the end the next commands with the run directory filled in."""
+    from alexnet_tf import console
+    lines = out.splitlines()
+    # the keys of tiny_overrides() whose values differ from configs/fashion_mnist.yaml's, by hand
+    changed = ["model.width: 0.375 -> 0.125", "model.fc_units: 1024 -> 32", "data.source: fashion_mnist -> synthetic",
+               "data.batch_size: 128 -> 16", "data.synthetic_size: 512 -> 64", "data.val_examples: 5000 -> 0",
+               "train.epochs: 10 -> 1"]
+    assert lines[0] == "config: configs/fashion_mnist.yaml, changed by --set:"
+    assert lines[1:1 + len(changed)] == ["  " + line for line in changed]
+    assert lines[1 + len(changed)] == f"run directory: {run_dir} (the full config: {run_dir}/config.yaml)"
+    assert lines[2 + len(changed)].startswith(f"machine: {machine.cpu_model()} (") and "TensorFlow sees 1 CPU" in out
+    assert lines[3 + len(changed)].startswith("precision: float32")
+    assert "towers: 2" not in out and len(lines) < 30  # the full config is in config.yaml, not on the console
+    assert alexnet_tf.load_config(str(run_dir / "config.yaml")).to_dict() == config.to_dict()
+    assert not [line for line in err.splitlines() if "cuInit" in line or "absl::InitializeLog" in line
+                or line.startswith("I0000")], err
+    tool, tensorboard = console.tool(), console.script("tensorboard")
+    assert lines[-4:] == [
+        "next:", f"  {tensorboard} --logdir {run_dir}/tb    # curves and conv1 filters",
+        f"  {tool} evaluate --run-dir {run_dir}    # top-1/top-5 error -> evaluation.json",
+        f"  {tool} predict --run-dir {run_dir} --val 8 --out predictions.png    # or image files: IMAGE ..."]
 
 
 def train_main(capsys, run_dir, *overrides):
@@ -169,21 +205,23 @@ def test_smoke_run_resume_and_nan_stop(tmp_path, capsys):
     # the machine the time was measured on, as `grep -m1 "model name" /proc/cpuinfo` names it
     assert metrics["cpu"] == machine.cpu_model() and metrics["onednn"] is machine.onednn_enabled()
     assert "test_top1_error" not in metrics  # data.val_examples = 0: the validation split is the test split
-    assert f"; {machine.cpu_model()} (" in first.stdout
     assert metrics["epochs_completed"] == 1 and 0 <= metrics["val_top1_error"] <= 1
-    assert "model:\n  towers: 2" in first.stdout  # the resolved config is printed
+    check_console(first.stdout, first.stderr, run_dir,
+                  alexnet_tf.load_config(os.path.join(ROOT, "configs", "fashion_mnist.yaml"),
+                                         tiny_overrides() + ["train.export=true"]))
 
     train_tb = tensorboard_tags(str(run_dir / "tb" / "train"))
     val_tb = tensorboard_tags(str(run_dir / "tb" / "validation"))
     train_tags, val_tags = set(train_tb.Tags()["tensors"]), set(val_tb.Tags()["tensors"])
-    assert {"epoch_loss", "epoch_top1_error", "epoch_top5_error", "epoch_learning_rate", "conv1_filters"} <= train_tags
+    assert {"epoch_loss", "epoch_top1_error", "epoch_top5_error", "epoch_learning_rate", "conv1_filters/tower_1",
+            "conv1_filters/tower_2"} <= train_tags
     assert {"epoch_loss", "epoch_top1_error", "epoch_top5_error"} <= val_tags
-    # the filter image: 6 grey 5x5 kernels per tower (width 0.125 of 48; the default config's conv1 is 5x5),
-    # one row each: block 7 x 37 px per tower + a 3 px band = 17 x 37; each weight drawn as a 7x7 block
-    # (ceil(32 / 5): a kernel 35 px a side, legible at TensorBoard's natural size) -> 119 x 259
-    image = train_tb.Tensors("conv1_filters")[0].tensor_proto.string_val
-    assert tuple(int(v) for v in image[:2]) == (259, 119)  # width, height
-    assert tf.io.decode_png(image[2]).shape == (119, 259, 3)
+    # the filter image of a tower: 6 grey 5x5 kernels (width 0.125 of 48; the default config's conv1 is 5x5)
+    # in 3 columns x 2 rows: 19 x 13 px with 1 px gaps; each weight drawn as a 10x10 block (ceil(48 / 5): a
+    # kernel 50 px a side) -> 190 x 130
+    image = train_tb.Tensors("conv1_filters/tower_2")[0].tensor_proto.string_val
+    assert tuple(int(v) for v in image[:2]) == (190, 130)  # width, height
+    assert tf.io.decode_png(image[2]).shape == (130, 190, 3)
     loaded = keras.saving.load_model(str(run_dir / "model.keras"))
     assert loaded.get_layer("conv1_0").kernel.shape == (5, 5, 1, 6)
     assert isinstance(loaded.get_layer("lrn1_0"), LocalResponseNormalization)
@@ -199,6 +237,8 @@ def test_smoke_run_resume_and_nan_stop(tmp_path, capsys):
     status, out, err = train_main(capsys, tmp_path / "diverging", "train.lr=1e10")
     assert status == 1
     assert "training stopped: loss became nan" in err and "Lower train.lr" in err
+    assert out.splitlines()[-1].endswith(" --set train.lr=1e+09    # resumes from the last checkpoint at a tenth of "
+                                         "the learning rate")
 
 
 def test_nan_keeps_the_last_good_checkpoint(tmp_path):
@@ -369,3 +409,26 @@ def test_train_py_refuses_to_overwrite_a_model_without_checkpoints(tiny_run, tmp
     assert status == 2 and missing_err.strip().splitlines()[-1].startswith(
         f"config error: train.init_from = '{tmp_path / 'nothing'}': no {tmp_path / 'nothing'}; expected a run directory")
     assert "tensorflow" not in (refused_out + refused_err + missing_err).lower()
+
+
+def test_an_unsafe_init_from_is_refused_in_one_line_before_the_run_directory_exists(tmp_path, capsys):
+    """train.init_from naming a .keras file whose Lambda layer holds Python code: Keras's safe mode refuses
+    it, and train.py reports that as the config value it is (one line, exit 2) before it creates the run
+    directory (no config.yaml, data.json, mean.npy or lock left behind). A damaged archive likewise."""
+    from alexnet_tf import train_command
+    inputs = keras.Input((28, 28, 1))
+    unsafe = tmp_path / "unsafe.keras"
+    keras.Model(inputs, keras.layers.Lambda(lambda x: x * 2)(inputs)).save(str(unsafe))
+    damaged = tmp_path / "damaged.keras"
+    damaged.write_bytes(unsafe.read_bytes()[:300])
+    for path, why in ((unsafe, "ValueError: Requested the deserialization of a `Lambda` layer"),
+                      (damaged, "")):
+        run_dir = tmp_path / f"run-{path.stem}"
+        status, _, err = run_main(capsys, train_command.main, ["--run-dir", run_dir, *[
+            a for o in tiny_overrides(**{"train.init_from": path}) for a in ("--set", o)]])
+        assert status == 2, err[-3000:]
+        assert err.count("\n") == 1 and err.startswith(
+            f"config error: train.init_from = '{path}': {path} cannot be loaded in Keras's safe mode ("), err
+        assert why in err and err.rstrip().endswith("expected a model.keras written by this project (no layer "
+                                                     "holding Python code)")
+        assert not run_dir.exists()

@@ -29,6 +29,7 @@ from alexnet_tf import run_dir as run_dir_lib
 from alexnet_tf.caffe import proto, weights
 from alexnet_tf.caffe.proto import CaffeFileError
 from alexnet_tf.errors import PathExists
+from alexnet_tf.user_files import check_user_file, read_user_file
 
 # Caffe's per-channel ImageNet mean, B, G, R (the mean_value of Caffe's ImageNet examples).
 CHANNEL_MEAN_BGR = (104.0, 117.0, 123.0)
@@ -107,11 +108,11 @@ def class_names(num_classes, synset_words=None):
                                  "expected it installed, or --synset-words synset_words.txt")
         return list(expected)
     try:
-        with open(synset_words, encoding="utf-8") as f:
-            lines = [line.strip() for line in f if line.strip()]
-    except (OSError, UnicodeDecodeError) as e:
-        raise CaffeFileError(f"cannot read --synset-words {synset_words} ({getattr(e, 'strerror', None) or e}); "
+        text = read_user_file(synset_words, "words", "--synset-words ", CaffeFileError).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CaffeFileError(f"--synset-words {synset_words} is not a text file (byte {e.start} is not UTF-8); "
                              "expected a text file such as Caffe's synset_words.txt") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     if len(lines) != num_classes:
         raise CaffeFileError(f"{synset_words} has {len(lines)} lines; expected {num_classes}, one per fc8 output")
     ids = [line.split(None, 1)[0] for line in lines]
@@ -145,6 +146,10 @@ def import_caffe(caffemodel, run_dir, prototxt=None, mean=None, synset_words=Non
             raise PathExists(f"{os.path.join(run_dir, path)} exists: {run_dir} already holds a run; "
                                   "expected a new or empty --run-dir")
     # === Read and check everything before writing anything ===
+    for path, kind, label in ((caffemodel, "caffemodel", "--caffemodel "), (prototxt, "prototxt", "--prototxt "),
+                              (mean, "mean", "--mean "), (synset_words, "words", "--synset-words ")):
+        if path is not None:  # each named file is a regular file within its limit before any is read
+            check_user_file(path, kind, label, CaffeFileError)
     net = proto.read_caffemodel(caffemodel)
     structure = proto.read_prototxt(prototxt) if prototxt else net
     alexnet = weights.check_alexnet(structure, net)

@@ -17,6 +17,7 @@ import numpy as np
 
 from alexnet_tf.caffe import CaffeFileError, text_format, wire
 from alexnet_tf.caffe.schema import PARAM_FIELDS, v1_type
+from alexnet_tf.user_files import read_user_file
 
 
 @dataclass
@@ -93,12 +94,9 @@ def _net(fields, source):
     return Net(fields.get("name", [""])[0], layers, "layer" if new else "layers", shapes)
 
 
-def _read(path, what):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise CaffeFileError(f"cannot read {what} {path} ({e.strerror}); expected a readable file") from None
+def _read(path, kind, label):
+    """The bytes of a file the user named (user_files: a regular file within its kind's size limit)."""
+    return read_user_file(path, kind, label, CaffeFileError)
 
 
 def _hint(buf):
@@ -129,7 +127,7 @@ def _parse(buf, message, path, what, expected):
 
 def read_caffemodel(path):
     """A .caffemodel (binary NetParameter with the trained blobs) -> `Net`."""
-    buf = _read(path, "caffemodel")
+    buf = _read(path, "caffemodel", "--caffemodel ")
     if not buf:
         raise CaffeFileError(f"{path} is empty; expected a Caffe .caffemodel (binary NetParameter)")
     fields = _parse(buf, "NetParameter", path, "caffemodel", "a Caffe .caffemodel (binary NetParameter)")
@@ -147,7 +145,7 @@ def read_caffemodel(path):
 
 def read_binaryproto(path):
     """A .binaryproto (one BlobProto, e.g. imagenet_mean.binaryproto) -> `Blob`."""
-    buf = _read(path, "mean file")
+    buf = _read(path, "mean", "--mean ")
     expected = "a Caffe .binaryproto BlobProto such as imagenet_mean.binaryproto"
     fields = _parse(buf, "BlobProto", path, "binaryproto mean", expected) if buf else {}
     blob = _blob(fields)
@@ -162,10 +160,7 @@ def read_binaryproto(path):
 def read_prototxt(path):
     """A .prototxt (NetParameter in text format, e.g. deploy.prototxt) -> `Net` without blobs."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise CaffeFileError(f"cannot read prototxt {path} ({e.strerror}); expected a readable file") from None
+        text = _read(path, "prototxt", "--prototxt ").decode("utf-8")
     except UnicodeDecodeError:
         raise CaffeFileError(f"{path} is not a text file; expected a Caffe .prototxt (a binary .caffemodel goes to "
                              "--caffemodel)") from None

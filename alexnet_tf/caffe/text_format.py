@@ -9,6 +9,9 @@ import re
 from alexnet_tf.caffe import CaffeFileError
 from alexnet_tf.caffe.schema import ENUMS, PARAM_FIELDS
 
+# Messages nested deeper than this are refused (protobuf's own parsers stop at 100 too); a Caffe net
+# definition nests 3 or 4 levels (net > layer > convolution_param > weight_filler).
+MAX_DEPTH = 100
 _TOKEN = re.compile(r'\s+|#[^\n]*|"((?:[^"\\]|\\.)*)"|\'((?:[^\'\\]|\\.)*)\'|([{}<>:;,\[\]])|([^\s{}<>:;,\[\]"\'#]+)')
 
 
@@ -47,9 +50,13 @@ def parse(text, path):
     return fields
 
 
-def _text_message(tokens, i, text, path, close=None):
+def _text_message(tokens, i, text, path, close=None, depth=0):
     """The fields of the message starting at tokens[i] up to `close` (the end for the outermost)
-    -> (fields, the index after it)."""
+    -> (fields, the index after it). Recursive for nested messages, at most MAX_DEPTH deep."""
+    if depth > MAX_DEPTH:
+        line = text.count("\n", 0, tokens[i - 1][2]) + 1
+        raise CaffeFileError(f"{path} line {line}: messages nested more than {MAX_DEPTH} deep; expected a Caffe "
+                             "net definition (a few levels: layer { convolution_param { ... } })")
     out = {}
     while i < len(tokens):
         kind, value, at = tokens[i]
@@ -64,7 +71,7 @@ def _text_message(tokens, i, text, path, close=None):
             break
         nkind, nvalue, _ = tokens[i]
         if nkind == "sym" and nvalue in "{<":
-            sub, i = _text_message(tokens, i + 1, text, path, "}" if nvalue == "{" else ">")
+            sub, i = _text_message(tokens, i + 1, text, path, "}" if nvalue == "{" else ">", depth + 1)
             out.setdefault(value, []).append(sub)
         elif nkind == "sym" and nvalue == "[":
             i += 1

@@ -176,6 +176,45 @@ def _blob_array(layer, i, shape, what):
     return np.asarray(blob.data, np.float32).reshape(shape)
 
 
+def _weights_shape(layer, dims):
+    """Blob 0's shape of `layer` without legacy leading 1s, if it has `dims` dimensions, else None (the
+    blob checks of check_alexnet report that)."""
+    if not layer.blobs:
+        return None
+    shape = tuple(int(d) for d in layer.blobs[0].shape)
+    while len(shape) > dims and shape[0] == 1:
+        shape = shape[1:]
+    return shape if len(shape) == dims else None
+
+
+def _agrees(layer, source, channels=None):
+    """The num_output, kernel_size and group that `layer` of the net definition (the prototxt, or the
+    caffemodel's own layer parameters) states, against the shape of `source`'s weights (the caffemodel's
+    layer of that name): a convolution's are (num_output, `channels` / group, kernel_h, kernel_w), an
+    InnerProduct's (num_output, inputs). A definition that disagrees with the weights (num_output 62 over
+    64 kernels) describes another net, whatever the blobs alone would allow."""
+    conv = layer.type == "Convolution"
+    shape = _weights_shape(source, 4 if conv else 2)
+    if shape is None:
+        return  # no or odd weights: _blob_array says so
+    where = f"layer {layer.index} {layer.name!r} ({layer.type}) of the net definition says"
+    against = f"but the caffemodel's weights of {source.name!r} have shape {shape}"
+    expected = "expected the definition that belongs to these weights"
+    stated = layer.param("num_output")
+    if stated is not None and int(stated) != shape[0]:
+        raise CaffeFileError(f"{where} num_output {int(stated)} {against}, {shape[0]} outputs; {expected}")
+    if not conv:
+        return
+    kernel = _two(layer, "kernel_size", 0)
+    if kernel != shape[2:]:
+        raise CaffeFileError(f"{where} kernel_size {kernel[0]}x{kernel[1]} {against}, {shape[2]}x{shape[3]} "
+                             f"kernels; {expected}")
+    group = int(layer.param("group", 1))
+    if group < 1 or channels % group or channels // group != shape[1]:
+        raise CaffeFileError(f"{where} group {group} over its {channels} input channels {against}, kernels "
+                             f"reading {shape[1]} channels each; {expected}")
+
+
 def check_alexnet(structure, weights=None):
     """`structure` (a proto.Net: the caffemodel itself, or a deploy.prototxt) checked against
     bvlc_alexnet, with the blobs of `weights` (the caffemodel; default: `structure`) found by layer
@@ -209,6 +248,7 @@ def check_alexnet(structure, weights=None):
             continue
         kernel, _, _, group, i = expected
         layer = with_blobs[name]
+        _agrees(layers[name], layer, inputs)
         try:
             w = _blob_array(layer, 0, (kernels[i], inputs // group, kernel, kernel), "weights")
             b = _blob_array(layer, 1, (kernels[i],), "bias")
@@ -217,6 +257,8 @@ def check_alexnet(structure, weights=None):
         blobs[name] = (w, b)
         inputs = kernels[i]
     fc6, fc7, fc8 = (with_blobs[n] for n in ("fc6", "fc7", "fc8"))
+    for name in ("fc6", "fc7", "fc8"):
+        _agrees(layers[name], with_blobs[name])
     units = int(fc6.blobs[0].shape[-2]) if fc6.blobs and len(fc6.blobs[0].shape) >= 2 else 0
     if units < 2 or units % 2:
         _fail(fc6, f"has {units} outputs; expected an even count, one half per tower (bvlc_alexnet: 4096)")

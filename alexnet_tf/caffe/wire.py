@@ -79,6 +79,8 @@ def decode(buf, start, end, message, path):
     """Fields of `message` in buf[start:end] -> {name: [values]}; unknown fields are skipped.
 
     `path` (a list) receives where decoding is, for the error message ("layers[12].blobs[0]").
+    Recursive for nested messages, but only along schema.MESSAGES, which has no cycle: a file cannot
+    nest deeper than the schema (NetParameter > LayerParameter > BlobProto > BlobShape), however it is made.
     """
     table = MESSAGES[message]
     out = {}

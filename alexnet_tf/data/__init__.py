@@ -44,11 +44,12 @@ def stats_command(args):
                          f"when training starts; the stats command is for {', '.join(FILE_SOURCES)}")
     from alexnet_tf.data.pipeline import training_stats  # TensorFlow: after the checks, which need none
     from alexnet_tf.data.splits import file_splits
+    from alexnet_tf.data.stats import lighting_basis
     train, _, _, _ = file_splits(config)
     stats, path = training_stats(config, train, recompute=args.recompute)
     np.set_printoptions(precision=4, suppress=True)
     print(f"images: {int(stats['images'])}; mean RGB {stats['pixel_mean']}")
     print(f"eigenvalues of the RGB covariance (0..255 scale): {stats['eigval']}")
-    print(f"sqrt(eigenvalues), the lighting amplitudes: {np.sqrt(stats['eigval'])}")
+    print(f"sqrt(eigenvalues), the lighting amplitudes: {lighting_basis(stats, 'stats')[0]}")
     print(f"eigenvectors (columns; rows R, G, B):\n{stats['eigvec']}")
     print(f"wrote {path}")

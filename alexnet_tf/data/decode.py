@@ -3,13 +3,17 @@
 Odd-but-valid images decode to 3 channels: grey JPEGs are repeated over RGB, CMYK JPEGs are
 converted by libjpeg, PNGs (also when named .JPEG), GIFs, BMPs and WebPs go through
 `decode_image`, alpha is dropped. Truncated, empty and non-image files make the decode op fail;
-`find_undecodable` names them once before training and the pipelines drop them.
+`find_undecodable` names them once before training and the pipelines drop them. The evaluation
+decoder (`decode_image`, also the SavedModel's) checks a JPEG's marker structure first
+(jpeg_markers.py), so that a damaged request fails without libjpeg printing about it on stderr.
 """
 
 import re
 
 import numpy as np
 import tensorflow as tf
+
+from alexnet_tf.data import jpeg_markers
 
 
 def central_square(height, width):
@@ -23,7 +27,7 @@ def decode_square(data, min_side=None):
 
     JPEGs are decoded with `decode_and_crop_jpeg`, so libjpeg skips the rows outside the
     square (the fused decode-and-crop); anything else is decoded whole and sliced. More than
-    MAX_PIXELS declared in the header fails (the pre-scan reports it; ignore_errors drops it).
+    MAX_PIXELS declared in the header, or decoded, fails (the pre-scan reports it; ignore_errors drops it).
     `min_side` (the training resize): a JPEG above DCT_SCALE_ABOVE pixels is decoded at the smallest
     scale 1/2^k whose shorter side stays >= min_side and then cropped, and may declare up to
     MAX_JPEG_PIXELS, as in `decode_image`: a huge photo in a folder dataset costs its reduced size.
@@ -51,11 +55,11 @@ def decode_square(data, min_side=None):
         top, left, side = central_square(shape[0], shape[1])
         return image[top:top + side, left:left + side]
 
-    limit = _pixel_limit(data, min_side)
-    bomb = tf.debugging.Assert(height * width <= limit, [
-        tf.strings.format("the image declares {}x{} pixels (width x height); the limit is {} pixels",
-                          (width, height, limit))])
-    with tf.control_dependencies([bomb]):
+    index = _jpeg_scale_index(data, height, width, min_side) if min_side else tf.constant(0)
+    h, w = _scaled_size(height, width, index)
+    # what the decode produces: a JPEG's central square (index 0: decode-and-crop) or its reduced whole
+    decoded = tf.where(tf.io.is_jpeg(data) & (index == 0), tf.minimum(height, width) ** 2, h * w)
+    with tf.control_dependencies(_size_checks(data, height, width, decoded, min_side, "the image", ())):
         image = tf.cond(tf.io.is_jpeg(data), jpeg, other)
     image.set_shape([None, None, 3])
     return image
@@ -87,12 +91,16 @@ ALPHA_BACKGROUND = 255.0
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"RIFF")  # RIFF: WebP
 
 
-# The most pixels an image may declare in its header: PIL's decompression-bomb limit (twice its
-# warning threshold of 89,478,485). Larger headers are refused before any pixel is decoded: a
-# 60 kB PNG can declare 65535x65535 (4.3 gigapixels, 17 GB as RGBA) and a GIF or BMP as much.
-MAX_PIXELS = 178_956_970
-# JPEGs that the evaluation decoder downscales in the DCT domain (`min_side`, DCT_SCALE_ABOVE) may
-# declare up to this many: phone cameras reach 200 MP, and at 1/8 scale 400 MP decode to 6.25 MP.
+# The most pixels an image is decoded to: 4096 x 4096 (16.8 MP). A header declaring more is refused
+# before any pixel is decoded, unless it is a JPEG that can be decoded downscaled (below), whose
+# reduced size must then be within it. A 60 kB PNG can declare 65535x65535 (4.3 gigapixels, 17 GB as
+# RGBA), and a PNG has no reduced decode: what it declares is what it costs. In the evaluation
+# decoder (decode_image, then preprocess's float32 resize) one decoded pixel costs up to ~80 bytes at
+# its peak (RGBA: the uint8 decode, the float32 copy, the alpha composite), so one image costs at most
+# ~1.3 GB there; docs/serving.md gives the measurement.
+MAX_PIXELS = 4096 * 4096
+# JPEGs that the decoders downscale in the DCT domain (`min_side`, DCT_SCALE_ABOVE) may declare up
+# to this many: phone cameras reach 200 MP, and at 1/8 scale 400 MP decode to 6.25 MP.
 MAX_JPEG_PIXELS = 400_000_000
 
 
@@ -100,6 +108,15 @@ def header_size(data):
     """(height, width) as int64 from the header of a JPEG (its SOF marker), PNG (IHDR), GIF (logical
     screen), BMP (info header) or WebP (VP8, VP8L or VP8X chunk), without decoding the pixels;
     (0, 0) for anything else (which the decoder then refuses)."""
+    return _header(data)[1:]
+
+
+def _header(data, scan_jpeg=False):
+    """(JPEG problem code, height, width). With `scan_jpeg` a JPEG's size comes from jpeg_markers.scan,
+    which also checks its marker structure (code 0: fine), instead of libjpeg (tf.io.extract_jpeg_shape,
+    which prints on stderr when the header is damaged); every other format has code 0. The training
+    decoder keeps libjpeg's header reader: its files are checked once by the pre-scan, and the scan
+    costs about a millisecond per image (docs/serving.md)."""
     head = tf.strings.join([tf.strings.substr(data, 0, 32), b"\0" * 32])  # a short file reads as zeros
     b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)  # the first 64 bytes, one int64 each
 
@@ -110,8 +127,10 @@ def header_size(data):
         return sum(b[offset + i] * (1 << (8 * (n - 1 - i))) for i in range(n))
 
     def jpeg():
+        if scan_jpeg:
+            return jpeg_markers.scan(data)
         shape = tf.io.extract_jpeg_shape(data)
-        return tf.cast(shape[0], tf.int64), tf.cast(shape[1], tf.int64)
+        return tf.constant(0, tf.int32), tf.cast(shape[0], tf.int64), tf.cast(shape[1], tf.int64)
 
     def bmp():  # signed 32-bit; a top-down BMP stores a negative height
         def signed(v):
@@ -127,24 +146,27 @@ def header_size(data):
             (chunk == b"VP8X", lambda: (le(27, 3) + 1, le(24, 3) + 1))],
             default=lambda: (tf.constant(0, tf.int64), tf.constant(0, tf.int64)))
 
+    def fine(read):  # a format other than JPEG: no problem code of its own
+        return lambda: (tf.constant(0, tf.int32), *read())
+
     branches = [
         (b"\xff\xd8\xff", jpeg),
-        (b"\x89PNG", lambda: (be(20, 4), be(16, 4))),
-        (b"GIF8", lambda: (le(8, 2), le(6, 2))),
-        (b"BM", bmp),
-        (b"RIFF", webp),
+        (b"\x89PNG", fine(lambda: (be(20, 4), be(16, 4)))),
+        (b"GIF8", fine(lambda: (le(8, 2), le(6, 2)))),
+        (b"BM", fine(bmp)),
+        (b"RIFF", fine(webp)),
     ]
-    size = (tf.constant(0, tf.int64), tf.constant(0, tf.int64))
+    found = (tf.constant(0, tf.int32), tf.constant(0, tf.int64), tf.constant(0, tf.int64))
     for magic, read in reversed(branches):
-        size = tf.cond(tf.strings.substr(head, 0, len(magic)) == magic, read, lambda size=size: size)
-    return size
+        found = tf.cond(tf.strings.substr(head, 0, len(magic)) == magic, read, lambda found=found: found)
+    return found
 
 
-# A JPEG of more pixels than this is decoded at 1/2, 1/4 or 1/8 scale in the DCT domain (libjpeg's
-# `ratio`), as far as its shorter side stays >= min_side: a 12,000 x 12,000 photo then decodes to
-# 1,500 x 1,500 (7 MB of pixels instead of 432 MB) before the usual resize. Smaller images (every
-# ILSVRC-2012 photo) decode at full size, so their pixels are unchanged.
-DCT_SCALE_ABOVE = 4096 * 4096
+# A JPEG of more pixels than this (MAX_PIXELS, the decode limit) is decoded at 1/2, 1/4 or 1/8 scale in
+# the DCT domain (libjpeg's `ratio`), as far as its shorter side stays >= min_side: a 12,000 x 12,000
+# photo then decodes to 1,500 x 1,500 (7 MB of pixels instead of 432 MB) before the usual resize.
+# Smaller images (every ILSVRC-2012 photo) decode at full size, so their pixels are unchanged.
+DCT_SCALE_ABOVE = MAX_PIXELS
 
 
 def _pixel_limit(data, min_side):
@@ -153,6 +175,27 @@ def _pixel_limit(data, min_side):
     if min_side:
         limit = tf.where(tf.io.is_jpeg(data), tf.constant(MAX_JPEG_PIXELS, tf.int64), limit)
     return limit
+
+
+def _scaled_size(height, width, index):
+    """(height, width) of a JPEG decoded at scale 1/2^index (libjpeg rounds a scaled side up)."""
+    ratio = tf.bitwise.left_shift(tf.constant(1, tf.int64), tf.cast(index, tf.int64))
+    return (height + ratio - 1) // ratio, (width + ratio - 1) // ratio
+
+
+def _size_checks(data, height, width, decoded, min_side, subject, args):
+    """Assert ops that refuse, before decoding, an image whose header declares more than its limit
+    (_pixel_limit), or one whose `decoded` pixels (what its decode produces: a JPEG's reduced size,
+    which a thin JPEG's shorter side keeps large) exceed MAX_PIXELS. `subject` names the image in the
+    message, formatted with `args`; only the first check that fails speaks."""
+    limit = _pixel_limit(data, min_side)
+    declared_ok = height * width <= limit
+    return [
+        tf.debugging.Assert(declared_ok, [tf.strings.format(
+            subject + " declares {}x{} pixels (width x height); the limit is {} pixels", (*args, width, height, limit))]),
+        tf.debugging.Assert(~declared_ok | (decoded <= MAX_PIXELS), [tf.strings.format(
+            subject + " declares {}x{} pixels (width x height), {} pixels decoded at the smallest scale its shorter "
+            "side allows; the limit is {} pixels decoded", (*args, width, height, decoded, MAX_PIXELS))])]
 
 
 def _jpeg_scale_index(data, height, width, min_side):
@@ -169,11 +212,13 @@ def decode_image(data, channels, index=0, background=ALPHA_BACKGROUND, min_side=
     Grey images are repeated over RGB for 3-channel models, colour images are converted to grey
     (ITU-R 601 luma, as PIL and tf.image do) for 1-channel models; CMYK JPEGs decode to RGB;
     an alpha channel is composited over `background`; an animated GIF gives its first frame.
-    Raises InvalidArgumentError naming the element when the bytes are not one of these formats, or
-    when the header declares more than MAX_PIXELS pixels (checked before decoding).
+    Raises InvalidArgumentError naming the element when the bytes are not one of these formats, when
+    a JPEG's marker structure is damaged (jpeg_markers.scan: cut short, unknown markers), or when the
+    header declares more than MAX_PIXELS pixels (4096^2; checked before decoding, so memory is bounded
+    by MAX_PIXELS decoded pixels).
     `min_side`: the side the caller resizes the shorter side to; a JPEG above DCT_SCALE_ABOVE pixels is
     then decoded at the smallest scale 1/2^k (k <= 3) whose shorter side is still >= min_side, and a
-    JPEG may declare up to MAX_JPEG_PIXELS.
+    JPEG may declare up to MAX_JPEG_PIXELS as long as that reduced size is within MAX_PIXELS.
     """
     if channels not in (1, 3):
         raise ValueError(f"channels={channels}; expected 1 (grey) or 3 (RGB)")
@@ -183,12 +228,12 @@ def decode_image(data, channels, index=0, background=ALPHA_BACKGROUND, min_side=
         tf.strings.format("image_bytes[{}] ({} bytes) is not a JPEG, PNG, GIF, BMP or WebP image",
                           (index, tf.strings.length(data)))])
     with tf.control_dependencies([check]):
-        height, width = header_size(data)
-    limit = _pixel_limit(data, min_side)
-    bomb = tf.debugging.Assert(height * width <= limit, [
-        tf.strings.format("image_bytes[{}] declares {}x{} pixels (width x height); the limit is {} pixels",
-                          (index, width, height, limit))])
-    with tf.control_dependencies([bomb]):
+        problem, height, width = _header(data, scan_jpeg=True)
+    whole = tf.debugging.Assert(tf.equal(problem, 0), [tf.strings.join([  # join: format would quote the text
+        tf.strings.format("image_bytes[{}] ({} bytes) is a damaged JPEG: ", (index, tf.strings.length(data))),
+        jpeg_markers.problem_text(problem)])])
+    h, w = _scaled_size(height, width, _jpeg_scale_index(data, height, width, min_side) if min_side else 0)
+    with tf.control_dependencies([whole, *_size_checks(data, height, width, h * w, min_side, "image_bytes[{}]", (index,))]):
         def full():
             return tf.io.decode_image(data, channels=0, expand_animations=False)  # (H, W, 1|2|3|4) uint8
         if min_side:

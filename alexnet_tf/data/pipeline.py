@@ -273,10 +273,10 @@ def training_stats(config, train, recompute=False):
     file, or computed (with a progress bar) and cached. Returns (stats dict, path)."""
     d = config.data
     path = stats_path(config, train, recompute)
-    if os.path.isfile(path) and not recompute:
+    if os.path.lexists(path) and not recompute:  # a FIFO or a directory there is refused in one line, not replaced
         print(f"stats: {path}")
         return stats_lib.load(path), path
-    if d.stats_file and not recompute and not os.path.isfile(path):
+    if d.stats_file and not recompute:  # (it does not exist: lexists above)
         print(f"stats file {path} does not exist yet: computing it")
     split = train.subset(d.stats_images) if 0 < d.stats_images < train.size else train
     print(f"computing the mean image and RGB covariance of {split.size} training images at {d.resize}x{d.resize} -> {path}",

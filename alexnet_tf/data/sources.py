@@ -11,8 +11,10 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from alexnet_tf.data import folder_listing
 from alexnet_tf.data.decode import decode_error, find_undecodable
 from alexnet_tf.data.errors import DatasetNotFound
+from alexnet_tf.user_files import read_user_file
 
 IMAGENET_TARS = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
 
@@ -24,10 +26,11 @@ def _digest(*parts):
 class FolderSplit:
     """Files listed on disk: `paths[i]` has label `labels[i]`."""
 
-    def __init__(self, paths, labels, identity):
+    def __init__(self, paths, labels, identity, refused=()):
         self.paths, self.labels = np.asarray(paths, dtype=object), np.asarray(labels, np.int32)
         self.identity = identity  # what the contents depend on: names, sizes and modification times
         self.size = len(self.paths)
+        self.refused = tuple(refused)  # entries the listing left out: {"key", "name", "reason"}
 
     def dataset(self, shuffle=False, seed=0, buffer=None):
         """(encoded bytes, label) per file. File names are small, so the shuffle covers the whole split."""
@@ -43,11 +46,7 @@ class FolderSplit:
 
     def describe(self, indices):
         """[(key, name shown to the user, bytes)] of these elements."""
-        out = []
-        for i in indices:
-            with open(self.paths[i], "rb") as f:
-                out.append((self.paths[i], self.paths[i], f.read()))
-        return out
+        return [(self.paths[i], self.paths[i], read_user_file(self.paths[i], "image")) for i in indices]
 
     def without(self, keys):
         keep = ~np.isin(self.paths, list(keys))
@@ -59,11 +58,12 @@ class FolderSplit:
         return FolderSplit(self.paths[pick], self.labels[pick], _digest(self.identity, "subset", count, seed))
 
 
-def folder_source(root, class_names=None):
+def folder_source(root, class_names=None, follow_outside=False):
     """`root/train/<class>/*` and `root/val/<class>/*` -> (train, val, class_names).
 
     Classes are the sorted directory names under train/ (or `class_names`, e.g. a run's
-    classes.json); a validation class that is not a training class is an error.
+    classes.json); a validation class that is not a training class is an error. Which entries are
+    files to read: folder_listing.py (`follow_outside`: data.follow_symlinks_outside).
     """
     root = os.path.abspath(os.path.expanduser(root))
     for split in ("train", "val"):
@@ -71,39 +71,23 @@ def folder_source(root, class_names=None):
             raise DatasetNotFound(f"folder {os.path.join(root, split)} not found: data.source = folder expects "
                                   f"{root}/train/<class>/<image> and {root}/val/<class>/<image>")
     if class_names is None:
-        class_names = sorted(e.name for e in os.scandir(os.path.join(root, "train")) if e.is_dir())
+        class_names = sorted(e.name for e in os.scandir(os.path.join(root, "train")) if folder_listing.is_dir(e))
     index = {name: i for i, name in enumerate(class_names)}
     splits = []
     for split in ("train", "val"):
         top = os.path.join(root, split)
-        paths, labels, signature, stray = [], [], [], 0
-        for entry in sorted(os.scandir(top), key=lambda e: e.name):
-            if not entry.is_dir():
-                stray += 1
-                continue
-            if entry.name not in index:
-                raise DatasetNotFound(f"class folder {entry.path} is not one of the {len(index)} training classes "
-                                      f"(from {os.path.join(root, 'train')}); expected the same class folders in train/ and val/")
-            before = len(paths)
-            for f in sorted(os.scandir(entry.path), key=lambda e: e.name):
-                if f.is_file():
-                    st = f.stat()
-                    paths.append(f.path)
-                    labels.append(index[entry.name])
-                    signature.append((f.name, st.st_size, st.st_mtime_ns))
-            if split == "train" and len(paths) == before:  # the model keeps an output it never learns
-                print(f"warning: training class folder {entry.path} holds no files: class {index[entry.name]} "
-                      f"({entry.name!r}) is never trained", file=sys.stderr)
-        if stray:
-            print(f"warning: ignoring {stray} files directly in {top} (images belong in {top}/<class>/)", file=sys.stderr)
-        if not paths:
+        listing = folder_listing.list_split(top, index, os.path.realpath(root), follow_outside, split == "train")
+        if not listing.paths:
             raise DatasetNotFound(f"no images in {top}: data.source = folder expects {top}/<class>/<image>")
-        splits.append(FolderSplit(paths, labels, _digest("folder", top, class_names, signature)))
+        splits.append(FolderSplit(listing.paths, listing.labels, _digest("folder", top, class_names, listing.signature),
+                                  listing.refused))
     return splits[0], splits[1], tuple(class_names)
 
 
 class TfdsSplit:
     """One split of a prepared TFDS dataset, read as encoded bytes (`SkipDecoding`)."""
+
+    refused = ()  # records are never left out before the pre-scan
 
     def __init__(self, builder, split, image_key, label_key, excluded=()):
         self.builder, self.split, self.image_key, self.label_key = builder, split, image_key, label_key
@@ -203,7 +187,7 @@ def tfds_source(config):
 def load(config, class_names=None):
     """(train, val, class_names) for a file source."""
     if config.data.source == "folder":
-        return folder_source(config.data.path, class_names)
+        return folder_source(config.data.path, class_names, config.data.follow_symlinks_outside)
     return tfds_source(config)
 
 

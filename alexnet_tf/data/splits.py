@@ -59,8 +59,9 @@ def training_subset(images, labels, count):
 
 
 def file_splits(config, class_names=None):
-    """(train, val, class_names, skipped): the source's splits with undecodable files left out (data.scan;
-    source prepared: `prepare` left them out and named them in its record)."""
+    """(train, val, class_names, skipped): the source's splits without the entries its listing left out and
+    (data.scan) without the undecodable files; `skipped` lists both (source prepared: `prepare` left them out
+    and named them in its record)."""
     if config.data.source == "prepared":
         train, val, names = prepared.prepared_source(config, class_names)
     else:
@@ -70,9 +71,9 @@ def file_splits(config, class_names=None):
                           f"expected model.num_classes = {len(names)}")
     if config.data.source == "prepared":
         return train, val, names, prepared.skipped(config.data.path)
-    skipped = []
+    skipped = list(train.refused) + list(val.refused)  # what the folder listing left out (folder_listing.py)
     if config.data.scan:
         train, bad_train = sources.skip_undecodable(train, config, "training")
         val, bad_val = sources.skip_undecodable(val, config, "validation")
-        skipped = bad_train + bad_val
+        skipped += bad_train + bad_val
     return train, val, names, skipped

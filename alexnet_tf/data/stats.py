@@ -7,9 +7,13 @@ mean_image (H, W, 3), pixel_mean (3,), covariance (3, 3), eigval (3,), eigvec (3
 eigenvectors as columns, images (how many were averaged).
 """
 
+import io
 import os
 
 import numpy as np
+
+from alexnet_tf.errors import ConfigError
+from alexnet_tf.user_files import read_user_file
 
 # facebookarchive/fb.resnet.torch (datasets/imagenet.lua), ImageNet, pixels on the [0, 1] scale:
 # the lighting offset there is eigvec @ (alpha * FB_RESNET_EIGVAL), so these are amplitudes.
@@ -57,7 +61,10 @@ class Accumulator:
         mu = self.pixel_sum / self.pixels
         covariance = self.outer_sum / self.pixels - np.outer(mu, mu)
         eigval, eigvec = np.linalg.eigh(covariance)          # ascending
-        order = np.argsort(eigval)[::-1]
+        # A covariance of rank < 3 (grey images: R = G = B, rank 1) has zero eigenvalues, which eigh returns
+        # as round-off of either sign (-2e-12 for 1.7e4): set them to 0, so sqrt(lambda) is 0, not nan.
+        eigval = np.where(eigval > 1e-9 * max(eigval.max(), 0.0), eigval, 0.0)
+        order = np.argsort(eigval, kind="stable")[::-1]
         eigvec = eigvec[:, order]
         eigvec *= np.where(eigvec.sum(axis=0) < 0, -1.0, 1.0)  # a fixed sign: components sum to >= 0
         return dict(mean_image=(self.image_sum / self.images).astype(np.float32), pixel_mean=mu,
@@ -86,7 +93,9 @@ def save(stats, path):
 
 
 def load(path):
-    with np.load(path) as f:
+    """A stats .npz (data.stats_file or the cache in data.cache_dir, both config keys: ConfigError), read
+    through user_files: a regular file within its size limit."""
+    with np.load(io.BytesIO(read_user_file(path, "stats", "stats file ", ConfigError))) as f:
         return {k: f[k] for k in f.files}
 
 

@@ -96,8 +96,8 @@ def summarize(events, top=15):
 
 def add_arguments(parser):
     """The `profile` command's arguments."""
-    parser.add_argument("--run-dir", required=True)
-    parser.add_argument("--top", type=int, default=15, help="rows per table")
+    parser.add_argument("--run-dir", required=True, help="a run trained with train.profile_steps set (the trace is in its tb/)")
+    parser.add_argument("--top", type=int, metavar="N", default=15, help="rows per table")
 
 
 def main(args):

@@ -11,8 +11,8 @@ def add_arguments(parser):
     """The `speed` command's arguments."""
     parser.add_argument("--models", default="paper,default", help="comma-separated: paper, default, tiny")
     parser.add_argument("--precisions", default="float32,mixed_bfloat16", help="comma-separated Keras dtype policies")
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement (after 2 warm-up steps)")
+    parser.add_argument("--batch", type=int, metavar="N", default=128, help="images per training or inference step")
+    parser.add_argument("--steps", type=int, metavar="N", default=10, help="timed steps per measurement (after 2 warm-up steps)")
     parser.add_argument("--torch", action="store_true",
                         help="also time the same network in PyTorch (optional dependency)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")

@@ -53,17 +53,34 @@ def build_autoencoder(dim, bits, hidden=512, noise=4.0):
     return keras.Model(x, reconstruction, name=f"autoencoder_{bits}"), keras.Model(x, logits, name=f"encoder_{bits}")
 
 
+class _EpochLines(keras.callbacks.Callback):
+    """One printed line per auto-encoder epoch: a long training shows how far it is."""
+
+    def __init__(self, bits, epochs):
+        super().__init__()
+        self.bits, self.epochs, self.start = bits, epochs, None
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        print(f"  auto-encoder, {self.bits} bits: epoch {epoch + 1}/{self.epochs}, reconstruction loss "
+              f"{(logs or {}).get('loss', float('nan')):.4f}, {time.perf_counter() - self.start:.0f} s", flush=True)
+
+
 def train_autoencoder(features, bits, epochs=20, batch_size=256, hidden=512, noise=4.0, lr=1e-3, seed=0,
-                      verbose=0):
+                      progress=False):
     """Train the §7 auto-encoder on (N, D) vectors (standardised per dimension, squared reconstruction
-    error, Adam). Returns the encoder: raw vectors -> code logits (the standardisation is its first layer)."""
+    error, Adam); `progress`: print a line per epoch. Returns the encoder: raw vectors -> code logits
+    (the standardisation is its first layer)."""
     keras.utils.set_random_seed(seed)
     normalizer = keras.layers.Normalization(name="standardize")
     normalizer.adapt(features)
     z = keras.ops.convert_to_numpy(normalizer(features))
     autoencoder, encoder = build_autoencoder(features.shape[1], bits, hidden, noise)
     autoencoder.compile(optimizer=keras.optimizers.Adam(lr), loss="mse")
-    autoencoder.fit(z, z, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=verbose)
+    autoencoder.fit(z, z, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0,
+                    callbacks=[_EpochLines(bits, epochs)] if progress else [])
     x = keras.Input((features.shape[1],), name="features")
     return keras.Model(x, encoder(normalizer(x)), name=f"encoder_{bits}")
 
@@ -158,7 +175,7 @@ def evaluate_retrieval(train_features, train_labels, val_features, val_labels, b
         log(_euclidean_row(name, db, q, q[:timing_queries], labels, ks))
     for bits in bits_list:
         start = time.perf_counter()
-        encoder = train_autoencoder(train_features, bits, epochs=epochs)
+        encoder = train_autoencoder(train_features, bits, epochs=epochs, progress=verbose)
         seconds = time.perf_counter() - start
         if out_dir:
             os.makedirs(out_dir, exist_ok=True)

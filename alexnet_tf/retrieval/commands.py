@@ -12,11 +12,12 @@ import numpy as np
 from alexnet_tf.arguments import add_run_arguments
 from alexnet_tf.retrieval.search import hamming_nearest, nearest, pack_bits
 from alexnet_tf.run_dir import load_run
+from alexnet_tf.user_files import check_user_file, read_user_file
 
 
 def _add_batch_arguments(parser):
     """--batch-size and --max-images: how the vectors of a split are extracted (every retrieval command)."""
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, metavar="N", default=256, help="images per batch through the model")
     parser.add_argument("--max-images", type=int, metavar="N",
                         help="use at most N images of each split, drawn at random (default: all of an in-memory "
                              "dataset, 20,000 of an image-file source)")
@@ -32,7 +33,8 @@ def _load(args):
 def add_features_arguments(parser):
     """The `features` command's arguments."""
     add_run_arguments(parser)
-    parser.add_argument("--split", nargs="+", default=["train", "val"], choices=("train", "val"))
+    parser.add_argument("--split", nargs="+", default=["train", "val"], choices=("train", "val"),
+                        help="the splits whose vectors are extracted (default: both)")
     _add_batch_arguments(parser)
 
 
@@ -50,12 +52,13 @@ def features_command(args):
 def add_neighbours_arguments(parser):
     """The `neighbours` command's arguments."""
     add_run_arguments(parser)
-    parser.add_argument("images", nargs="*", help="query image files (default: --queries random validation images)")
-    parser.add_argument("--queries", type=int, default=5)
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help="query image files (default: --queries random validation images)")
+    parser.add_argument("--queries", type=int, default=5, metavar="N",
+                        help="random validation images as queries, when no image files are given")
     parser.add_argument("--k", type=int, default=6, help="neighbours per query (the paper shows 6)")
     parser.add_argument("--encoder", help="rank by Hamming distance of this §7 encoder's codes (from `codes`)")
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, metavar="PNG", help="the PNG panel to write")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="which random validation images --queries draws")
     _add_batch_arguments(parser)
 
 
@@ -64,45 +67,50 @@ def neighbours_command(args):
     import keras
 
     from alexnet_tf.figures import neighbours_panel
+    from alexnet_tf.predict import true_label_from_path
     from alexnet_tf.retrieval.codes import binary_codes
-    from alexnet_tf.retrieval.features import cached_features, features_of_bytes
+    from alexnet_tf.retrieval.features import FEATURE_LAYER, cached_features, features_of_bytes
     from alexnet_tf.serving import decode_image
 
+    for path in args.images:  # every file named refused before the model loads and any is read
+        check_user_file(path, "image")
+    if args.encoder:
+        check_user_file(args.encoder, "model", "--encoder ")
     run, classifier = _load(args)
     train_features, train_labels, train_images = cached_features(run, classifier, "train", args.batch_size, max_images=args.max_images)
     names = run.class_names
     if args.images:
-        blobs = []
-        for path in args.images:
-            with open(path, "rb") as f:
-                blobs.append(f.read())
+        blobs = [read_user_file(path, "image") for path in args.images]
         queries = features_of_bytes(classifier, blobs)
         query_images = [decode_image(b, classifier.channels, min_side=classifier.resize_size).numpy() for b in blobs]
-        query_labels = [os.path.basename(p) for p in args.images]
+        query_names = [os.path.basename(p) for p in args.images]
+        query_labels = [true_label_from_path(p, names) for p in args.images]  # the folder, when named after a class
     else:
         val_features, val_labels, val_images = cached_features(run, classifier, "val", args.batch_size, max_images=args.max_images)
         chosen = np.sort(np.random.default_rng(args.seed).choice(len(val_images), args.queries, replace=False))
         queries, query_images = val_features[chosen], list(val_images[chosen])
-        query_labels = [names[val_labels[i]] for i in chosen]
+        query_names, query_labels = None, [names[val_labels[i]] for i in chosen]
     if args.encoder:
         encoder = keras.saving.load_model(args.encoder)
-        database = pack_bits(binary_codes(encoder, train_features))
-        idx, _ = hamming_nearest(pack_bits(binary_codes(encoder, queries)), database, args.k)
+        database = binary_codes(encoder, train_features)
+        idx, _ = hamming_nearest(pack_bits(binary_codes(encoder, queries)), pack_bits(database), args.k)
+        distance = f"Hamming distance of {database.shape[1]}-bit codes ({os.path.basename(args.encoder)})"
     else:
         idx, _ = nearest(queries, train_features, args.k)
-    size = neighbours_panel(query_images, [list(train_images[row]) for row in idx], args.out, query_labels,
-                            [[names[train_labels[j]] for j in row] for row in idx])
+        distance = f"Euclidean distance of {train_features.shape[1]}-d {FEATURE_LAYER} vectors"
+    size = neighbours_panel(query_images, [list(train_images[row]) for row in idx], args.out, distance, query_names,
+                            query_labels, [[names[train_labels[j]] for j in row] for row in idx])
     print(f"wrote {args.out} ({size[0]}x{size[1]} px)")
 
 
 def add_projector_arguments(parser):
     """The `projector` command's arguments."""
     add_run_arguments(parser)
-    parser.add_argument("--split", default="train", choices=("train", "val"))
-    parser.add_argument("--count", type=int, default=5000,
+    parser.add_argument("--split", default="train", choices=("train", "val"), help="the split whose vectors are shown")
+    parser.add_argument("--count", type=int, default=5000, metavar="N",
                         help="random subset size (the projector runs in the browser)")
-    parser.add_argument("--log-dir", help="default: RUN_DIR/tb/projector")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--log-dir", metavar="DIR", help="default: RUN_DIR/tb/projector")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="which random subset --count draws")
     _add_batch_arguments(parser)
 
 
@@ -116,16 +124,20 @@ def projector_command(args):
     chosen = np.sort(np.random.default_rng(args.seed).choice(len(features), min(args.count, len(features)), replace=False))
     log_dir = args.log_dir or os.path.join(args.run_dir, "tb", "projector")
     write_projector(log_dir, features[chosen], labels[chosen], run.class_names, images[chosen])
-    print(f"wrote {len(chosen)} {args.split} vectors to {log_dir}; view with: tensorboard --logdir {log_dir}")
+    view = os.path.join(args.run_dir, "tb") if args.log_dir is None else log_dir
+    print(f"wrote {len(chosen)} {args.split} vectors to {log_dir}; view them in the PROJECTOR tab of: "
+          f"tensorboard --logdir {view}")
 
 
 def add_codes_arguments(parser):
     """The `codes` command's arguments."""
     add_run_arguments(parser)
-    parser.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
+    parser.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64],
+                        help="code lengths in bits: one auto-encoder each")
     parser.add_argument("--k", type=int, nargs="+", default=[1, 10, 100], help="precision@K for these K")
-    parser.add_argument("--epochs", type=int, default=10, help="auto-encoder training epochs")
-    parser.add_argument("--queries", type=int, help="use the first N validation images as queries (default: all)")
+    parser.add_argument("--epochs", type=int, metavar="N", default=10, help="auto-encoder training epochs")
+    parser.add_argument("--queries", type=int, metavar="N",
+                        help="use the first N validation images as queries (default: all)")
     parser.add_argument("--pixels", action="store_true", help="add Euclidean search on raw pixels as a baseline")
     _add_batch_arguments(parser)
 

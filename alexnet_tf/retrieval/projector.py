@@ -36,7 +36,7 @@ def sprite(images):
 def write_projector(log_dir, features, labels, class_names, images):
     """Write vectors, a metadata.tsv (label id and name) and sprite.png for TensorBoard's projector.
 
-    `tensorboard --logdir LOG_DIR` (or a parent) shows them in the PROJECTOR tab.
+    `tensorboard --logdir LOG_DIR` or any parent of it (RUN_DIR/tb, runs/) shows them in the PROJECTOR tab.
     """
     from PIL import Image
     from tensorboard.plugins import projector
@@ -56,3 +56,17 @@ def write_projector(log_dir, features, labels, class_names, images):
     embedding.sprite.image_path = "sprite.png"
     embedding.sprite.single_image_dim.extend([w, h])
     projector.visualize_embeddings(log_dir, config)
+    mark_as_run(log_dir)
+
+
+def mark_as_run(log_dir):
+    """Give log_dir an event file (with no summaries) unless it has one.
+
+    TensorBoard's projector reads projector_config.pbtxt from its log directory itself and from each run
+    under it, and a run is a directory holding an event file: without one, `tensorboard --logdir runs/`
+    never looks into RUN_DIR/tb/projector and shows no PROJECTOR tab.
+    """
+    if not any("tfevents" in name for name in os.listdir(log_dir)):
+        writer = tf.summary.create_file_writer(log_dir)
+        writer.flush()
+        writer.close()
