@@ -53,7 +53,8 @@ def check_input(cfg, environ=os.environ):
         if d.source not in SERVICE_SOURCES:
             raise ConfigError(f"data.service with data.source = {d.source}; expected one of "
                               f"{', '.join(SERVICE_SOURCES)} (prepare a {d.source} dataset first: `alexnet-tf prepare`)")
-    workers = _tf_config_workers(environ) if dist.strategy == "multi_worker" else None
+    # (an srun step's workers are known only at run time, where the batch is checked over the replicas)
+    workers = _tf_config_workers(environ) if dist.strategy == "multi_worker" and dist.cluster != "slurm" else None
     if input_mode(cfg) == "sharded" and workers and d.batch_size % workers:
         raise ConfigError(f"data.batch_size = {d.batch_size} with distribute.input = sharded over {workers} workers; "
                           f"expected a multiple of {workers} (each worker feeds an equal part of every global batch)")
