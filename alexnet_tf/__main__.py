@@ -12,6 +12,7 @@
   codes    §7: auto-encoders to binary codes, precision@K and speed of Hamming vs Euclidean search
   prepare   a file source's 256x256 central squares written once as JPEG shards TFDS reads, with their stats
   stats     mean image and RGB covariance eigen-decomposition of a config's training images (cached)
+  data-service  a tf.data service dispatcher or worker (data.service: decoding on other hosts), until SIGTERM
   evaluate  top-1/top-5 error of a run on the validation split: centre crop and the paper's 10 crops
   benchmark images/s of the training input pipeline next to the model's training step
   profile   where a traced training step's time goes, by op type and by layer (train.profile_steps)
@@ -55,6 +56,8 @@ COMMANDS = {
                 "a file source's §2 256x256 squares as JPEG shards (TFDS-readable) + their stats, once (resumable)"),
     "stats": ("alexnet_tf.data:stats_command",
               "mean image + RGB covariance eigen-decomposition of the training images (cached)"),
+    "data-service": ("alexnet_tf.data_service_command:main",
+                     "a tf.data service dispatcher or worker for data.service, until SIGTERM/SIGINT"),
     "evaluate": ("alexnet_tf.evaluate_command:main",
                  "top-1/top-5 error of a run: centre crop and (--ten-crop) the 10 patches"),
     "benchmark": ("alexnet_tf.perf.benchmark_command:main", "img/s of the training pipeline next to the training step"),

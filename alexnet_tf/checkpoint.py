@@ -5,7 +5,8 @@ also the position in a warm-up, learning rate), the plateau schedule (best value
 reductions so far), the epoch and the step within it, the running sums of the epoch's training
 metrics, the dropout seed states, and the
 position of the training data iterator (tf.data iterator checkpointing: the shuffle buffer and
-prefetched batches are saved, so no example is repeated or skipped).
+prefetched batches are saved, so no example is repeated or skipped). Sharded input and data.service
+keep no iterator: their position is the epoch and the step (train_input.py).
 
 Layout of RUN_DIR/checkpoints/:
   last/ckpt-<global step>      recovery checkpoints of this process (the chief's in multi-worker runs)
@@ -30,7 +31,7 @@ import shutil
 import numpy as np
 import tensorflow as tf
 
-from alexnet_tf.errors import UserError
+from alexnet_tf.errors import ConfigError, UserError
 from alexnet_tf.train_steps import EpochSums
 
 # Recovery checkpoints kept: two, so that after a kill during a write all workers of a multi-worker
@@ -56,8 +57,12 @@ class TrainState:
         self.best_value = tf.Variable(math.inf, dtype=tf.float64, trainable=False, name="checkpoint_best")
         # Keras does not make the dropout layers' seed generators checkpoint dependencies of the model.
         seeds = [v for v in model.variables if v.name == "seed_generator_state"]
+        # the data position: the tf.data iterator (distribute.input replicated), or none where the epoch and
+        # step are the position (train_input.py: sharded input, data.service)
+        data = {"data": iterator} if iterator is not None else {}
+        self.iterator = iterator
         self.recovery = tf.train.Checkpoint(
-            model=model, optimizer=model.optimizer, data=iterator, dropout_seeds=seeds,
+            model=model, optimizer=model.optimizer, **data, dropout_seeds=seeds,
             epoch=self.epoch, step=self.step, epoch_sums=self.sums, wall_seconds=self.wall_seconds,
             plateau_best=plateau.best, plateau_wait=plateau.wait, plateau_reductions=plateau.reductions,
             best_value=self.best_value, configured_lr=self.configured_lr)
@@ -133,12 +138,14 @@ class TrainState:
                                    f"(latest steps per worker: {steps}) but {self.manager.directory} has only "
                                    f"{[_number(p) for p in self.manager.checkpoints]}")
             path = candidates[0]
+            self._check_data_position(path)
             self.recovery.restore(path).assert_existing_objects_matched()
             return path
         # One process: the newest checkpoint that can be read. A truncated or bit-flipped file
         # (a full disk, a bad copy) costs the steps back to the one before, not the run.
         problems = []
         for path in reversed(self.manager.checkpoints):
+            self._check_data_position(path)
             try:
                 self.recovery.restore(path).assert_existing_objects_matched()
             except (tf.errors.OpError, ValueError, IndexError, AssertionError) as e:
@@ -153,6 +160,19 @@ class TrainState:
             raise UnreadableCheckpoint(f"no recovery checkpoint in {self.manager.directory} can be read ({'; '.join(problems)}); "
                                        f"to start this run afresh, move {self.manager.directory} aside")
         return None
+
+    def _check_data_position(self, path):
+        """A run whose input resumes from a tf.data iterator (replicated) cannot resume a checkpoint that has none."""
+        if self.iterator is None:
+            return
+        try:
+            names = [name for name, _ in tf.train.list_variables(path)]
+        except (tf.errors.OpError, ValueError):
+            return  # unreadable: restore() names it
+        if not any(name.startswith("data/") for name in names):
+            raise ConfigError(f"recovery checkpoint {path} holds no tf.data iterator position (it was written with "
+                              "distribute.input = sharded or data.service, which resume from the epoch and step); "
+                              "expected the same distribute.input and data.service as the run that wrote it")
 
 
 class CheckpointNotWritten(UserError, RuntimeError):

@@ -104,6 +104,10 @@ class DataConfig:
     synthetic_size: int = _spec(512, lo=1, doc="examples per split for source=synthetic")
     train_examples: int = _spec(0, lo=0, doc="in-memory sources: train on a fixed random subset of this many training images "
                                             "(0 = all); the same subset for every train.seed (ablation budgets)")
+    service: str = _spec("", doc="grpc://HOST:PORT of a tf.data service dispatcher (`alexnet-tf data-service`): the training "
+                                 "pipeline runs on the service's workers in distributed_epoch mode, every example once per epoch "
+                                 "in an order that is not reproducible; a resumed run keeps the model, optimizer and step exactly, "
+                                 "not the interrupted epoch's examples (docs/distribute.md); '' = decode in the training process")
     val_examples: int = _spec(0, lo=0, doc="in-memory sources: hold this many training images out as the validation split "
                                           "(a fixed random subset, the same for every train.seed), and evaluate the source's "
                                           "test split once, after training (metrics.json test_*); 0 = validate on the test split")
@@ -182,6 +186,12 @@ class DistributeConfig:
                                                         "port_base + 1, ... (the same on every node; two jobs sharing a node need different ones)")
     restart_on_peer_failure: bool = _spec(True, doc="multi_worker: when a peer is lost, restart this worker's process from its last "
                                                     "checkpoint and wait for the peer to come back (false = exit with status 75)")
+    input: str = _spec("auto", choices=("auto", "sharded", "replicated"),
+                       doc="how the training input reaches the workers: sharded = each worker reads and decodes only its own part "
+                           "of every epoch (file-level over TFRecord shards, element-level over in-memory arrays and folder file "
+                           "lists), resumed exactly from the epoch and step; replicated = every worker runs the whole pipeline and "
+                           "keeps its slice of each global batch (the global batches equal one device's); auto = sharded under "
+                           "multi_worker, replicated otherwise (docs/distribute.md)")
 
 
 @dataclass(slots=True)  # slots: assigning a mistyped attribute raises instead of adding one

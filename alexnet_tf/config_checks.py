@@ -4,6 +4,7 @@ exists so that a run that cannot work stops with one line before TensorFlow star
 
   keys together    lists of layers and steps, the model's shape, data source against model, distribute
   TF_CONFIG        the cluster of distribute.strategy = multi_worker (distribute._multi_worker reads it)
+  input            distribute.input and data.service against the strategy, source and workers (input_modes.py)
   batch size       data.batch_size against the training set, where its size is known without TensorFlow
 
 config.py imports this module (and re-exports FILE_SOURCES) and then runs memory_checks.py's checks; this module imports nothing of config.py,
@@ -15,6 +16,7 @@ import os
 import re
 
 from alexnet_tf.errors import ConfigError, shown
+from alexnet_tf.input_modes import check_input
 
 
 # Sources read from image files (decoded, rescaled and cropped in tf.data); the others are in-memory arrays.
@@ -34,7 +36,7 @@ def check(cfg):
     """Every check of this module, in this order; the first that fails raises its ConfigError."""
     for one_check in (check_remove_conv, check_profile_steps, check_lr_drop_epochs, check_warmup, check_model_shape,
                       check_file_source, check_in_memory_subsets, check_upscale, check_lighting, check_devices,
-                      check_strategy, check_fashion_mnist_shape, check_tf_config, check_batch_size):
+                      check_strategy, check_fashion_mnist_shape, check_tf_config, check_input, check_batch_size):
         one_check(cfg)
 
 

@@ -43,10 +43,11 @@ class EpochSums:
         return {"loss": self.loss / count, "top1_error": self.top1_errors / count, "top5_error": self.top5_errors / count}
 
 
-def make_steps(model, dist, jit_compile=False):
+def make_steps(model, dist, jit_compile=False, take=None):
     """The compiled training and evaluation steps of `model` under `dist`.
 
-    train_step(iterator): takes the next global batch, gives each replica its slice, and applies the
+    train_step(iterator): takes the next global batch, gives each replica its slice (or, with `take`,
+    takes per-replica batches: `take(iterator)` -> (images, labels, global batch size)), and applies the
     paper's update with the gradient of the global batch's mean loss (each replica's loss is its
     examples' loss sum divided by the *global* batch size; the optimizer all-reduces the gradients by
     summing them). Both steps return the batch's summed statistics, reduced over replicas and
@@ -79,9 +80,12 @@ def make_steps(model, dist, jit_compile=False):
 
     @tf.function
     def train_step(iterator):
-        images, labels = next(iterator)
-        global_batch = tf.cast(tf.shape(labels)[0], tf.float32)
-        images, labels = dist.split((images, labels))
+        if take is not None:  # train_input.Sharded: the replicas' batches of a distributed iterator
+            images, labels, global_batch = take(iterator)
+        else:
+            images, labels = next(iterator)
+            global_batch = tf.cast(tf.shape(labels)[0], tf.float32)
+            images, labels = dist.split((images, labels))
         sums = strategy.run(replica_train, args=(images, labels, global_batch))
         return tf.cast(strategy.reduce(tf.distribute.ReduceOp.SUM, sums, axis=None), tf.float64)
 

@@ -16,8 +16,8 @@ from alexnet_tf.errors import UserError
 from alexnet_tf.data import make_datasets
 from alexnet_tf.model import build_model
 from alexnet_tf.optim import compile_model, resolve_precision
-from alexnet_tf.stop_signals import SIGNAL_CHECK_STEPS, Interrupted
-from alexnet_tf.stop_signals import StopSignals as _StopSignals
+from alexnet_tf.stop_signals import SIGNAL_CHECK_STEPS, Interrupted, StopSignals as _StopSignals
+from alexnet_tf.train_input import make_feed
 from alexnet_tf.tf_startup import describe_devices
 from alexnet_tf.train_steps import EpochSums, evaluate, make_steps
 
@@ -46,7 +46,7 @@ def train(config, run_dir, verbose=None, callbacks=()):
         run = _set_up(config, run_dir, dist, stop, start)
         run.init_file, run.init_model = init
         _resume(run)
-        _callbacks(run, verbose, callbacks)
+        _callbacks(run, verbose, (*callbacks, *run.feed.callbacks))
         _loop(run)
         return _finish(run)
 
@@ -65,7 +65,7 @@ class _Run:
     precision: str = None
     data: object = None            # data.Datasets
     model: object = None
-    iterator: object = None        # the training data's; one per process, its position is checkpointed
+    feed: object = None            # train_input.py: the training batches and what a checkpoint keeps of their position
     plateau: object = None         # callbacks.DivideLROnPlateau
     state: TrainState = None
     callbacks: object = None       # keras.callbacks.CallbackList
@@ -112,7 +112,7 @@ def _set_up(config, run_dir, dist, stop, start):
     run.data = make_datasets(config)
     if dist.is_chief:
         run_dir_lib.write_data(run_dir, run.data)  # mean.npy, classes.json, data.json (and stats.npz)
-    run.iterator = iter(run.data.train)  # one per process; its position is part of the recovery checkpoint
+    run.feed = make_feed(config, run.data, dist, run_dir)  # per distribute.input / data.service
 
     # === Model and optimizer ===
     with dist.scope():
@@ -155,7 +155,7 @@ def _resume(run):
     run.plateau = cb.DivideLROnPlateau(config.train.lr_patience, config.train.lr_max_reductions,
                                        config.train.lr_min_delta, at_epochs=config.train.lr_drop_epochs)
     run.state = state = TrainState(
-        model, run.iterator, run.plateau,
+        model, run.feed.position, run.plateau,
         run_dir_lib.checkpoint_dir(run.run_dir, "last" if dist.is_chief else f"worker-{dist.worker}"),
         run_dir_lib.checkpoint_dir(run.run_dir, "best") if dist.is_chief else None,
         configured_lr=lr_schedule.peak_lr(config))
@@ -204,7 +204,7 @@ def _callbacks(run, verbose, extra):
 def _loop(run):
     """Epochs until train.epochs are done or a callback stops training; TrainingDiverged if the loss
     became NaN or infinite."""
-    run.train_step, run.eval_step = make_steps(run.model, run.dist, run.config.train.jit_compile)
+    run.train_step, run.eval_step = make_steps(run.model, run.dist, run.config.train.jit_compile, take=run.feed.take)
     run.model.stop_training = False
     with run.dist.placement(run.model):
         run.callbacks.on_train_begin()
@@ -224,6 +224,7 @@ def _epoch(run):
     """The rest of epoch `run.epoch`: its steps, validation, the best and the recovery checkpoint.
     Returns early, the epoch unfinished, when a callback stops training."""
     run.callbacks.on_epoch_begin(run.epoch)
+    run.feed.start(run.epoch, run.step)
     logs = run.sums.logs()
     while run.step < run.data.train_steps:
         logs = _step(run)
@@ -248,7 +249,7 @@ def _step(run):
     recovery checkpoint and exit, and the recovery checkpoint every train.checkpoint_every global
     steps. Returns the epoch's logs so far."""
     run.callbacks.on_train_batch_begin(run.step)
-    step_sums = EpochSums.from_vector(run.train_step(run.iterator).numpy())
+    step_sums = EpochSums.from_vector(run.train_step(run.feed.iterator).numpy())
     run.sums = run.sums + step_sums
     _judge_last_checkpoint(run, step_sums.mean_loss)
     logs = run.sums.logs()

@@ -6,6 +6,7 @@ The tables below are the reference, written out by hand from the command line's 
 """
 
 import re
+import socket
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ from conftest import ROOT
 
 # The commands in the order the top-level --help lists them.
 ORDER = ["train", "curves", "filters", "export", "predict", "features", "neighbours", "projector", "codes",
-         "config-reference", "prepare", "stats", "evaluate", "benchmark", "speed", "profile", "ablate", "init-study",
+         "config-reference", "prepare", "stats", "data-service", "evaluate", "benchmark", "speed", "profile", "ablate", "init-study",
          "import-caffe"]
 
 # Each command's options in the order its --help lists them (after -h).
@@ -35,6 +36,7 @@ OPTIONS = {
     "config-reference": [],
     "prepare": ["--config", "--set", "--out", "--quality", "--subsampling", "--shard-images"],
     "stats": ["--config", "--set", "--recompute"],
+    "data-service": ["--port", "--dispatcher", "--host", "--wait"],
     "evaluate": ["--run-dir", "--checkpoint", "--ten-crop", "--steps", "--split", "--set"],
     "benchmark": ["--config", "--set", "--steps", "--train-steps", "--fake-images", "--fake-side", "--pipeline-only"],
     "speed": ["--models", "--precisions", "--batch", "--steps", "--torch", "--json", "--tiny"],
@@ -67,6 +69,8 @@ PARSED = {
     "prepare": (["--config", "c.yaml", "--out", "D"], {"config": "c.yaml", "out": "D", "quality": 95, "set": [],
                                                        "shard_images": 1024, "subsampling": "444"}),
     "stats": (["--config", "c.yaml"], {"config": "c.yaml", "recompute": False, "set": []}),
+    "data-service": (["dispatcher", "--port", "5050"], {"dispatcher": None, "host": socket.gethostname(),
+                                                        "port": 5050, "role": "dispatcher", "wait": 60.0}),
     "evaluate": (["--run-dir", "R"], {"checkpoint": None, "run_dir": "R", "set": [], "split": "val", "steps": None,
                                       "ten_crop": False}),
     "benchmark": (["--config", "c.yaml"], {"config": "c.yaml", "fake_images": 0, "fake_side": 0,

@@ -149,8 +149,10 @@ def worker_command(tmp_path, worker, *extra, driver_args=()):
     args = [sys.executable]
     args += [os.path.join(ROOT, "tests", "crash_driver.py"), *driver_args, "--"] if driver_args else [os.path.join(ROOT, "train.py")]
     args += ["--config", str(config_file), "--run-dir", str(tmp_path / f"w{worker}")]
-    # train.export on: the job must show that only the chief exports
-    for o in ["distribute.strategy=multi_worker", "train.export=true", *extra]:
+    # train.export on: the job must show that only the chief exports. Replicated input: every worker reads
+    # the global batches one device reads, so the job can equal one-device training (tests/test_sharding.py
+    # runs distribute.input sharded, the multi_worker default)
+    for o in ["distribute.strategy=multi_worker", "distribute.input=replicated", "train.export=true", *extra]:
         args += ["--set", o]
     return args
 

@@ -26,6 +26,8 @@ EXPECTED = {
     "alexnet_tf.predict.ImageFileError": ("error: ", 1, ValueError),
     "alexnet_tf.tblogs.ScalarNotFound": ("error: ", 1, LookupError),
     "alexnet_tf.ablation.runner.StudyInterrupted": ("error: ", 1, RuntimeError),
+    "alexnet_tf.input_modes.DispatcherUnreachable": ("error: ", 1, ConnectionError),
+    "alexnet_tf.data_service_command.PortUnavailable": ("error: ", 1, OSError),
     "alexnet_tf.user_files.FileRefused": ("error: ", 1, ValueError),
 }
 

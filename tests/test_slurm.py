@@ -263,7 +263,8 @@ def train_args(tmp_path, port_base):
         from alexnet_tf.config import dump
         dump(alexnet_tf.load_config(None, OVERRIDES), str(config_file))
     args = ["--config", str(config_file), "--run-dir", str(tmp_path / "run")]
-    for o in ["distribute.strategy=multi_worker", "distribute.cluster=slurm", f"distribute.port_base={port_base}",
+    for o in ["distribute.strategy=multi_worker", "distribute.input=replicated", "distribute.cluster=slurm",
+              f"distribute.port_base={port_base}",
               "train.export=true"]:
         args += ["--set", o]
     return args

@@ -38,6 +38,17 @@ class Data:
     skipped: tuple = ()         # file sources: undecodable files left out, [{"key", "name", "reason"}]
     test: tf.data.Dataset = None  # data.val_examples: the source's test split, one pass, batched; else None
     test_size: int = 0
+    source: object = None       # TrainSource: what distribute.input sharded and data.service build their streams from
+
+
+@dataclass
+class TrainSource:
+    """The training examples and their transform, for the inputs that order the examples themselves
+    (data/sharding.py, data/service.py) instead of reading `Data.train`."""
+
+    transform: object           # (xy, seed) -> (network input, label): of a batch (arrays) or of one image (files)
+    arrays: tuple = None        # in-memory sources: (x_train, y_train), augmented per batch
+    split: object = None        # file sources: the training EncodedSplit (FolderSplit, TfdsSplit), per image
 
 
 # === The transforms ===
@@ -131,7 +142,7 @@ def _array_datasets(config):
     train_steps, val_steps = _steps(config, len(x_train), len(x_val))
     return Data(train, evaluation(x_val, y_val), train_steps, val_steps, len(x_train), len(x_val), mean,
                 tuple(class_names), test=None if test is None else evaluation(*test),
-                test_size=0 if test is None else len(test[0]))
+                test_size=0 if test is None else len(test[0]), source=TrainSource(train_batch, arrays=(x_train, y_train)))
 
 
 def _upscaled_mean(mean, upscale):
@@ -148,10 +159,11 @@ def _file_datasets(config):
     mean = (stats_lib.mean_to_subtract(stats, d.mean) if stats is not None
             else np.zeros((d.resize, d.resize, 3), np.float32))
     lighting = stats_lib.lighting_basis(stats, d.pca) if d.lighting else None
+    transform = _train_image(config, mean, lighting)
 
     train = (tf.data.Dataset.zip(train_split.dataset(shuffle=True, seed=config.train.seed, buffer=d.shuffle_buffer).repeat(),
                                  seeds(config.train.seed))
-             .map(_train_image(config, mean, lighting), num_parallel_calls=tf.data.AUTOTUNE)
+             .map(transform, num_parallel_calls=tf.data.AUTOTUNE)
              .ignore_errors(log_warning=True)  # the safety net of `decoded`
              .batch(d.batch_size, drop_remainder=True)
              .prefetch(tf.data.AUTOTUNE)
@@ -161,7 +173,7 @@ def _file_datasets(config):
            .prefetch(tf.data.AUTOTUNE).with_options(_options(config)))
     train_steps, val_steps = _steps(config, train_split.size, val_split.size)
     return Data(train, val, train_steps, val_steps, train_split.size, val_split.size, mean, class_names,
-                stats_file=stats_file, skipped=tuple(skipped))
+                stats_file=stats_file, skipped=tuple(skipped), source=TrainSource(transform, split=train_split))
 
 
 def _train_image(config, mean, lighting):
