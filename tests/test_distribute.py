@@ -302,7 +302,8 @@ def test_multi_worker_signal_to_one_worker_stops_all_at_the_same_step(tmp_path):
         # then the next commands (stdout): the curves so far and this worker's command line, which resumes it
         steps = after.index("next:")
         assert after[steps + 2].endswith(f"--run-dir {tmp_path / f'w{i}'} --set distribute.strategy=multi_worker "
-                                         "--set train.export=true --set train.epochs=6    # resumes from the last "
+                                         "--set distribute.input=replicated --set train.export=true --set train.epochs=6"
+                                         "    # resumes from the last "
                                          "checkpoint"), after
         after = after[:steps] + after[steps + 3:]
         assert not [line for line in after if re.search(r"global step|loss:|epoch|SIGTERM|val top-1", line)], after
