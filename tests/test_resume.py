@@ -415,9 +415,7 @@ rm {run_dir}/filler
 {again} > {out}/second.out 2> {out}/second.err; echo $? > {out}/second.status
 cp {run_dir}/model.keras {out}/
 """
-    shell = subprocess.run(["unshare", "--map-root-user", "--mount", "sh", "-c", script], capture_output=True,
-                           text=True, cwd=ROOT, timeout=600)
-    assert shell.returncode == 0, f"could not mount a tmpfs in a private namespace: {shell.stderr[-1000:]}"
+    run_in_private_mount_namespace(script)
     first_err = (out / "first.err").read_text()
     assert (out / "first.status").read_text().strip() == "1", first_err[-2000:]
     assert "crash_driver: filled the disk (No space left on device)" in (out / "first.out").read_text()
@@ -432,6 +430,13 @@ cp {run_dir}/model.keras {out}/
     assert (out / "second.status").read_text().strip() == "0", (out / "second.err").read_text()[-2000:]
     assert "resuming from" in (out / "second.out").read_text()
     assert same_weights(weights(reference_dir), weights(out))
+
+
+def run_in_private_mount_namespace(script):
+    """Run the shell `script` (which mounts its own small tmpfs) as root of a private user and mount namespace."""
+    shell = subprocess.run(["unshare", "--map-root-user", "--mount", "sh", "-c", script], capture_output=True,
+                           text=True, cwd=ROOT, timeout=600)
+    assert shell.returncode == 0, f"could not mount a tmpfs in a private namespace: {shell.stderr[-1000:]}"
 
 
 @pytest.mark.slow
@@ -462,9 +467,7 @@ rm {run_dir}/filler
 cp {run_dir}/model.keras {out}/
 cp -r {run_dir}/tb {out}/tb
 """
-    shell = subprocess.run(["unshare", "--map-root-user", "--mount", "sh", "-c", script], capture_output=True,
-                           text=True, cwd=ROOT, timeout=600)
-    assert shell.returncode == 0, f"could not mount a tmpfs in a private namespace: {shell.stderr[-1000:]}"
+    run_in_private_mount_namespace(script)
     first_err = (out / "first.err").read_text()
     assert (out / "first.status").read_text().strip() == "1", first_err[-2000:]
     assert "crash_driver: filled the disk (No space left on device)" in (out / "first.out").read_text()

@@ -126,11 +126,8 @@ def class_names(num_classes, synset_words=None):
 
 
 def _sha1(path):
-    digest = hashlib.sha1()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha1").hexdigest()
 
 
 def import_caffe(caffemodel, run_dir, prototxt=None, mean=None, synset_words=None, overrides=(), export=True):
