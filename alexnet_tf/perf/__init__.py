@@ -9,7 +9,7 @@ import this package; the command line, the ablation's time estimate and these to
   speed            training and inference images/s of the paper and default models on in-memory
                    synthetic data, forward multiply-adds, FLOP/s and utilisation against a matmul of the
                    same dtype timed in the same run, and the speed goals met or not
-                   `python -m alexnet_tf speed [--models paper,default] [--precisions ...] [--torch] [--json]`
+                   `python -m alexnet_tf speed [--models paper,default] [--precisions ...] [--repeats N] [--torch] [--json]`
   benchmark_command, speed_command   those two commands' arguments and handlers, which import the
                    measuring modules (and so TensorFlow) only when the command runs
   speed_torch      the same network in PyTorch, timed by `speed --torch` (optional dependency:
