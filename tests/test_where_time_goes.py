@@ -68,6 +68,14 @@ def test_padded_layer_gradients_equal_the_plain_layer_and_keep_padding_out():
         np.testing.assert_allclose(g_padded.numpy(), g_plain.numpy(), rtol=1e-5, atol=1e-5)
 
 
+def test_padded_layer_adds_no_pad_where_the_channels_fill_their_blocks():
+    """48 -> 128 kernels (the paper model's conv2 per tower): no Pad op, the same convolution shapes."""
+    layer = BlockPaddedConv2D(128, 5, padding="same", activation="relu")
+    ops_run = tf.function(layer).get_concrete_function(tf.TensorSpec((1, 27, 27, 48), tf.float32)).graph.get_operations()
+    assert not [op for op in ops_run if op.type.startswith("Pad")]
+    assert [tuple(op.inputs[1].shape) for op in ops_run if op.type == "Conv2D"] == [(5, 5, 48, 128)]
+
+
 def test_variant_list_starts_with_the_baseline_and_names_known_variants():
     assert where_time_goes._variant_list("shipped,pad16,bf16") == ["shipped", "pad16", "bf16"]
     for bad in ("pad16,shipped", "shipped,pad17"):

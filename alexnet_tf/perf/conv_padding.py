@@ -37,11 +37,12 @@ class BlockPaddedConv2D(keras.layers.Conv2D):
     def call(self, inputs):
         c_in, c_out = inputs.shape[-1], self.filters
         extra_in, extra_out = self._padded_in(c_in) - c_in, padded(c_out, self.block) - c_out
-        kernel = ops.pad(self.kernel, [[0, 0], [0, 0], [0, extra_in], [0, extra_out]])
+        # nothing to pad (the paper model's 48-192 kernels per tower): the plain layer's ops, no pad op
+        kernel = ops.pad(self.kernel, [[0, 0], [0, 0], [0, extra_in], [0, extra_out]]) if extra_in or extra_out else self.kernel
         x = ops.pad(inputs, [[0, 0]] * 3 + [[0, extra_in]]) if extra_in else inputs
         y = self.convolution_op(x, kernel)
         if self.use_bias:
-            y = ops.add(y, ops.pad(self.bias, [[0, extra_out]]))
+            y = ops.add(y, ops.pad(self.bias, [[0, extra_out]]) if extra_out else self.bias)
         if self.activation is not None:
             y = self.activation(y)
         return y[..., :c_out] if extra_out else y
