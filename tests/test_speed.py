@@ -40,12 +40,69 @@ def test_tiny_benchmark_emits_valid_json():
     for key in ("train_images_per_s", "inference_images_per_s", "train_flops_per_s", "train_utilisation"):
         assert row[key] > 0
     np.testing.assert_allclose(row["train_flops_per_s"], 6 * hand * row["train_images_per_s"], rtol=1e-9)
+    # --tiny times the model twice, each after a peak sample, and samples the peak once more at the end
+    assert report["repeats"] == 2
+    for key in ("train_images_per_s", "inference_images_per_s"):
+        s = row[f"{key}_spread"]
+        assert len(s["samples"]) == 2 and row[key] == s["best"] == max(s["samples"])
+        assert s["min"] <= s["median"] <= s["max"] == s["best"]
     peaks = report["matmul_peaks_by_library"]["float32"]
-    assert peaks["tensorflow"] > 0 and peaks["numpy"] > 0  # both timed in this run; utilisation is against the better
-    assert report["matmul_peak_flops_per_s"]["float32"] == max(peaks.values())
-    np.testing.assert_allclose(row["train_utilisation"], row["train_flops_per_s"] / max(peaks.values()), rtol=1e-9)
+    assert len(peaks["tensorflow"]["samples"]) == len(peaks["numpy"]["samples"]) == 3
+    per_sample = [max(t, n) for t, n in zip(peaks["tensorflow"]["samples"], peaks["numpy"]["samples"])]
+    assert report["matmul_peak_spread"]["float32"]["samples"] == per_sample
+    best = report["matmul_peak_flops_per_s"]["float32"]
+    assert best == max(per_sample) == max(peaks["tensorflow"]["best"], peaks["numpy"]["best"])
+    np.testing.assert_allclose(row["train_utilisation"], row["train_flops_per_s"] / best, rtol=1e-9)
+    assert row["utilisation_measurement_error"] is (row["train_utilisation"] > 1)
+    assert len(report["measurement_errors"]) == int(row["utilisation_measurement_error"])
     assert report["machine"]["cpu"] == _first_model_name() and "onednn" in report["machine"]
+    flags = _first_flags()
+    assert report["cpu_flags"] == {f: f in flags for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile")}
     assert report["goals"] == []  # the goals are stated for the paper and default models only
+
+
+def test_spread_best_of_and_flag_on_hand_made_numbers():
+    from alexnet_tf.perf import spread
+    s = spread.spread([180e9, 242e9, 200e9, 150e9])
+    assert s == {"best": 242e9, "min": 150e9, "median": 190e9, "max": 242e9, "samples": [180e9, 242e9, 200e9, 150e9]}
+    assert abs(spread.relative_spread(s) - 92 / 190) < 1e-12
+    assert spread.spread([3])["median"] == 3 and spread.relative_spread(spread.spread([3])) == 0
+    with pytest.raises(ValueError):
+        spread.spread([])
+    # the run that read 101 %: its step measured against a peak under-measured in a busy spell
+    assert spread.utilisation(244.4e9, 242e9) == {"utilisation": 244.4e9 / 242e9, "measurement_error": True}
+    assert spread.utilisation(184e9, 242e9) == {"utilisation": 184e9 / 242e9, "measurement_error": False}
+    assert spread.utilisation(242e9, 242e9)["measurement_error"] is False  # exactly the peak is possible
+    text = spread.utilisation_text(spread.utilisation(244.4e9, 242e9))
+    assert text.startswith("101.0 % of matmul peak: MEASUREMENT ERROR")
+    assert spread.utilisation_text(spread.utilisation(184e9, 242e9)) == "76.0 % of matmul peak"
+    assert spread.spread_text(s, 1e9, " GFLOP/s") == (
+        "best 242.0 GFLOP/s (min 150.0, median 190.0, max 242.0, 4 samples, spread 48 %)")
+    present = spread.flags_present({"avx2", "avx512f", "amx_tile", "amx_bf16"})
+    assert present == {"avx512f": True, "avx512_bf16": False, "amx_bf16": True, "amx_tile": True}
+    assert spread.describe_flags(present) == "avx512f yes, avx512_bf16 no, amx_bf16 yes, amx_tile yes"
+
+
+def test_peaks_best_of_both_libraries_and_interleaved_samples():
+    from alexnet_tf.perf.speed import _Peaks
+    peaks = _Peaks(4096)
+    peaks.samples = {"float32": {"tensorflow": [190e9, 120e9, 205e9], "numpy": [195e9, 199e9, 180e9]},
+                     "mixed_bfloat16": {"tensorflow": [480e9, 494e9], "numpy": []}}
+    best, per_sample, by_library = peaks.report()
+    assert best == {"float32": 205e9, "mixed_bfloat16": 494e9}
+    assert per_sample["float32"]["samples"] == [195e9, 199e9, 205e9]  # the better library of each sample
+    assert per_sample["float32"]["min"] == 195e9 and per_sample["float32"]["median"] == 199e9
+    assert by_library["float32"]["numpy"]["best"] == 199e9 and by_library["mixed_bfloat16"]["numpy"] is None
+
+
+def test_goals_name_a_figure_above_the_peak_a_measurement_error():
+    from alexnet_tf.perf.speed import goals, measurement_errors
+    rows = [dict(framework="keras", precision="float32", model="paper", train_images_per_s=40.0,
+                 train_utilisation=1.01, utilisation_measurement_error=True)]
+    assert goals(rows) == ["goal paper float32: 101 % of the matmul peak (goal >= 85 %): "
+                           "measurement error (above 100 %), not a result"]
+    (line,) = measurement_errors(rows)
+    assert line.startswith("measurement error: keras paper float32 at 101 % of the best matmul peak")
 
 
 def test_precision_auto_follows_the_hardware():
@@ -186,6 +243,13 @@ def test_machine_reads_the_cpu_model_and_vector_isa():
     assert machine.cpu_model() == _first_model_name()
 
 
+def _first_flags():
+    """The flags of the first processor in /proc/cpuinfo, read by grep (an independent reader)."""
+    out = subprocess.run(["grep", "-m1", "^flags", "/proc/cpuinfo"], capture_output=True, text=True)
+    assert out.returncode == 0, "this test needs a Linux /proc/cpuinfo with a 'flags' line"
+    return set(out.stdout.split(":", 1)[1].split())
+
+
 def _first_model_name():
     """What `grep -m1 "model name" /proc/cpuinfo` prints, after the colon (an independent reader: grep)."""
     out = subprocess.run(["grep", "-m1", "model name", "/proc/cpuinfo"], capture_output=True, text=True)
@@ -254,3 +318,13 @@ def test_benchmark_fake_images_fit_the_config_and_are_removed(tmp_path, capsys, 
     assert main(argv + ["--set", "model.num_classes=1"]) == 2
     assert capsys.readouterr().err.startswith("config error: model.num_classes = 1 ")
     assert not [name for name in os.listdir(temp) if name.startswith("alexnet_bench_")]
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "three"])
+def test_speed_repeats_below_one_is_a_usage_error(capsys, value):
+    from alexnet_tf.__main__ import main
+    with pytest.raises(SystemExit) as exit_:
+        main(["speed", "--repeats", value])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"python -m alexnet_tf speed: error: argument --repeats: expected an integer >= 1, got '{value}'")
