@@ -19,6 +19,7 @@ from alexnet_tf.ablation import analysis, measure, processes, records, report, r
 from alexnet_tf.ablation.results import ArmResult, ArmRuns
 from alexnet_tf.__main__ import main as cli
 from alexnet_tf.config import parse_override
+from alexnet_tf.errors import ConfigError
 
 
 # === The statistics against published values and hand calculations ===
@@ -257,16 +258,84 @@ def test_windowed_recovers_the_mean_error_of_each_window():
     np.testing.assert_allclose(measure.windowed(steps, np.array(running), spe), expected, rtol=1e-12)
 
 
+def _first_step_by_hand(per_step_counts, threshold_count, window=measure.SMOOTH):
+    """The reference: a plain loop over whole numbers (`per_step_counts` may be Fractions for multi-step windows)."""
+    for s in range(window, len(per_step_counts) + 1):
+        if sum(per_step_counts[s - window:s]) <= threshold_count:
+            return s
+    return None
+
+
 def test_steps_to_a_threshold_from_every_step():
-    """train.log_every = 1: the first step whose trailing 20-step mean error is <= the threshold, by hand."""
-    errors = np.concatenate([np.full(30, 0.5), np.full(30, 0.1)])  # 50 % for 30 steps, then 10 %
-    steps = np.arange(1, 61)
-    # the mean of steps s-19..s is (0.5 * (30 - (s - 20)) + 0.1 * (s - 30)) / 20 for 30 < s <= 50: <= 0.3 from s = 40
-    assert measure.steps_to(steps, errors, 0.3) == 40
-    assert measure.steps_to(steps, errors, 0.5) == 20   # only full windows count: not step 1
-    assert measure.steps_to(steps, errors, 0.05) is None
-    # windows of 5 logged steps: each step takes its window's mean; the same crossing here
-    assert measure.steps_to(steps[4::5], errors[4::5], 0.3) == 40
+    """train.log_every = 1: the first step whose trailing 20 steps miss at most threshold x 128 x 20 examples."""
+    counts = [64] * 30 + [12] * 30  # of 128 images: 50 % for 30 steps, then 9.4 %
+    errors, steps = np.array(counts) / 128, np.arange(1, 61)
+    # steps s-19..s miss 64 (50 - s) + 12 (s - 30) = 2840 - 52 s for 30 < s <= 50: <= 0.3 x 2560 = 768 from s = 40
+    assert measure.steps_to(steps, errors, 0.3, 128) == 40 == _first_step_by_hand(counts, 768)
+    assert measure.steps_to(steps, errors, 0.5, 128) == 20   # exactly 1280 = 0.5 x 2560 (a tie), full windows only
+    assert measure.steps_to(steps, errors, 0.05, 128) is None
+    # windows of 5 logged steps: each step takes a fifth of its window's count; the same crossing here
+    assert measure.steps_to(steps[4::5], errors[4::5], 0.3, 128) == 40
+
+
+def test_steps_to_counts_a_mean_exactly_at_the_threshold_as_reached():
+    """Ties: 13 of 128 wrong for 20 steps, then 12: steps s-19..s miss 260 - (s - 20), exactly 256 = 10 % at s = 24.
+    The values carry the noise of their recovery from float32 running means (+-4e-6), which pushes a
+    floating-point mean to either side of 10 %; the whole counts do not move."""
+    counts = [13] * 20 + [12] * 20
+    rng = np.random.default_rng(0)
+    errors = np.array(counts) / 128 + rng.choice([-4e-6, 4e-6], len(counts))
+    steps = np.arange(1, 41)
+    assert measure.steps_to(steps, errors, 0.10, 128) == 24 == _first_step_by_hand(counts, 256)
+    assert measure.steps_to(steps, np.array(counts) / 128 + 4e-6, 0.10, 128) == 24  # every value a hair above
+    # threshold x batch need not be whole: 0.2 x 128 = 25.6 per step, so with a window of one step 25 reaches it
+    one = np.array([27, 26, 25, 26]) / 128
+    assert measure.steps_to(np.arange(1, 5), one, 0.2, 128, window=1) == 3
+
+
+def test_steps_to_with_a_window_of_two_steps_gives_each_step_half_its_count():
+    """A resumed run may leave a step unlogged: the log at step 22 then covers steps 21-22 (25 wrong of 256),
+    12.5 per step; the reference adds Fractions."""
+    from fractions import Fraction
+    counts = [14] * 20 + [25] + [12] * 20       # windows: steps 1..20, 21-22, 23..42
+    steps = np.array(list(range(1, 21)) + list(range(22, 43)))
+    widths = np.diff(np.concatenate([[0], steps]))
+    errors = np.array(counts) / (128 * widths)
+    per_step = [Fraction(c, int(w)) for c, w in zip(counts, widths) for _ in range(int(w))]
+    expected = _first_step_by_hand(per_step, Fraction(256))
+    assert expected is not None and measure.steps_to(steps, errors, 0.10, 128) == expected
+    assert measure.window_counts(steps, errors, 128)[0].tolist() == counts
+
+
+def test_a_training_error_that_is_not_a_whole_count_is_refused():
+    with pytest.raises(ValueError, match="expected a whole count"):
+        measure.window_counts(np.arange(1, 3), np.array([0.1, 0.1]), 128)  # 12.8 of 128 images
+
+
+def test_recount_rewrites_a_records_steps_from_its_curve_and_nothing_else(tmp_path):
+    p, _, path = _base_plan(tmp_path)
+    counts = [13] * 20 + [12] * 20  # reaches 10 % at step 24 (the tie above), 20 % at step 20
+    curve = (np.arange(1, 41), np.array(counts) / 128 + 3e-7)
+    result = _fake_measured(0.1)
+    result = replace(result, curve=curve, total_steps=40, steps_to_threshold=40, steps_to_converged=40)
+    records.write_result(path, p.config, result)
+    data = json.loads(open(path).read())
+    del data["measurement"]["steps_rule"]  # as recorded before the steps rule was named
+    with open(path, "w") as f:
+        json.dump(data, f)
+    assert records.read_record(path, p.config).stale
+    moved = records.recount_steps(path)
+    assert moved[study.CONVERGED] == (None, 24) and moved[study.THRESHOLD] == (None, 20)
+    back = records.read_record(path, p.config)
+    assert not back.stale and back.result.steps_to_converged == 24 and back.result.steps_to_threshold == 20
+    assert back.result.censored[0.3] is False and back.result.val_top1_error == 0.1
+    assert records.recount_steps(path) == {}  # already counted
+    data = json.loads(open(path).read())
+    data["measurement"]["smooth"] = measure.SMOOTH + 1
+    with open(path, "w") as f:
+        json.dump(data, f)
+    with pytest.raises(ConfigError, match="apart from the steps rule"):
+        records.recount_steps(path)
 
 
 def _write_segment(log_dir, stamp, batch_steps, epoch_steps, value):
