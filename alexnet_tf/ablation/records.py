@@ -107,6 +107,25 @@ def write_failure(path, config, machine, why):
     _write(path, config, machine, None, why)
 
 
+def _with_later_keys(stored, planned):
+    """`stored` (a record's config) with the keys added to the config since it was written, each at its default:
+    such a record describes the same run as a plan that keeps those keys at their defaults (a key it lacks whose
+    planned value is not its default stays missing, so the configs differ)."""
+    from alexnet_tf.config import Config
+
+    defaults = _plain(Config())
+    out = {}
+    for section, keys in planned.items():
+        if not isinstance(keys, dict) or not isinstance(stored.get(section, {}), dict):
+            continue
+        have = dict(stored.get(section, {}))
+        for key, value in keys.items():
+            if key not in have and defaults.get(section, {}).get(key) == value:
+                have[key] = value
+        out[section] = have
+    return {**stored, **out}
+
+
 def read_record(path, config):
     """The Record at `path`, None when there is none. A record written under another config than `config` is a
     one-line error."""
@@ -117,7 +136,7 @@ def read_record(path, config):
         stored = data["config"]
     except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
         raise ConfigError(f"{path} is not a study record ({e!r}); remove it to measure or train the run again") from None
-    if stored != _plain(config):
+    if _with_later_keys(stored, _plain(config)) != _plain(config):
         raise ConfigError(f"{path} records a run with another config than this study's (a different "
                           "budget, --config or --set?); use another --results directory")
     stale = data.get("measurement") != measurement()
