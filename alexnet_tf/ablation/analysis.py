@@ -175,9 +175,10 @@ def seeds_needed_per_claim(analysis):
 
     With a paper number P the target is |P|/2: an interval at the Bonferroni confidence 1 - ALPHA/m (m
     claims tested; Holm's first step, so at least as strict as Holm) of half-width h <= |P|/2 cannot hold
-    both 0 and P: it either excludes 0 (Holm p < ALPHA: agrees / does not agree) or lies within |P| of 0
-    (the 95 % interval, narrower, is then on the near side of P: smaller than the paper's effect). Without
-    a number the target is study.RESOLVE, fixed in advance. The difference itself is never used, so more
+    both 0 and P: it either excludes 0 (a direction, and then agrees, same direction smaller, or opposite) or
+    lies within |P| of 0 (smaller than the paper's). Without
+    a number the target is study.RESOLVE, fixed with the second-stage rule (before the first stage ended, not blind to
+    its interim verdicts: docs/ablation.md). The difference itself is never used, so more
     seeds chosen from this table depend on the noise only.
     """
     family = tested(analysis)
