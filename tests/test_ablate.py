@@ -983,3 +983,16 @@ def test_init_study_on_a_tiny_geometry_then_resume(tmp_path, capsys):
     assert {n: os.path.getmtime(runs / n / "metrics.json") for n in summary} == stamps
     assert cli(["init-study", "--inits", "paper,xavier", "--runs-dir", str(runs)]) == 1
     assert capsys.readouterr().err.strip() == "error: unknown init(s) xavier; expected some of paper, caffe, he_normal"
+
+
+def test_a_record_written_before_a_config_key_existed_reads_it_at_its_default(tmp_path):
+    p, _, path = _base_plan(tmp_path)
+    records.write_result(path, p.config, _fake_measured(0.1))
+    data = json.loads(open(path).read())
+    del data["config"]["data"]["follow_symlinks_outside"]  # a key added to the config after the record was written
+    with open(path, "w") as f:
+        json.dump(data, f)
+    assert records.read_record(path, p.config).result.val_top1_error == 0.1
+    (other,) = study.plan(study.BASE_CONFIG, "tiny", 1, str(tmp_path), ["base"], extra=["data.follow_symlinks_outside=true"])
+    with pytest.raises(ConfigError, match="another config"):
+        records.read_record(path, other.config)  # the plan sets it away from its default: not the recorded run
