@@ -18,6 +18,7 @@
   profile   where a traced training step's time goes, by op type and by layer (train.profile_steps)
   speed     training/inference images/s, FLOPs and utilisation of the paper and default models (optional: PyTorch)
   ablate    the paper's ablation claims re-measured over seeds (resumable); writes REPRODUCTION.md
+  fig1      the paper's Fig. 1 as it ran it: a four-layer CNN, ReLU vs tanh at tuned rates; and its LRN claim
   init-study    the paper's initialisation vs Caffe's and He's at the paper's geometry on Fashion-MNIST (resumable)
   import-caffe  BVLC Caffe's bvlc_alexnet.caffemodel as a run directory (docs/caffe.md)
 """
@@ -67,6 +68,8 @@ COMMANDS = {
                 "op time by op type and by layer from a run's profiler trace (train.profile_steps)"),
     "ablate": ("alexnet_tf.ablation:main",
                "re-measure the paper's ablation claims (arms x seeds, resumable) -> REPRODUCTION.md"),
+    "fig1": ("alexnet_tf.ablation.fig1:main",
+             "Fig. 1 as the paper ran it: four-layer CNN, ReLU vs tanh at tuned rates (+ its LRN claim) -> results/fig1"),
     "init-study": ("alexnet_tf.ablation.init_study:main",
                    "three initialisations at the paper's geometry on Fashion-MNIST (resumable)"),
     "import-caffe": ("alexnet_tf.caffe.importer:main",

@@ -17,7 +17,7 @@ from conftest import ROOT
 
 # The commands in the order the top-level --help lists them.
 ORDER = ["train", "curves", "filters", "export", "predict", "features", "neighbours", "projector", "codes",
-         "config-reference", "prepare", "stats", "data-service", "evaluate", "benchmark", "speed", "profile", "ablate", "init-study",
+         "config-reference", "prepare", "stats", "data-service", "evaluate", "benchmark", "speed", "profile", "ablate", "fig1", "init-study",
          "import-caffe"]
 
 # Each command's options in the order its --help lists them (after -h).
@@ -42,7 +42,8 @@ OPTIONS = {
     "speed": ["--models", "--precisions", "--batch", "--steps", "--repeats", "--torch", "--json", "--tiny"],
     "profile": ["--run-dir", "--top"],
     "ablate": ["--budget", "--seeds", "--arms", "--more-seeds", "--out", "--runs-dir", "--results", "--config", "--set",
-               "--report-only", "--jobs"],
+               "--report-only", "--four-layer", "--jobs"],
+    "fig1": ["--seeds", "--lrn-seeds", "--results", "--figure", "--data-path"],
     "init-study": ["--runs-dir", "--config", "--inits", "--ten-crop-batches", "--out", "--set"],
     "import-caffe": ["--caffemodel", "--prototxt", "--mean", "--synset-words", "--run-dir", "--set"],
 }
@@ -78,9 +79,11 @@ PARSED = {
     "speed": ([], {"batch": 128, "json": False, "models": "paper,default", "precisions": "float32,mixed_bfloat16",
                    "repeats": 3, "steps": 10, "tiny": False, "torch": False}),
     "profile": (["--run-dir", "R"], {"run_dir": "R", "top": 15}),
-    "ablate": ([], {"arms": None, "budget": "full", "config": None, "jobs": 1, "more_seeds": [],
+    "ablate": ([], {"arms": None, "budget": "full", "config": None, "four_layer": None, "jobs": 1, "more_seeds": [],
                     "out": "REPRODUCTION.md", "report_only": False, "results": None, "runs_dir": "runs/ablation",
                     "seeds": None, "set": []}),
+    "fig1": ([], {"data_path": "", "figure": "docs/ablation/fig1_four_layer.png", "lrn_seeds": 5,
+                  "results": "results/fig1", "seeds": 10}),
     "init-study": ([], {"config": None, "inits": None, "out": "docs/init_study.png", "runs_dir": "runs/init_study",
                         "set": [], "ten_crop_batches": 8}),
     "import-caffe": (["--caffemodel", "m", "--run-dir", "R"],

@@ -19,6 +19,7 @@ figures); init_study (`python -m alexnet_tf init-study`: three initialisations a
 docs/init_study.md).
 """
 
+import json
 import os
 
 from alexnet_tf.ablation.runner import run_study, usable_cores
@@ -60,6 +61,8 @@ def add_arguments(p):
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override applied to every arm; repeatable")
     p.add_argument("--report-only", action="store_true", help="train nothing: measure finished runs and write the report")
+    p.add_argument("--four-layer", default=None, metavar="SUMMARY",
+                   help="the four-layer net's results/fig1/summary.json (`fig1`): claims 1 and 2c join the report")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs trained at once, each on cores/JOBS intra-op threads (default 1; 2 finish a study ~1.4x "
                         "sooner on 2 cores, docs/ablation.md)")
@@ -75,5 +78,14 @@ def main(args):
     if not 1 <= args.jobs <= cores:
         raise ConfigError(f"--jobs {args.jobs}: expected 1 to {cores} (the cores this process may use): "
                           "each run needs a core of its own")
+    fig1 = None
+    if args.four_layer:
+        try:
+            with open(args.four_layer) as f:
+                fig1 = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"--four-layer {args.four_layer}: {e}; expected the summary.json that `python -m alexnet_tf fig1` "
+                              "writes") from None
     run_study(args.config or BASE_CONFIG, args.budget, args.seeds, args.runs_dir, args.out, arms=arms, extra=args.set,
-              train=not args.report_only, command=command, results_dir=args.results, jobs=args.jobs, more=more)
+              train=not args.report_only, command=command, results_dir=args.results, jobs=args.jobs, more=more,
+              fig1=fig1)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from alexnet_tf.ablation.results import ArmRuns
-from alexnet_tf.ablation.stats import ALPHA, Test, Verdict, compare, holm, seeds_needed, verdict
+from alexnet_tf.ablation.stats import ALPHA, Test, Verdict, compare, holm, paired, seeds_needed, simultaneous, verdict
 from alexnet_tf.ablation.study import CLAIMS, CONVERGED, RESOLVE, SENSITIVITY, STAGE_TWO_MOST, THRESHOLD, Claim
 
 # The threshold each step-count metric is read at.
@@ -44,45 +44,114 @@ def censored(arm, metric):
 @dataclass(frozen=True)
 class ClaimAnalysis:
     """One claim tested: the two arms' runs over the seeds the test pairs (all of them for Welch's test or no
-    test), the difference mean(b) - mean(a) with its interval, t, df, p and sizes (`test`: None when an arm has
-    no finished run), the Holm-corrected p and the verdict (None: missing runs)."""
+    test; None for a claim on the four-layer net, whose per-seed values are `values`), the difference
+    mean(b) - mean(a) with its 95 % interval, t, df, p and sizes (`test`: None when an arm has no finished run),
+    the Holm-corrected p, the Bonferroni simultaneous interval (`interval`) and the verdict (None: missing runs
+    or a retired claim)."""
     claim: Claim
-    a: ArmRuns
-    b: ArmRuns
+    a: ArmRuns | None
+    b: ArmRuns | None
     test: Test | None
     holm_p: float
     verdict: Verdict | None
+    interval: tuple = (math.nan, math.nan)
+    values: dict | None = None   # {arm label: per-seed values} of a claim on the four-layer net
 
     @property
     def censored(self):
         """Runs of either arm that never reached the claim's threshold (their whole run counted)."""
+        if self.values is not None:
+            return self.values.get("never_reached", 0)
         return censored(self.a, self.claim.metric) + censored(self.b, self.claim.metric)
 
 
-def analyse(results):
-    """{claim key: ClaimAnalysis} for the claims whose arms are in `results` ({arm name: ArmRuns}).
+def fig1_values(claim, fig1):
+    """{claim.a: values, claim.b: values, "never_reached": n} of a four-layer-net claim from fig1's summary.json
+    (`fig1`, a dict), or None when it has not those runs: claim 1 its steps to 25 %, claim 2c its test errors."""
+    if not fig1:
+        return None
+    if claim.metric == "steps_to_25":
+        s = fig1["steps_to_25"]
+        return {"relu": s["steps"]["relu"], "tanh": s["steps"]["tanh"], "never_reached": sum(s["never_reached"].values())}
+    lrn = fig1.get("lrn")
+    if not lrn:
+        return None
+    return {"lrn": lrn["test_top1_error"]["with"], "no_lrn": lrn["test_top1_error"]["without"], "never_reached": 0}
 
-    Each claim's test (paired over the seeds both arms finished, else Welch), then Holm's correction over
-    every claim that has a p-value, then the verdict rule (stats.verdict)."""
+
+def _tests(results, fig1):
+    """{key: (claim, Test or None, fig1 values or None)} in CLAIMS' order, for the claims whose runs exist."""
     tests = {}
     for claim in CLAIMS:
+        if claim.source == "fig1":
+            values = fig1_values(claim, fig1)
+            if values is not None:
+                a, b = values[claim.a], values[claim.b]
+                log = claim.metric.startswith("steps")
+                tests[claim.key] = (claim, paired(np.log(a) if log else a, np.log(b) if log else b), values)
+            continue
         if claim.a not in results or claim.b not in results:
             continue
         (va, sa), (vb, sb) = claim_values(claim, results[claim.a]), claim_values(claim, results[claim.b])
-        tests[claim.key] = (claim, compare(va, sa, vb, sb) if va and vb else None)
-    keys = [k for k, (_, t) in tests.items() if t is not None]
+        tests[claim.key] = (claim, compare(va, sa, vb, sb) if va and vb else None, None)
+    return tests
+
+
+def analyse(results, fig1=None):
+    """{claim key: ClaimAnalysis} for the claims whose arms are in `results` ({arm name: ArmRuns}) or, for the
+    four-layer net's claims, in `fig1` (its summary.json as a dict).
+
+    Each claim's test (paired over the seeds both arms finished, else Welch), then Holm's correction over every
+    claim that has a p-value and is not retired (m of them), the Bonferroni simultaneous interval at 1 - ALPHA/m,
+    and the verdict rule (stats.verdict)."""
+    tests = _tests(results, fig1)
+    keys = [k for k, (c, t, _) in tests.items() if t is not None and not c.retired and not math.isnan(t.p)]
     adjusted = dict(zip(keys, holm([tests[k][1].p for k in keys])))
     out = {}
-    for key, (claim, test) in tests.items():
-        a, b = results[claim.a], results[claim.b]
-        if test is not None and test.kind == "paired":  # the seeds the test pairs (an arm may have more)
+    for key, (claim, test, values) in tests.items():
+        a, b = (None, None) if values is not None else (results[claim.a], results[claim.b])
+        if test is not None and test.kind == "paired" and values is None:  # the seeds the test pairs
             a, b = a.on_seeds(b.seeds), b.on_seeds(a.seeds)
         if test is None:
             out[key] = ClaimAnalysis(claim, a, b, None, math.nan, None)
             continue
-        out[key] = ClaimAnalysis(claim, a, b, test, adjusted[key],
-                                 verdict(test, adjusted[key], claim.expected, paper_effect(claim)))
+        interval = simultaneous(test, len(keys))
+        holm_p = adjusted.get(key, math.nan)
+        judged = None if claim.retired else verdict(test, holm_p, claim.expected, paper_effect(claim), interval)
+        out[key] = ClaimAnalysis(claim, a, b, test, holm_p, judged, interval, values)
     return out
+
+
+def tested(analysis):
+    """The claims in Holm's family: a test with a p-value, not retired."""
+    return [a for a in analysis.values() if a.test is not None and not math.isnan(a.test.p) and not a.claim.retired]
+
+
+# What a claim's metric is on the test split (docs/ablation.md, "Replication on the test split"): error claims
+# the test top-1 error, gap claims the test error minus the training-image error; step claims have none.
+TEST_SPLIT = {"val_top1_error": lambda run: run.test_top1_error,
+              "gap": lambda run: run.test_top1_error - run.train_top1_error}
+
+
+def replication(claim_analysis):
+    """(Test on the test split, word) of one study claim: "replicates", "does not replicate", "reverses" (a claim
+    whose validation verdict has a direction) or "no direction to replicate"; None when the claim has no
+    test-split counterpart (steps, the four-layer net's claims, missing test errors)."""
+    a, b, claim = claim_analysis.a, claim_analysis.b, claim_analysis.claim
+    if a is None or claim.metric not in TEST_SPLIT or claim_analysis.test is None:
+        return None
+    get = TEST_SPLIT[claim.metric]
+    if any(run.test_top1_error is None for run in a.runs + b.runs):
+        return None
+    test = compare([get(r) for r in a.runs], a.seeds, [get(r) for r in b.runs], b.seeds)
+    directed = claim_analysis.verdict in (Verdict.AGREES, Verdict.SAME_DIRECTION_SMALLER, Verdict.SAME_DIRECTION,
+                                          Verdict.OPPOSITE)
+    if not directed or math.isnan(test.low):
+        return test, "no direction to replicate"
+    sign = math.copysign(1, claim_analysis.test.diff)
+    if test.low <= 0 <= test.high:
+        return test, "does not replicate"
+    return test, "replicates" if test.diff * sign > 0 else "reverses"
 
 
 @dataclass(frozen=True)
@@ -106,15 +175,16 @@ def seeds_needed_per_claim(analysis):
 
     With a paper number P the target is |P|/2: an interval at the Bonferroni confidence 1 - ALPHA/m (m
     claims tested; Holm's first step, so at least as strict as Holm) of half-width h <= |P|/2 cannot hold
-    both 0 and P: it either excludes 0 (Holm p < ALPHA: agrees / does not agree) or lies within |P| of 0
-    (the 95 % interval, narrower, is then on the near side of P: smaller than the paper's effect). Without
-    a number the target is study.RESOLVE, fixed in advance. The difference itself is never used, so more
+    both 0 and P: it either excludes 0 (a direction, and then agrees, same direction smaller, or opposite) or
+    lies within |P| of 0 (smaller than the paper's). Without
+    a number the target is study.RESOLVE, fixed with the second-stage rule (before the first stage ended, not blind to
+    its interim verdicts: docs/ablation.md). The difference itself is never used, so more
     seeds chosen from this table depend on the noise only.
     """
-    tested = [a for a in analysis.values() if a.test is not None and not math.isnan(a.test.p)]
-    confidence = 1 - ALPHA / max(1, len(tested))
+    family = tested(analysis)
+    confidence = 1 - ALPHA / max(1, len(family))
     out = {}
-    for a in tested:
+    for a in family:
         claim, test = a.claim, a.test
         if test.kind != "paired":
             out[claim.key] = SeedsNeeded(claim, test, None, None, None)
@@ -132,7 +202,7 @@ def stage_two(analysis, most=STAGE_TWO_MOST):
     needs, _ = seeds_needed_per_claim(analysis)
     out = {}
     for need in needs.values():
-        if not need.short:
+        if not need.short or need.claim.source != "study":
             continue
         want = most if need.n is None else min(need.n, most)
         for arm in (need.claim.a, need.claim.b):

@@ -10,7 +10,7 @@ figure. The printed table is what docs/init_study.md records.
 per-batch values recovered from Keras's running epoch means, measure.windowed):
 
     smoothed(s) = mean of the batch errors of steps s - SMOOTH + 1 .. s       (SMOOTH = 20, measure.py)
-    steps to learn = the first s with smoothed(s) <= LEARNS (or none within the run)
+    steps to learn = the first s with smoothed(s) <= LEARNS (or none within the run), compared as whole counts
 
 Chance is 90 % (10 classes); LEARNS = 80 % is far enough below it that a 20-step mean of 128-image
 batches (standard error ~0.8 pp at 90 %) does not reach it by luck.
@@ -53,7 +53,7 @@ def summarise(run_dir):
     return {
         "steps": [int(s) for s in steps], "train_errors": [float(e) for e in errors],
         "val_steps": [int((s + 1) * spe) for s in val_steps], "val_errors": [float(e) for e in val_errors],
-        "steps_to_learn": steps_to(steps, errors, LEARNS),
+        "steps_to_learn": steps_to(steps, errors, LEARNS, config.data.batch_size),
         "final_train_error": float(np.mean(errors[-SMOOTH:])) if len(errors) else float("nan"),
         "val_top1_error": metrics["val_top1_error"], "test_top1_error": metrics.get("test_top1_error"),
         "test_images": metrics.get("test_images"), "wall_seconds": metrics.get("wall_seconds"),

@@ -1,7 +1,9 @@
 """Measuring one finished run: the training-error curve from its TensorBoard logs, the error on
 its own training images without augmentation or dropout, and the numbers the claims compare."""
 
+import math
 import os
+from fractions import Fraction
 
 import numpy as np
 
@@ -79,11 +81,45 @@ def smoothed(errors, window=SMOOTH):
     return (c[i] - c[lo]) / (i - lo)
 
 
-def steps_to(steps, errors, threshold, window=SMOOTH):
-    """The first step s >= window whose trailing `window`-step mean training error is <= threshold, or None
-    (never reached). `steps`, `errors`: the logged windows (`windowed`)."""
-    curve = smoothed(per_step(steps, errors), window)
-    hit = np.nonzero(curve[window - 1:] <= threshold)[0]
+# A logged window's error times its images is a whole count of misclassified examples, up to the noise of its
+# recovery from Keras's float32 running means (n·m - n'·m' with n up to an epoch's steps: ~1e-3 of a count here)
+# and of a record's 6-decimal rounding (<= 6.4e-5 per 128 images): further from an integer is not such a count.
+COUNT_TOLERANCE = 0.01
+
+
+def window_counts(steps, errors, batch):
+    """(misclassified examples per logged window, steps per window), both integer arrays: error × batch × the
+    window's steps, rounded (a ValueError when a value is more than COUNT_TOLERANCE from a whole count)."""
+    steps = np.asarray(steps, dtype=np.int64)
+    widths = np.diff(np.concatenate([[0], steps]))
+    raw = np.asarray(errors, float) * batch * widths
+    counts = np.rint(raw)
+    off = np.abs(raw - counts)
+    if len(off) and off.max() > COUNT_TOLERANCE:
+        i = int(np.argmax(off))
+        raise ValueError(f"training error {errors[i]!r} at step {steps[i]} is {raw[i]:.4f} misclassified of "
+                         f"{batch * widths[i]} images; expected a whole count (batch size {batch}?)")
+    return counts.astype(np.int64), widths
+
+
+def steps_to(steps, errors, threshold, batch, window=SMOOTH):
+    """The first step s >= window at which the training errors of steps s - window + 1 .. s add up to at most
+    threshold × batch × window misclassified examples, or None (never reached). `steps`, `errors`: the logged
+    windows (`windowed`); a window of w steps gives each of its steps 1/w of its count.
+
+    The comparison is of whole numbers (counts scaled by the least common multiple L of the window widths,
+    against floor(threshold × batch × window × L), the threshold read as the decimal it prints as), so a
+    trailing mean exactly at the threshold counts as reached: floating-point sums would settle such ties by
+    their rounding."""
+    counts, widths = window_counts(steps, errors, batch)
+    if len(counts) == 0:
+        return None
+    scale = int(np.lcm.reduce(widths))
+    per_step = np.repeat(counts * (scale // widths), widths)  # step s = 1..steps[-1], in units of 1/scale
+    sums = np.cumsum(per_step)
+    trailing = sums[window - 1:] - np.concatenate([[0], sums[:-window]])
+    bound = math.floor(Fraction(repr(float(threshold))) * batch * window * scale)
+    hit = np.nonzero(trailing <= bound)[0]
     return int(hit[0] + window) if len(hit) else None
 
 
@@ -157,7 +193,7 @@ def measure_run(run_dir, clean, attempts):
     val_size, val_steps = read_data(run_dir)["val_size"], config.train.val_steps
     steps, errors = training_error_curve(run_dir, spe)
     total = spe * metrics["epochs_completed"]
-    reached = {t: steps_to(steps, errors, t) for t in SENSITIVITY + (THRESHOLD, CONVERGED)}
+    reached = {t: steps_to(steps, errors, t, config.data.batch_size) for t in SENSITIVITY + (THRESHOLD, CONVERGED)}
     return ArmResult(
         seed=config.train.seed,
         machine=trained_on(metrics),

@@ -22,19 +22,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alexnet_tf.ablation.measure import CLEAN_VERSION, SMOOTH, clean_evaluation, measure_run
+from alexnet_tf.ablation.measure import CLEAN_VERSION, SMOOTH, clean_evaluation, measure_run, steps_to
 from alexnet_tf.ablation.results import MEASURED, ArmResult
 from alexnet_tf.ablation.study import CONVERGED, SENSITIVITY, THRESHOLD
 from alexnet_tf.errors import ConfigError
 from alexnet_tf.run_dir import read_json, write_json
 
 VERSION = 1  # of the record's layout
+# How measure.steps_to reads a curve: "whole counts" compares integer counts of misclassified examples with the
+# threshold (records measured before compared floating-point means, which settle exact ties by rounding noise;
+# recount_steps rewrites them from their stored curves).
+STEPS_RULE = "whole counts"
 
 
 def measurement():
     """What a record's numbers depend on besides the run: a record measured under other values is stale (it is
     measured again from its run directory, or refused when that is gone)."""
-    return {"layout": VERSION, "clean_version": CLEAN_VERSION, "smooth": SMOOTH,
+    return {"layout": VERSION, "clean_version": CLEAN_VERSION, "smooth": SMOOTH, "steps_rule": STEPS_RULE,
             "thresholds": sorted({*SENSITIVITY, THRESHOLD, CONVERGED})}
 
 
@@ -103,6 +107,25 @@ def write_failure(path, config, machine, why):
     _write(path, config, machine, None, why)
 
 
+def _with_later_keys(stored, planned):
+    """`stored` (a record's config) with the keys added to the config since it was written, each at its default:
+    such a record describes the same run as a plan that keeps those keys at their defaults (a key it lacks whose
+    planned value is not its default stays missing, so the configs differ)."""
+    from alexnet_tf.config import Config
+
+    defaults = _plain(Config())
+    out = {}
+    for section, keys in planned.items():
+        if not isinstance(keys, dict) or not isinstance(stored.get(section, {}), dict):
+            continue
+        have = dict(stored.get(section, {}))
+        for key, value in keys.items():
+            if key not in have and defaults.get(section, {}).get(key) == value:
+                have[key] = value
+        out[section] = have
+    return {**stored, **out}
+
+
 def read_record(path, config):
     """The Record at `path`, None when there is none. A record written under another config than `config` is a
     one-line error."""
@@ -113,7 +136,7 @@ def read_record(path, config):
         stored = data["config"]
     except (OSError, KeyError, TypeError, json.JSONDecodeError) as e:
         raise ConfigError(f"{path} is not a study record ({e!r}); remove it to measure or train the run again") from None
-    if stored != _plain(config):
+    if _with_later_keys(stored, _plain(config)) != _plain(config):
         raise ConfigError(f"{path} records a run with another config than this study's (a different "
                           "budget, --config or --set?); use another --results directory")
     stale = data.get("measurement") != measurement()
@@ -121,6 +144,48 @@ def read_record(path, config):
     if data["measured"] is not None and not stale:
         result = _decode(data["measured"], stored["train"]["seed"], data["machine"])
     return Record(result, data["failed"], data["machine"], stale, data.get("measurement"))
+
+
+def recount_steps(path):
+    """Rewrite the record at `path` under today's measurement() when it differs only in the steps rule: the steps
+    to each threshold recomputed from its stored per-step curve (measure.steps_to at the record's batch size; the
+    curve's 6-decimal values still give whole counts), no training. Returns {threshold: (old, new)} of the steps
+    that moved. A record measured under other values too is a one-line error."""
+    data = read_json(path)
+    now = measurement()
+    was = dict(data.get("measurement") or {})
+    if was == now:
+        return {}
+    if {**was, "steps_rule": STEPS_RULE} != now:
+        raise ConfigError(f"{path} was measured under {was}; expected {now} apart from the steps rule: "
+                          "measure it again from its run directory")
+    stored, moved = data["measured"], {}
+    if stored is not None:
+        steps, errors = stored["curve"]
+        reached = {t: steps_to(steps, errors, t, data["config"]["data"]["batch_size"]) for t, _ in stored["reached"]}
+        moved = {t: (old, reached[t]) for t, old in stored["reached"] if old != reached[t]}
+        total = stored["total_steps"]
+        stored["reached"] = sorted([float(t), v] for t, v in reached.items())
+        stored["censored"] = sorted([float(t), v is None] for t, v in reached.items())
+        stored["steps_to_threshold"] = reached[THRESHOLD] or total
+        stored["steps_to_converged"] = reached[CONVERGED] or total
+    data["measurement"] = now
+    write_json(path, data, indent=None)
+    return moved
+
+
+def recount_all(results_dir):
+    """recount_steps on every record under `results_dir`: {record path: moved steps} of the records that changed.
+    The command that rewrote the recorded study's: docs/ablation.md ("Steps to a threshold")."""
+    out = {}
+    for arm in sorted(os.listdir(results_dir)):
+        folder = os.path.join(results_dir, arm)
+        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
+            if name.endswith(".json"):
+                moved = recount_steps(os.path.join(folder, name))
+                if moved:
+                    out[os.path.join(folder, name)] = moved
+    return out
 
 
 # === The study's notes in a run directory: RUN/ablation.json ===

@@ -14,26 +14,32 @@ from string import Template
 import numpy as np
 
 from alexnet_tf.ablation.analysis import (analyse, censored, paper_effect, seeds_needed_per_claim, sensitivity,
-                                          stage_two)
+                                          stage_two, tested)
 from alexnet_tf.ablation.plots import make_figures
-from alexnet_tf.ablation.stats import Verdict, mean_std
+from alexnet_tf.ablation.report_sections import fig1_numbers, replication_table, rescaling_line
+from alexnet_tf.ablation.stats import ALPHA, Verdict, mean_std
 from alexnet_tf.ablation.study import (ARM_BY_NAME, ARMS, BUDGETS, CONVERGED, LIGHTING_ROW, ROOT, SENSITIVITY,
                                        STAGE_TWO_MOST, THRESHOLD)
 
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "report_template.md")
-TABLE_HEADER = ("| # | claim | paper | ours: mean ± sd over seeds | difference [95 % interval] | "
+TABLE_HEADER = ("| # | claim | paper | ours: mean ± sd over seeds | difference [95 % interval]; simultaneous interval | "
                 "test: t (df), p raw / Holm | verdict |")
 DISCUSSION_BEGIN = "<!-- discussion: kept when the report is regenerated -->"
 DISCUSSION_END = "<!-- end of discussion -->"
 
 UNITS = {"val_top1_error": "%", "val_top5_error": "%", "test_top1_error": "%", "train_top1_error": "%", "gap": "pp",
-         "steps_to_threshold": "steps", "steps_to_converged": "steps"}
-VERDICTS = {Verdict.AGREES: "agrees", Verdict.DOES_NOT_AGREE: "does not agree",
-            Verdict.SMALLER: "smaller than the paper's effect", Verdict.INCONCLUSIVE: "inconclusive",
+         "steps_to_threshold": "steps", "steps_to_converged": "steps", "steps_to_25": "steps"}
+VERDICTS = {Verdict.AGREES: "agrees", Verdict.SAME_DIRECTION_SMALLER: "same direction, smaller",
+            Verdict.SMALLER: "smaller than the paper's", Verdict.OPPOSITE: "opposite",
+            Verdict.SAME_DIRECTION: "same direction", Verdict.INCONCLUSIVE: "inconclusive",
             Verdict.NO_NOISE_ESTIMATE: "inconclusive (no noise estimate)", Verdict.ONE_SEED: "inconclusive (1 seed)"}
+RETIRED = "retired, not tested: "
 MISSING_RUNS = "missing runs"
 CENSORED_NOTE = " (some runs never reached the threshold: their whole run counted)"
-SENSITIVITY_LABELS = {("tanh", "base"): "tanh / ReLU (claim 1)", ("base", "no_dropout"): "dropout / no dropout (claim 5b)"}
+FIG1_FIGURE = os.path.join(ROOT, "docs", "ablation", "fig1_four_layer.png")  # fig1.py's --figure default
+FIG1_CAPTION = ("The paper's Fig. 1 as it ran it, on Fashion-MNIST: the four-layer net's training error, ReLU (solid) "
+                "and tanh (dashed), each at its fastest stable constant rate")
+SENSITIVITY_LABELS = {("tanh", "base"): "tanh / ReLU (claim 1a, retired)", ("base", "no_dropout"): "dropout / no dropout (claim 5b)"}
 
 
 @functools.cache
@@ -101,41 +107,56 @@ def _table(rows):
     return "\n".join("| " + " | ".join(str(c) for c in r) + " |" for r in rows)
 
 
-def _difference_cell(claim, test):
+def _difference_cell(claim, test, interval=(math.nan, math.nan)):
+    """The difference, its 95 % interval and, for a tested claim, its simultaneous interval (analysis.analyse)."""
     if claim.metric.startswith("steps"):  # exp of the mean log difference: the ratio b / a (geometric means)
         cell = f"x{math.exp(test.diff):.2f}" + ("" if math.isnan(test.low) else
                                                 f" [x{math.exp(test.low):.2f}, x{math.exp(test.high):.2f}]")
+        if not math.isnan(interval[0]):
+            cell += f"; [x{math.exp(interval[0]):.2f}, x{math.exp(interval[1]):.2f}]"
         if claim.paper_value:
             paper = math.exp(paper_effect(claim))
             cell += f" (paper x{paper:.2f})" if paper < 1 else f" (paper {claim.paper_value})"
         return f"{claim.b} / {claim.a}: {cell}"
     cell = f"{100 * test.diff:+.2f}" + ("" if math.isnan(test.low) else f" [{100 * test.low:+.2f}, {100 * test.high:+.2f}]")
+    if not math.isnan(interval[0]):
+        cell += f"; [{100 * interval[0]:+.2f}, {100 * interval[1]:+.2f}]"
     return cell + " pp" + (f" (paper {claim.paper_value} pp)" if claim.paper_value else "")
 
 
 def _test_cell(test, holm_p):
     if math.isnan(test.p):
         return f"{test.kind}: no noise estimate"
-    return f"{test.kind} t({test.df:.1f}) = {test.t:+.2f}, p = {test.p:.3f} / {holm_p:.3f}"
+    return f"{test.kind} t({test.df:.1f}) = {test.t:+.2f}, p = {test.p:.4f} / {holm_p:.4f}"
 
 
 def verdict_text(analysis):
     """A ClaimAnalysis's verdict in words, noting step counts that are bounds."""
+    if analysis.claim.retired:
+        return RETIRED + analysis.claim.retired
     if analysis.verdict is None:
         return MISSING_RUNS
     return VERDICTS[analysis.verdict] + (CENSORED_NOTE if analysis.censored else "")
 
 
+def _arm_cells(analysis):
+    claim, metric = analysis.claim, analysis.claim.metric
+    if analysis.values is not None:  # the four-layer net: its per-seed values, nothing censored per arm
+        return [f"{name}: {_fmt(metric, *mean_std(analysis.values[name]))}" for name in (claim.a, claim.b)]
+    return [f"{arm.arm.name}: {_fmt(metric, *mean_std(arm.values(metric)), censored(arm, metric))}"
+            for arm in (analysis.a, analysis.b)]
+
+
 def claim_row(analysis):
     """The claims table's cells of one ClaimAnalysis."""
-    claim, metric = analysis.claim, analysis.claim.metric
-    cells = [f"{arm.arm.name}: {_fmt(metric, *mean_std(arm.values(metric)), censored(arm, metric))}"
-             for arm in (analysis.a, analysis.b)]
-    head = [claim.key, f"{claim.text} ({claim.section})", claim.paper, "<br>".join(cells)]
+    claim = analysis.claim
+    head = [claim.key, f"{claim.text} ({claim.section})", claim.paper, "<br>".join(_arm_cells(analysis))]
     if analysis.test is None:
         return head + ["n/a", "n/a", MISSING_RUNS]
-    return head + [_difference_cell(claim, analysis.test), _test_cell(analysis.test, analysis.holm_p),
-                   verdict_text(analysis)]
+    test_cell = _test_cell(analysis.test, analysis.holm_p)
+    if claim.retired:
+        test_cell = test_cell.rsplit(" / ", 1)[0] + " / -"
+    return head + [_difference_cell(claim, analysis.test, analysis.interval), test_cell, verdict_text(analysis)]
 
 
 # === Tables ===
@@ -188,7 +209,7 @@ def _seeds_row(need):
         return f"| {claim.key} | {test.n_a} / {test.n_b} (unpaired) | - | - | - |"
     steps = claim.metric.startswith("steps")
     unit = (lambda v: f"{v:.3f} (log steps)") if steps else (lambda v: f"{100 * v:.2f} pp")  # noqa: E731
-    why = "half the paper's effect" if claim.paper_value else "fixed in advance (no number in the paper)"
+    why = "half the paper's effect" if claim.paper_value else "study.RESOLVE (no number in the paper)"
     return f"| {claim.key} | {test.n_a} | {unit(need.sd)} | {unit(need.target)}: {why} | {_needed(need.n)} |"
 
 
@@ -281,10 +302,10 @@ def _lrn(results):
     return [_block("lrn", lrn=", ".join(f"{k} {m:.2g} (99th percentile {p:.2g})" for k, (m, p) in lrn.items()))]
 
 
-def write_report(results, planned, out, config_path, budget, seeds, command, more=None):
-    """REPRODUCTION.md from `results` ({arm name: ArmRuns}): the claims table, per-arm numbers, threshold
-    sensitivity, figures, time and command. `more` ({arm: n}): the arms with more than `seeds` seeds
-    (study.seeds_per_arm).
+def write_report(results, planned, out, config_path, budget, seeds, command, more=None, fig1=None):
+    """REPRODUCTION.md from `results` ({arm name: ArmRuns}) and `fig1` (the four-layer net's summary.json as a
+    dict, or None): the claims table, the test split, per-arm numbers, threshold sensitivity, figures, time and
+    command. `more` ({arm: n}): the arms with more than `seeds` seeds (study.seeds_per_arm).
 
     Text between the DISCUSSION markers of an existing file is kept (written by hand after a run).
     """
@@ -292,13 +313,19 @@ def write_report(results, planned, out, config_path, budget, seeds, command, mor
     keep = _kept_discussion(out)
     figures = make_figures(results, os.path.join(out_dir, "docs", "ablation"))
     parts = _head(results, planned, config_path, budget, seeds, command, more)
-    analysis = analyse(results)  # the claims' tests, read by the claims table and the seeds table
+    analysis = analyse(results, fig1)  # the claims' tests, read by the claims table and the seeds table
     parts.append(_block("claims", claims_table=_claims_table(analysis), val_images=_val_images(results),
+                        family=len(tested(analysis)), confidence=f"{100 * (1 - ALPHA / max(1, len(tested(analysis)))):.2f}",
+                        rescaling=rescaling_line(results), replication_table=replication_table(analysis, verdict_text),
                         arms_table=_arms_table(results), seeds_table=_seeds_table(analysis, more)))
+    if fig1:
+        parts.append(_block("fig1", **fig1_numbers(fig1)))
     parts.append(_block("threshold", threshold=_percent(THRESHOLD), converged=_percent(CONVERGED),
                         sensitivity_table=_sensitivity_table(results)))
     parts += _lrn(results)
     parts.append(_block("figures"))
+    if fig1:
+        parts.append(_block("figure", caption=FIG1_CAPTION, path=os.path.relpath(FIG1_FIGURE, ROOT)))
     parts += [_block("figure", caption=caption, path=os.path.relpath(path, out_dir)) for caption, path in figures]
     parts.append(_block("tail", discussion_begin=DISCUSSION_BEGIN, discussion_end=DISCUSSION_END,
                         discussion=keep or _block("no_discussion").rstrip("\n")))

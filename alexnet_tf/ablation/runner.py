@@ -94,7 +94,8 @@ def estimate_seconds(config, val_images=10000, rate=None):
 
 
 def run_study(config_path=BASE_CONFIG, budget="full", seeds=None, runs_dir="runs/ablation", out="REPRODUCTION.md",
-              arms=None, extra=(), train=True, command=None, log=print, results_dir=None, jobs=1, more=None):
+              arms=None, extra=(), train=True, command=None, log=print, results_dir=None, jobs=1, more=None,
+              fig1=None):
     """Train what is missing, record and measure every finished run, write the report. Returns the results
     ({arm name: ArmRuns}). `results_dir` (default RUNS_DIR/results) holds the records (records.py): the study's durable part.
     `jobs` runs train at once, each on cores // jobs intra-op threads (docs/ablation.md: 2 one-thread runs
@@ -114,7 +115,7 @@ def run_study(config_path=BASE_CONFIG, budget="full", seeds=None, runs_dir="runs
         with StudyLock(runs_dir), StudyLock(results_dir):  # two studies on one results directory would train the same runs
             _train_all(planned, todo, status, config_path, results_dir, log, jobs)
     results = collect(planned, results_dir)
-    write_report(results, planned, out, config_path, budget, seeds, command or "python -m alexnet_tf ablate", more)
+    write_report(results, planned, out, config_path, budget, seeds, command or "python -m alexnet_tf ablate", more, fig1)
     log(f"wrote {out}")
     return results
 

@@ -1,5 +1,5 @@
 """Statistics over seeds: Student's t distribution, Welch's and the paired t-test with 95 % intervals,
-Holm's correction across claims, and the verdict rule of REPRODUCTION.md.
+Holm's correction across claims, Bonferroni simultaneous intervals, and the verdict rule of docs/ablation.md.
 
 No scipy here (it is not a dependency): the t distribution comes from the regularised incomplete
 beta function, evaluated by its continued fraction (Lentz's method), as in Numerical Recipes §6.4:
@@ -156,32 +156,48 @@ def holm(pvalues):
     return out.tolist()
 
 
+def simultaneous(test, m):
+    """The Bonferroni simultaneous interval of a test among m: (low, high) at confidence 1 - ALPHA/m, from the
+    test's own se and df (nan when it has no noise estimate). All m hold their true differences together with
+    probability >= 1 - ALPHA."""
+    if math.isnan(test.se) or math.isnan(test.df) or not test.se > 0:
+        return math.nan, math.nan
+    half = t_quantile(1 - ALPHA / (2 * max(1, m)), test.df) * test.se
+    return test.diff - half, test.diff + half
+
+
 class Verdict(enum.Enum):
-    """A claim's verdict (report.VERDICTS words it)."""
-    AGREES = enum.auto()
-    DOES_NOT_AGREE = enum.auto()
-    SMALLER = enum.auto()            # than the paper's effect
+    """A claim's verdict (report.VERDICTS words it; docs/ablation.md defines it)."""
+    AGREES = enum.auto()             # significant, the paper's sign, the interval holds the paper's number or beyond
+    SAME_DIRECTION_SMALLER = enum.auto()  # significant, the paper's sign, the interval below the paper's number
+    SMALLER = enum.auto()            # not significant, the interval holds 0 and excludes the paper's number
+    OPPOSITE = enum.auto()           # significant, against the paper's sign
+    SAME_DIRECTION = enum.auto()     # significant, the paper's sign, no number in the paper to size it against
     INCONCLUSIVE = enum.auto()
     NO_NOISE_ESTIMATE = enum.auto()  # inconclusive: two seeds or more, but no spread
     ONE_SEED = enum.auto()           # inconclusive: an arm has one seed
 
 
-def verdict(test, holm_p, expected, paper=None):
-    """The Verdict of a claim's test.
+def verdict(test, holm_p, expected, paper=None, interval=None):
+    """The Verdict of a claim's test (docs/ablation.md, "Verdict").
 
-    The rule: the Holm-corrected p < ALPHA decides by the sign of the difference (`expected` = the sign
-    the paper predicts for mean(b) - mean(a)): AGREES or DOES_NOT_AGREE. Otherwise, if the paper gives a
-    number (`paper`, in the units of the difference) and the whole 95 % interval lies on the near side of it
-    (between it and zero or beyond zero), the effect is SMALLER than the paper's. Else INCONCLUSIVE. Fewer
-    than two seeds (or no spread): no test, ONE_SEED or NO_NOISE_ESTIMATE.
+    Direction from Holm's corrected p (< ALPHA: significant) and the sign of the difference against `expected`
+    (the sign the paper predicts for mean(b) - mean(a)); size from `interval`, the claim's simultaneous interval
+    (low, high), against `paper` (the paper's difference in the test's units, or None: direction words only).
+    Fewer than two seeds (or no spread): no test, ONE_SEED or NO_NOISE_ESTIMATE.
     """
     if math.isnan(test.p) or math.isnan(holm_p):
         return Verdict.NO_NOISE_ESTIMATE if min(test.n_a, test.n_b) >= 2 else Verdict.ONE_SEED
-    if holm_p < ALPHA:
-        return Verdict.AGREES if test.diff * expected > 0 else Verdict.DOES_NOT_AGREE
-    if paper is not None and expected * test.high < expected * paper and expected * test.low < expected * paper:
-        return Verdict.SMALLER
-    return Verdict.INCONCLUSIVE
+    significant = holm_p < ALPHA
+    if significant and test.diff * expected <= 0:
+        return Verdict.OPPOSITE
+    if paper is None:
+        return Verdict.SAME_DIRECTION if significant else Verdict.INCONCLUSIVE
+    low, high = sorted(expected * v for v in interval)  # the interval of e·d, against P = e·paper > 0
+    beyond = high >= expected * paper
+    if significant:
+        return Verdict.AGREES if beyond else Verdict.SAME_DIRECTION_SMALLER
+    return Verdict.SMALLER if low <= 0 <= high and not beyond else Verdict.INCONCLUSIVE
 
 
 def seeds_needed(sd_diff, margin, confidence=CONFIDENCE, most=1000):
