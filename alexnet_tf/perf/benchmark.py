@@ -95,6 +95,14 @@ def run(config, steps=20, train_steps=5, pipeline_only=False):
     in_memory = tf.data.Dataset.from_tensors((x, y)).repeat()
     step = training_rate(model, in_memory, d.batch_size, train_steps)
     print(f"training step alone:   {step:.0f} img/s ({train_steps} steps, batch already in memory, {precision})", flush=True)
-    fed = training_rate(model, data.train, d.batch_size, train_steps)
+    fed = training_rate(model, _network_inputs(data), d.batch_size, train_steps)
     print(f"training fed by the pipeline: {fed:.0f} img/s (both on the same cores)")
     print(f"pipeline / training step = {pipeline / step:.2f} ({'not the bottleneck' if pipeline >= step else 'THE BOTTLENECK'})")
+
+
+def _network_inputs(data):
+    """`Data.train` as `model.fit` takes it: with data.augment_on device, its uint8 crops augmented inside tf.data
+    (on the CPU; the training loop's step does it on the device)."""
+    if data.device_augment is None:
+        return data.train
+    return data.train.map(lambda x, y: (data.device_augment(x), y))
