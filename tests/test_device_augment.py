@@ -130,6 +130,6 @@ def test_mirrored_replicas_augment_on_their_own_device_and_match_the_host(tmp_pa
 
 def test_in_memory_crops_cannot_go_to_the_device():
     for extra in ("data.random_crop=4", "data.upscale=32"):
-        with pytest.raises(ConfigError, match=r"^data.augment_on = device with data\.(random_crop|upscale) = \d+: .*"
+        with pytest.raises(ConfigError, match=r"^config error: data.augment_on = device with data\.(random_crop|upscale) = \d+: .*"
                                               r"expected data.augment_on = host"):
             alexnet_tf.load_config(None, tiny_overrides(**{"data.augment_on": "device"}) + [extra])
