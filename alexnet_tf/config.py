@@ -104,6 +104,10 @@ class DataConfig:
     synthetic_size: int = _spec(512, lo=1, doc="examples per split for source=synthetic")
     train_examples: int = _spec(0, lo=0, doc="in-memory sources: train on a fixed random subset of this many training images "
                                             "(0 = all); the same subset for every train.seed (ablation budgets)")
+    augment_on: str = _spec("host", choices=("host", "device"),
+                            doc="host: tf.data delivers the network's float32 inputs (the paper's CPU-side augmentation); device: "
+                                "tf.data delivers uint8 crops and their random draws, and the mean, flip, PCA lighting and scale "
+                                "run first in the training step on each replica's device, bit-identical (device_augment.py)")
     service: str = _spec("", doc="grpc://HOST:PORT of a tf.data service dispatcher (`alexnet-tf data-service`): the training "
                                  "pipeline runs on the service's workers in distributed_epoch mode, every example once per epoch "
                                  "in an order that is not reproducible; a resumed run keeps the model, optimizer and step exactly, "

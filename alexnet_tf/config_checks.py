@@ -35,7 +35,7 @@ _ADDRESS = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})")
 def check(cfg):
     """Every check of this module, in this order; the first that fails raises its ConfigError."""
     for one_check in (check_remove_conv, check_profile_steps, check_lr_drop_epochs, check_warmup, check_model_shape,
-                      check_file_source, check_in_memory_subsets, check_upscale, check_lighting, check_devices,
+                      check_file_source, check_in_memory_subsets, check_upscale, check_augment_on, check_lighting, check_devices,
                       check_strategy, check_fashion_mnist_shape, check_tf_config, check_input, check_batch_size):
         one_check(cfg)
 
@@ -145,6 +145,15 @@ def check_upscale(cfg):
     if d.random_crop:
         raise ConfigError(f"data.random_crop = {d.random_crop} and data.upscale = {d.upscale} both crop; "
                           "expected one of them (upscale crops model.image_size out of the rescaled image)")
+
+
+def check_augment_on(cfg):
+    """data.augment_on device takes uint8 images: in-memory ones uncropped (padding and rescaling make floats)."""
+    d = cfg.data
+    if d.augment_on == "device" and (d.random_crop or d.upscale):
+        key = "data.random_crop" if d.random_crop else "data.upscale"
+        raise ConfigError(f"data.augment_on = device with {key} = {getattr(d, key.split('.')[1])}: the device takes "
+                          f"uint8 crops, and {key} makes float images; expected data.augment_on = host or {key} = 0")
 
 
 def check_lighting(cfg):

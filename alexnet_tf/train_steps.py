@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from alexnet_tf.data import device_augment
 from alexnet_tf.optim import top5_k, top_k_misses
 
 
@@ -43,14 +44,15 @@ class EpochSums:
         return {"loss": self.loss / count, "top1_error": self.top1_errors / count, "top5_error": self.top5_errors / count}
 
 
-def make_steps(model, dist, jit_compile=False, take=None):
+def make_steps(model, dist, jit_compile=False, take=None, augment=None):
     """The compiled training and evaluation steps of `model` under `dist`.
 
     train_step(iterator): takes the next global batch, gives each replica its slice (or, with `take`,
     takes per-replica batches: `take(iterator)` -> (images, labels, global batch size)), and applies the
     paper's update with the gradient of the global batch's mean loss (each replica's loss is its
     examples' loss sum divided by the *global* batch size; the optimizer all-reduces the gradients by
-    summing them). Both steps return the batch's summed statistics, reduced over replicas and
+    summing them). With `augment` (data.augment_on device: a device_augment.DeviceAugment), each replica first
+    turns its uint8 crops and draws into the network's inputs, on its device. Both steps return the batch's summed statistics, reduced over replicas and
     workers, as the float64 vector of `EpochSums.from_vector`.
     """
     optimizer, variables = model.optimizer, model.trainable_variables
@@ -64,6 +66,7 @@ def make_steps(model, dist, jit_compile=False, take=None):
         return per_example, ops.stack([ops.sum(per_example), ops.sum(wrong1), ops.sum(wrong5), count])
 
     def replica_train(images, labels, global_batch):
+        images = device_augment.apply(augment, images)  # outside the tape: no gradient flows to the input
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
             per_example, sums = batch_sums(labels, logits)

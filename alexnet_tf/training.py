@@ -204,7 +204,8 @@ def _callbacks(run, verbose, extra):
 def _loop(run):
     """Epochs until train.epochs are done or a callback stops training; TrainingDiverged if the loss
     became NaN or infinite."""
-    run.train_step, run.eval_step = make_steps(run.model, run.dist, run.config.train.jit_compile, take=run.feed.take)
+    run.train_step, run.eval_step = make_steps(run.model, run.dist, run.config.train.jit_compile, take=run.feed.take,
+                                                augment=run.data.device_augment)
     run.model.stop_training = False
     with run.dist.placement(run.model):
         run.callbacks.on_train_begin()

@@ -238,3 +238,20 @@ def test_a_tfds_source_is_prepared_in_its_own_order_and_resumes_identically(out,
     status, stdout, _ = run_main(capsys, cli, argv)
     assert status == 0 and f"{len(names) - 1} complete shards found" in stdout
     assert {n: sha256(tmp_path / "again" / n) for n in shards(tmp_path / "again")} == before
+
+
+def test_a_restored_prepared_iterator_continues_with_the_same_batches_across_epochs(out, tmp_path):
+    """A recovery checkpoint's data position over TFDS shards (read in a shuffled file order): an iterator
+    restored in a new pipeline gives the batches the original gives next, in a later epoch and after the
+    next epoch starts (the file order of an epoch must not depend on how many epochs the pipeline ran)."""
+    settings = {"data.source": "prepared", "data.path": out, "train.deterministic": True, "data.shuffle_buffer": 2}
+    iterator = iter(make_datasets(config(**settings)).train)
+    for _ in range(5):  # 10 training images in batches of 3: inside the second epoch
+        next(iterator)
+    path = tf.train.Checkpoint(data=iterator).write(str(tmp_path / "position"))
+    expected = [[t.numpy() for t in next(iterator)] for _ in range(8)]
+    restored = iter(make_datasets(config(**settings)).train)
+    tf.train.Checkpoint(data=restored).read(path).assert_consumed()
+    for batch in expected:
+        for x, y in zip(batch, next(restored)):
+            np.testing.assert_array_equal(x, y.numpy())

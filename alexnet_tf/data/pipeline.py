@@ -5,7 +5,9 @@ batch. File sources (imagenet, folder, tfds), per image: read -> decode the cent
 decode-and-crop for JPEG) -> rescale to data.resize (§2: 256) -> uint8 -> `augment` per image
 (slicing one image is cheaper than gathering crops out of a whole float batch, and the work spreads
 over tf.data's parallel calls) -> batch. Source prepared (already data.resize squares): draw the
-crop's window, decode only it (fused_crop.py) -> `augment` the rest -> batch. Evaluation: in-memory validation and test batches go
+crop's window, decode only it (fused_crop.py) -> `augment` the rest -> batch. With data.augment_on
+device, tf.data stops at the uint8 crop and the draws of the rest, which the training step applies
+(device_augment.py). Evaluation: in-memory validation and test batches go
 through `normalize_for_eval`; file-source images through `eval_decoded`, the SavedModel's own
 decoder and transform (`decode.decode_image`, `preprocess.eval_normalise`).
 Every step is a TensorFlow op running in parallel inside tf.data; no Python per image.
@@ -19,7 +21,7 @@ import tensorflow as tf
 
 from alexnet_tf.config import FILE_SOURCES
 from alexnet_tf.errors import ConfigError
-from alexnet_tf.data import decode, fused_crop, prepared, preprocess, sources
+from alexnet_tf.data import decode, device_augment, fused_crop, prepared, preprocess, sources
 from alexnet_tf.data import stats as stats_lib
 from alexnet_tf.data.splits import file_splits, load_arrays
 
@@ -39,6 +41,7 @@ class Data:
     test: tf.data.Dataset = None  # data.val_examples: the source's test split, one pass, batched; else None
     test_size: int = 0
     source: object = None       # TrainSource: what distribute.input sharded and data.service build their streams from
+    device_augment: object = None  # data.augment_on device: the DeviceAugment the training step applies to `train`'s images
 
 
 @dataclass
@@ -118,8 +121,11 @@ def _array_datasets(config):
     # data.upscale: rescaled images, random model.image_size crops (§4.1); else data.random_crop's pad-and-crop
     crop = "random" if d.random_crop or d.upscale else None
     size = m.image_size if d.upscale else x_train.shape[1]
+    device = device_augment.for_config(config, mean, lighting, size)  # (not cropped: config_checks)
 
     def train_batch(xy, seed):
+        if device is not None:
+            return device.host(xy[0], seed), xy[1]
         images = preprocess.upscale(xy[0], d.upscale) if d.upscale else xy[0]
         x = augment(images, seed, mean, scale=d.scale, pad=d.random_crop, crop=crop, size=size, flip=d.flip,
                     lighting=lighting, lighting_std=d.lighting_std)
@@ -142,7 +148,8 @@ def _array_datasets(config):
     train_steps, val_steps = _steps(config, len(x_train), len(x_val))
     return Data(train, evaluation(x_val, y_val), train_steps, val_steps, len(x_train), len(x_val), mean,
                 tuple(class_names), test=None if test is None else evaluation(*test),
-                test_size=0 if test is None else len(test[0]), source=TrainSource(train_batch, arrays=(x_train, y_train)))
+                test_size=0 if test is None else len(test[0]), source=TrainSource(train_batch, arrays=(x_train, y_train)),
+                device_augment=device)
 
 
 def _upscaled_mean(mean, upscale):
@@ -159,7 +166,8 @@ def _file_datasets(config):
     mean = (stats_lib.mean_to_subtract(stats, d.mean) if stats is not None
             else np.zeros((d.resize, d.resize, 3), np.float32))
     lighting = stats_lib.lighting_basis(stats, d.pca) if d.lighting else None
-    transform = _train_image(config, mean, lighting)
+    device = device_augment.for_config(config, mean, lighting, m.image_size)
+    transform = _train_image(config, mean, lighting) if device is None else device_augment.crop_transform(config, device)
 
     train = (tf.data.Dataset.zip(train_split.dataset(shuffle=True, seed=config.train.seed, buffer=d.shuffle_buffer).repeat(),
                                  seeds(config.train.seed))
@@ -173,7 +181,8 @@ def _file_datasets(config):
            .prefetch(tf.data.AUTOTUNE).with_options(_options(config)))
     train_steps, val_steps = _steps(config, train_split.size, val_split.size)
     return Data(train, val, train_steps, val_steps, train_split.size, val_split.size, mean, class_names,
-                stats_file=stats_file, skipped=tuple(skipped), source=TrainSource(transform, split=train_split))
+                stats_file=stats_file, skipped=tuple(skipped), source=TrainSource(transform, split=train_split),
+                device_augment=device)
 
 
 def _train_image(config, mean, lighting):

@@ -27,9 +27,17 @@ def subtract_mean(images, mean):
 
 def random_flip(images, seed):
     """Mirror each image left-right with probability 1/2 (§4.1)."""
-    batch = tf.shape(images)[0]
-    flip = tf.random.stateless_uniform([batch, 1, 1, 1], seed) < 0.5
-    return tf.where(flip, tf.reverse(images, axis=[2]), images)
+    return flip_where(images, flip_draws(tf.shape(images)[0], seed))
+
+
+def flip_draws(batch, seed):
+    """(batch,) bool: which images `random_flip` mirrors for this seed."""
+    return tf.reshape(tf.random.stateless_uniform([batch, 1, 1, 1], seed) < 0.5, [batch])
+
+
+def flip_where(images, flips):
+    """Mirror left-right the images whose `flips` (batch,) bool is true."""
+    return tf.where(flips[:, None, None, None], tf.reverse(images, axis=[2]), images)
 
 
 def random_crop(images, size, seed):
@@ -99,10 +107,18 @@ def pca_lighting(images, amplitudes, eigvec, std, seed):
     amplitudes: (3,) the s_i; eigvec: (3, 3) with p_i as columns. One draw of the a_i per image
     per call, i.e. per presentation of the image.
     """
-    batch = tf.shape(images)[0]
+    return add_shift(images, lighting_shift(tf.shape(images)[0], amplitudes, eigvec, std, seed))
+
+
+def lighting_shift(batch, amplitudes, eigvec, std, seed):
+    """(batch, 3) float32: the RGB shift [p1 p2 p3][a1 s1, a2 s2, a3 s3]^T that `pca_lighting` adds to each image."""
     alpha = tf.random.stateless_normal([batch, 3], seed, stddev=std)           # (B, 3)
-    offset = tf.matmul(alpha * tf.cast(amplitudes, tf.float32), tf.cast(eigvec, tf.float32), transpose_b=True)  # (B, 3)
-    return tf.cast(images, tf.float32) + offset[:, None, None, :]
+    return tf.matmul(alpha * tf.cast(amplitudes, tf.float32), tf.cast(eigvec, tf.float32), transpose_b=True)
+
+
+def add_shift(images, shift):
+    """Each image (B, H, W, 3) plus its (B, 3) RGB shift, float32."""
+    return tf.cast(images, tf.float32) + shift[:, None, None, :]
 
 
 def ten_crops(images, size):

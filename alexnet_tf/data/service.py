@@ -67,7 +67,7 @@ def examples(source, plan, epoch, skip=0):
         def element(index):
             image, label = source.transform((tf.gather(x, index)[None], tf.gather(y, index)[None]),
                                             sharding.example_seed(plan.seed, epoch, index))
-            return image[0], label[0], index
+            return tf.nest.map_structure(lambda t: t[0], image), label[0], index  # (a dict under data.augment_on device)
         return tf.data.Dataset.from_tensor_slices(order).map(element, num_parallel_calls=tf.data.AUTOTUNE)
     split = source.split
     if isinstance(split, FolderSplit):

@@ -99,9 +99,13 @@ class TfdsSplit:
 
     def _records(self, shuffle=False, seed=0):
         import tensorflow_datasets as tfds
+        # One file order for every epoch: with the files reshuffled per iteration, an iterator restored from a
+        # recovery checkpoint reads the later epochs' files in other orders than the uninterrupted run (TFDS's
+        # shuffle seeds each iteration anew), and resume is not exact. The records are still reshuffled per
+        # epoch, by `dataset`'s buffer.
         ds = self.builder.as_dataset(
             split=self.split, shuffle_files=shuffle,
-            read_config=tfds.ReadConfig(add_tfds_id=True, shuffle_seed=seed),
+            read_config=tfds.ReadConfig(add_tfds_id=True, shuffle_seed=seed, shuffle_reshuffle_each_iteration=False),
             decoders={self.image_key: tfds.decode.SkipDecoding()})
         if self.excluded:
             excluded = tf.constant(self.excluded)

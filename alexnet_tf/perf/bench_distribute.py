@@ -47,7 +47,7 @@ def measure(args):
         model = build_model(config, tower_devices=dist.tower_devices)
         compile_model(model, config)
         model.optimizer.build(model.trainable_variables)
-    train_step, _ = make_steps(model, dist)
+    train_step, _ = make_steps(model, dist, augment=data.device_augment)
     result = {"strategy": args.strategy, "replicas": dist.replicas, "devices": dist.devices}
     with dist.placement(model):
         for _ in range(3):

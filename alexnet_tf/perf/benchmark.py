@@ -51,9 +51,12 @@ def training_rate(model, dataset, batch_size, steps, warmup=2):
     return steps * batch_size / (timer.end - timer.start)
 
 
-def write_fake_imagenet_folder(root, images, classes=1000, seed=0, side=None):
-    """`images` JPEGs shaped like ILSVRC-2012's (500x375 / 375x500, quality 90, ~110 kB, photo-like
-    smooth regions plus texture) in root/train/<class>/ (class i % classes), and one per class (at most `images`) in root/val/.
+def write_fake_imagenet_folder(root, images, classes=1000, seed=0, side=None, noise=14.0, progress=None):
+    """`images` JPEGs shaped like ILSVRC-2012's (500x375 / 375x500, quality 90, photo-like smooth regions plus
+    a grey texture of standard deviation `noise`) in root/train/<class>/ (class i % classes), and one per class
+    (at most `images`) in root/val/. Mean size (30 images): noise 14 (what docs/speed.md's pipeline figures were
+    measured on) ~95 kB; noise 23 ~110 kB, ILSVRC-2012's mean (138 GB over 1.28 M training images).
+    `progress(done)`, if given, is called after each training image.
 
     For benchmarks on machines without ImageNet: decoding cost depends on pixel count and
     compressed size, which these match. side=256 writes side x side images instead: the
@@ -69,9 +72,11 @@ def write_fake_imagenet_folder(root, images, classes=1000, seed=0, side=None):
             h, w = (side, side) if side else ((375, 500) if i % 3 else (500, 375))
             coarse = rng.integers(0, 256, (h // 25 + 2, w // 25 + 2, 3)).astype(np.float32)
             smooth = np.asarray(Image.fromarray(coarse.astype(np.uint8)).resize((w, h), Image.BICUBIC), np.float32)
-            texture = rng.normal(0, 14, (h, w, 1)).astype(np.float32)
+            texture = rng.normal(0, noise, (h, w, 1)).astype(np.float32)
             pixels = np.clip(smooth + texture, 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(os.path.join(root, split, cls, f"{cls}_{i}.JPEG"), quality=90)
+            if progress is not None and split == "train":
+                progress(i + 1)
     return root
 
 
@@ -95,6 +100,14 @@ def run(config, steps=20, train_steps=5, pipeline_only=False):
     in_memory = tf.data.Dataset.from_tensors((x, y)).repeat()
     step = training_rate(model, in_memory, d.batch_size, train_steps)
     print(f"training step alone:   {step:.0f} img/s ({train_steps} steps, batch already in memory, {precision})", flush=True)
-    fed = training_rate(model, data.train, d.batch_size, train_steps)
+    fed = training_rate(model, _network_inputs(data), d.batch_size, train_steps)
     print(f"training fed by the pipeline: {fed:.0f} img/s (both on the same cores)")
     print(f"pipeline / training step = {pipeline / step:.2f} ({'not the bottleneck' if pipeline >= step else 'THE BOTTLENECK'})")
+
+
+def _network_inputs(data):
+    """`Data.train` as `model.fit` takes it: with data.augment_on device, its uint8 crops augmented inside tf.data
+    (on the CPU; the training loop's step does it on the device)."""
+    if data.device_augment is None:
+        return data.train
+    return data.train.map(lambda x, y: (data.device_augment(x), y))

@@ -10,7 +10,7 @@ import shutil
 import tempfile
 
 from alexnet_tf.arguments import add_config_arguments
-from alexnet_tf.config import load_config
+from alexnet_tf.config import ConfigError, load_config
 
 
 def add_arguments(parser):
@@ -24,11 +24,24 @@ def add_arguments(parser):
     parser.add_argument("--fake-side", type=int, metavar="PX", default=0,
                         help="with --fake-images: square images of this side (e.g. 256, pre-resized)")
     parser.add_argument("--pipeline-only", action="store_true", help="time the input pipeline only")
+    parser.add_argument("--feed", action="store_true",
+                        help="instead: per-core img/s of (a) the full-size pipeline, (b) prepared shards with host "
+                             "augmentation, (c) with device augmentation, (d) the bare decode, on generated ILSVRC-like "
+                             "JPEGs in a temporary folder, removed at the end (perf/feed.py)")
+    parser.add_argument("--feed-images", type=int, metavar="N", default=1024, help="with --feed: JPEGs to generate")
+    parser.add_argument("--json", action="store_true", help="with --feed: print one JSON document")
 
 
 def main(args):
     """The `benchmark` command: the pipeline's rate, then (unless --pipeline-only) the training step's
-    alone and fed by the pipeline, on the config's data or on --fake-images JPEGs in a temporary folder."""
+    alone and fed by the pipeline, on the config's data or on --fake-images JPEGs in a temporary folder; with
+    --feed, the four feeds of perf/feed.py instead."""
+    if args.feed:
+        from alexnet_tf.perf import feed
+        if args.feed_images < 1:
+            raise ConfigError(f"--feed-images {args.feed_images}; expected at least 1")
+        feed.run(args.config, args.set, args.feed_images, args.json)
+        return
     from alexnet_tf.perf.benchmark import run
 
     if not args.fake_images:
