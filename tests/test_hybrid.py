@@ -1,0 +1,187 @@
+"""distribute.strategy = hybrid (conv layers data parallel, fc6-fc8 model parallel) on 2 logical CPUs.
+
+References: one-device training (`default`) of the same tiny model on the same global batches (dropout off,
+train.deterministic, 8 steps = 2 epochs of 4, mid-epoch checkpoints every 3 steps, as
+tests/test_distribute.py); TensorFlow's own device placement log; an uninterrupted hybrid run for the
+kill -9 resume; and default's saved model.keras and SavedModel for the structure.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import alexnet_tf
+import alexnet_tf.optim  # noqa: F401  (registers the custom classes for load_model)
+from alexnet_tf import hybrid
+from alexnet_tf.config import dump
+from conftest import ROOT, tiny_overrides
+from test_distribute import ATOL, OVERRIDES, max_difference, run_python
+
+HYBRID = ["distribute.strategy=hybrid", "distribute.logical_cpus=2"]
+EXPORT = ["train.export=true"]
+
+
+def final_weights(run_dir):
+    return keras.saving.load_model(os.path.join(run_dir, "model.keras")).get_weights()
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """One-device training with the export on, in this process: its run directory."""
+    from alexnet_tf.training import train
+    run_dir = str(tmp_path_factory.mktemp("default"))
+    train(alexnet_tf.load_config(None, OVERRIDES + EXPORT), run_dir, verbose=0)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def hybrid_run(tmp_path_factory):
+    """The same run under hybrid in a fresh process (the CPU split), logging every op's device: (stdout, run dir)."""
+    run_dir = str(tmp_path_factory.mktemp("hybrid"))
+    out = run_python(f"""
+    import alexnet_tf, tensorflow as tf
+    from alexnet_tf import distribute
+    from alexnet_tf.training import train
+    distribute.split_cpu(2)
+    tf.debugging.set_log_device_placement(True)  # before the runtime starts: logs every op of every function
+    train(alexnet_tf.load_config(None, {OVERRIDES + EXPORT + HYBRID!r}), {run_dir!r}, verbose=0)
+    """)
+    return out, run_dir
+
+
+def test_blocks_cover_every_item_once():
+    for n, parts in [(128, 2), (128, 8), (1000, 8), (10, 4), (3, 4)]:
+        spans = hybrid.blocks(n, parts)
+        assert len(spans) == parts and spans[0][0] == 0 and spans[-1][1] == n
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+        assert max(h - lo for lo, h in spans) - min(h - lo for lo, h in spans) <= 1
+    assert hybrid.blocks(4096, 2) == [(0, 2048), (2048, 4096)]  # D = 2: the towers' halves of fc6 and fc7
+
+
+@pytest.mark.slow
+def test_hybrid_matches_default_after_8_steps(default_run, hybrid_run):
+    out, run_dir = hybrid_run
+    assert "strategy: hybrid (arXiv 1404.5997)" in out and "['/device:CPU:0', '/device:CPU:1']" in out
+    assert max_difference(final_weights(run_dir), final_weights(default_run)) < ATOL
+    metrics = json.loads(open(os.path.join(run_dir, "metrics.json")).read())
+    assert metrics["strategy"] == "hybrid" and metrics["epochs_completed"] == 2
+
+
+# tests/test_distribute.py's placement log lines: "<op name>: (<op type>): /job:.../device:CPU:<d>"
+_PLACED = re.compile(r"^(\S+): \((\w+)\): /job:localhost/replica:0/task:0/device:CPU:(\d)$")
+# hybrid.py's name scopes: conv_slice<d> (the feature layers on batch block d), fc<i>_slice<d> (column block d
+# of fc<i>, with its all-gather), and their gradients (gradients/<forward op name>_grad/...)
+_BLOCK = re.compile(r"(?:^|/)(conv|fc6|fc7|fc8)_slice(\d)/")
+# ops TensorFlow puts where their variable lives, whatever the scope (the conv weights are read by every
+# device; the dropout seed generators' state lives on device 0)
+_ON_THE_VARIABLE = ("ReadVariableOp", "AssignVariableOp", "AssignAddVariableOp", "VarHandleOp")
+
+
+@pytest.mark.slow
+def test_placement_log_shows_every_block_on_its_device(hybrid_run):
+    placed = [m.groups() for m in map(_PLACED.match, hybrid_run[0].splitlines()) if m]
+    misplaced, count = [], {}
+    for name, op_type, device in placed:
+        block = _BLOCK.search(name)
+        if block is None or op_type in _ON_THE_VARIABLE or op_type in ("_Arg", "_Retval", "NoOp"):
+            continue
+        layer, d = block.group(1), int(block.group(2))
+        key = (layer, d, "backward" if name.startswith("gradients/") else "forward", op_type)
+        count[key] = count.get(key, 0) + 1
+        if int(device) != d:
+            misplaced.append((name, op_type, device))
+    assert not misplaced, misplaced[:20]
+    # not vacuous: each device ran its batch block's convolutions forward and backward ...
+    for d in (0, 1):
+        assert count.get(("conv", d, "forward", "Conv2D"), 0) >= 10, count  # 5 conv layers x 2 towers (+ validation)
+        for kind in ("Conv2DBackpropFilter", "Conv2DBackpropInput", "ReluGrad"):
+            assert count.get(("conv", d, "backward", kind), 0) >= 8, (d, kind, count)
+        # ... and its column block of every fc layer for the whole batch, after gathering the whole input
+        for layer in ("fc6", "fc7", "fc8"):
+            assert count.get((layer, d, "forward", "MatMul"), 0) >= 1 and count.get((layer, d, "forward", "ConcatV2"), 0) >= 1
+            assert count.get((layer, d, "backward", "MatMul"), 0) >= 2, (layer, d)  # d input and d kernel
+            assert count.get((layer, d, "backward", "BiasAddGrad"), 0) == 1, (layer, d)
+    # with D = 2, device t's columns of fc6 and fc7 are tower t's layers, whose weights live on device t
+    reads = {(n.split("/")[0], d) for n, t, d in placed if t == "ReadVariableOp" and re.match(r"fc[67]_weights\d/", n)}
+    assert reads == {("fc6_weights0", "0"), ("fc6_weights1", "1"), ("fc7_weights0", "0"), ("fc7_weights1", "1")}, reads
+    # the paper's update of every variable runs on its device: both devices update
+    assert {d for n, t, d in placed if n.startswith("paper_sgd/") and t.startswith("Assign")} == {"0", "1"}
+
+
+@pytest.mark.slow
+def test_saved_model_files_have_default_structure(default_run, hybrid_run):
+    _, run_dir = hybrid_run
+    saved = [keras.saving.load_model(os.path.join(r, "model.keras")) for r in (default_run, run_dir)]
+    assert saved[0].get_config() == saved[1].get_config()  # the layers, their names, shapes and connections
+    optimizers = [{k: v for k, v in m.optimizer.get_config().items() if k != "name"} for m in saved]  # name: a counter
+    assert type(saved[0].optimizer) is type(saved[1].optimizer) and optimizers[0] == optimizers[1]
+    assert [(w.path, w.shape) for w in saved[0].weights] == [(w.path, w.shape) for w in saved[1].weights]
+    exports = [saved_model(os.path.join(r, "export", "1")) for r in (default_run, run_dir)]
+    # the same named variables (name, shape, dtype; their order in the file follows the tracing) and the same
+    # signatures, input and output tensors included
+    variables = [sorted((n.variable.name, tuple(d.size for d in n.variable.shape.dim), n.variable.dtype)
+                        for n in e.object_graph_def.nodes if n.WhichOneof("kind") == "variable") for e in exports]
+    assert variables[0] == variables[1] and len(variables[0]) > 16
+    assert dict(exports[0].signature_def) == dict(exports[1].signature_def)
+    assert {"serving_default", "pixels", "ten_crop"} <= set(exports[0].signature_def)
+
+
+def saved_model(directory):
+    """The MetaGraphDef of a SavedModel directory."""
+    from tensorflow.core.protobuf import saved_model_pb2
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(directory, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    return proto.meta_graphs[0]
+
+
+# === Exact resume after kill -9 (tests/test_resume.py's method) ===
+
+RESUME = tiny_overrides(**{"train.deterministic": True, "train.epochs": 3, "train.checkpoint_every": 3}) + HYBRID
+
+
+def train_py(config_file, run_dir, *driver_args):
+    """train.py (through tests/crash_driver.py) in its own process: the CPU split needs a fresh TensorFlow."""
+    command = [sys.executable, os.path.join(ROOT, "tests", "crash_driver.py"), *driver_args, "--",
+               "--config", str(config_file), "--run-dir", str(run_dir)]
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def checkpoint_values(prefix):
+    """Every saved tensor of a checkpoint except the iterator state (a variant) and the wall clock."""
+    reader = tf.train.load_checkpoint(prefix)
+    dtypes = reader.get_variable_to_dtype_map()
+    return {k: reader.get_tensor(k) for k in dtypes
+            if dtypes[k] != tf.variant and k != "_CHECKPOINTABLE_OBJECT_GRAPH" and not k.startswith("wall_seconds")}
+
+
+@pytest.mark.slow
+def test_killed_hybrid_run_resumes_bit_identical(tmp_path):
+    """Dropout on (its seed state must come back too). Killed inside its second recovery checkpoint write
+    (global step 4: files written, pointer not), then right after global step 7; the third run finishes."""
+    config_file = tmp_path / "config.yaml"
+    dump(alexnet_tf.load_config(None, RESUME), str(config_file))
+    done = train_py(config_file, tmp_path / "reference")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    resumed = tmp_path / "resumed"
+    killed = train_py(config_file, resumed, "--kill-in-save", "2")
+    assert killed.returncode == -signal.SIGKILL and "(files written, pointer not)" in killed.stdout, killed.stderr[-2000:]
+    killed = train_py(config_file, resumed, "--kill-at-step", "7")
+    assert killed.returncode == -signal.SIGKILL and "ckpt-3" in killed.stdout.split("resuming from")[1].splitlines()[0]
+    last = train_py(config_file, resumed)
+    assert last.returncode == 0 and "ckpt-6" in last.stdout.split("resuming from")[1].splitlines()[0], last.stderr[-2000:]
+    a, b = final_weights(str(tmp_path / "reference")), final_weights(str(resumed))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    prefixes = [tf.train.latest_checkpoint(str(r / "checkpoints" / "last")) for r in (tmp_path / "reference", resumed)]
+    assert all(p.endswith("ckpt-12") for p in prefixes), prefixes
+    values = [checkpoint_values(p) for p in prefixes]
+    assert values[0].keys() == values[1].keys() and any("dropout_seeds" in k for k in values[0])
+    assert not [k for k in values[0] if not np.array_equal(values[0][k], values[1][k])]
