@@ -101,6 +101,15 @@ class Distribution:
             return tf.gradients(loss, variables)
         return tape.gradient(loss, variables)
 
+    def apply(self, optimizer, gradients, variables):
+        """optimizer.apply_gradients. towers and hybrid: in a merge call (cross-replica context), where Keras
+        skips its replica all-reduce. With one replica that all-reduce is an identity, but one op (an
+        IdentityN) over every gradient: TensorFlow places it on one device, and the gradients of the
+        weights on other devices would go there and back every step."""
+        if self.kind not in ("towers", "hybrid"):
+            return optimizer.apply_gradients(zip(gradients, variables))
+        return tf.distribute.get_replica_context().merge_call(lambda _: optimizer.apply_gradients(zip(gradients, variables)))
+
     def placement(self, model):
         """A context inside which the model's forward ops run on their towers' devices (towers), else nothing."""
         if self.kind != "towers":

@@ -128,6 +128,17 @@ class HybridNet:
             return tf.concat(h, 1) if len(h) > 1 else h[0]
 
 
+def _summed_where_it_lives(gradient, variable):
+    """A conv weight read by several devices gets the sum of their gradients from tf.gradients as one AddN,
+    which TensorFlow places on the default device whatever the variable's: a variable on another device
+    would receive its own device's gradient back from there. The same sum, on the variable's device
+    (the AddN left unused is pruned from the step's graph)."""
+    if gradient.op.type != "AddN":
+        return gradient
+    with tf.device(variable.value.device), tf.name_scope("summed_gradients"):
+        return tf.add_n(list(gradient.op.inputs))
+
+
 def make_steps(model, dist, jit_compile=False, take=None):
     """The hybrid strategy's training and evaluation steps, with `train_steps.make_steps`'s signature and
     results. (jit_compile is refused by the config's checks: one XLA cluster cannot span the devices.)"""
@@ -147,7 +158,8 @@ def make_steps(model, dist, jit_compile=False, take=None):
         with tf.device(host), tf.name_scope("loss"):
             per_example, sums = batch_sums(labels, logits, top5)
             scaled = optimizer.scale_loss(ops.sum(per_example) / global_batch)
-        optimizer.apply_gradients(zip(tf.gradients(scaled, variables), variables))
+        grads = [_summed_where_it_lives(g, v) for g, v in zip(dist.gradients(scaled, variables, None), variables)]
+        dist.apply(optimizer, grads, variables)  # each variable's update on its device, its gradient sent there only
         return tf.cast(sums, tf.float64)
 
     @tf.function(reduce_retracing=True)

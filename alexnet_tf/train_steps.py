@@ -71,7 +71,7 @@ def make_steps(model, dist, jit_compile=False, take=None):
             per_example, sums = batch_sums(labels, logits, top5)
             loss = ops.sum(per_example) / global_batch
             scaled = optimizer.scale_loss(loss)  # mixed_float16: loss scaling (identity otherwise)
-        optimizer.apply_gradients(zip(dist.gradients(scaled, variables, tape), variables))
+        dist.apply(optimizer, dist.gradients(scaled, variables, tape), variables)
         return sums
 
     def replica_eval(images, labels):

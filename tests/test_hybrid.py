@@ -185,3 +185,78 @@ def test_killed_hybrid_run_resumes_bit_identical(tmp_path):
     values = [checkpoint_values(p) for p in prefixes]
     assert values[0].keys() == values[1].keys() and any("dropout_seeds" in k for k in values[0])
     assert not [k for k in values[0] if not np.array_equal(values[0][k], values[1][k])]
+
+
+# === Bytes between devices: perf/traffic.py's arithmetic against the running step ===
+
+# One training step of the tiny model (batch 16, fixed shape) on 2 logical CPUs with run metadata on: the step's
+# partition graphs, one per device, hold a _Send for every tensor that goes to another device, and the
+# all-reduce's CollectiveReduceV2 ops; each tensor's shape is read from the traced step's graph. (oneDNN's
+# graph rewrite fuses a bias gradient into Conv2DBackpropFilter as that op's second output: the conv's last
+# dimension.)
+MEASURE = """
+import json, sys
+import alexnet_tf, keras, numpy as np, tensorflow as tf
+from alexnet_tf import distribute, hybrid
+from alexnet_tf.model import build_model
+from alexnet_tf.optim import compile_model
+from alexnet_tf.train_steps import make_steps
+from tensorflow.python.eager import context
+cfg = alexnet_tf.load_config(None, {overrides!r} + ["distribute.strategy={strategy}", "distribute.logical_cpus=2"])
+dist = distribute.setup(cfg.distribute, cfg.model.towers)
+keras.utils.set_random_seed(0)
+with dist.scope():
+    model = build_model(cfg, tower_devices=dist.tower_devices)
+    compile_model(model, cfg)
+    model.optimizer.build(model.trainable_variables)
+images = np.random.default_rng(0).random((16, 28, 28, 1), np.float32)
+iterator = iter(tf.data.Dataset.from_tensors((images, np.arange(16) % 10)).repeat())
+train_step, _ = (hybrid.make_steps if dist.kind == "hybrid" else make_steps)(model, dist)
+context.context().enable_run_metadata()  # before the step's first run: its graphs are recorded when instantiated
+with dist.placement(model):
+    train_step(iterator)
+metadata = context.context().export_run_metadata()
+graph = train_step.get_concrete_function(iterator).graph
+
+def shape(name):
+    op_name, _, index = name.partition(":")
+    op = graph.get_operation_by_name(op_name)
+    if op.type == "Conv2DBackpropFilter" and index == "1":
+        return [op.outputs[0].shape[-1]]
+    return op.outputs[int(index or 0)].shape.as_list()
+
+sends, collectives = [], []
+for function in metadata.function_graphs:
+    for partition in function.partition_graphs:
+        for node in partition.node:
+            if node.op == "_Send" and node.attr["send_device"].s != node.attr["recv_device"].s:
+                dtype = tf.as_dtype(node.attr["T"].type)
+                if "/ctrl/" in node.input[0]:  # a control edge between devices: no data
+                    continue
+                sends.append([node.input[0], dtype.name, shape(node.input[0]) if dtype.is_floating else None])
+            elif node.op == "CollectiveReduceV2":
+                collectives.append([node.input[0], shape(node.input[0])])
+print("MEASURED " + json.dumps({{"sends": sends, "collectives": collectives, "functions": len(metadata.function_graphs)}}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["hybrid", "towers", "mirrored"])
+def test_bytes_between_devices_match_the_arithmetic(strategy):
+    from alexnet_tf.perf import traffic
+    overrides = tiny_overrides(**{"model.dropout": 0.5})
+    out = run_python(MEASURE.format(overrides=overrides, strategy=strategy))
+    measured = json.loads(out.split("MEASURED ", 1)[1].splitlines()[0])
+    assert measured["functions"] >= 1
+    tensors = [s for s in measured["sends"] if s[2]]  # floating point, rank >= 1
+    other = [s for s in measured["sends"] if not s[2]]  # scalars: learning rate reads; int64 dropout seeds
+    sent = sum(4 * int(np.prod(s[2])) for s in tensors)
+    # a ring all-reduce over D = 2 devices: each sends 2(D-1)/D = 1 time its gradients
+    reduced = sum(4 * int(np.prod(c[1])) for c in measured["collectives"])
+    s = traffic.shapes(alexnet_tf.load_config(None, overrides).model)
+    items = {"hybrid": lambda: traffic.hybrid(s, 16, 2), "towers": lambda: traffic.towers(s, 16),
+             "mirrored": lambda: traffic.mirrored(s, 16, 2)}[strategy]()
+    assert sent + reduced == traffic.total(items), (sent, reduced, items, sorted(tensors, key=lambda t: -np.prod(t[2]))[:20])
+    assert (len(measured["collectives"]) == 2) == (strategy == "mirrored")
+    assert len(other) < 40 and all(s[1] in ("int64", "int32") or s[2] == [] for s in other), other
+    assert sent + reduced > 50_000  # not vacuous
