@@ -260,3 +260,26 @@ def test_bytes_between_devices_match_the_arithmetic(strategy):
     assert (len(measured["collectives"]) == 2) == (strategy == "mirrored")
     assert len(other) < 40 and all(s[1] in ("int64", "int32") or s[2] == [] for s in other), other
     assert sent + reduced > 50_000  # not vacuous
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (["distribute.devices=['/gpu:0']"], "distribute.devices has 1, expected at least 2"),
+    (["train.jit_compile=true"], "train.jit_compile = true with distribute.strategy = hybrid; expected false"),
+])
+def test_hybrid_config_errors(overrides, fragment):
+    from alexnet_tf.config import ConfigError
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        alexnet_tf.load_config(None, ["distribute.strategy=hybrid", *overrides])
+
+
+def test_hybrid_on_one_device_is_one_line(tmp_path, capsys):
+    """No GPU and no logical CPUs: one device, which hybrid cannot split; train.py exits 2 before training."""
+    from alexnet_tf import train_command
+    from conftest import run_main
+    assert len(tf.config.list_logical_devices("CPU")) == 1 and not tf.config.list_logical_devices("GPU")
+    status, out, err = run_main(capsys, train_command.main, [
+        "--run-dir", tmp_path / "run", *[a for o in tiny_overrides(**{"distribute.strategy": "hybrid"}) for a in ("--set", o)]])
+    lines = err.strip().splitlines()
+    assert status == 2 and len(lines) == 1, err
+    assert "distribute.strategy = hybrid needs at least 2 devices; found ['/device:CPU:0']" in lines[0], lines[0]
+    assert not (tmp_path / "run" / "checkpoints").exists()
