@@ -164,7 +164,7 @@ class TrainConfig:
                                                  "0 = only at the end of each epoch (always written there too)")
 
 
-STRATEGIES = ("default", "mirrored", "towers", "multi_worker")
+STRATEGIES = ("default", "mirrored", "towers", "hybrid", "multi_worker")
 
 
 @dataclass(slots=True)  # slots: assigning a mistyped attribute raises instead of adding one
@@ -174,10 +174,12 @@ class DistributeConfig:
     strategy: str = _spec("default", choices=STRATEGIES,
                           doc="default: one device; mirrored: data parallel over local devices (data.batch_size is the global batch); "
                               "towers: the paper's model parallelism (§3.2), tower k's layers forward and backward on device k; "
+                              "hybrid: Krizhevsky's 'one weird trick' (arXiv 1404.5997) on local devices, conv layers data "
+                              "parallel, fc6-fc8 model parallel (each device 1/D of their units for the whole batch); "
                               "multi_worker: data parallel over the machines of TF_CONFIG or of an srun step (distribute.cluster)")
     devices: list = _spec([], doc="devices to use, e.g. ['/gpu:0', '/gpu:1']; [] = every local GPU, else the logical CPUs, else the CPU "
-                                  "(towers: the first model.towers of them)")
-    logical_cpus: int = _spec(0, lo=0, hi=64, doc="split the CPU into this many logical devices (0 = off) so that mirrored and towers run without GPUs; "
+                                  "(towers: the first model.towers of them; hybrid: at least 2)")
+    logical_cpus: int = _spec(0, lo=0, hi=64, doc="split the CPU into this many logical devices (0 = off) so that mirrored, towers and hybrid run without GPUs; "
                                                   "they share the cores, and each adds thread pools and (mirrored) a copy of the weights, momentum and gradients: at most 64")
     collective_timeout: int = _spec(600, lo=0, doc="multi_worker: seconds a worker waits for the others in a step before it gives "
                                                    "up on a lost peer and restarts (0 = wait forever); must exceed the slowest "

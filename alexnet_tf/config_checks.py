@@ -180,9 +180,16 @@ def check_strategy(cfg):
         if cfg.train.jit_compile:
             raise ConfigError("train.jit_compile = true with distribute.strategy = towers; expected false "
                               "(one XLA cluster cannot keep each tower on its own device)")
+    if dist.strategy == "hybrid":
+        if n == 1:
+            raise ConfigError("distribute.strategy = hybrid splits the batch and the fc units over devices; distribute.devices "
+                              "has 1, expected at least 2 (or [] for every local device)")
+        if cfg.train.jit_compile:
+            raise ConfigError("train.jit_compile = true with distribute.strategy = hybrid; expected false "
+                              "(one XLA cluster cannot keep each block on its own device)")
     if dist.strategy == "default" and n > 1:
         raise ConfigError(f"distribute.strategy = default runs on one device; distribute.devices has {n} "
-                          "(use strategy mirrored or towers)")
+                          "(use strategy mirrored, towers or hybrid)")
     if dist.cluster != "auto" and dist.strategy != "multi_worker":
         raise ConfigError(f"distribute.cluster = {dist.cluster} with distribute.strategy = {dist.strategy}; expected "
                           "strategy multi_worker (the only one with a cluster) or cluster auto")

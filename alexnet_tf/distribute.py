@@ -3,6 +3,8 @@
   default       one device (the default device, or distribute.devices[0])
   mirrored      data parallel over local devices: tf.distribute.MirroredStrategy
   towers        the paper's model parallelism (§3.2): tower k's layers, forward and backward, on device k
+  hybrid        "one weird trick" (arXiv 1404.5997): conv layers data parallel, fc6-fc8 model parallel over
+                local devices (hybrid.py builds its steps)
   multi_worker  data parallel over the machines of TF_CONFIG or of an srun step (distribute.cluster):
                 tf.distribute.MultiWorkerMirroredStrategy
 
@@ -20,6 +22,7 @@ import re
 import socket
 from dataclasses import dataclass, field
 
+import keras
 import tensorflow as tf
 from tensorflow.python.distribute.cluster_resolver.slurm_cluster_resolver import expand_hostlist  # not exported
 
@@ -59,10 +62,10 @@ class Distribution:
 
     kind: str                                   # distribute.strategy
     strategy: tf.distribute.Strategy
-    devices: list                               # replica devices, or the tower devices for `towers`
+    devices: list                               # replica devices, the tower devices (towers), or hybrid's devices
     worker: int = 0                             # this process's index among the workers (0 = chief)
     workers: int = 1
-    tower_devices: list = field(default=None)   # towers: device of tower k
+    tower_devices: list = field(default=None)   # towers: device of tower k; hybrid: where tower k's weights live
 
     @property
     def is_chief(self):
@@ -74,7 +77,11 @@ class Distribution:
         return self.strategy.num_replicas_in_sync
 
     def scope(self):
-        return self.strategy.scope()
+        """Build the model and optimizer inside. hybrid: the weights of no tower (fc8, and with one tower
+        all) on the first of its devices, which may not be TensorFlow's default one."""
+        if self.kind != "hybrid":
+            return self.strategy.scope()
+        return keras.device(self.devices[0])
 
     def split(self, tensors):
         """Give each replica its contiguous slice of a global batch: replica r of R takes examples
@@ -90,9 +97,18 @@ class Distribution:
         """d loss / d variables. For `towers`, tf.gradients: it colocates every gradient op with its
         forward op, so tower k's backward pass runs on device k like its forward pass (GradientTape
         would put all gradient ops on the default device). tf.gradients needs graph mode (tf.function)."""
-        if self.kind == "towers":
+        if self.kind in ("towers", "hybrid"):
             return tf.gradients(loss, variables)
         return tape.gradient(loss, variables)
+
+    def apply(self, optimizer, gradients, variables):
+        """optimizer.apply_gradients. towers and hybrid: in a merge call (cross-replica context), where Keras
+        skips its replica all-reduce. With one replica that all-reduce is an identity, but one op (an
+        IdentityN) over every gradient: TensorFlow places it on one device, and the gradients of the
+        weights on other devices would go there and back every step."""
+        if self.kind not in ("towers", "hybrid"):
+            return optimizer.apply_gradients(zip(gradients, variables))
+        return tf.distribute.get_replica_context().merge_call(lambda _: optimizer.apply_gradients(zip(gradients, variables)))
 
     def placement(self, model):
         """A context inside which the model's forward ops run on their towers' devices (towers), else nothing."""
@@ -114,6 +130,9 @@ class Distribution:
         if self.kind == "towers":
             placed = ", ".join(f"tower {t} on {d}" for t, d in enumerate(self.tower_devices))
             return f"strategy: towers (§3.2), {placed}"
+        if self.kind == "hybrid":
+            return (f"strategy: hybrid (arXiv 1404.5997), conv layers data parallel and fc6-fc8 model parallel "
+                    f"on {self.devices}")
         text = f"strategy: {self.kind}, {self.replicas} replica(s) on {self.devices}"
         return text + (f"; worker {self.worker} of {self.workers}" if self.workers > 1 else "")
 
@@ -142,6 +161,13 @@ def setup(dist, towers=2):
     if dist.strategy == "mirrored":
         devices = list(dist.devices) or local
         return Distribution("mirrored", tf.distribute.MirroredStrategy(devices), devices)
+    if dist.strategy == "hybrid":
+        devices = list(dist.devices) or local
+        if len(devices) < 2:
+            raise ConfigError(f"distribute.strategy = hybrid needs at least 2 devices; found {devices}. "
+                              "On a machine without GPUs set distribute.logical_cpus = 2")
+        return Distribution("hybrid", tf.distribute.get_strategy(), devices,
+                            tower_devices=[devices[t * len(devices) // towers] for t in range(towers)])
     devices = list(dist.devices) or local[:towers]
     if len(devices) < towers:
         raise ConfigError(f"distribute.strategy = towers needs {towers} devices; found {devices}. "

@@ -45,7 +45,7 @@ def check_input(cfg, environ=os.environ):
                               "dispatcher (`alexnet-tf data-service dispatcher --port PORT`), or '' for none")
         if dist.strategy == "multi_worker":
             raise ConfigError("data.service with distribute.strategy = multi_worker; expected one training process "
-                              "(default, mirrored or towers): the consumers of one distributed_epoch job get uneven "
+                              "(default, mirrored, towers or hybrid): the consumers of one distributed_epoch job get uneven "
                               "shares, and synchronous workers need equal ones (use distribute.input = sharded)")
         if dist.input == "sharded":
             raise ConfigError("data.service and distribute.input = sharded both choose who decodes the input; "

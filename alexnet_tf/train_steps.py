@@ -44,6 +44,14 @@ class EpochSums:
         return {"loss": self.loss / count, "top1_error": self.top1_errors / count, "top5_error": self.top5_errors / count}
 
 
+def batch_sums(labels, logits, top5):
+    """(per-example cross-entropy, the float32 4-vector of loss sum, top-1 and top-`top5` misses, examples)."""
+    per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+    wrong1, wrong5 = top_k_misses(labels, logits, 1), top_k_misses(labels, logits, top5)
+    count = ops.cast(ops.shape(labels)[0], "float32")
+    return per_example, ops.stack([ops.sum(per_example), ops.sum(wrong1), ops.sum(wrong5), count])
+
+
 def make_steps(model, dist, jit_compile=False, take=None, augment=None):
     """The compiled training and evaluation steps of `model` under `dist`.
 
@@ -59,24 +67,18 @@ def make_steps(model, dist, jit_compile=False, take=None, augment=None):
     top5 = top5_k(model.output.shape[-1])
     strategy = dist.strategy
 
-    def batch_sums(labels, logits):
-        per_example = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-        wrong1, wrong5 = top_k_misses(labels, logits, 1), top_k_misses(labels, logits, top5)
-        count = ops.cast(ops.shape(labels)[0], "float32")
-        return per_example, ops.stack([ops.sum(per_example), ops.sum(wrong1), ops.sum(wrong5), count])
-
     def replica_train(images, labels, global_batch):
         images = device_augment.apply(augment, images)  # outside the tape: no gradient flows to the input
         with tf.GradientTape() as tape:
             logits = model(images, training=True)
-            per_example, sums = batch_sums(labels, logits)
+            per_example, sums = batch_sums(labels, logits, top5)
             loss = ops.sum(per_example) / global_batch
             scaled = optimizer.scale_loss(loss)  # mixed_float16: loss scaling (identity otherwise)
-        optimizer.apply_gradients(zip(dist.gradients(scaled, variables, tape), variables))
+        dist.apply(optimizer, dist.gradients(scaled, variables, tape), variables)
         return sums
 
     def replica_eval(images, labels):
-        return batch_sums(labels, model(images, training=False))[1]
+        return batch_sums(labels, model(images, training=False), top5)[1]
 
     if jit_compile:  # XLA on each replica's forward, backward and update (GPUs; slower on CPU)
         replica_train = tf.function(replica_train, jit_compile=True)

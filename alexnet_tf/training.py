@@ -1,4 +1,4 @@
-"""The training run: one loop for every strategy (default, mirrored, towers, multi_worker), with exact resume."""
+"""The training run: one loop for every strategy (default, mirrored, towers, hybrid, multi_worker), with exact resume."""
 
 import os
 import sys
@@ -9,7 +9,7 @@ import keras
 import tensorflow as tf
 
 from alexnet_tf import callbacks as cb
-from alexnet_tf import console, distribute, fine_tuning, lr_schedule, machine, serving
+from alexnet_tf import console, distribute, fine_tuning, hybrid, lr_schedule, machine, serving
 from alexnet_tf import run_dir as run_dir_lib
 from alexnet_tf.checkpoint import TrainState, healthy_loss
 from alexnet_tf.errors import UserError
@@ -204,8 +204,9 @@ def _callbacks(run, verbose, extra):
 def _loop(run):
     """Epochs until train.epochs are done or a callback stops training; TrainingDiverged if the loss
     became NaN or infinite."""
-    run.train_step, run.eval_step = make_steps(run.model, run.dist, run.config.train.jit_compile, take=run.feed.take,
-                                                augment=run.data.device_augment)
+    steps = hybrid.make_steps if run.dist.kind == "hybrid" else make_steps  # hybrid: its own placement of every op
+    run.train_step, run.eval_step = steps(run.model, run.dist, run.config.train.jit_compile, take=run.feed.take,
+                                          augment=run.data.device_augment)
     run.model.stop_training = False
     with run.dist.placement(run.model):
         run.callbacks.on_train_begin()

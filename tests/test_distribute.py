@@ -242,7 +242,7 @@ def test_multi_worker_without_tf_config_is_a_config_error(tmp_path, capsys, monk
     (["distribute.devices=['/gpu:0', '/gpu:1']"], "strategy = default runs on one device"),
     (["distribute.strategy=mirrored", "distribute.devices=['/gpu:0', '/gpu:0']"], "a list of distinct device names"),
     (["distribute.strategy=multi_worker", "distribute.devices=['/gpu:0']"], "expected [] (each worker uses"),
-    (["distribute.strategy=pipeline"], "expected one of default, mirrored, towers, multi_worker"),
+    (["distribute.strategy=pipeline"], "expected one of default, mirrored, towers, hybrid, multi_worker"),
 ])
 def test_distribute_config_errors(overrides, fragment):
     from alexnet_tf.config import ConfigError

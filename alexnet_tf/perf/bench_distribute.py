@@ -1,10 +1,11 @@
 """Step time of each distribution strategy, and the cost of a recovery checkpoint (docs/distribute.md, "What each mode costs").
 
     python -m alexnet_tf.perf.bench_distribute [--config PATH] [--set section.key=value ...] [--steps 10]
-           [--strategies default mirrored towers multi_worker] [--logical-cpus 2] [--checkpoint]
+           [--strategies default mirrored towers hybrid multi_worker] [--logical-cpus 2] [--checkpoint]
 
 Each strategy runs in a fresh process (the CPU split and MultiWorkerMirroredStrategy need an
-uninitialised TensorFlow); multi_worker starts two local worker processes on 127.0.0.1. Every
+uninitialised TensorFlow); multi_worker starts two local worker processes on 127.0.0.1;
+hybrid (conv layers data parallel, fc6-fc8 model parallel) runs on the logical CPUs like mirrored and towers. Every
 strategy trains on the same global batch (data.batch_size). On a machine without GPUs the logical
 CPUs share the same cores, so this measures each mode's overhead, not a speed-up. Prints a markdown
 table; --checkpoint also times one recovery checkpoint write and reports its size.
@@ -28,7 +29,7 @@ def measure(args):
     from alexnet_tf.config import load_config
 
     config = load_config(args.config, args.set + [f"distribute.strategy={args.strategy}"] +
-                         ([f"distribute.logical_cpus={args.logical_cpus}"] if args.strategy in ("mirrored", "towers") else []))
+                         ([f"distribute.logical_cpus={args.logical_cpus}"] if args.strategy in ("mirrored", "towers", "hybrid") else []))
     from alexnet_tf import distribute
     dist = distribute.setup(config.distribute, config.model.towers)
     import keras
@@ -37,6 +38,7 @@ def measure(args):
     from alexnet_tf.data import make_datasets
     from alexnet_tf.model import build_model
     from alexnet_tf.optim import compile_model, resolve_precision
+    from alexnet_tf.hybrid import make_steps as hybrid_steps
     from alexnet_tf.training import make_steps
 
     keras.utils.set_random_seed(0)
@@ -47,7 +49,8 @@ def measure(args):
         model = build_model(config, tower_devices=dist.tower_devices)
         compile_model(model, config)
         model.optimizer.build(model.trainable_variables)
-    train_step, _ = make_steps(model, dist, augment=data.device_augment)
+    steps = hybrid_steps if dist.kind == "hybrid" else make_steps
+    train_step, _ = steps(model, dist, augment=data.device_augment)
     result = {"strategy": args.strategy, "replicas": dist.replicas, "devices": dist.devices}
     with dist.placement(model):
         for _ in range(3):
@@ -108,7 +111,7 @@ def main():
     parser.add_argument("--config")
     parser.add_argument("--set", action="append", default=[])
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--strategies", nargs="+", default=["default", "mirrored", "towers", "multi_worker"])
+    parser.add_argument("--strategies", nargs="+", default=["default", "mirrored", "towers", "hybrid", "multi_worker"])
     parser.add_argument("--logical-cpus", type=int, default=2)
     parser.add_argument("--checkpoint", action="store_true")
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
@@ -124,6 +127,8 @@ def main():
         where = f"{r['replicas']} replica{'s' if r['replicas'] > 1 else ''} on {devices}"
         if strategy == "towers":
             where = f"2 towers on {devices}"
+        elif strategy == "hybrid":
+            where = f"conv data parallel, fc model parallel on {devices}"
         elif strategy == "multi_worker":
             where = f"{r['replicas']} worker processes, {devices} each"
         rows.append(f"| {strategy} | {where} | {r['step_seconds']:.3f} | {r['images_per_second']:.0f} |")
