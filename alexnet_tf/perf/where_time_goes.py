@@ -2,7 +2,8 @@
 
     python -m alexnet_tf.perf.where_time_goes [--model default|paper] [--steps 8]
 
-Variants: the shipped LRN (float32 normaliser, rsqrt for beta=0.75, hand-written gradient);
+Variants: the shipped LRN (model.lrn_kernel auto: the fused C++ op where it is built); the pure-TF
+layer (float32 normaliser, rsqrt for beta=0.75, hand-written gradient; lrn_kernel reference);
 LRN with autodiff through pow (a direct transcription of the formula); TF's own LRN op in
 float32 (the first prototype); no LRN (an upper bound); the whole step under XLA
 (jit_compile=True); mixed_bfloat16; intra-op threads 1 vs 2 is in docs/speed.md (it needs a fresh process).
@@ -38,10 +39,12 @@ def tf_op(self, x):
     return tf.nn.local_response_normalization(x, self.size // 2, self.k, self.alpha_eff, self.beta)
 
 
-def measure(name, steps, precision="float32", jit=False, lrn=True, normalize=None):
-    """Training images/s of model `name` with one thing changed (after 2 warm-up steps)."""
+def measure(name, steps, precision="float32", jit=False, lrn=True, normalize=None, kernel="auto"):
+    """Training images/s of model `name` with one thing changed (after 2 warm-up steps); a replaced
+    `normalize` is the pure-TF layer's, so it implies the reference kernel."""
     path, overrides = MODELS[name]
-    config = load_config(path, overrides + ([] if lrn else ["model.lrn=false"]))
+    kernel = "reference" if normalize is not None else kernel
+    config = load_config(path, overrides + [f"model.lrn_kernel={kernel}"] + ([] if lrn else ["model.lrn=false"]))
     keras.mixed_precision.set_global_policy(precision)
     shipped = layers_lib.LocalResponseNormalization._normalize
     if normalize is not None:
@@ -71,7 +74,8 @@ def main():
     p.add_argument("--steps", type=int, default=8)
     args = p.parse_args()
     variants = [
-        ("shipped: LRN float32, rsqrt, hand-written gradient", {}),
+        ("shipped: LRN by model.lrn_kernel auto (fused op if built)", {}),
+        ("LRN pure-TF: float32, rsqrt, hand-written gradient", dict(kernel="reference")),
         ("LRN autodiff through pow", dict(normalize=autodiff_pow)),
         ("LRN = tf.nn.local_response_normalization (float32)", dict(normalize=tf_op)),
         ("no LRN (upper bound)", dict(lrn=False)),
