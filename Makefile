@@ -2,14 +2,15 @@
 # install requirements.txt (the pinned lock), the package itself (editable: `alexnet-tf`, no
 # sys.path edits anywhere) and the Fashion-MNIST package on their own. `make test` also installs
 # headless Chromium (the browser check, tests/test_browser.py) and Slurm (slurm-wlm, munge) for
-# tests/test_slurm.py, which starts a one-node Slurm here, and lints first.
+# tests/test_slurm.py, which starts a one-node Slurm here, and lints first. `make setup` also compiles
+# the fused LRN op (alexnet_tf/ops/build.py); with no compiler it says so in one line and goes on.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: setup train test test-fast lint fashion-mnist chromium slurm clean
+.PHONY: setup train test test-fast lint fashion-mnist chromium slurm ops clean
 
-setup: $(VENV)/.installed fashion-mnist
+setup: $(VENV)/.installed fashion-mnist ops
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +18,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
+
+# up to date: a no-op; rebuilt when TensorFlow or lrn_op.cc changes; never fails set-up
+ops: $(VENV)/.installed
+	@$(PY) -m alexnet_tf.ops.build
 
 fashion-mnist:
 	@sh scripts/get_fashion_mnist.sh
@@ -50,4 +55,4 @@ test-fast: setup
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$status
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs alexnet_tf/ops/_build

@@ -50,6 +50,8 @@ class ModelConfig:
     lrn_across_towers: bool = _spec(False, doc="false: each tower normalises its own channels (the paper's towers on their GPUs); "
                                     "true: the windows run across both towers' channels, as Caffe's LRN over a grouped "
                                     "conv (bvlc_alexnet); no effect with one tower")
+    lrn_kernel: str = _spec("auto", choices=("auto", "fused", "reference"), doc="how LRN is computed, not what: fused = the C++ "
+                            "op `make setup` builds (one pass each way), reference = the pure-TF formula, auto = fused where built and usable (CPU, no XLA)")
     pool: str = _spec("overlapping", choices=("overlapping", "non_overlapping"), doc="3x3/2 (§3.4) or 2x2/2")
     dropout: float = _spec(0.5, lo=0.0, hi=0.95, doc="dropout rate after fc6 and fc7 (§4.2)")
     conv6: bool = _spec(False, doc="the '1 CNN*' sixth conv layer after the last pooling layer (§6)")

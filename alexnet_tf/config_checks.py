@@ -36,11 +36,19 @@ def check(cfg):
     """Every check of this module, in this order; the first that fails raises its ConfigError."""
     for one_check in (check_remove_conv, check_profile_steps, check_lr_drop_epochs, check_warmup, check_model_shape,
                       check_file_source, check_in_memory_subsets, check_upscale, check_augment_on, check_lighting, check_devices,
-                      check_strategy, check_fashion_mnist_shape, check_tf_config, check_input, check_batch_size):
+                      check_strategy, check_fashion_mnist_shape, check_tf_config, check_input, check_batch_size,
+                      check_lrn_kernel):
         one_check(cfg)
 
 
 # === Keys together ===
+
+def check_lrn_kernel(cfg):
+    """The fused LRN op has no XLA kernel (auto picks the formula under XLA by itself)."""
+    if cfg.model.lrn_kernel == "fused" and cfg.train.jit_compile:
+        raise ConfigError("model.lrn_kernel = fused with train.jit_compile = true; expected auto or reference "
+                          "(the fused op has no XLA kernel)")
+
 
 def _positive_ints(values):
     return all(isinstance(i, int) and not isinstance(i, bool) and i >= 1 for i in values)

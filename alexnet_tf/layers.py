@@ -5,6 +5,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from alexnet_tf.ops import fused_lrn
+
 
 @keras.saving.register_keras_serializable(package="alexnet_tf")
 class LocalResponseNormalization(keras.layers.Layer):
@@ -33,6 +35,12 @@ class LocalResponseNormalization(keras.layers.Layer):
     normalises its own half with windows that cross the tower boundary, as Caffe's one LRN layer
     over a grouped convolution's whole output does (`model.lrn_across_towers`).
 
+    `kernel` picks the implementation, not the result: "reference" is the pure-TF formula below;
+    "fused" the C++ op of alexnet_tf/ops (one pass forward, one backward; float32 inside for
+    bfloat16); "auto" the op where it is built and may run (alexnet_tf/ops/fused_lrn.py: not while
+    a SavedModel is traced, not under XLA, not with a GPU), else the formula. It is a property of
+    the process, so it is not in `get_config`: a saved model.keras never asks for the op.
+
     Args:
         size: n, the number of adjacent channels summed over (odd).
         k: additive constant; None = 2 (paper) or 1 (caffe).
@@ -40,12 +48,17 @@ class LocalResponseNormalization(keras.layers.Layer):
         beta: exponent.
         convention: "paper" or "caffe".
         output_channels: None (every channel) or [start, stop), the input channels returned.
+        kernel: "auto", "fused" or "reference" (`model.lrn_kernel`).
     """
 
-    def __init__(self, size=5, k=None, alpha=1e-4, beta=0.75, convention="paper", output_channels=None, **kwargs):
+    def __init__(self, size=5, k=None, alpha=1e-4, beta=0.75, convention="paper", output_channels=None,
+                 kernel="auto", **kwargs):
         super().__init__(**kwargs)
         if convention not in ("paper", "caffe"):
             raise ValueError(f"LocalResponseNormalization: convention={convention!r}; expected 'paper' or 'caffe'")
+        if kernel not in fused_lrn.MODES:
+            raise ValueError(f"LocalResponseNormalization: kernel={kernel!r}; expected one of {fused_lrn.MODES}")
+        self.kernel = kernel
         if size < 1 or size % 2 == 0:
             raise ValueError(f"LocalResponseNormalization: size={size}; expected a positive odd window")
         self.size = size
@@ -91,8 +104,17 @@ class LocalResponseNormalization(keras.layers.Layer):
             self._band = self._band[:, start:stop]  # (C, S): only the output channels' windows
 
     def call(self, inputs):
+        if fused_lrn.use_fused(self.kernel):
+            return self._fused(inputs)
         x = ops.cast(inputs, "float32")
         return ops.cast(self._normalize(x), self.compute_dtype)
+
+    def _fused(self, inputs):
+        """The op in float32 or bfloat16 as given (it computes in float32 either way); other dtypes via float32."""
+        x = inputs if inputs.dtype in (tf.float32, tf.bfloat16) else tf.cast(inputs, tf.float32)
+        start, stop = self.output_channels or (0, -1)
+        y = fused_lrn.lrn(x, self.size, self.k, self.alpha_eff, self.beta, start, stop)
+        return ops.cast(y, self.compute_dtype)
 
     def _normalize(self, x):
         """The formula in float32, with its gradient written out (half the ops of autodiff), for the

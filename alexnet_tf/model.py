@@ -17,6 +17,7 @@ from alexnet_tf.architecture import (HIDDEN_BIAS_LAYERS, PAPER_CONV_CHANNELS, co
                                      cuda_convnet_padding, pool_size, tower_channels, upper_convs)
 from alexnet_tf.config import ModelConfig
 from alexnet_tf.layers import LocalResponseNormalization, ReplicaDropout
+from alexnet_tf.ops import fused_lrn
 
 
 def build_model(config, tower_devices=None, name="alexnet"):
@@ -97,11 +98,14 @@ class _TowerLayers:
         if m.lrn_constant:  # the ablation: the factor LRN tends to when alpha * sum a^2 << k, without the normaliser
             factor = LocalResponseNormalization(convention=m.lrn_convention).constant_factor
             return [layers.Rescaling(factor, name=f"lrn{i}_{t}")(h[t]) for t in self.towers]
+        if m.lrn_kernel == "fused":
+            fused_lrn.require()  # one line now, not an error from inside the first traced step
         if not m.lrn_across_towers or len(h) == 1:
-            return [LocalResponseNormalization(convention=m.lrn_convention, name=f"lrn{i}_{t}")(h[t]) for t in self.towers]
+            return [LocalResponseNormalization(convention=m.lrn_convention, kernel=m.lrn_kernel,
+                                               name=f"lrn{i}_{t}")(h[t]) for t in self.towers]
         both, c = layers.Concatenate(name=f"concat_lrn{i}")(h), h[0].shape[-1]  # (B, H, W, towers * c)
         return [LocalResponseNormalization(convention=m.lrn_convention, output_channels=(t * c, (t + 1) * c),
-                                           name=f"lrn{i}_{t}")(both) for t in self.towers]
+                                           kernel=m.lrn_kernel, name=f"lrn{i}_{t}")(both) for t in self.towers]
 
     def pool(self, h, i):
         """pool{i}_{t}: max pooling after conv{i}, size by model.pool (architecture.pool_size), stride 2."""

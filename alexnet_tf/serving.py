@@ -28,6 +28,7 @@ from alexnet_tf.crops import eval_resize_size
 from alexnet_tf import run_dir
 from alexnet_tf.data import preprocess
 from alexnet_tf.errors import PathExists
+from alexnet_tf.ops import fused_lrn
 from alexnet_tf.data.decode import ALPHA_BACKGROUND, decode_image  # noqa: F401  (decode_image: predict, retrieval)
 
 TOP_K = 5
@@ -214,11 +215,12 @@ def save(classifier, base, version=None, overwrite=False, wait=run_dir.EXPORT_WA
         _recover(base)
         version, tmp = _claim(base, version, overwrite)
         try:
-            archive = keras.export.ExportArchive()
-            archive.track(classifier.model)
-            for name, (fn, spec) in classifier.signatures().items():
-                archive.add_endpoint(name, fn, input_signature=spec)
-            archive.write_out(tmp, verbose=False)
+            with fused_lrn.reference_only():  # traced with TensorFlow's ops only, never the fused LRN op
+                archive = keras.export.ExportArchive()
+                archive.track(classifier.model)
+                for name, (fn, spec) in classifier.signatures().items():
+                    archive.add_endpoint(name, fn, input_signature=spec)
+                archive.write_out(tmp, verbose=False)
             write_warmup(classifier, tmp)
             return _place(tmp, base, version, overwrite)
         finally:

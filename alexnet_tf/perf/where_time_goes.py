@@ -4,7 +4,8 @@
         [--variants shipped,pad16,bf16,...]
 
 Variants (VARIANTS; the first, `shipped`, is the baseline every ratio is against):
-- LRN: the shipped layer (float32 normaliser, rsqrt for beta=0.75, hand-written gradient); autodiff
+- LRN: the shipped layer (model.lrn_kernel auto: the fused C++ op where it is built); the pure-TF
+  layer (float32 normaliser, rsqrt for beta=0.75, hand-written gradient; lrn_kernel reference); autodiff
   through pow (a direct transcription of the formula); TF's own LRN op in float32 (the first
   prototype); no LRN (an upper bound);
 - the whole step under XLA (jit_compile=True);
@@ -59,7 +60,8 @@ def tf_op(self, x):
 
 # name: (label, in-process changes (build's keywords), environment of a fresh process)
 VARIANTS = {
-    "shipped": ("shipped: LRN float32, rsqrt, hand-written gradient; float32", {}, None),
+    "shipped": ("shipped: LRN by model.lrn_kernel auto (fused op if built); float32", {}, None),
+    "lrn-reference": ("LRN pure-TF: float32, rsqrt, hand-written gradient", dict(kernel="reference"), None),
     "lrn-pow": ("LRN autodiff through pow", dict(normalize=autodiff_pow), None),
     "lrn-tf-op": ("LRN = tf.nn.local_response_normalization (float32)", dict(normalize=tf_op), None),
     "no-lrn": ("no LRN (upper bound)", dict(lrn=False), None),
@@ -75,11 +77,13 @@ VARIANTS = {
 }
 
 
-def build(name, precision="float32", jit=False, lrn=True, normalize=None, pad_block=None):
+def build(name, precision="float32", jit=False, lrn=True, normalize=None, pad_block=None, kernel="auto"):
     """(step, batch): model `name` with one thing changed, compiled, its training step traced and run
-    twice (warm-up) while the change is in place; step() runs one more training step."""
+    twice (warm-up) while the change is in place; step() runs one more training step. A replaced
+    `normalize` is the pure-TF layer's, so it implies the reference kernel."""
     path, overrides = MODELS[name]
-    config = load_config(path, overrides + ([] if lrn else ["model.lrn=false"]))
+    kernel = "reference" if normalize is not None else kernel
+    config = load_config(path, overrides + [f"model.lrn_kernel={kernel}"] + ([] if lrn else ["model.lrn=false"]))
     keras.mixed_precision.set_global_policy(precision)
     shipped = layers_lib.LocalResponseNormalization._normalize
     if normalize is not None:  # the traced step keeps the replacement after it is undone
