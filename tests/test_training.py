@@ -165,7 +165,18 @@ def check_console(out, err, run_dir, config):
     assert lines[1:1 + len(changed)] == ["  " + line for line in changed]
     assert lines[1 + len(changed)] == f"run directory: {run_dir} (the full config: {run_dir}/config.yaml)"
     assert lines[2 + len(changed)].startswith(f"machine: {machine.cpu_model()} (") and "TensorFlow sees 1 CPU" in out
-    assert lines[3 + len(changed)].startswith("precision: float32")
+    # `auto` by the CPU's flags (optim.resolve_precision): float32 without native bfloat16; with AVX512-BF16
+    # and no AMX, by the matmul probe the line quotes, against the threshold
+    precision = re.fullmatch(r"precision: (\S+) \(auto(?:: bfloat16 matmul ([\d.]+)x float32 here)?\)",
+                             lines[3 + len(changed)])
+    flags = machine.cpu_flags()
+    if "amx_bf16" in flags:
+        assert precision.group(1) == "mixed_bfloat16"
+    elif "avx512_bf16" not in flags:
+        assert precision.group(1) == "float32" and precision.group(2) is None
+    else:
+        fast = float(precision.group(2)) >= alexnet_tf.optim.BFLOAT16_MIN_SPEEDUP
+        assert precision.group(1) == ("mixed_bfloat16" if fast else "float32")
     assert "towers: 2" not in out and len(lines) < 30  # the full config is in config.yaml, not on the console
     assert alexnet_tf.load_config(str(run_dir / "config.yaml")).to_dict() == config.to_dict()
     assert not [line for line in err.splitlines() if "cuInit" in line or "absl::InitializeLog" in line

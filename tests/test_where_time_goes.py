@@ -91,7 +91,7 @@ def test_table_ratios_are_against_the_first_variant():
     spreads = {"shipped": spread.spread([1000.0, 800.0]), "pad16": spread.spread([1200.0, 1100.0]),
                "bf16": spread.spread([500.0])}
     lines = where_time_goes.table(spreads, batch=128)
-    assert lines[2] == "| shipped: LRN float32, rsqrt, hand-written gradient; float32 | 128.0 | 1000.0 | x1.00 | 22 % (2) |"
+    assert lines[2] == "| shipped: LRN by model.lrn_kernel auto (fused op if built); float32 | 128.0 | 1000.0 | x1.00 | 22 % (2) |"
     assert lines[3].endswith("| 106.7 | 1200.0 | x1.20 | 9 % (2) |")
     assert lines[4].endswith("| 256.0 | 500.0 | x0.50 | 0 % (1) |")
 
