@@ -76,7 +76,7 @@ PARSED = {
     "evaluate": (["--run-dir", "R"], {"checkpoint": None, "run_dir": "R", "set": [], "split": "val", "steps": None,
                                       "ten_crop": False}),
     "benchmark": (["--config", "c.yaml"], {"config": "c.yaml", "fake_images": 0, "fake_side": 0, "feed": False,
-                                           "feed_images": 1024, "json": False, "pipeline_only": False, "set": [],
+                                           "feed_images": 4096, "json": False, "pipeline_only": False, "set": [],
                                            "steps": 20, "train_steps": 5}),
     "speed": ([], {"batch": 128, "json": False, "models": "paper,default", "precisions": "float32,mixed_bfloat16",
                    "repeats": 3, "steps": 10, "tiny": False, "torch": False}),

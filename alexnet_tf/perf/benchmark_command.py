@@ -28,7 +28,7 @@ def add_arguments(parser):
                         help="instead: per-core img/s of (a) the full-size pipeline, (b) prepared shards with host "
                              "augmentation, (c) with device augmentation, (d) the bare decode, on generated ILSVRC-like "
                              "JPEGs in a temporary folder, removed at the end (perf/feed.py)")
-    parser.add_argument("--feed-images", type=int, metavar="N", default=1024, help="with --feed: JPEGs to generate")
+    parser.add_argument("--feed-images", type=int, metavar="N", default=4096, help="with --feed: JPEGs to generate (fewer: a shorter, noisier timing)")
     parser.add_argument("--json", action="store_true", help="with --feed: print one JSON document")
 
 
