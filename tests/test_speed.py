@@ -291,6 +291,13 @@ def test_goals_compare_with_pytorch_and_the_peak():
         "goal paper float32: 2.86x PyTorch's best float32 training (goal >= 3x): NOT met",  # 30 / 10.5, the best PyTorch figure
         "goal default float32: 69 % of the matmul peak (goal >= 70 %): NOT met",
     ]
+    # the bfloat16 goals (75 % and 50 % of the bfloat16 peak) are the AMX CPUs': elsewhere their lines say so
+    bf16 = [{**row, "precision": "mixed_bfloat16", "model": m, "train_images_per_s": 1.0, "train_utilisation": u}
+            for m, u in (("paper", 0.76), ("default", 0.49))]
+    assert goals(bf16) == ["goal paper mixed_bfloat16: 76 % of the matmul peak (goal >= 75 %): met",
+                           "goal default mixed_bfloat16: 49 % of the matmul peak (goal >= 50 %): NOT met"]
+    assert goals(bf16[:1], amx=False) == ["goal paper mixed_bfloat16: 76 % of the matmul peak (goal >= 75 %, a goal "
+                                          "for CPUs with AMX; this one has none): met"]
 
 
 @pytest.mark.slow
