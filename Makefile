@@ -21,7 +21,7 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 
 # up to date: a no-op; rebuilt when TensorFlow or lrn_op.cc changes; never fails set-up
 ops: $(VENV)/.installed
-	@TF_CPP_MIN_LOG_LEVEL=2 $(PY) -m alexnet_tf.ops.build
+	@$(PY) -m alexnet_tf.ops.build
 
 fashion-mnist:
 	@sh scripts/get_fashion_mnist.sh

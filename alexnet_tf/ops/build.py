@@ -17,6 +17,8 @@ import shutil
 import subprocess
 import sys
 
+from alexnet_tf import tf_startup
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(HERE, "lrn_op.cc")
 BUILD_DIR = os.path.join(HERE, "_build")
@@ -81,7 +83,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--force", action="store_true", help="rebuild even when the library is up to date")
     args = p.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    tf_startup.start()  # TensorFlow's start-up notices off `make setup`'s console
     print(build(args.force)[1])
     return 0
 
