@@ -224,6 +224,30 @@ def test_claim_one_reports_the_ratio_and_marks_runs_that_never_reached_the_thres
     assert row[6].startswith(report.RETIRED) and row[5].endswith(" / -")  # shown, not tested
 
 
+def test_claim_1b_reads_steps_to_25_from_the_constant_rate_runs_only():
+    """Claim 1b compares the constant-rate runs' steps to 25 % (the first step whose trailing mean reached it,
+    the whole run when never reached), not the study's own base and tanh arms, and joins Holm's family."""
+    def arm(name, steps, total=1872):
+        runs = [_result(seed, reached={**{t: 1 for t in study.SENSITIVITY}, 0.25: s}, total_steps=total,
+                        censored={**{t: False for t in study.SENSITIVITY}, 0.25: s is None})
+                for seed, s in enumerate(steps)]
+        return ArmRuns(study.ARM_BY_NAME[name], runs)
+    study_arms = {"base": arm("base", [5, 5, 5]), "tanh": arm("tanh", [5, 5, 5])}  # no effect in the study's arms
+    constant = {"base": arm("base", [120, 150, 130]), "tanh": arm("tanh", [600, None, 520])}
+    result = analysis.analyse(study_arms, None, constant)
+    one_b = result["1b"]
+    expected = stats.paired(np.log([120, 150, 130]), np.log([600, 1872, 520]))  # seed 1 never reached: 1,872 counted
+    assert one_b.test.diff == pytest.approx(expected.diff) and one_b.test.p == pytest.approx(expected.p)
+    assert one_b.censored == 1 and "1b" in {a.claim.key for a in analysis.tested(result)}
+    assert "1b" not in analysis.analyse(study_arms)  # without the constant-rate runs there is no claim 1b
+    row = report.claim_row(one_b)
+    sd = np.std([600, 1872, 520], ddof=1)
+    assert f"tanh: >997 ± {sd:.0f} steps (3 seeds, 1 not reached)" in row[3], row[3]
+    table = report._sensitivity_table(study_arms, constant)
+    line = [r for r in table.splitlines() if "claim 1b" in r][0]
+    assert f"x>{np.mean([600, 1872, 520]) / np.mean([120, 150, 130]):.2f}" in line, line
+
+
 def test_every_claim_agrees_on_numbers_shaped_like_the_papers():
     """Hand-written per-arm numbers that behave as the paper says (with a little seed noise): every
     claim's verdict must be 'agrees', which pins down the sign convention of each claim."""
@@ -251,13 +275,18 @@ def test_every_claim_agrees_on_numbers_shaped_like_the_papers():
     fig1 = {"steps_to_25": {"steps": {"relu": [100 + 5 * n for n in noise], "tanh": [600 + 29 * n for n in noise]},
                             "never_reached": {"relu": 0, "tanh": 0}},
             "lrn": {"test_top1_error": {"with": list(0.11 + 0.001 * noise), "without": list(0.13 + 0.001 * noise[::-1])}}}
-    verdicts = {k: report.verdict_text(a) for k, a in analysis.analyse(results, fig1).items()}
+    # the study's base and tanh arms at a constant rate (claim 1b): tanh x6 the steps to 25 %
+    constant = {name: ArmRuns(study.ARM_BY_NAME[name], [_result(seed, reached={**{t: 1 for t in study.SENSITIVITY},
+                                                                               0.25: steps + 5 * n * steps // 100})
+                                                        for seed, n in enumerate(noise)])
+                for name, steps in (("base", 100), ("tanh", 600))}
+    verdicts = {k: report.verdict_text(a) for k, a in analysis.analyse(results, fig1, constant).items()}
     direction_only = {c.key for c in study.CLAIMS if not c.paper_value}
     assert direction_only == {"2b", "3b", "5a"}
     assert verdicts.pop("1a").startswith(report.RETIRED)
     assert verdicts == {c.key: "same direction" if c.key in direction_only else "agrees"
                         for c in study.CLAIMS if c.key != "1a"}
-    assert sorted(verdicts) == ["1", "2", "2b", "2c", "3a", "3b", "4", "5a", "5b", "6a", "6b"]
+    assert sorted(verdicts) == ["1", "1b", "2", "2b", "2c", "3a", "3b", "4", "5a", "5b", "6a", "6b"]
 
 
 def test_removing_conv3_or_conv4_is_one_network_in_the_study():
@@ -443,7 +472,7 @@ def test_full_plan_arms_differ_from_the_base_exactly_by_their_overrides(tmp_path
         assert changed == expected, p.arm.name
         assert p.run_dir == os.path.join(str(tmp_path), p.arm.name, f"seed{p.seed}")
     # every claim of the study compares two of its arms; the four-layer net's compare fig1.py's runs
-    assert all(c.a in study.ARM_BY_NAME and c.b in study.ARM_BY_NAME for c in study.CLAIMS if c.source == "study")
+    assert all(c.a in study.ARM_BY_NAME and c.b in study.ARM_BY_NAME for c in study.CLAIMS if c.source != "fig1")
     assert {(c.a, c.b) for c in study.CLAIMS if c.source == "fig1"} == {("relu", "tanh"), ("lrn", "no_lrn")}
 
 
@@ -996,3 +1025,15 @@ def test_a_record_written_before_a_config_key_existed_reads_it_at_its_default(tm
     (other,) = study.plan(study.BASE_CONFIG, "tiny", 1, str(tmp_path), ["base"], extra=["data.follow_symlinks_outside=true"])
     with pytest.raises(ConfigError, match="another config"):
         records.read_record(path, other.config)  # the plan sets it away from its default: not the recorded run
+
+
+def test_constant_rate_records_are_refused_with_one_line_when_they_are_not_claim_1b_runs(tmp_path):
+    with pytest.raises(ConfigError, match="no such directory; expected the --results directory"):
+        runner.load_constant_lr(str(tmp_path / "absent"))
+    with pytest.raises(ConfigError, match="no base or tanh record"):
+        runner.load_constant_lr(str(tmp_path))
+    # a record of the study's own base arm (its learning rate drops after epochs 8 and 10) is not a constant-rate run
+    (tmp_path / "base").mkdir()
+    shutil.copy(os.path.join(study.ROOT, "results", "ablation", "base", "seed0.json"), tmp_path / "base" / "seed0.json")
+    with pytest.raises(ConfigError, match="another config than this study's"):
+        runner.load_constant_lr(str(tmp_path))

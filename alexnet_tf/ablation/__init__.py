@@ -22,7 +22,7 @@ docs/init_study.md).
 import json
 import os
 
-from alexnet_tf.ablation.runner import run_study, usable_cores
+from alexnet_tf.ablation.runner import load_constant_lr, run_study, usable_cores
 from alexnet_tf.ablation.study import BASE_CONFIG
 from alexnet_tf.errors import ConfigError
 
@@ -63,6 +63,9 @@ def add_arguments(p):
     p.add_argument("--report-only", action="store_true", help="train nothing: measure finished runs and write the report")
     p.add_argument("--four-layer", default=None, metavar="SUMMARY",
                    help="the four-layer net's results/fig1/summary.json (`fig1`): claims 1 and 2c join the report")
+    p.add_argument("--constant-lr", default=None, metavar="RESULTS",
+                   help="the --results directory of the base and tanh arms trained at a constant rate (docs/ablation.md): "
+                        "claim 1b joins the report")
     p.add_argument("--jobs", type=int, default=1,
                    help="runs trained at once, each on cores/JOBS intra-op threads (default 1; 2 finish a study ~1.4x "
                         "sooner on 2 cores, docs/ablation.md)")
@@ -86,6 +89,7 @@ def main(args):
         except (OSError, ValueError) as e:
             raise ConfigError(f"--four-layer {args.four_layer}: {e}; expected the summary.json that `python -m alexnet_tf fig1` "
                               "writes") from None
+    constant = load_constant_lr(args.constant_lr, args.config or BASE_CONFIG, args.budget) if args.constant_lr else None
     run_study(args.config or BASE_CONFIG, args.budget, args.seeds, args.runs_dir, args.out, arms=arms, extra=args.set,
               train=not args.report_only, command=command, results_dir=args.results, jobs=args.jobs, more=more,
-              fig1=fig1)
+              fig1=fig1, constant=constant)

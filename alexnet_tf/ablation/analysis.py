@@ -9,10 +9,7 @@ import numpy as np
 
 from alexnet_tf.ablation.results import ArmRuns
 from alexnet_tf.ablation.stats import ALPHA, Test, Verdict, compare, holm, paired, seeds_needed, simultaneous, verdict
-from alexnet_tf.ablation.study import CLAIMS, CONVERGED, RESOLVE, SENSITIVITY, STAGE_TWO_MOST, THRESHOLD, Claim
-
-# The threshold each step-count metric is read at.
-STEP_THRESHOLDS = {"steps_to_threshold": THRESHOLD, "steps_to_converged": CONVERGED}
+from alexnet_tf.ablation.study import CLAIMS, RESOLVE, SENSITIVITY, STAGE_TWO_MOST, STEP_METRICS, Claim
 
 
 def paper_effect(claim):
@@ -37,7 +34,7 @@ def claim_values(claim, arm):
 
 def censored(arm, metric):
     """How many of the arm's runs never reached the threshold of a step-count `metric` (0 for other metrics)."""
-    threshold = STEP_THRESHOLDS.get(metric)
+    threshold = STEP_METRICS.get(metric)
     return sum(run.censored[threshold] for run in arm.runs) if threshold is not None else 0
 
 
@@ -79,7 +76,16 @@ def fig1_values(claim, fig1):
     return {"lrn": lrn["test_top1_error"]["with"], "no_lrn": lrn["test_top1_error"]["without"], "never_reached": 0}
 
 
-def _tests(results, fig1):
+def _arms(claim, results, constant):
+    """The runs a study claim compares: `results`, or for claim 1b `constant` (the constant-rate runs); None
+    when an arm is missing."""
+    pool = constant if claim.source == "constant_lr" else results
+    if not pool or claim.a not in pool or claim.b not in pool:
+        return None
+    return pool[claim.a], pool[claim.b]
+
+
+def _tests(results, fig1, constant):
     """{key: (claim, Test or None, fig1 values or None)} in CLAIMS' order, for the claims whose runs exist."""
     tests = {}
     for claim in CLAIMS:
@@ -90,26 +96,28 @@ def _tests(results, fig1):
                 log = claim.metric.startswith("steps")
                 tests[claim.key] = (claim, paired(np.log(a) if log else a, np.log(b) if log else b), values)
             continue
-        if claim.a not in results or claim.b not in results:
+        arms = _arms(claim, results, constant)
+        if arms is None:
             continue
-        (va, sa), (vb, sb) = claim_values(claim, results[claim.a]), claim_values(claim, results[claim.b])
+        (va, sa), (vb, sb) = claim_values(claim, arms[0]), claim_values(claim, arms[1])
         tests[claim.key] = (claim, compare(va, sa, vb, sb) if va and vb else None, None)
     return tests
 
 
-def analyse(results, fig1=None):
-    """{claim key: ClaimAnalysis} for the claims whose arms are in `results` ({arm name: ArmRuns}) or, for the
-    four-layer net's claims, in `fig1` (its summary.json as a dict).
+def analyse(results, fig1=None, constant=None):
+    """{claim key: ClaimAnalysis} for the claims whose arms are in `results` ({arm name: ArmRuns}), for the
+    four-layer net's claims in `fig1` (its summary.json as a dict), for claim 1b in `constant` ({arm name:
+    ArmRuns} of the constant-rate runs).
 
     Each claim's test (paired over the seeds both arms finished, else Welch), then Holm's correction over every
     claim that has a p-value and is not retired (m of them), the Bonferroni simultaneous interval at 1 - ALPHA/m,
     and the verdict rule (stats.verdict)."""
-    tests = _tests(results, fig1)
+    tests = _tests(results, fig1, constant)
     keys = [k for k, (c, t, _) in tests.items() if t is not None and not c.retired and not math.isnan(t.p)]
     adjusted = dict(zip(keys, holm([tests[k][1].p for k in keys])))
     out = {}
     for key, (claim, test, values) in tests.items():
-        a, b = (None, None) if values is not None else (results[claim.a], results[claim.b])
+        a, b = (None, None) if values is not None else _arms(claim, results, constant)
         if test is not None and test.kind == "paired" and values is None:  # the seeds the test pairs
             a, b = a.on_seeds(b.seeds), b.on_seeds(a.seeds)
         if test is None:
@@ -223,20 +231,29 @@ class StepsRatio:
     fast_censored: bool
 
 
-def sensitivity(results):
+def sensitivity(results, constant=None):
     """{(slow, fast): [StepsRatio per SENSITIVITY threshold]} for the SENSITIVITY_PAIRS whose arms both have runs,
-    over the seeds the claim's paired test uses."""
+    over the seeds the claim's paired test uses; with `constant` (claim 1b's runs) also ("tanh", "base",
+    "constant_lr") from those."""
     out = {}
     for slow, fast in SENSITIVITY_PAIRS:
-        if slow not in results or fast not in results or not results[slow].runs or not results[fast].runs:
-            continue
-        arms = (results[slow], results[fast])
-        if len(set(arms[0].seeds) & set(arms[1].seeds)) >= 2:  # the seeds the claim's paired test uses
-            arms = (arms[0].on_seeds(arms[1].seeds), arms[1].on_seeds(arms[0].seeds))
-        ratios = []
-        for t in SENSITIVITY:
-            steps = [[run.reached[t] or run.total_steps for run in arm.runs] for arm in arms]
-            never = [any(run.reached[t] is None for run in arm.runs) for arm in arms]
-            ratios.append(StepsRatio(np.mean(steps[0]) / np.mean(steps[1]), *never))
-        out[(slow, fast)] = ratios
+        if slow in results and fast in results:
+            _add_ratios(out, (slow, fast), results[slow], results[fast])
+    if constant and "tanh" in constant and "base" in constant:
+        _add_ratios(out, ("tanh", "base", "constant_lr"), constant["tanh"], constant["base"])
     return out
+
+
+def _add_ratios(out, key, slow, fast):
+    """out[key] = [StepsRatio per SENSITIVITY threshold] of two arms that both have runs."""
+    if not slow.runs or not fast.runs:
+        return
+    arms = (slow, fast)
+    if len(set(slow.seeds) & set(fast.seeds)) >= 2:  # the seeds the claim's paired test uses
+        arms = (slow.on_seeds(fast.seeds), fast.on_seeds(slow.seeds))
+    ratios = []
+    for t in SENSITIVITY:
+        steps = [[run.reached[t] or run.total_steps for run in arm.runs] for arm in arms]
+        never = [any(run.reached[t] is None for run in arm.runs) for arm in arms]
+        ratios.append(StepsRatio(np.mean(steps[0]) / np.mean(steps[1]), *never))
+    out[key] = ratios

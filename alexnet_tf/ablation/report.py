@@ -39,7 +39,9 @@ CENSORED_NOTE = " (some runs never reached the threshold: their whole run counte
 FIG1_FIGURE = os.path.join(ROOT, "docs", "ablation", "fig1_four_layer.png")  # fig1.py's --figure default
 FIG1_CAPTION = ("The paper's Fig. 1 as it ran it, on Fashion-MNIST: the four-layer net's training error, ReLU (solid) "
                 "and tanh (dashed), each at its fastest stable constant rate")
-SENSITIVITY_LABELS = {("tanh", "base"): "tanh / ReLU (claim 1a, retired)", ("base", "no_dropout"): "dropout / no dropout (claim 5b)"}
+SENSITIVITY_LABELS = {("tanh", "base"): "tanh / ReLU (claim 1a, retired)",
+                      ("tanh", "base", "constant_lr"): "tanh / ReLU at a constant rate (claim 1b)",
+                      ("base", "no_dropout"): "dropout / no dropout (claim 5b)"}
 
 
 @functools.cache
@@ -237,11 +239,11 @@ def _seeds_table(analysis, more=None):
     return "\n".join(lines)
 
 
-def _sensitivity_table(results):
-    """Claims 1 and 5b: the ratio of mean steps at each of SENSITIVITY's thresholds."""
+def _sensitivity_table(results, constant=None):
+    """Claims 1a, 1b and 5b: the ratio of mean steps at each of SENSITIVITY's thresholds."""
     lines = ["| threshold | " + " | ".join(_percent(t) for t in SENSITIVITY) + " |",
              "|---|" + "---|" * len(SENSITIVITY)]
-    for pair, ratios in sensitivity(results).items():
+    for pair, ratios in sensitivity(results, constant).items():
         lines.append(f"| {SENSITIVITY_LABELS[pair]} | " + " | ".join(_ratio(r) for r in ratios) + " |")
     return "\n".join(lines)
 
@@ -302,10 +304,11 @@ def _lrn(results):
     return [_block("lrn", lrn=", ".join(f"{k} {m:.2g} (99th percentile {p:.2g})" for k, (m, p) in lrn.items()))]
 
 
-def write_report(results, planned, out, config_path, budget, seeds, command, more=None, fig1=None):
-    """REPRODUCTION.md from `results` ({arm name: ArmRuns}) and `fig1` (the four-layer net's summary.json as a
-    dict, or None): the claims table, the test split, per-arm numbers, threshold sensitivity, figures, time and
-    command. `more` ({arm: n}): the arms with more than `seeds` seeds (study.seeds_per_arm).
+def write_report(results, planned, out, config_path, budget, seeds, command, more=None, fig1=None, constant=None):
+    """REPRODUCTION.md from `results` ({arm name: ArmRuns}), `fig1` (the four-layer net's summary.json as a
+    dict, or None) and `constant` (claim 1b's constant-rate runs, {arm name: ArmRuns}, or None): the claims
+    table, the test split, per-arm numbers, threshold sensitivity, figures, time and command. `more` ({arm: n}):
+    the arms with more than `seeds` seeds (study.seeds_per_arm).
 
     Text between the DISCUSSION markers of an existing file is kept (written by hand after a run).
     """
@@ -313,7 +316,7 @@ def write_report(results, planned, out, config_path, budget, seeds, command, mor
     keep = _kept_discussion(out)
     figures = make_figures(results, os.path.join(out_dir, "docs", "ablation"))
     parts = _head(results, planned, config_path, budget, seeds, command, more)
-    analysis = analyse(results, fig1)  # the claims' tests, read by the claims table and the seeds table
+    analysis = analyse(results, fig1, constant)  # the claims' tests, read by the claims table and the seeds table
     parts.append(_block("claims", claims_table=_claims_table(analysis), val_images=_val_images(results),
                         family=len(tested(analysis)), confidence=f"{100 * (1 - ALPHA / max(1, len(tested(analysis)))):.2f}",
                         rescaling=rescaling_line(results), replication_table=replication_table(analysis, verdict_text),
@@ -321,7 +324,7 @@ def write_report(results, planned, out, config_path, budget, seeds, command, mor
     if fig1:
         parts.append(_block("fig1", **fig1_numbers(fig1)))
     parts.append(_block("threshold", threshold=_percent(THRESHOLD), converged=_percent(CONVERGED),
-                        sensitivity_table=_sensitivity_table(results)))
+                        sensitivity_table=_sensitivity_table(results, constant)))
     parts += _lrn(results)
     parts.append(_block("figures"))
     if fig1:
@@ -329,7 +332,8 @@ def write_report(results, planned, out, config_path, budget, seeds, command, mor
     parts += [_block("figure", caption=caption, path=os.path.relpath(path, out_dir)) for caption, path in figures]
     parts.append(_block("tail", discussion_begin=DISCUSSION_BEGIN, discussion_end=DISCUSSION_END,
                         discussion=keep or _block("no_discussion").rstrip("\n")))
-    for name, r in results.items():
+    listed = list(results.items()) + [(f"{n} at a constant rate (claim 1b)", r) for n, r in (constant or {}).items()]
+    for name, r in listed:
         files = ", ".join(f"`{os.path.relpath(path, out_dir)}`" for path in r.records) or "-"
         parts.append(f"- {name}: {files}\n")
     os.makedirs(out_dir, exist_ok=True)

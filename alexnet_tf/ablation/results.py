@@ -4,7 +4,7 @@ record; nothing downstream reads a record or a run directory."""
 
 from dataclasses import dataclass, field, fields, replace
 
-from alexnet_tf.ablation.study import Arm
+from alexnet_tf.ablation.study import STEP_METRICS, Arm
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,10 @@ class ArmResult:
     epoch_curves: dict           # {"train" | "validation": (epoch indices from 0, top-1 error)}: arrays
 
     def value(self, metric):
-        """The number a claim compares (`metric`: a Claim's metric, e.g. "val_top1_error")."""
+        """The number a claim compares (`metric`: a Claim's metric, e.g. "val_top1_error"); a step count without a
+        field of its own is read off `reached`, the whole run when never reached (a lower bound)."""
+        if metric in STEP_METRICS and not hasattr(self, metric):
+            return self.reached[STEP_METRICS[metric]] or self.total_steps
         return getattr(self, metric)
 
 

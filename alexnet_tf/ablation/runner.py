@@ -3,6 +3,7 @@ once, resumable), measure every finished run, write the report."""
 
 import os
 import queue
+import re
 import time
 
 from alexnet_tf import machine
@@ -11,7 +12,7 @@ from alexnet_tf.ablation.records import (add_attempt, measure_finished, measured
                                          record_path, run_failure, write_failure, write_result)
 from alexnet_tf.ablation.report import minutes, seeds_text, write_report
 from alexnet_tf.ablation.results import ArmRuns
-from alexnet_tf.ablation.study import BASE_CONFIG, DEFAULT_SEEDS, plan
+from alexnet_tf.ablation.study import BASE_CONFIG, CONSTANT_LR, DEFAULT_SEEDS, plan
 from alexnet_tf.config import load_config
 from alexnet_tf.errors import ConfigError, UserError
 from alexnet_tf.run_dir import read_json
@@ -95,12 +96,13 @@ def estimate_seconds(config, val_images=10000, rate=None):
 
 def run_study(config_path=BASE_CONFIG, budget="full", seeds=None, runs_dir="runs/ablation", out="REPRODUCTION.md",
               arms=None, extra=(), train=True, command=None, log=print, results_dir=None, jobs=1, more=None,
-              fig1=None):
+              fig1=None, constant=None):
     """Train what is missing, record and measure every finished run, write the report. Returns the results
     ({arm name: ArmRuns}). `results_dir` (default RUNS_DIR/results) holds the records (records.py): the study's durable part.
     `jobs` runs train at once, each on cores // jobs intra-op threads (docs/ablation.md: 2 one-thread runs
     finish ~1.4x sooner than one after the other on 2 cores). `more` ({arm: n}) gives some arms more seeds
-    (study.seeds_per_arm: the second stage)."""
+    (study.seeds_per_arm: the second stage). `fig1` and `constant` (load_constant_lr): the four-layer net's
+    summary and claim 1b's runs, for the report."""
     seeds = DEFAULT_SEEDS[budget] if seeds is None else seeds
     runs_dir = os.path.abspath(runs_dir)
     results_dir = os.path.abspath(results_dir or os.path.join(runs_dir, "results"))
@@ -115,9 +117,32 @@ def run_study(config_path=BASE_CONFIG, budget="full", seeds=None, runs_dir="runs
         with StudyLock(runs_dir), StudyLock(results_dir):  # two studies on one results directory would train the same runs
             _train_all(planned, todo, status, config_path, results_dir, log, jobs)
     results = collect(planned, results_dir)
-    write_report(results, planned, out, config_path, budget, seeds, command or "python -m alexnet_tf ablate", more, fig1)
+    write_report(results, planned, out, config_path, budget, seeds, command or "python -m alexnet_tf ablate", more, fig1,
+                 constant)
     log(f"wrote {out}")
     return results
+
+
+def load_constant_lr(results_dir, config_path=BASE_CONFIG, budget="full"):
+    """{arm name: ArmRuns} of claim 1b's runs: the base and tanh records in `results_dir`, trained with
+    study.CONSTANT_LR (`ablate --arms base,tanh --set` each of them, docs/ablation.md), seeds 0..n-1 up to the
+    highest recorded; a record of another config is a one-line error (records.read_record)."""
+    if not os.path.isdir(results_dir):
+        raise ConfigError(f"--constant-lr {results_dir}: no such directory; expected the --results directory of the "
+                          "constant-rate base and tanh runs (docs/ablation.md, claim 1b)")
+    seeds = [int(m.group(1)) for arm in ("base", "tanh")
+             for m in map(re.compile(r"seed(\d+)\.json$").search, _listdir(os.path.join(results_dir, arm))) if m]
+    if not seeds:
+        raise ConfigError(f"--constant-lr {results_dir}: no base or tanh record; expected RESULTS/base/seedK.json "
+                          "and RESULTS/tanh/seedK.json")
+    # the run directories of docs/ablation.md's command: a finished run there without a record is measured
+    planned = plan(os.path.abspath(config_path), budget, max(seeds) + 1, os.path.join("runs", "ablation_constant_lr"),
+                   ["base", "tanh"], CONSTANT_LR)
+    return collect(planned, os.path.abspath(results_dir))
+
+
+def _listdir(path):
+    return os.listdir(path) if os.path.isdir(path) else []
 
 
 def usable_cores():
