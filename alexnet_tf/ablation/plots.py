@@ -8,15 +8,16 @@ import os
 import numpy as np
 
 from alexnet_tf.ablation.stats import mean_std
-from alexnet_tf.ablation.study import THRESHOLD
+from alexnet_tf.ablation.study import STEP_METRICS, THRESHOLD
 
 
 def _have(results, *arms):
     return all(name in results and results[name].runs for name in arms)
 
 
-def fig1_relu_tanh(results, plt):
-    """The paper's Fig. 1: training error per step of ReLU (base) and tanh, one line per seed."""
+def fig1_relu_tanh(results, plt, threshold=THRESHOLD, rate="the study's schedule"):
+    """The paper's Fig. 1: training error per step of ReLU (base) and tanh, one line per seed, with the
+    threshold the claim reads."""
     if not _have(results, "base", "tanh"):
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -25,10 +26,10 @@ def fig1_relu_tanh(results, plt):
             steps, errors = run.curve
             ax.plot(steps / run.steps_per_epoch, errors, style, color="tab:blue" if name == "base" else "tab:red",
                     alpha=0.8, lw=1, label=label if i == 0 else None)
-    ax.axhline(THRESHOLD, color="0.4", lw=0.8, ls=":")
-    ax.text(ax.get_xlim()[1], THRESHOLD, f" {THRESHOLD:.0%}", va="center", ha="left", fontsize=8)
+    ax.axhline(threshold, color="0.4", lw=0.8, ls=":")
+    ax.text(ax.get_xlim()[1], threshold, f" {threshold:.0%}", va="center", ha="left", fontsize=8)
     ax.set(xlabel="epochs", ylabel="training error rate", ylim=(0, 1),
-           title="Fig. 1 on Fashion-MNIST: ReLU (solid) vs tanh (dashed), one line per seed")
+           title=f"Fig. 1 on Fashion-MNIST: ReLU (solid) vs tanh (dashed), {rate}, one line per seed")
     ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -91,8 +92,8 @@ def dropout(results, plt):
     return fig
 
 
-def make_figures(results, fig_dir):
-    """The PNGs of the report in `fig_dir`; returns [(caption, path)]."""
+def make_figures(results, fig_dir, constant=None):
+    """The PNGs of the report in `fig_dir` (with `constant`, claim 1b's runs, also theirs); returns [(caption, path)]."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,6 +103,9 @@ def make_figures(results, fig_dir):
     figures = [
         ("fig1_relu_tanh.png", "Training error of ReLU (solid) and tanh (dashed) networks, per seed (cf. the paper's Fig. 1)",
          lambda: fig1_relu_tanh(results, plt)),
+        ("fig1_relu_tanh_constant_lr.png", "Claim 1b: training error of ReLU (solid) and tanh (dashed) at a constant "
+         "learning rate, per seed, and the 25 % it is read at", lambda: fig1_relu_tanh(constant or {}, plt, STEP_METRICS[
+             "steps_to_25"], "constant rate 0.05")),
         ("curves.png", "Training and validation error per epoch, mean over seeds, every arm (log scale)",
          lambda: curves(present, plt) if present else None),
         ("val_error_per_arm.png", "Final validation top-1 error per arm: mean ± std, one dot per seed",

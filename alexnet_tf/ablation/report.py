@@ -314,7 +314,7 @@ def write_report(results, planned, out, config_path, budget, seeds, command, mor
     """
     out_dir = os.path.dirname(os.path.abspath(out))
     keep = _kept_discussion(out)
-    figures = make_figures(results, os.path.join(out_dir, "docs", "ablation"))
+    figures = make_figures(results, os.path.join(out_dir, "docs", "ablation"), constant)
     parts = _head(results, planned, config_path, budget, seeds, command, more)
     analysis = analyse(results, fig1, constant)  # the claims' tests, read by the claims table and the seeds table
     parts.append(_block("claims", claims_table=_claims_table(analysis), val_images=_val_images(results),
