@@ -1,7 +1,10 @@
 """data.augment_on device: tf.data delivers uint8 crops and their random draws, the training step applies the
 mean, flip, PCA lighting and scale. For the same seeds the network's inputs are the host path's bit for bit
 (every float op is elementwise and IEEE-rounded, see device_augment.py), so training ends with the host run's
-very weights, under the default strategy and mirrored over 2 logical CPUs, and a resumed run is exact."""
+very weights, under the default strategy and mirrored over 2 logical CPUs, and a resumed run is exact.
+Under the inputs that order the examples themselves: each sharded worker's stream (data/sharding.py) equals its
+host stream once finished, and the elements a real tf.data service (test_data_service's dispatcher and two
+workers on 127.0.0.1) delivers become the host transform's, and train."""
 
 import dataclasses
 
@@ -103,6 +106,9 @@ def test_training_on_the_device_ends_with_the_host_s_weights_and_resumes_exactly
 
 @pytest.mark.slow
 def test_mirrored_replicas_augment_on_their_own_device_and_match_the_host(tmp_path):
+    """Mirrored over 2 logical CPUs, host against device: the final weights under replicated input (each replica
+    its slice of the global batch) and under distribute.input sharded (per-replica batches through
+    distribute_datasets_from_function, train_input.Sharded.take); and where the step casts the uint8 pixels."""
     out = run_python(f"""
     import numpy as np, tensorflow as tf, keras
     import alexnet_tf
@@ -113,10 +119,12 @@ def test_mirrored_replicas_augment_on_their_own_device_and_match_the_host(tmp_pa
     from alexnet_tf.training import train
     from conftest import tiny_overrides
     sets = tiny_overrides(**{TINY!r}, **{{"distribute.strategy": "mirrored", "distribute.logical_cpus": 2}})
-    for where in ("host", "device"):
-        train(alexnet_tf.load_config(None, sets + ["data.augment_on=" + where]), {str(tmp_path)!r} + "/" + where, verbose=0)
-    a, b = (keras.saving.load_model({str(tmp_path)!r} + f"/{{w}}/model.keras").get_weights() for w in ("host", "device"))
-    print("same weights:", all(np.array_equal(x, y) for x, y in zip(a, b)))
+    for mode in ("replicated", "sharded"):
+        for where in ("host", "device"):
+            train(alexnet_tf.load_config(None, sets + ["distribute.input=" + mode, "data.augment_on=" + where]),
+                  {str(tmp_path)!r} + f"/{{mode}}-{{where}}", verbose=0)
+        a, b = (keras.saving.load_model({str(tmp_path)!r} + f"/{{mode}}-{{w}}/model.keras").get_weights() for w in ("host", "device"))
+        print(mode, "same weights:", all(np.array_equal(x, y) for x, y in zip(a, b)))
     # where the training step casts the uint8 pixels: on each replica's device
     config = alexnet_tf.load_config(None, sets + ["data.augment_on=device"])
     data, dist = make_datasets(config), distribute.setup(config.distribute)
@@ -128,7 +136,8 @@ def test_mirrored_replicas_augment_on_their_own_device_and_match_the_host(tmp_pa
     graph = step.get_concrete_function(iter(data.train)).graph
     print("devices:", sorted(op.device for op in graph.get_operations() if op.type == "Cast" and op.get_attr("SrcT") == tf.uint8))
     """, env={"PYTHONPATH": f"{ROOT}:{ROOT}/tests"})
-    assert "same weights: True" in out
+    assert "replicated same weights: True" in out and "sharded same weights: True" in out, out
+    assert "input: sharded, worker 0 of 1 decodes 64 examples per epoch" in out
     devices = out.split("devices: ")[1].splitlines()[0]
     assert devices == str([f"/job:localhost/replica:0/task:0/device:CPU:{i}" for i in (0, 1)]), devices
 
