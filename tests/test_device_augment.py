@@ -1,23 +1,31 @@
 """data.augment_on device: tf.data delivers uint8 crops and their random draws, the training step applies the
 mean, flip, PCA lighting and scale. For the same seeds the network's inputs are the host path's bit for bit
 (every float op is elementwise and IEEE-rounded, see device_augment.py), so training ends with the host run's
-very weights, under the default strategy and mirrored over 2 logical CPUs, and a resumed run is exact."""
+very weights, under the default strategy and mirrored over 2 logical CPUs, and a resumed run is exact.
+Under the inputs that order the examples themselves: each sharded worker's stream (data/sharding.py) equals its
+host stream once finished, and the elements a real tf.data service (test_data_service's dispatcher and two
+workers on 127.0.0.1) delivers become the host transform's, and train."""
 
 import dataclasses
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import alexnet_tf
 from alexnet_tf.config import ConfigError
-from alexnet_tf.data import device_augment, make_datasets, pipeline
+from alexnet_tf.data import device_augment, make_datasets, pipeline, service
+from alexnet_tf.train_input import Plan
 from conftest import ROOT, tiny_overrides
 from fake_images import pixels
+from test_data_service import dispatcher  # noqa: F401  (a real dispatcher and two workers on 127.0.0.1)
 from test_distribute import run_python
 from test_folder import config as folder_config
 from test_folder import folder  # noqa: F401  (the image-folder fixture)
 from test_resume import crash_at_step, same_weights, weights
+from test_sharding import config as prepared_config
+from test_sharding import prepared_dir, stream  # noqa: F401  (prepared_dir: 64 + 8 images in 8 + 1 shards)
 
 SIDE, SIZE = 256, 224
 SEEDS = [tf.constant([s, 5 * s + 3], tf.int64) for s in range(24)]
@@ -98,6 +106,9 @@ def test_training_on_the_device_ends_with_the_host_s_weights_and_resumes_exactly
 
 @pytest.mark.slow
 def test_mirrored_replicas_augment_on_their_own_device_and_match_the_host(tmp_path):
+    """Mirrored over 2 logical CPUs, host against device: the final weights under replicated input (each replica
+    its slice of the global batch) and under distribute.input sharded (per-replica batches through
+    distribute_datasets_from_function, train_input.Sharded.take); and where the step casts the uint8 pixels."""
     out = run_python(f"""
     import numpy as np, tensorflow as tf, keras
     import alexnet_tf
@@ -108,10 +119,14 @@ def test_mirrored_replicas_augment_on_their_own_device_and_match_the_host(tmp_pa
     from alexnet_tf.training import train
     from conftest import tiny_overrides
     sets = tiny_overrides(**{TINY!r}, **{{"distribute.strategy": "mirrored", "distribute.logical_cpus": 2}})
-    for where in ("host", "device"):
-        train(alexnet_tf.load_config(None, sets + ["data.augment_on=" + where]), {str(tmp_path)!r} + "/" + where, verbose=0)
-    a, b = (keras.saving.load_model({str(tmp_path)!r} + f"/{{w}}/model.keras").get_weights() for w in ("host", "device"))
-    print("same weights:", all(np.array_equal(x, y) for x, y in zip(a, b)))
+    for mode in ("replicated", "sharded"):
+        for where in ("host", "device"):
+            # sharded: one epoch (its stream across epochs is test_each_worker_s_shard_..._is_its_host_shard's)
+            epochs = ["train.epochs=1"] if mode == "sharded" else []
+            train(alexnet_tf.load_config(None, sets + epochs + ["distribute.input=" + mode, "data.augment_on=" + where]),
+                  {str(tmp_path)!r} + f"/{{mode}}-{{where}}", verbose=0)
+        a, b = (keras.saving.load_model({str(tmp_path)!r} + f"/{{mode}}-{{w}}/model.keras").get_weights() for w in ("host", "device"))
+        print(mode, "same weights:", all(np.array_equal(x, y) for x, y in zip(a, b)))
     # where the training step casts the uint8 pixels: on each replica's device
     config = alexnet_tf.load_config(None, sets + ["data.augment_on=device"])
     data, dist = make_datasets(config), distribute.setup(config.distribute)
@@ -123,7 +138,8 @@ def test_mirrored_replicas_augment_on_their_own_device_and_match_the_host(tmp_pa
     graph = step.get_concrete_function(iter(data.train)).graph
     print("devices:", sorted(op.device for op in graph.get_operations() if op.type == "Cast" and op.get_attr("SrcT") == tf.uint8))
     """, env={"PYTHONPATH": f"{ROOT}:{ROOT}/tests"})
-    assert "same weights: True" in out
+    assert "replicated same weights: True" in out and "sharded same weights: True" in out, out
+    assert "input: sharded, worker 0 of 1 decodes 64 examples per epoch" in out
     devices = out.split("devices: ")[1].splitlines()[0]
     assert devices == str([f"/job:localhost/replica:0/task:0/device:CPU:{i}" for i in (0, 1)]), devices
 
@@ -133,3 +149,103 @@ def test_in_memory_crops_cannot_go_to_the_device():
         with pytest.raises(ConfigError, match=r"^config error: data.augment_on = device with data\.(random_crop|upscale) = \d+: .*"
                                               r"expected data.augment_on = host"):
             alexnet_tf.load_config(None, tiny_overrides(**{"data.augment_on": "device"}) + [extra])
+
+
+# === Under the inputs that order the examples themselves: sharded workers and the tf.data service ===
+
+AUGMENT = {"data.lighting": True, "data.mean": "image", "data.scale": 0.02, "train.deterministic": True}
+
+
+def host_and_device(source, request, tmp_path):
+    """make_datasets of `source` with AUGMENT (flips, PCA lighting, the mean image, scale), host and device:
+    in-memory arrays (augmented per batch), folder files (per image, whole decode) and prepared shards (per
+    image, fused decode of the window)."""
+    def load(**extra):
+        if source == "arrays":
+            return make_datasets(alexnet_tf.load_config(None, tiny_overrides(**{"model.channels": 3}, **AUGMENT, **extra)))
+        if source == "folder":
+            return make_datasets(folder_config(request.getfixturevalue("folder")[0], tmp_path, **AUGMENT, **extra))
+        return make_datasets(prepared_config(request.getfixturevalue("prepared_dir"), **AUGMENT, **extra))
+    return load(), load(**{"data.augment_on": "device"})
+
+
+# (global batch, steps per epoch) of the sharded streams: the folder fixture has 9 readable training images, the others 64
+PLANS = {"arrays": (16, 4), "folder": (4, 2), "prepared": (16, 4)}
+
+
+@pytest.mark.parametrize("source", ["arrays", "folder", "prepared"])
+def test_each_worker_s_shard_finished_on_the_device_is_its_host_shard(source, request, tmp_path):
+    """Worker i of 2 (distribute.input sharded, data/sharding.py), its stream through the spare epoch and
+    resumed at (epoch 1, step 1): the device stream's uint8 batches, finished by DeviceAugment, against the
+    host stream of the same worker (the same example at each position, the same per-example seeds),
+    images bit for bit and labels."""
+    host, device = host_and_device(source, request, tmp_path)
+    batch, steps = PLANS[source]
+    plan = Plan(batch=batch, steps=steps, epochs=2, seed=7, shuffle_buffer=16)
+    firsts = []
+    for i in range(2):
+        expected, got = stream(host.source, plan, 2, i), stream(device.source, plan, 2, i)
+        assert len(got) == len(expected) == (plan.epochs + 1) * steps
+        for (x, y), (inputs, labels) in zip(expected, got):
+            assert inputs["pixels"].dtype == np.uint8 and inputs["pixels"].shape[0] == batch // 2
+            np.testing.assert_array_equal(device.device_augment(inputs).numpy(), x)
+            np.testing.assert_array_equal(labels, y)
+        assert set(np.concatenate([inputs["flip"] for inputs, _ in got]).tolist()) == {False, True}
+        resumed = stream(device.source, plan, 2, i, start=(1, 1))
+        assert len(resumed) == len(expected) - steps - 1
+        for x, (inputs, labels) in zip(expected[steps + 1:], resumed):
+            np.testing.assert_array_equal(device.device_augment(inputs).numpy(), x[0])
+            np.testing.assert_array_equal(labels, x[1])
+        firsts.append(expected[0][0])
+    assert not np.array_equal(*firsts)  # the two workers' parts differ
+
+
+def finished(elements):
+    """Sorted (label, image bytes) of (network input, label) pairs: a multiset, comparable whatever the order."""
+    return sorted((int(y), np.asarray(x, np.float32).tobytes()) for x, y in elements)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["arrays", "folder", "prepared"])
+def test_the_service_s_device_elements_become_the_host_s(source, dispatcher, request, tmp_path):  # noqa: F811
+    """One epoch (distributed_epoch, data/service.py) decoded by the real service's two workers with
+    data.augment_on device, each global batch finished by DeviceAugment in this process, against the host
+    transform of the same epoch's examples run here without a service (service.examples: the same
+    per-example seeds). The service hands out its splits (example indices, shard files) to whichever of
+    its workers asks next and the trainer takes their elements as they arrive, so the order is not
+    reproducible (data/service.py): the two are compared as multisets of (label, image bytes), all distinct."""
+    host, device = host_and_device(source, request, tmp_path)
+    n, batch = host.train_size, 3 if source == "folder" else 16  # the whole epoch: 9 folder images, 64 others
+    plan = Plan(batch=batch, steps=n // batch, epochs=1, seed=7, shuffle_buffer=16)
+    reference = [(x, y) for x, y, _ in service.examples(host.source, plan, 0).as_numpy_iterator()]
+    received = []
+    for inputs, labels in service.epoch_dataset(device.source, plan, dispatcher, 0, 0):
+        assert inputs["pixels"].dtype == tf.uint8
+        received += zip(device.device_augment(inputs).numpy(), labels.numpy())
+    assert len(received) == len(reference) == n
+    assert finished(received) == finished(reference)
+    assert len({x for _, x in finished(received)}) == n
+
+
+@pytest.mark.slow
+def test_training_steps_through_the_service_on_the_device_end_at_a_finite_loss(dispatcher, prepared_dir, tmp_path,  # noqa: F811
+                                                                                capsys):
+    """3 steps of the tiny RGB model on the prepared shards, their examples decoded by the service's workers and
+    augmented in the training step: each step's loss, as the callbacks see it, and the validation loss are finite."""
+    from alexnet_tf.training import train
+
+    class Losses(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.seen.append(logs["loss"])
+
+    config = prepared_config(prepared_dir, **AUGMENT, **{"data.augment_on": "device", "data.service": dispatcher,
+                                                          "train.epochs": 1, "train.steps_per_epoch": 3})
+    losses = Losses()
+    metrics = train(config, str(tmp_path / "run"), verbose=0, callbacks=[losses])
+    assert f"input: the tf.data service at {dispatcher}" in capsys.readouterr().out
+    assert len(losses.seen) == 3 and np.isfinite(losses.seen).all(), losses.seen
+    assert metrics["epochs_completed"] == 1 and np.isfinite(metrics["val_loss"])
