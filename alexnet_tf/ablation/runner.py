@@ -111,7 +111,7 @@ def run_study(config_path=BASE_CONFIG, budget="full", seeds=None, runs_dir="runs
     status = {p.run_dir: _status(p, results_dir) for p in planned}
     todo = [p for p in planned if status[p.run_dir] == "todo"]
     n_arms = len({p.arm.name for p in planned})
-    log(f"ablation study: {n_arms} arms, {seeds_text(seeds, more)} = {len(planned)} runs in {runs_dir} "
+    log(f"ablation study: {n_arms} arm{'s' if n_arms != 1 else ''}, {seeds_text(seeds, more)} = {len(planned)} runs in {runs_dir} "
         f"({os.path.relpath(config_path)}, budget {budget}); {len(planned) - len(todo)} finished or failed, {len(todo)} to train")
     if train and todo:
         with StudyLock(runs_dir), StudyLock(results_dir):  # two studies on one results directory would train the same runs
