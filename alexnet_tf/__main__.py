@@ -79,7 +79,7 @@ COMMANDS = {
 # The commands whose handler starts TensorFlow before anything else: it is started for them (after the
 # arguments are parsed) with its start-up notices filtered. The others start it later or never.
 STARTS_TENSORFLOW = frozenset({"filters", "export", "predict", "features", "neighbours", "projector", "codes",
-                               "evaluate", "benchmark", "speed", "ablate", "fig1", "init-study", "import-caffe"})
+                               "evaluate", "benchmark", "speed", "fig1", "init-study", "import-caffe"})
 
 
 def _prog():

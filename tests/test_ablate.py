@@ -1027,6 +1027,36 @@ def test_a_record_written_before_a_config_key_existed_reads_it_at_its_default(tm
         records.read_record(path, other.config)  # the plan sets it away from its default: not the recorded run
 
 
+CONSTANT_LR_RECORDS = os.path.join(study.ROOT, "results", "ablation_constant_lr")
+
+
+def test_claim_1b_joins_the_family_only_when_all_its_planned_runs_are_recorded(tmp_path):
+    """The committed constant-rate records, read back: each seed's steps to 25 % is its record's own
+    `reached` entry (read here from the JSON), and 1b enters Holm's family (m = 12, 99.58 %) only with all 20;
+    one record fewer keeps it out (shown, not tested) and the family at 11."""
+    constant = runner.load_constant_lr(CONSTANT_LR_RECORDS)
+    for name in ("base", "tanh"):
+        expected = []
+        for seed in range(study.CONSTANT_LR_SEEDS):
+            with open(os.path.join(CONSTANT_LR_RECORDS, name, f"seed{seed}.json")) as f:
+                measured = json.load(f)["measured"]
+            step = dict((round(t, 2), s) for t, s in measured["reached"])[0.25]
+            expected.append(step if step is not None else measured["total_steps"])
+        assert constant[name].seeds == list(range(10)) and constant[name].values("steps_to_25") == expected
+    family = analysis.tested(analysis.analyse({}, None, constant))
+    assert [a.claim.key for a in family] == ["1b"]
+    partial = tmp_path / "partial"
+    shutil.copytree(CONSTANT_LR_RECORDS, partial)
+    (partial / "tanh" / "seed7.json").unlink()
+    held = runner.load_constant_lr(str(partial))
+    assert held["tanh"].missing == 1 and 7 not in held["tanh"].seeds
+    one_b = analysis.analyse({}, None, held)["1b"]
+    assert one_b.claim.retired.startswith("1 of its 20 planned runs") and not analysis.tested({"1b": one_b})
+    assert report.verdict_text(one_b).startswith(report.RETIRED)
+    with pytest.raises(ConfigError, match=r"--constant-lr .*--budget tiny"):  # records of the full budget
+        runner.load_constant_lr(CONSTANT_LR_RECORDS, budget="tiny")
+
+
 def test_constant_rate_records_are_refused_with_one_line_when_they_are_not_claim_1b_runs(tmp_path):
     with pytest.raises(ConfigError, match="no such directory; expected the --results directory"):
         runner.load_constant_lr(str(tmp_path / "absent"))

@@ -89,7 +89,12 @@ def main(args):
         except (OSError, ValueError) as e:
             raise ConfigError(f"--four-layer {args.four_layer}: {e}; expected the summary.json that `python -m alexnet_tf fig1` "
                               "writes") from None
-    constant = load_constant_lr(args.constant_lr, args.config or BASE_CONFIG, args.budget) if args.constant_lr else None
+    constant = None
+    if args.constant_lr:
+        constant = load_constant_lr(args.constant_lr, args.config or BASE_CONFIG, args.budget, args.set)
+    if not args.report_only:  # training measures the base arm's model first: TensorFlow's notices off the console
+        from alexnet_tf import tf_startup
+        tf_startup.start()
     run_study(args.config or BASE_CONFIG, args.budget, args.seeds, args.runs_dir, args.out, arms=arms, extra=args.set,
               train=not args.report_only, command=command, results_dir=args.results, jobs=args.jobs, more=more,
               fig1=fig1, constant=constant)

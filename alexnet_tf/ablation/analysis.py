@@ -3,7 +3,7 @@ claims and the verdict (ClaimAnalysis), the seeds each claim would need and the 
 and claims 1 and 5b's step ratios at other thresholds. Numbers only: report.py words them."""
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -85,6 +85,16 @@ def _arms(claim, results, constant):
     return pool[claim.a], pool[claim.b]
 
 
+def _held_back(claim, arms):
+    """Claim 1b as it stands: out of the tests until every planned run has a record, so a partial set of seeds
+    never enters Holm's family or moves the other claims' corrections."""
+    waiting = sum(arm.missing for arm in arms)
+    if not waiting:
+        return claim
+    planned = sum(arm.missing + len(arm.runs) + len(arm.failed) for arm in arms)
+    return replace(claim, retired=f"{waiting} of its {planned} planned runs have no record yet; tested once all have")
+
+
 def _tests(results, fig1, constant):
     """{key: (claim, Test or None, fig1 values or None)} in CLAIMS' order, for the claims whose runs exist."""
     tests = {}
@@ -99,6 +109,8 @@ def _tests(results, fig1, constant):
         arms = _arms(claim, results, constant)
         if arms is None:
             continue
+        if claim.source == "constant_lr":
+            claim = _held_back(claim, arms)
         (va, sa), (vb, sb) = claim_values(claim, arms[0]), claim_values(claim, arms[1])
         tests[claim.key] = (claim, compare(va, sa, vb, sb) if va and vb else None, None)
     return tests
@@ -239,8 +251,8 @@ def sensitivity(results, constant=None):
     for slow, fast in SENSITIVITY_PAIRS:
         if slow in results and fast in results:
             _add_ratios(out, (slow, fast), results[slow], results[fast])
-    if constant and "tanh" in constant and "base" in constant:
-        _add_ratios(out, ("tanh", "base", "constant_lr"), constant["tanh"], constant["base"])
+        if (slow, fast) == ("tanh", "base") and constant and "tanh" in constant and "base" in constant:
+            _add_ratios(out, ("tanh", "base", "constant_lr"), constant["tanh"], constant["base"])
     return out
 
 

@@ -105,7 +105,7 @@ def make_figures(results, fig_dir, constant=None):
          lambda: fig1_relu_tanh(results, plt)),
         ("fig1_relu_tanh_constant_lr.png", "Claim 1b: training error of ReLU (solid) and tanh (dashed) at a constant "
          "learning rate, per seed, and the 25 % it is read at", lambda: fig1_relu_tanh(constant or {}, plt, STEP_METRICS[
-             "steps_to_25"], "constant rate 0.05")),
+             "steps_to_25"], "constant learning rate")),
         ("curves.png", "Training and validation error per epoch, mean over seeds, every arm (log scale)",
          lambda: curves(present, plt) if present else None),
         ("val_error_per_arm.png", "Final validation top-1 error per arm: mean ± std, one dot per seed",

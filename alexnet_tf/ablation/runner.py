@@ -3,7 +3,6 @@ once, resumable), measure every finished run, write the report."""
 
 import os
 import queue
-import re
 import time
 
 from alexnet_tf import machine
@@ -12,7 +11,7 @@ from alexnet_tf.ablation.records import (add_attempt, measure_finished, measured
                                          record_path, run_failure, write_failure, write_result)
 from alexnet_tf.ablation.report import minutes, seeds_text, write_report
 from alexnet_tf.ablation.results import ArmRuns
-from alexnet_tf.ablation.study import BASE_CONFIG, CONSTANT_LR, DEFAULT_SEEDS, plan
+from alexnet_tf.ablation.study import BASE_CONFIG, CONSTANT_LR, CONSTANT_LR_SEEDS, DEFAULT_SEEDS, plan
 from alexnet_tf.config import load_config
 from alexnet_tf.errors import ConfigError, UserError
 from alexnet_tf.run_dir import read_json
@@ -123,26 +122,41 @@ def run_study(config_path=BASE_CONFIG, budget="full", seeds=None, runs_dir="runs
     return results
 
 
-def load_constant_lr(results_dir, config_path=BASE_CONFIG, budget="full"):
-    """{arm name: ArmRuns} of claim 1b's runs: the base and tanh records in `results_dir`, trained with
-    study.CONSTANT_LR (`ablate --arms base,tanh --set` each of them, docs/ablation.md), seeds 0..n-1 up to the
-    highest recorded; a record of another config is a one-line error (records.read_record)."""
+def load_constant_lr(results_dir, config_path=BASE_CONFIG, budget="full", extra=()):
+    """{arm name: ArmRuns} of claim 1b's runs, read from their records in `results_dir` only: the base and tanh
+    arms at seeds 0..CONSTANT_LR_SEEDS-1, trained with study.CONSTANT_LR on top of `extra` (docs/ablation.md
+    gives the command). A seed without a record counts as missing; a record of another config, or one
+    measured under other values, is a one-line error."""
     if not os.path.isdir(results_dir):
         raise ConfigError(f"--constant-lr {results_dir}: no such directory; expected the --results directory of the "
                           "constant-rate base and tanh runs (docs/ablation.md, claim 1b)")
-    seeds = [int(m.group(1)) for arm in ("base", "tanh")
-             for m in map(re.compile(r"seed(\d+)\.json$").search, _listdir(os.path.join(results_dir, arm))) if m]
-    if not seeds:
+    # the configs to check the records against (the run directories it names are not read)
+    planned = plan(os.path.abspath(config_path), budget, CONSTANT_LR_SEEDS, results_dir, ["base", "tanh"],
+                   list(extra) + list(CONSTANT_LR))
+    results = {}
+    for p in planned:
+        arm = results.setdefault(p.arm.name, ArmRuns(p.arm))
+        path = record_path(results_dir, p.arm.name, p.seed)
+        try:
+            record = read_record(path, p.config)
+        except ConfigError as e:
+            raise ConfigError(f"--constant-lr {results_dir}: {e.detail} (the runs must be this study's --config, "
+                              f"--budget {budget} and --set, plus {' '.join(CONSTANT_LR)})") from None
+        if record is None:
+            arm.missing += 1
+        elif record.stale and not record.failed:
+            raise ConfigError(f"--constant-lr {path}: measured under other values than today's; expected a current "
+                              "record: measure it again with the constant-rate command of docs/ablation.md")
+        elif record.failed:
+            arm.failed.append((p.seed, record.failed))
+            arm.records.append(path)
+        else:
+            arm.runs.append(record.result)
+            arm.records.append(path)
+    if not any(arm.records for arm in results.values()):
         raise ConfigError(f"--constant-lr {results_dir}: no base or tanh record; expected RESULTS/base/seedK.json "
                           "and RESULTS/tanh/seedK.json")
-    # the run directories of docs/ablation.md's command: a finished run there without a record is measured
-    planned = plan(os.path.abspath(config_path), budget, max(seeds) + 1, os.path.join("runs", "ablation_constant_lr"),
-                   ["base", "tanh"], CONSTANT_LR)
-    return collect(planned, os.path.abspath(results_dir))
-
-
-def _listdir(path):
-    return os.listdir(path) if os.path.isdir(path) else []
+    return results
 
 
 def usable_cores():
