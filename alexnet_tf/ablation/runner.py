@@ -147,12 +147,8 @@ def load_constant_lr(results_dir, config_path=BASE_CONFIG, budget="full", extra=
         elif record.stale and not record.failed:
             raise ConfigError(f"--constant-lr {path}: measured under other values than today's; expected a current "
                               "record: measure it again with the constant-rate command of docs/ablation.md")
-        elif record.failed:
-            arm.failed.append((p.seed, record.failed))
-            arm.records.append(path)
         else:
-            arm.runs.append(record.result)
-            arm.records.append(path)
+            _add(arm, p.seed, record, path)
     if not any(arm.records for arm in results.values()):
         raise ConfigError(f"--constant-lr {results_dir}: no base or tanh record; expected RESULTS/base/seedK.json "
                           "and RESULTS/tanh/seedK.json")
@@ -298,13 +294,18 @@ def collect(planned, results_dir):
         record = _current_record(p, path, results_dir)
         if not _usable(record):
             arm.missing += 1
-        elif record.failed:
-            arm.failed.append((p.seed, record.failed))
-            arm.records.append(path)
         else:
-            arm.runs.append(record.result)
-            arm.records.append(path)
+            _add(arm, p.seed, record, path)
     return results
+
+
+def _add(arm, seed, record, path):
+    """A usable record (records.read_record) into its ArmRuns: a finished run's result, or a diverged seed."""
+    if record.failed:
+        arm.failed.append((seed, record.failed))
+    else:
+        arm.runs.append(record.result)
+    arm.records.append(path)
 
 
 def _current_record(p, path, results_dir):
