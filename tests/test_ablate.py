@@ -248,6 +248,25 @@ def test_claim_1b_reads_steps_to_25_from_the_constant_rate_runs_only():
     assert f"x>{np.mean([600, 1872, 520]) / np.mean([120, 150, 130]):.2f}" in line, line
 
 
+def test_a_step_ratio_pulled_down_by_runs_that_never_reached_is_not_sized():
+    """tanh x3 the steps of ReLU, significant, below the paper's x6: "same direction, smaller" when every
+    run reached 25 %; when a tanh run did not (its whole run counted, a lower bound), only the direction."""
+    def arm(name, steps, total=450):
+        runs = [_result(seed, reached={**{t: 1 for t in study.SENSITIVITY}, 0.25: s}, total_steps=total,
+                        censored={**{t: False for t in study.SENSITIVITY}, 0.25: s is None})
+                for seed, s in enumerate(steps)]
+        return ArmRuns(study.ARM_BY_NAME[name], runs)
+    base = arm("base", [100, 110, 120, 130, 140])
+    reached = analysis.analyse({}, None, {"base": base, "tanh": arm("tanh", [300, 330, 360, 390, 440])})["1b"]
+    assert reached.verdict == stats.Verdict.SAME_DIRECTION_SMALLER and reached.censored == 0
+    bounded = analysis.analyse({}, None, {"base": base, "tanh": arm("tanh", [300, 330, 360, 390, None])})["1b"]
+    assert bounded.verdict == stats.Verdict.SAME_DIRECTION and bounded.censored == 1
+    # the faster arm's censored runs bias the ratio upwards, not towards "smaller": the size is still judged
+    late_base = arm("base", [100, 110, 120, 130, None], total=140)
+    faster = analysis.analyse({}, None, {"base": late_base, "tanh": arm("tanh", [300, 330, 360, 390, 440])})["1b"]
+    assert faster.verdict == stats.Verdict.SAME_DIRECTION_SMALLER
+
+
 def test_every_claim_agrees_on_numbers_shaped_like_the_papers():
     """Hand-written per-arm numbers that behave as the paper says (with a little seed noise): every
     claim's verdict must be 'agrees', which pins down the sign convention of each claim."""

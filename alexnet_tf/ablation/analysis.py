@@ -138,8 +138,26 @@ def analyse(results, fig1=None, constant=None):
         interval = simultaneous(test, len(keys))
         holm_p = adjusted.get(key, math.nan)
         judged = None if claim.retired else verdict(test, holm_p, claim.expected, paper_effect(claim), interval)
+        if _slower_arm_censored(claim, a, b, values):
+            judged = UNSIZED.get(judged, judged)
         out[key] = ClaimAnalysis(claim, a, b, test, holm_p, judged, interval, values)
     return out
+
+
+# A size verdict that a lower bound could have made: the direction stays, the size is not judged.
+UNSIZED = {Verdict.SAME_DIRECTION_SMALLER: Verdict.SAME_DIRECTION, Verdict.SMALLER: Verdict.INCONCLUSIVE}
+
+
+def _slower_arm_censored(claim, a, b, values):
+    """Whether a step claim's arm that the paper expects to be slower has runs that never reached the threshold:
+    they count as the whole run, a lower bound, which can only shrink the ratio towards 0, so "smaller than the
+    paper's" would be the censoring's doing. For the four-layer net only the total is known: any run."""
+    if not claim.metric.startswith("steps"):
+        return False
+    if values is not None:
+        return values.get("never_reached", 0) > 0
+    slower = b if claim.expected > 0 else a
+    return censored(slower, claim.metric) > 0
 
 
 def tested(analysis):
