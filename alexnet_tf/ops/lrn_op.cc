@@ -268,20 +268,37 @@ void Parallel(OpKernelContext* context, const Params& p, int64_t rows,
   tensorflow::Shard(threads->num_threads, threads->workers, rows, cost, work);
 }
 
-template <typename T>
-class LrnOp : public OpKernel {
+// What both kernels do first: the attributes read once, then per call the input's channel axis checked, the
+// parameters resolved against its channel count and the shape of the output channel slice [start, stop).
+class LrnKernel : public OpKernel {
  public:
-  explicit LrnOp(OpKernelConstruction* context) : OpKernel(context) {
+  explicit LrnKernel(OpKernelConstruction* context) : OpKernel(context) {
     OP_REQUIRES_OK(context, Attributes(context, &attributes_));
   }
 
+ protected:
+  absl::Status Prepare(const Tensor& x, Params* p, TensorShape* slice) const {
+    if (x.dims() < 1) return InvalidArgument(type_string(), ": expected an input with a channel axis");
+    TF_RETURN_IF_ERROR(Resolve(attributes_, x.dim_size(x.dims() - 1), p));
+    *slice = x.shape();
+    slice->set_dim(x.dims() - 1, p->stop - p->start);
+    return absl::OkStatus();
+  }
+
+ private:
+  Params attributes_;
+};
+
+template <typename T>
+class LrnOp : public LrnKernel {
+ public:
+  using LrnKernel::LrnKernel;
+
   void Compute(OpKernelContext* context) override {
     const Tensor& x = context->input(0);
-    OP_REQUIRES(context, x.dims() >= 1, InvalidArgument("AlexnetLrn: expected an input with a channel axis"));
     Params p;
-    OP_REQUIRES_OK(context, Resolve(attributes_, x.dim_size(x.dims() - 1), &p));
-    TensorShape shape = x.shape();
-    shape.set_dim(x.dims() - 1, p.stop - p.start);
+    TensorShape shape;
+    OP_REQUIRES_OK(context, Prepare(x, &p, &shape));
     Tensor* y = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(0, shape, &y));
     if (x.NumElements() == 0) return;
@@ -290,28 +307,21 @@ class LrnOp : public OpKernel {
     Parallel(context, p, x.NumElements() / p.channels,
              [&](int64_t begin, int64_t end) { Forward(p, in, out, begin, end); });
   }
-
- private:
-  Params attributes_;
 };
 
 template <typename T>
-class LrnGradOp : public OpKernel {
+class LrnGradOp : public LrnKernel {
  public:
-  explicit LrnGradOp(OpKernelConstruction* context) : OpKernel(context) {
-    OP_REQUIRES_OK(context, Attributes(context, &attributes_));
-  }
+  using LrnKernel::LrnKernel;
 
   void Compute(OpKernelContext* context) override {
     const Tensor& x = context->input(0);
     const Tensor& g = context->input(1);
-    OP_REQUIRES(context, x.dims() >= 1, InvalidArgument("AlexnetLrnGrad: expected an input with a channel axis"));
     Params p;
-    OP_REQUIRES_OK(context, Resolve(attributes_, x.dim_size(x.dims() - 1), &p));
-    TensorShape expected = x.shape();
-    expected.set_dim(x.dims() - 1, p.stop - p.start);
+    TensorShape expected;
+    OP_REQUIRES_OK(context, Prepare(x, &p, &expected));
     OP_REQUIRES(context, g.shape() == expected,
-                InvalidArgument("AlexnetLrnGrad: gradient shape ", g.shape().DebugString(), "; expected ",
+                InvalidArgument(type_string(), ": gradient shape ", g.shape().DebugString(), "; expected ",
                                 expected.DebugString()));
     Tensor* dx = nullptr;
     OP_REQUIRES_OK(context, context->allocate_output(0, x.shape(), &dx));
@@ -322,9 +332,6 @@ class LrnGradOp : public OpKernel {
     Parallel(context, p, x.NumElements() / p.channels,
              [&](int64_t begin, int64_t end) { Backward(p, in, grad, out, begin, end); });
   }
-
- private:
-  Params attributes_;
 };
 
 absl::Status OutputShape(shape_inference::InferenceContext* c) {
