@@ -696,7 +696,7 @@ def test_jobs_at_once_a_failed_run_lets_the_others_finish_then_stops_the_study(t
                      for p in planned[:2])
     assert first["returncode"] == -9 and second["returncode"] == 0
     assert second["started"] < first["started"] + first["wall_seconds"]  # they ran at the same time
-    assert 1.0 <= second["wall_seconds"] < 5 and first["wall_seconds"] < 1.0
+    assert 0.9 <= second["wall_seconds"] < 5 and first["wall_seconds"] < 1.0  # 1 s, stamped just after the spawn
 
 
 def test_jobs_a_run_ending_while_another_is_measured_keeps_its_own_wall_and_the_core_stays_busy(tmp_path, monkeypatch):
@@ -712,8 +712,10 @@ def test_jobs_a_run_ending_while_another_is_measured_keeps_its_own_wall_and_the_
     status = {p.run_dir: "todo" for p in planned}
     runner._train_all(planned, planned, status, study.BASE_CONFIG, str(tmp_path / "results"), lambda line: None, jobs=2)
     attempts = [json.loads(open(os.path.join(p.run_dir, "ablation.json")).read())["attempts"][0] for p in planned]
-    # seed 1 exits at ~1 s while seed 0 is being measured (0.3-2.3 s): its wall is its own, not the wait
-    assert 1.0 <= attempts[1]["wall_seconds"] < 1.8
+    # seed 1 exits at ~1 s while seed 0 is being measured (0.3-2.3 s): its wall is its own, not the wait.
+    # Its start is stamped just after the child is spawned, so under load the child's 1 s can read a little
+    # shorter (0.9994 s seen); the wait would add 1.3 s or more.
+    assert 0.9 <= attempts[1]["wall_seconds"] < 1.8
     # seed 2 started as soon as seed 0 ended, before seed 0's measurement was over
     assert started[2].started < measured_at[0] - 1
     assert all(records.read_record(records.record_path(str(tmp_path / "results"), "base", p.seed), p.config)
