@@ -95,7 +95,7 @@ class TensorBoard:
         with urllib.request.urlopen(self.url + path.lstrip("/"), timeout=30) as response:
             return json.loads(response.read())
 
-    def wait_for(self, path, predicate, timeout=60):
+    def wait_for(self, path, predicate, timeout=120):
         """get(path) until predicate(answer) holds; the last answer."""
         deadline = time.time() + timeout
         while True:
@@ -161,7 +161,7 @@ class Chromium:
                     raise RuntimeError(f"{method}: {answer['error']}")
                 return answer["result"]
 
-    def page_text(self, url, expected, ready=lambda text: True, timeout=60):
+    def page_text(self, url, expected, ready=lambda text: True, timeout=120):
         """Open url in a new tab; its rendered text (PAGE_TEXT) once it shows every string of `expected`
         (shows()) and ready(text) holds, or as it is when `timeout` seconds have passed."""
         target = self.send("Target.createTarget", {"url": url})["targetId"]

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from alexnet_tf import run_dir as run_dir_module
 from alexnet_tf import serving
 from alexnet_tf.errors import PathExists
 from conftest import ROOT, run_main
@@ -93,7 +94,7 @@ def test_two_exports_at_once_leave_two_whole_versions(run_copy, tmp_path):
     assert not np.array_equal(best, last)  # the two checkpoints differ, so a mix-up would show
 
 
-def test_a_second_export_waits_for_the_first_then_gives_up_in_one_line(run_copy, capsys):
+def test_a_second_export_waits_for_the_first_then_gives_up_in_one_line(run_copy, capsys, monkeypatch):
     from alexnet_tf.__main__ import main
     base = os.path.join(run_copy, "export")
     fd = os.open(os.path.join(base, ".lock"), os.O_RDWR | os.O_CREAT)
@@ -109,7 +110,17 @@ def test_a_second_export_waits_for_the_first_then_gives_up_in_one_line(run_copy,
         assert f"waiting for another export into {base} to finish" in out
         assert sorted(os.listdir(base)) == [".lock", "1"]  # nothing claimed, nothing left behind
 
-        threading.Timer(1.0, os.close, [fd]).start()  # the first export ends after a second
+        # the first export ends a second after the second one has found the lock busy (however long loading
+        # the run took before that), so the second must wait and then go on
+        timers = []
+
+        def holder_then_release(f, real=run_dir_module._holder):
+            if not timers:
+                timers.append(threading.Timer(1.0, os.close, [fd]))
+                timers[0].start()
+            return real(f)
+
+        monkeypatch.setattr(run_dir_module, "_holder", holder_then_release)
         status, out, err = run_main(capsys, main, ["export", "--run-dir", run_copy, "--wait", "120"])
     finally:
         try:

@@ -267,10 +267,12 @@ def test_a_signal_saves_after_the_step_and_the_rerun_is_bit_identical(reference,
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 128 + signum, where + err[-2000:]
     last = err.strip().splitlines()[-1]
-    # the step that was running when the signal came finishes (at + 1 at most), then it saves
+    # the step that was running when the signal came finishes, then it saves: at + 1 when the signal lands
+    # during the next step; the child runs on while this process reads its line, so on a loaded machine one
+    # more step can pass before the signal lands (at + 2); bit-identity below shows no step is lost or repeated
     saved = tf.train.latest_checkpoint(str(run_dir / "checkpoints" / "last"))
     assert last == f"{signum.name}: stopped after saving {saved}; rerun the same command to resume", where + last
-    assert int(saved.rsplit("-", 1)[1]) in (at, at + 1), where
+    assert at <= int(saved.rsplit("-", 1)[1]) <= at + 2, where
     assert not (run_dir / "metrics.json").exists()
     # and on stdout the next commands: the curves so far, and the command line that resumes the run
     rerun = out.strip().splitlines()[-1]
