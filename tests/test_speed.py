@@ -55,6 +55,8 @@ def test_tiny_benchmark_emits_valid_json():
     np.testing.assert_allclose(row["train_utilisation"], row["train_flops_per_s"] / best, rtol=1e-9)
     assert row["utilisation_measurement_error"] is (row["train_utilisation"] > 1)
     assert len(report["measurement_errors"]) == int(row["utilisation_measurement_error"])
+    spreads = [report["matmul_peak_spread"]["float32"], row["train_images_per_s_spread"]]
+    assert len(report["noisy"]) == sum((s["max"] - s["min"]) / s["median"] > 0.10 for s in spreads)
     assert report["machine"]["cpu"] == _first_model_name() and "onednn" in report["machine"]
     flags = _first_flags()
     assert report["cpu_flags"] == {f: f in flags for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile")}
@@ -81,6 +83,24 @@ def test_spread_best_of_and_flag_on_hand_made_numbers():
     present = spread.flags_present({"avx2", "avx512f", "amx_tile", "amx_bf16"})
     assert present == {"avx512f": True, "avx512_bf16": False, "amx_bf16": True, "amx_tile": True}
     assert spread.describe_flags(present) == "avx512f yes, avx512_bf16 no, amx_bf16 yes, amx_tile yes"
+
+
+def test_samples_spread_wider_than_ten_percent_are_called_noisy():
+    from alexnet_tf.perf.speed import noisy
+    # this page's Intel Xeon run: peaks 179.9-292.9 GFLOP/s (median 238.4), default model 636-807 img/s
+    peaks = {"float32": {"min": 179.9, "median": 238.4, "max": 292.9, "samples": [179.9, 238.4, 292.9]}}
+    rows = [dict(model="default", precision="float32",
+                 train_images_per_s_spread={"min": 636, "median": 699, "max": 807, "samples": [699, 636, 807]}),
+            dict(model="paper", precision="float32",  # 47.0-48.4 around 48.0: 2.9 %, quiet
+                 train_images_per_s_spread={"min": 47.0, "median": 48.0, "max": 48.4, "samples": [47.0, 48.0, 48.4]}),
+            dict(model="paper", precision="float32")]  # PyTorch's row: timed once, no spread
+    assert noisy(peaks, rows) == [
+        "noisy: the float32 matmul peak samples spread 47 % (more than 10 %): the machine was not quiet while "
+        "they were timed; rerun before quoting them",
+        "noisy: default float32 training timings spread 24 % (more than 10 %): the machine was not quiet while "
+        "they were timed; rerun before quoting them"]
+    one = {"float32": {"min": 1.0, "median": 2.0, "max": 3.0, "samples": [2.0]}}  # a single sample has no spread
+    assert noisy(one, []) == []
 
 
 def test_peaks_best_of_both_libraries_and_interleaved_samples():

@@ -203,8 +203,9 @@ def run(models=("paper", "default"), precisions=("float32", "mixed_bfloat16"), b
     out = dict(machine=machine.summary(), cpu_flags=cpu_flags,
                threads=tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(), repeats=repeats,
                matmul_peak_flops_per_s=best, matmul_peak_spread=peak_spread, matmul_peaks_by_library=by_library,
-               results=rows, measurement_errors=measurement_errors(rows), goals=goals(rows, amx=cpu_flags["amx_bf16"]))
-    for line in out["measurement_errors"] + out["goals"]:
+               results=rows, measurement_errors=measurement_errors(rows), noisy=noisy(peak_spread, rows),
+               goals=goals(rows, amx=cpu_flags["amx_bf16"]))
+    for line in out["measurement_errors"] + out["noisy"] + out["goals"]:
         log(line)
     return out
 
@@ -221,6 +222,15 @@ def measurement_errors(rows):
     return [f"measurement error: {r['framework']} {r['model']} {r['precision']} at {100 * r['train_utilisation']:.0f} % "
             "of the best matmul peak; the peak was under-measured (busy or clocked-down machine): rerun on a quiet machine"
             for r in rows if r["utilisation_measurement_error"]]
+
+
+def noisy(peak_spread, rows):
+    """One line per set of samples (each dtype's peak, each Keras row's training timings) that spread so
+    wide the machine was not quiet (spread.NOISY)."""
+    named = [(f"the {p} matmul peak samples", s) for p, s in peak_spread.items()]
+    named += [(f"{r['model']} {r['precision']} training timings", r["train_images_per_s_spread"])
+              for r in rows if "train_images_per_s_spread" in r]
+    return spread.noisy(named)
 
 
 # docs/speed.md: in float32 the paper model's training step at >= 3x PyTorch's best float32 figure and

@@ -27,6 +27,19 @@ def relative_spread(s):
     return (s["max"] - s["min"]) / s["median"] if s["median"] else float("inf")
 
 
+# Samples spread wider than this around their median were taken on a machine that was not quiet
+# (a quiet 2-core VM keeps them within 3-9 %; busy spells have given 20-48 %)
+NOISY = 0.10
+
+
+def noisy(named_spreads, limit=NOISY):
+    """One line per (name, spread() dict) of two or more samples spread wider than `limit`: figures from
+    a machine that was not quiet, to rerun before quoting."""
+    return [f"noisy: {name} spread {100 * relative_spread(s):.0f} % (more than {100 * limit:.0f} %): the machine "
+            "was not quiet while they were timed; rerun before quoting them"
+            for name, s in named_spreads if len(s["samples"]) > 1 and relative_spread(s) > limit]
+
+
 def utilisation(flops_per_s, peak_flops_per_s):
     """{'utilisation': achieved / peak, 'measurement_error': whether it exceeds 1}.
 
