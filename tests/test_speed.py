@@ -87,7 +87,7 @@ def test_spread_best_of_and_flag_on_hand_made_numbers():
 
 def test_samples_spread_wider_than_ten_percent_are_called_noisy():
     from alexnet_tf.perf.speed import noisy
-    # this page's Intel Xeon run: peaks 179.9-292.9 GFLOP/s (median 238.4), default model 636-807 img/s
+    # docs/speed.md's Intel Xeon run: peaks 179.9-292.9 GFLOP/s (median 238.4), default model 636-807 img/s
     peaks = {"float32": {"min": 179.9, "median": 238.4, "max": 292.9, "samples": [179.9, 238.4, 292.9]}}
     rows = [dict(model="default", precision="float32",
                  train_images_per_s_spread={"min": 636, "median": 699, "max": 807, "samples": [699, 636, 807]}),
