@@ -101,6 +101,12 @@ def test_a_second_export_waits_for_the_first_then_gives_up_in_one_line(run_copy,
     fcntl.flock(fd, fcntl.LOCK_EX)  # another export (this process, as far as the lock can tell)
     os.ftruncate(fd, 0)
     os.pwrite(fd, b"pid 1 on host: export --run-dir elsewhere", 0)
+    timers, closed = [], []
+
+    def release():
+        os.close(fd)
+        closed.append(fd)
+
     try:
         status, out, err = run_main(capsys, main, ["export", "--run-dir", run_copy, "--wait", "0.5"])
         assert status == 1
@@ -112,21 +118,19 @@ def test_a_second_export_waits_for_the_first_then_gives_up_in_one_line(run_copy,
 
         # the first export ends a second after the second one has found the lock busy (however long loading
         # the run took before that), so the second must wait and then go on
-        timers = []
-
         def holder_then_release(f, real=run_dir_module._holder):
             if not timers:
-                timers.append(threading.Timer(1.0, os.close, [fd]))
+                timers.append(threading.Timer(1.0, release))
                 timers[0].start()
             return real(f)
 
         monkeypatch.setattr(run_dir_module, "_holder", holder_then_release)
         status, out, err = run_main(capsys, main, ["export", "--run-dir", run_copy, "--wait", "120"])
     finally:
-        try:
+        for timer in timers:
+            timer.join()  # so the descriptor is closed exactly once, never after it could name another file
+        if not closed:
             os.close(fd)
-        except OSError:
-            pass  # closed by the timer
     assert status == 0, err
     assert f"waiting for another export into {base} to finish" in out and f"wrote {base}/2" in out
     assert sorted(os.listdir(base)) == [".lock", "1", "2"]
