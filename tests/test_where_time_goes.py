@@ -94,6 +94,10 @@ def test_table_ratios_are_against_the_first_variant():
     assert lines[2] == "| shipped: LRN by model.lrn_kernel auto (fused op if built); float32 | 128.0 | 1000.0 | x1.00 | 22 % (2) |"
     assert lines[3].endswith("| 106.7 | 1200.0 | x1.20 | 9 % (2) |")
     assert lines[4].endswith("| 256.0 | 500.0 | x0.50 | 0 % (1) |")
+    # (1000 - 800) / 900 = 22 % is noisy, (1200 - 1100) / 1150 = 9 % is not, one round has no spread
+    assert where_time_goes.noisy(spreads) == [
+        "noisy: shipped rounds spread 22 % (more than 10 %): the machine was not quiet while they were timed; "
+        "rerun before quoting them"]
 
 
 @pytest.mark.slow

@@ -151,6 +151,11 @@ def table(spreads, batch):
     return lines
 
 
+def noisy(spreads):
+    """spread.noisy's lines for the variants whose rounds spread wider than spread.NOISY."""
+    return spread.noisy([(f"{n} rounds", s) for n, s in spreads.items()])
+
+
 def _variant_list(text):
     names = text.split(",")
     unknown = [n for n in names if n not in VARIANTS]
@@ -177,7 +182,7 @@ def main(argv=None):
     print(f"model {args.model}, batch {batch}, {args.steps} timed steps per variant, {args.repeats} rounds; "
           f"{machine.describe()}; flags: {spread.describe_flags(spread.flags_present(machine.cpu_flags()))}", flush=True)
     spreads = measure(args.model, args.steps, args.repeats, args.variants)
-    print("\n".join(table(spreads, batch)))
+    print("\n".join(table(spreads, batch) + noisy(spreads)))
 
 
 if __name__ == "__main__":
